@@ -1,0 +1,213 @@
+"""Command line: parse, load config, call the pipeline, print a summary. Errors print as one paragraph."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainforge.errors import TrainforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Config-driven training and fine-tuning.")
+runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, compare.")
+data_app = typer.Typer(no_args_is_help=True, help="Look at data before training on it.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(data_app, name="data")
+out = Console()
+RECIPES = Path(__file__).parent / "recipes"
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Run config (YAML)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.learning_rate=1e-4"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+):
+    """Train / fine-tune a model as the config says; writes runs/<name>/."""
+    from trainforge.pipeline import train_from_file
+
+    train_from_file(config, overrides or [], resume=resume)
+
+
+@app.command()
+def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
+    """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
+    from trainforge.pipeline import train_from_file
+
+    train_from_file(RECIPES / "demo.yaml", overrides or [])
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="Run name or directory."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base model."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Target folder (default: <run>/merged)."),
+    runs_dir: str = typer.Option("runs", help="Where runs live."),
+):
+    """Write a trained run in a form other tools load."""
+    from trainforge.export.merge import merge_run
+    from trainforge.tracking import find_run
+
+    if not merge:
+        raise TrainforgeError("Say what to export: --merge (more formats come with later releases).")
+    out.print(f"merged model written to [bold]{merge_run(find_run(run, runs_dir), out_dir)}[/]")
+
+
+@app.command()
+def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Optional[str] = None):
+    """Talk to a trained generative run (empty line or Ctrl-D to quit)."""
+    from trainforge.data.tokenize import render
+    from trainforge.evaluation.lm import generate
+    from trainforge.inference import load_run_model
+    from trainforge.tracking import find_run
+
+    model, tokenizer = load_run_model(find_run(run, runs_dir))
+    messages = [{"role": "system", "content": system}] if system else []
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        messages.append({"role": "user", "content": text})
+        answer = generate(model, tokenizer, [render(tokenizer, messages, add_generation_prompt=True)], max_new_tokens)[0]
+        messages.append({"role": "assistant", "content": answer})
+        out.print(f"[bold green]model>[/] {answer}")
+
+
+@app.command()
+def predict(
+    run: str,
+    data: str = typer.Option(..., "--data", help="Prompts file (rows in the run's data format)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Output JSONL (default: <data>.predictions.jsonl)."),
+    runs_dir: str = "runs",
+    max_new_tokens: int = 128,
+):
+    """Generate an answer for every row of a file."""
+    from trainforge.inference import predict_file
+    from trainforge.tracking import find_run
+
+    out.print(f"predictions written to [bold]{predict_file(find_run(run, runs_dir), data, out_file, max_new_tokens)}[/]")
+
+
+@app.command()
+def models():
+    """The known model aliases."""
+    from trainforge.models import ALIASES
+
+    table = Table("alias", "kind", "what")
+    for alias in ALIASES.values():
+        table.add_row(alias.name, alias.kind, alias.description)
+    out.print(table)
+
+
+# runs -------------------------------------------------------------------------------------------------------------
+SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity")
+
+
+@runs_app.command("list")
+def runs_list(runs_dir: str = "runs"):
+    """All runs with their status and headline metrics."""
+    from trainforge.pipeline import fmt
+    from trainforge.tracking import list_runs
+    from trainforge.tracking.rundir import read_json
+
+    table = Table("run", "status", *SUMMARY_KEYS)
+    for run in list_runs(runs_dir):
+        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+        table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in SUMMARY_KEYS))
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run: str, runs_dir: str = "runs"):
+    """One run: status, summary, where its files are."""
+    from trainforge.pipeline import fmt
+    from trainforge.tracking import find_run
+    from trainforge.tracking.rundir import read_json
+
+    r = find_run(run, runs_dir)
+    table = Table("key", "value", title=f"run {r.name}")
+    for key, value in r.info().items():
+        table.add_row(key, fmt(value))
+    if r.file("summary.json").is_file():
+        for key, value in read_json(r.file("summary.json")).items():
+            table.add_row(key, fmt(value))
+    out.print(table)
+    out.print(f"directory: {r.path.resolve()}")
+
+
+@runs_app.command("compare")
+def runs_compare(a: str, b: str, runs_dir: str = "runs"):
+    """Two runs side by side: summaries and the config keys that differ."""
+    from trainforge.config import load_config
+    from trainforge.pipeline import fmt
+    from trainforge.tracking import find_run
+    from trainforge.tracking.mlflow_log import flatten
+    from trainforge.tracking.rundir import read_json
+
+    ra, rb = find_run(a, runs_dir), find_run(b, runs_dir)
+    sa, sb = (read_json(r.file("summary.json")) if r.file("summary.json").is_file() else {} for r in (ra, rb))
+    table = Table("key", ra.name, rb.name, title="summary")
+    for key in dict.fromkeys([*sa, *sb]):
+        table.add_row(key, fmt(sa.get(key, "—")), fmt(sb.get(key, "—")))
+    out.print(table)
+    ca, cb = (flatten(load_config(r.file("config.yaml")).model_dump(mode="json")) for r in (ra, rb))
+    diff = Table("config key", ra.name, rb.name, title="config differences")
+    for key in sorted(set(ca) | set(cb)):
+        if ca.get(key) != cb.get(key):
+            diff.add_row(key, fmt(ca.get(key, "—")), fmt(cb.get(key, "—")))
+    out.print(diff)
+
+
+# data -------------------------------------------------------------------------------------------------------------
+@data_app.command("inspect")
+def data_inspect(
+    file: str,
+    format: str = typer.Option("chat", "--format", help="text | alpaca | chat"),
+    model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer to count tokens with."),
+    examples: int = typer.Option(2, help="How many rendered examples to show."),
+):
+    """Counts, token-length percentiles and a few rendered examples."""
+    from trainforge.data.inspect import inspect_file
+
+    inspect_file(file, format, model, examples, out)
+
+
+@data_app.command("validate")
+def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat")):
+    """Check every row; the first bad one is reported with its row number."""
+    from trainforge.data.formats import normalize_rows
+    from trainforge.data.readers import read_rows
+
+    rows = normalize_rows(read_rows(file), format, file)
+    out.print(f"[green]ok:[/] {len(rows)} valid {format} rows in {file}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TrainforgeError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]: resume with `trainforge train CONFIG --resume`")
+        sys.exit(130)
+    except (typer.Abort, typer.Exit) as err:
+        sys.exit(getattr(err, "exit_code", 1))
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

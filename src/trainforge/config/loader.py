@@ -1,0 +1,116 @@
+"""Load a run config from YAML (or a dict) with `key=value` overrides; turn every problem into a ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from trainforge.config.schema import RunConfig
+from trainforge.errors import ConfigError
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`training.learning_rate=1e-4` → {"training": {"learning_rate": 1e-4}}; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"Override {pair!r} is not of the form key=value (e.g. training.learning_rate=1e-4).")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override {pair!r} sets a key below `{part}`, which an earlier override set to a value.")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key `{key}` at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"Config file {path}: {err}.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"Config file {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"Config file {path} is not valid YAML{at}: {getattr(err, 'problem', err)}.") from None
+    if data is None:
+        raise ConfigError(f"Config file {path} is empty; it needs at least a `data:` section.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections (model, data, method, ...), got {type(data).__name__}.")
+    return data
+
+
+def describe_validation_error(err: ValidationError, source: str) -> str:
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key `{key}`")
+        elif item["type"] == "missing":
+            problems.append(f"missing required key `{key}`")
+        else:
+            problems.append(f"key `{key}` = {item['input']!r}: {msg}")
+    return f"Invalid config {source}: " + "; ".join(problems) + "."
+
+
+def validate(data: dict[str, Any], source: str = "(in memory)") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """The one entry point: YAML file (or `base` dict) + overrides → validated RunConfig."""
+    data = read_yaml(path) if path is not None else dict(base or {})
+    if overrides:
+        data = merge(data, parse_overrides(overrides))
+    return validate(data, str(path) if path is not None else "(in memory)")
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

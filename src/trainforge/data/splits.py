@@ -1,0 +1,58 @@
+"""Seeded train/validation/test splits: by fractions of one source, or from separate files."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from trainforge.config.schema import DataConfig
+from trainforge.data.formats import normalize_rows
+from trainforge.data.readers import read_rows
+from trainforge.data.tasks import generate_task
+from trainforge.errors import DataError
+
+
+@dataclass
+class Splits:
+    train: list[dict]
+    validation: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+    source: str = ""
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def split_by_fractions(rows: list, train: float, validation: float, seed: int) -> tuple[list, list, list]:
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_train = round(len(rows) * train)
+    n_val = round(len(rows) * validation)
+    pick = lambda idx: [rows[i] for i in idx]  # noqa: E731
+    return pick(order[:n_train]), pick(order[n_train : n_train + n_val]), pick(order[n_train + n_val :])
+
+
+def _read(path: str, cfg: DataConfig) -> list[dict]:
+    return normalize_rows(read_rows(path, cfg.max_rows), cfg.format, path, cfg.text_field)
+
+
+def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Read, validate and split the data of a run; every row is checked before anything trains."""
+    if cfg.task:
+        fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
+        if fmt != cfg.format:
+            raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
+        source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
+    elif cfg.path:
+        rows, source = _read(cfg.path, cfg), cfg.path
+    else:
+        return Splits(
+            train=_read(cfg.train, cfg),
+            validation=_read(cfg.validation, cfg) if cfg.validation else [],
+            test=_read(cfg.test, cfg) if cfg.test else [],
+            source=cfg.train,
+        )
+    train, val, test = split_by_fractions(rows, cfg.split.train, cfg.split.validation, seed)
+    if not train:
+        raise DataError(f"{source} has {len(rows)} rows: too few to give the train split any.")
+    return Splits(train, val, test, source)

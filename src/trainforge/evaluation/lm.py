@@ -1,0 +1,79 @@
+"""Language-model evaluation: perplexity on held-out tokens and generation-based task scores."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainforge.data.tokenize import IGNORE, prompt_and_reference
+from trainforge.evaluation.metrics import GENERATION_METRICS
+
+
+def _autocast(precision: str):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32") -> float:
+    """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM)."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # length-grouped: less padding
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch = [rows[i] for i in order[start : start + batch_size]]
+        width = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        with _autocast(precision):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+        nll = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        total_nll += nll.item()
+        total_tokens += int((shift_labels != IGNORE).sum())
+    return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16, precision: str = "fp32") -> list[str]:
+    """Greedy answers for rendered prompts, batched by length (left padding), returned in input order."""
+    model.eval()
+    device = next(model.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    outputs: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with _autocast(precision):
+                out = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            for i, seq in zip(idx, out[:, enc["input_ids"].shape[1] :]):
+                outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
+    finally:
+        tokenizer.padding_side = side
+    return outputs
+
+
+def generation_scores(model, tokenizer, examples: list[dict], metrics: list[str], max_new_tokens: int,
+                      batch_size: int, precision: str = "fp32") -> tuple[dict[str, float], list[dict]]:
+    """Task metrics of greedy answers to the test prompts, and the (prompt, reference, prediction) samples."""
+    pairs = [prompt_and_reference(tokenizer, e) for e in examples]
+    prompts = [p for p, _ in pairs]
+    references = [r for _, r in pairs]
+    predictions = generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision)
+    scores = {name: GENERATION_METRICS[name](predictions, references) for name in metrics}
+    samples = [{"prompt": p, "reference": r, "prediction": y} for p, r, y in zip(prompts, references, predictions)]
+    return scores, samples

@@ -1,0 +1,61 @@
+"""Pick precision and threads for the machine at hand, and say what was picked."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_fast_bf16() -> bool:
+    # Without native bf16 instructions torch emulates bf16 matmuls, hundreds of times slower than fp32.
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def physical_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str
+    precision: str  # "bf16" | "fp32"
+    threads: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"device={self.device} precision={self.precision} threads={self.threads} ({self.reason})"
+
+
+def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if precision != "auto":
+        reason = "as configured"
+        chosen = precision
+    elif cuda:
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        reason = "GPU supports bf16" if chosen == "bf16" else "GPU lacks bf16"
+    elif cpu_has_fast_bf16():
+        chosen, reason = "bf16", "CPU has native bf16 (AVX512-BF16/AMX): bf16 autocast"
+    else:
+        chosen, reason = "fp32", "CPU lacks native bf16 instructions: bf16 would be emulated and slow"
+    n = threads or physical_cores()
+    if not cuda:
+        torch.set_num_threads(n)
+    return Hardware(device, chosen, n, reason)

@@ -1,0 +1,47 @@
+"""The method interface: how to load the model for a method, prepare it for training, and save what it learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainforge.errors import ConfigError
+
+_REGISTRY: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(config) -> "Method":
+    try:
+        return _REGISTRY[config.method.name](config)
+    except KeyError:
+        raise ConfigError(f"Unknown method {config.method.name!r}; expected one of {', '.join(method_names())}.") from None
+
+
+class Method:
+    """Default: full fine-tuning of every parameter."""
+
+    name = "full"
+    saves_adapter = False  # True: the artifact is an adapter to load on top of the base model
+
+    def __init__(self, config):
+        self.config = config
+
+    def quantization_config(self):
+        """A transformers quantization config to load the base model with, or None."""
+        return None
+
+    def prepare(self, model):
+        """Make the loaded model ready to train (freeze, wrap, ...). Returns the model to train."""
+        return model
+
+    def save(self, model, tokenizer, out: Path) -> None:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)

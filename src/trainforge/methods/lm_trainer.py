@@ -1,0 +1,69 @@
+"""The language-model trainer shared by full, LoRA and QLoRA: TRL's SFTTrainer on pre-tokenized rows."""
+
+from __future__ import annotations
+
+import torch
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def build_lm_trainer(model, prep, run, callbacks: list):
+    """An SFTTrainer whose checkpoints (model, optimizer, scheduler, RNG, data position) land in the run dir."""
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    t = prep.config.training
+    has_eval = bool(prep.eval_rows)
+    early = t.early_stopping
+    eval_steps = t.eval_steps or (t.save_steps if early.patience else None)
+    # Early stopping keeps the best checkpoint, so saving must follow evaluation.
+    save_steps = eval_steps if early.patience else t.save_steps
+    args = SFTConfig(
+        output_dir=str(run.checkpoints),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=prep.config.evaluation.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy=("steps" if eval_steps else "epoch") if has_eval else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=bool(early.patience),
+        metric_for_best_model=early.metric if early.patience else None,
+        greater_is_better=early.greater_is_better if early.patience else None,
+        bf16=t.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        packing=t.packing,
+        padding_free=t.packing,
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer_callbacks = list(callbacks)
+    if early.patience:
+        trainer_callbacks.append(EarlyStoppingCallback(early.patience, early.threshold))
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(prep.train_rows),
+        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
+        processing_class=prep.tokenizer,
+        callbacks=trainer_callbacks,
+    )

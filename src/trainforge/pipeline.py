@@ -1,0 +1,214 @@
+"""One run, end to end: validate → data → model → baseline eval → train → save → eval → report → track."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from trainforge.config import RunConfig, dump_config, load_config
+from trainforge.data.splits import Splits, load_splits
+from trainforge.data.tokenize import tokenize_examples
+from trainforge.errors import ConfigError, RunError
+from trainforge.hardware import Hardware, choose
+from trainforge.methods import Method, get_method
+from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, list_runs
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Prepared:
+    """Everything checked and tokenized before a run directory exists."""
+
+    config: RunConfig
+    hardware: Hardware
+    method: Method
+    tokenizer: object
+    splits: Splits
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    heldout_rows: list[dict]  # perplexity rows: test split, else validation
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(config: RunConfig) -> Prepared:
+    from trainforge.models import load_tokenizer
+
+    hardware = choose(config.training.precision, config.training.threads)
+    config = config.model_copy(deep=True)
+    config.training.precision = hardware.precision  # the saved config records what actually ran
+    method = get_method(config)
+    splits = load_splits(config.data, config.training.seed)
+    if config.training.early_stopping.patience and not splits.validation:
+        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
+    tokenizer = load_tokenizer(config.model.name)
+    t = config.training
+    tok = lambda rows: tokenize_examples(tokenizer, rows, t.objective, t.max_length) if rows else []  # noqa: E731
+    eval_rows = tok(splits.validation)
+    heldout = tok(splits.test) if splits.test else eval_rows
+    return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train), eval_rows, heldout)
+
+
+def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
+    from trainforge.evaluation.lm import generation_scores, perplexity
+
+    cfg, scores, samples = prep.config.evaluation, {}, []
+    precision = prep.hardware.precision
+    console.print(f"[cyan]evaluating {label} model…[/]")
+    if cfg.perplexity and prep.heldout_rows:
+        scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size, precision)
+    test = prep.splits.test[: cfg.max_samples] if cfg.max_samples else prep.splits.test
+    if cfg.generation and test and "messages" in test[0]:
+        gen, samples = generation_scores(model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size, precision)
+        scores.update(gen)
+    return scores, samples
+
+
+def _config_without_name(config: RunConfig) -> dict:
+    data = config.model_dump(mode="json")
+    data.pop("name", None)
+    data["training"].pop("precision", None)  # resolved per machine
+    return data
+
+
+def _open_for_resume(config: RunConfig) -> RunDir:
+    runs_dir = config.tracking.runs_dir
+    if config.name:
+        candidates = [r for r in list_runs(runs_dir) if r.name == config.name]
+    else:
+        wanted = _config_without_name(config)
+        candidates = [r for r in list_runs(runs_dir) if r.status != "completed"
+                      and _config_without_name(load_config(r.file("config.yaml"))) == wanted]
+    if not candidates:
+        raise RunError(f"Nothing to resume: no {'run named ' + config.name if config.name else 'unfinished run with this config'} under {runs_dir}/.")
+    run = candidates[-1]
+    if run.status == "completed":
+        raise RunError(f"Run {run.path} already completed; there is nothing to resume.")
+    saved = load_config(run.file("config.yaml"))
+    if _config_without_name(saved) != _config_without_name(config.model_copy(update={"name": saved.name})):
+        raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in {run.file('config.yaml')}.")
+    return run
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def comparison_rows(before: dict, after: dict) -> list[list[str]]:
+    return [[k, fmt(before.get(k, "—")), fmt(after.get(k, "—"))] for k in after]
+
+
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    """Train, evaluate, save and record one run; returns its run directory."""
+    from transformers import set_seed
+
+    from trainforge.methods.lm_trainer import build_lm_trainer, count_parameters
+    from trainforge.models import load_causal_lm
+    from trainforge.tracking.callbacks import MetricsLogger
+
+    prep = prepare(config)  # every check that can fail on input happens before the run directory exists
+    config = prep.config
+    console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
+    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences")
+    if resume:
+        run = _open_for_resume(config)
+        config = config.model_copy(update={"name": run.name})
+        run.set_status("running", resumed=time.time())
+    else:
+        name = config.name or f"{config.method.name}-{config.training.objective}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = config.model_copy(update={"name": name})
+        run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    prep.config = config
+    try:
+        set_seed(config.training.seed)
+        model = load_causal_lm(config.model.name, quantization_config=prep.method.quantization_config())
+        before_file = run.file("eval_before.json")
+        before: dict = {}
+        if config.evaluation.before_after:
+            if before_file.is_file():
+                from trainforge.tracking.rundir import read_json
+                before = read_json(before_file)["scores"]
+            else:
+                before, samples = evaluate_lm(model, prep, "base")
+                atomic_write_json(before_file, {"scores": before, "samples": samples})
+        set_seed(config.training.seed)
+        model = prep.method.prepare(model)
+        trainable, total = count_parameters(model)
+        console.print(f"[bold]method:[/] {config.method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3g}%)")
+        trainer = build_lm_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
+        checkpoint = run.last_checkpoint() if resume else None
+        if resume:
+            console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        artifact = run.path / ("adapter" if prep.method.saves_adapter else "model")
+        with atomic_dir(artifact) as tmp:
+            prep.method.save(trainer.model, prep.tokenizer, tmp)
+        after, samples = evaluate_lm(trainer.model, prep, "trained")
+        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
+        throughputs = [m["tokens_per_second"] for m in run.metrics() if "tokens_per_second" in m]
+        summary = {
+            "method": config.method.name, "model": config.model.name, "objective": config.training.objective,
+            "steps": result.global_step, "train_loss": round(result.training_loss, 4),
+            "train_seconds": round(train_seconds, 1),
+            "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
+            "trainable_params": trainable, "total_params": total, "precision": config.training.precision,
+            **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
+        }
+        if config.export.merge and prep.method.saves_adapter:
+            from trainforge.export.merge import merge_run
+
+            summary["merged"] = str(merge_run(run))
+        comparison = comparison_rows(before, after) if before else None
+        atomic_write_json(run.file("summary.json"), summary)
+        if config.tracking.report:
+            from trainforge.tracking.report import write_report
+            write_report(run, summary, comparison, dump_config(config))
+        if config.tracking.mlflow:
+            summary["mlflow_run_id"] = _track(run, config, summary)
+        run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
+    except BaseException as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    print_summary(run, summary, comparison)
+    return run
+
+
+def _track(run: RunDir, config: RunConfig, summary: dict) -> str:
+    from trainforge.tracking.mlflow_log import log_run, tracking_uri
+
+    uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
+    files = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "eval_before.json", "eval_after.json")]
+    if (run.path / "adapter").is_dir():
+        files.append(run.path / "adapter")
+    return log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files)
+
+
+def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None) -> None:
+    out = Console()
+    if comparison:
+        table = Table(title="before / after")
+        for col in ("metric", "before", "after"):
+            table.add_column(col)
+        for row in comparison:
+            table.add_row(*row)
+        out.print(table)
+    table = Table(title=f"run {run.name}")
+    table.add_column("key")
+    table.add_column("value")
+    for key in ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params", "precision"):
+        table.add_row(key, fmt(summary.get(key)))
+    out.print(table)
+    out.print(f"run directory: [bold]{run.path.resolve()}[/]")
+
+
+def train_from_file(path: str | Path, overrides: list[str], resume: bool = False) -> RunDir:
+    return train(load_config(path, overrides), resume=resume)

@@ -1,0 +1,67 @@
+"""Trainer callbacks: metrics.jsonl with throughput, and an overfitting warning."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from transformers import TrainerCallback
+
+from trainforge.tracking.rundir import RunDir
+
+console = Console(stderr=True)
+
+
+class MetricsLogger(TrainerCallback):
+    """Writes every Trainer log to metrics.jsonl with trained tokens/s, and warns when eval loss rises while
+    train loss falls (overfitting)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._last_time: float | None = None
+        self._last_tokens: float | None = None
+        self._train_losses: list[float] = []
+        self._eval_points: list[tuple[float, float]] = []  # (eval loss, mean recent train loss)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        now = time.perf_counter()
+        tokens = logs.get("num_tokens")
+        if "loss" in logs and tokens is not None:
+            if self._last_tokens is not None and self._last_time is not None and now > self._last_time:
+                row["tokens_per_second"] = round((tokens - self._last_tokens) / (now - self._last_time), 1)
+            self._last_tokens, self._last_time = tokens, now
+            self._train_losses.append(logs["loss"])
+        if "eval_loss" in logs:
+            row.update(self._check_overfitting(logs["eval_loss"]))
+            self._last_time = time.perf_counter()  # evaluation time is not training throughput
+        self.run.append_metrics(row)
+
+    def _check_overfitting(self, eval_loss: float) -> dict:
+        recent = self._train_losses[-3:]
+        train_now = sum(recent) / len(recent) if recent else float("nan")
+        warning = {}
+        if self._eval_points:
+            prev_eval, prev_train = self._eval_points[-1]
+            if eval_loss > prev_eval and train_now < prev_train:
+                msg = (f"eval loss rose {prev_eval:.4f} → {eval_loss:.4f} while train loss fell "
+                       f"{prev_train:.4f} → {train_now:.4f}: the model may be overfitting")
+                console.print(f"[bold yellow]warning:[/] {msg}")
+                warning = {"warning": msg}
+        self._eval_points.append((eval_loss, train_now))
+        return warning
+
+
+class StopAtStep(TrainerCallback):
+    """Interrupts training after a given step (used to simulate a crash in tests and benchmarks)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            raise KeyboardInterrupt(f"stopped at step {state.global_step}")

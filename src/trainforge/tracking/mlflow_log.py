@@ -1,0 +1,60 @@
+"""Record a finished run in MLflow: a local sqlite store by default, embedded, no server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from trainforge.tracking.rundir import RunDir
+
+
+def tracking_uri(runs_dir: str | Path, configured: str | None) -> str:
+    return configured or f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_run(run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]) -> str:
+    """Log params, the metric history, the summary and small artifacts; return the MLflow run id."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=(Path(run.path).parent / "mlartifacts").resolve().as_uri()
+    )
+    mlrun = client.create_run(experiment_id, run_name=run.name, tags={"trainforge.run_dir": str(run.path.resolve())})
+    run_id = mlrun.info.run_id
+    params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]
+    metrics = []
+    for i, row in enumerate(run.metrics()):
+        for key, value in row.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                metrics.append(Metric(key, float(value), i, int(row.get("step", 0))))
+    metrics += [Metric(f"final.{k}", float(v), 0, 0) for k, v in summary.items() if isinstance(v, (int, float))]
+    for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params and 1000 metrics
+        client.log_batch(run_id, params=params[start : start + 100])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    for path in artifacts:
+        if path.is_file():
+            client.log_artifact(run_id, str(path))
+        elif path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+    client.set_terminated(run_id)
+    return run_id

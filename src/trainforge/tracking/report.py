@@ -1,0 +1,58 @@
+"""A self-contained HTML report per run: summary, before/after table, loss curves, config."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from trainforge.tracking.rundir import RunDir, atomic_write_text
+
+
+def loss_curve_png(metrics: list[dict]) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None, config_yaml: str) -> None:
+    png = loss_curve_png(run.metrics())
+    plot = f'<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "<p>No losses logged.</p>"
+    parts = [
+        f"<h1>trainforge run {html.escape(run.name)}</h1>",
+        "<h2>Summary</h2>", _table([[k, v] for k, v in summary.items()], ["key", "value"]),
+    ]
+    if comparison:
+        parts += ["<h2>Before / after</h2>", _table(comparison, ["metric", "before", "after"])]
+    parts += ["<h2>Loss curves</h2>", plot, "<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
+    style = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+             "pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    atomic_write_text(run.file("report.html"), page)
