@@ -146,6 +146,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         checkpoint = run.last_checkpoint() if resume else None
         if resume:
             console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
+            run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - started

@@ -113,6 +113,11 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def rewind_metrics(self, step: int) -> None:
+        """Drop metric rows logged after `step`: a resumed run logs those steps again from its checkpoint."""
+        kept = [row for row in self.metrics() if row.get("step", 0) <= step]
+        atomic_write_text(self.metrics_file, "".join(json.dumps(row, default=float) + "\n" for row in kept))
+
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_file.is_file():
             return []

@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from trainforge.config import load_config  # noqa: E402
+from trainforge.config.loader import merge  # noqa: E402
+
+
+def tiny_run_config(runs_dir, **sections):
+    """A seconds-long run on the tiny random LLaMA and the bundled dates task; sections override the defaults."""
+    base = {
+        "model": {"name": "tiny-llama"},
+        "data": {"task": "dates-json", "task_size": 64, "split": {"train": 0.75, "validation": 0.125, "test": 0.125}},
+        "method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "training": {"max_steps": 8, "batch_size": 4, "learning_rate": 1e-2, "max_length": 96,
+                     "logging_steps": 1, "save_steps": 4, "lr_scheduler": "constant"},
+        "evaluation": {"max_new_tokens": 4, "batch_size": 8, "max_samples": 4},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+    }
+    return load_config(base=merge(base, sections))
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    return tmp_path / "runs"
+
+
+def train_losses(run):
+    return [m["loss"] for m in run.metrics() if "loss" in m]

@@ -1,0 +1,87 @@
+import pytest
+
+from trainforge.config import load_config, parse_overrides
+from trainforge.errors import ConfigError
+
+MINIMAL = {"data": {"task": "dates-json"}}
+
+
+def _error(data, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(base=data, overrides=overrides)
+    return str(info.value)
+
+
+def test_defaults_fill_every_section():
+    config = load_config(base=MINIMAL)
+    assert config.method.name == "lora" and config.method.lora.r == 16
+    assert config.training.objective == "sft"
+    assert config.data.split.train == pytest.approx(0.8)
+
+
+def test_unknown_key_is_named():
+    msg = _error({**MINIMAL, "training": {"learnig_rate": 1e-4}})
+    assert "unknown key `training.learnig_rate`" in msg
+
+
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("training.learning_rate=-1", "training.learning_rate", "greater than 0"),
+        ("method.lora.r=0", "method.lora.r", "greater than 0"),
+        ("training.batch_size=abc", "training.batch_size", "integer"),
+        ("method.name=magic", "method.name", "unknown method 'magic'"),
+        ("training.objective=rl", "training.objective", "'sft' or 'clm'"),
+    ],
+)
+def test_impossible_values_name_key_value_and_expectation(override, key, expected):
+    msg = _error(MINIMAL, [override])
+    assert f"`{key}`" in msg and expected in msg
+    assert override.split("=", 1)[1] in msg
+
+
+def test_split_fractions_must_sum_to_one():
+    msg = _error({"data": {"task": "dates-json", "split": {"train": 0.7, "validation": 0.2, "test": 0.2}}})
+    assert "sum to 1" in msg and "1.1" in msg
+
+
+def test_exactly_one_data_source():
+    assert "exactly one data source" in _error({"data": {"task": "dates-json", "path": "x.jsonl"}})
+    assert "missing required key `data`" in _error({})
+
+
+def test_sft_refuses_raw_text():
+    assert "objective `sft` needs instruction data" in _error({"data": {"path": "c.jsonl", "format": "text"}})
+
+
+def test_overrides_parse_yaml_scalars_and_nest():
+    assert parse_overrides(["training.learning_rate=1e-4", "training.packing=true", "name=x"]) == {
+        "training": {"learning_rate": 1e-4, "packing": True}, "name": "x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["training.learning_rate"])
+
+
+def test_yaml_file_errors(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("data:\n  task: dates-json\ndata:\n  task: dates-json\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml.*duplicate key `data` at line 3"):
+        load_config(dup)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line"):
+        load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_example_config_validates():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert examples, "examples/ holds one YAML per method"
+    for path in examples:
+        load_config(path)

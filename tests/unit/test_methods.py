@@ -1,0 +1,86 @@
+"""Each LM method trains a tiny LLaMA: the loss falls, frozen weights stay bit-identical, artifacts load."""
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from conftest import tiny_run_config, train_losses
+from trainforge.pipeline import train
+
+
+class FrozenWeightsWatch(TrainerCallback):
+    """Snapshots every frozen parameter when training starts and compares at the end."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        after = dict(model.named_parameters())
+        self.changed = [n for n, before in self.before.items() if not torch.equal(before, after[n].detach())]
+
+
+def _loss_fell(run, factor):
+    losses = train_losses(run)
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < factor * first, f"loss {first:.3f} → {last:.3f}"
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_adapter_methods_train_only_the_adapter(runs_dir, method):
+    watch = FrozenWeightsWatch()
+    config = tiny_run_config(runs_dir, method={"name": method}, training={"max_steps": 12})
+    run = train(config, callbacks=[watch])
+    _loss_fell(run, 0.9)
+    assert len(watch.before) > 0 and watch.changed == []
+    adapter = run.path / "adapter" / "adapter_model.safetensors"
+    assert adapter.is_file() and adapter.stat().st_size < 200_000  # r=4 on a tiny model: tens of kB
+    summary = run.info()
+    assert summary["status"] == "completed"
+
+
+def test_full_fine_tuning_changes_every_weight_matrix(runs_dir):
+    from transformers import AutoModelForCausalLM
+
+    from trainforge.models import resolve_model
+
+    run = train(tiny_run_config(runs_dir, method={"name": "full"}, training={"learning_rate": 3e-3}))
+    _loss_fell(run, 0.8)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"))
+    tuned = AutoModelForCausalLM.from_pretrained(run.path / "model")
+    changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, base.state_dict()[n])]
+    assert len(changed) == len(list(base.named_parameters()))
+
+
+def test_adapter_loads_with_peft_and_merges_for_transformers(runs_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from trainforge.export.merge import merge_run
+    from trainforge.models import load_causal_lm
+
+    run = train(tiny_run_config(runs_dir, training={"max_steps": 4}))
+    ids = torch.tensor([[1, 520, 9531, 198, 4093]])
+    base = load_causal_lm("tiny-llama")
+    base_logits = base(ids).logits
+    peft_model = PeftModel.from_pretrained(load_causal_lm("tiny-llama"), run.path / "adapter").eval()
+    adapted = peft_model(ids).logits
+    assert not torch.allclose(adapted, base_logits)  # the adapter learned something
+    merged_dir = merge_run(run)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert torch.allclose(merged(ids).logits, adapted, atol=1e-4)
+
+
+def test_clm_packing_and_early_stopping_options_train(runs_dir, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"text": "The river {i} flows north past the mill and the old bridge."}}\n' for i in range(80)))
+    config = tiny_run_config(
+        runs_dir,
+        data={"task": None, "path": str(corpus), "format": "text"},
+        training={"objective": "clm", "max_length": 32, "max_steps": 10, "packing": True,
+                  "eval_steps": 2, "early_stopping": {"patience": 50}},
+    )
+    run = train(config)
+    _loss_fell(run, 0.9)
+    evals = [m["eval_loss"] for m in run.metrics() if "eval_loss" in m]
+    assert len(evals) >= 4 and evals[-1] < evals[0]
+    assert run.info()["status"] == "completed"
