@@ -41,6 +41,23 @@ def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value o
     train_from_file(RECIPES / "demo.yaml", overrides or [])
 
 
+@app.command("eval")
+def evaluate(
+    run: str = typer.Argument(..., help="Run name or directory."),
+    data: Optional[str] = typer.Option(None, "--data", help="Held-out file in the run's data format (default: the run's test split)."),
+    runs_dir: str = typer.Option("runs", help="Where runs live."),
+):
+    """Score a trained run: perplexity and generation metrics on held-out data."""
+    from trainforge.pipeline import evaluate_run, fmt
+    from trainforge.tracking import find_run
+
+    scores = evaluate_run(find_run(run, runs_dir), data)
+    table = Table("metric", "value", title=f"evaluation of {run}")
+    for key, value in scores.items():
+        table.add_row(key, fmt(value))
+    out.print(table)
+
+
 @app.command()
 def export(
     run: str = typer.Argument(..., help="Run name or directory."),

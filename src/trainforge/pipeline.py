@@ -211,5 +211,19 @@ def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None
     out.print(f"run directory: [bold]{run.path.resolve()}[/]")
 
 
+def evaluate_run(run: RunDir, data: str | None = None) -> dict[str, float]:
+    """Evaluate a finished run on its own test split, or on every row of another file."""
+    from trainforge.inference import load_run_model
+
+    config = load_config(run.file("config.yaml"))
+    if data:  # the file serves as the test split; `train` must name a source but is not trained on here
+        fields = {"path": None, "task": None, "validation": None, "train": data, "test": data}
+        config = config.model_copy(update={"data": config.data.model_copy(update=fields)})
+    prep = prepare(config)
+    model, _ = load_run_model(run)
+    scores, _ = evaluate_lm(model, prep, "trained")
+    return scores
+
+
 def train_from_file(path: str | Path, overrides: list[str], resume: bool = False) -> RunDir:
     return train(load_config(path, overrides), resume=resume)

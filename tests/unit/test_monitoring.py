@@ -42,8 +42,9 @@ def test_packed_rows_do_not_attend_across_examples():
     model = load_causal_lm("tiny-llama").eval()
     a, b = torch.tensor([5, 17, 300, 42, 8]), torch.tensor([900, 3, 77])
     with torch.no_grad():
-        alone_b = model(b[None]).logits[0]
-        packed = model(torch.cat([a, b])[None], position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]])).logits[0]
-        leaky = model(torch.cat([a, b])[None]).logits[0]
+        # use_cache=False as in training: packed rows are recognised only without a KV cache
+        alone_b = model(b[None], use_cache=False).logits[0]
+        packed = model(torch.cat([a, b])[None], position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]]), use_cache=False).logits[0]
+        leaky = model(torch.cat([a, b])[None], use_cache=False).logits[0]
     assert torch.allclose(packed[5:], alone_b, atol=1e-5)
     assert not torch.allclose(leaky[5:], alone_b, atol=1e-3)

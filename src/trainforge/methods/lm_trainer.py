@@ -51,7 +51,7 @@ def build_lm_trainer(model, prep, run, callbacks: list):
         max_length=t.max_length,
         packing=t.packing,
         padding_free=t.packing,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=False,
