@@ -20,14 +20,14 @@ def test_smollm2_lora_sft_loss_falls_and_adapter_reloads(runs_dir):
     config = tiny_run_config(
         runs_dir,
         model={"name": "smollm2-135m-instruct"},
-        data={"task_size": 200},
+        data={"task_size": 120},
         method={"lora": {"r": 8, "alpha": 16}},
-        training={"max_steps": 16, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "save_steps": 100},
+        training={"max_steps": 12, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "save_steps": 100},
         evaluation={"max_samples": 8, "max_new_tokens": 20, "generation": True, "before_after": False},
     )
     run = train(config)
     losses = train_losses(run)
-    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     text = render(tokenizer, [{"role": "user", "content": "Extract the date: born on May 3, 1999."}], add_generation_prompt=True)

@@ -70,17 +70,27 @@ def test_adapter_loads_with_peft_and_merges_for_transformers(runs_dir):
     assert torch.allclose(merged(ids).logits, adapted, atol=1e-4)
 
 
-def test_clm_packing_and_early_stopping_options_train(runs_dir, tmp_path):
+def test_clm_with_packing_trains_and_eval_loss_falls(runs_dir, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(f'{{"text": "The river {i} flows north past the mill and the old bridge."}}\n' for i in range(80)))
     config = tiny_run_config(
         runs_dir,
         data={"task": None, "path": str(corpus), "format": "text"},
         training={"objective": "clm", "max_length": 32, "max_steps": 10, "packing": True,
-                  "eval_steps": 2, "early_stopping": {"patience": 50}},
+                  "eval_steps": 2},
     )
     run = train(config)
     _loss_fell(run, 0.9)
     evals = [m["eval_loss"] for m in run.metrics() if "eval_loss" in m]
     assert len(evals) >= 4 and evals[-1] < evals[0]
+    assert run.info()["status"] == "completed"
+
+
+def test_early_stopping_ends_the_run_after_patience_evaluations(runs_dir):
+    # A threshold no change can beat: every evaluation after the first counts as "no improvement".
+    config = tiny_run_config(runs_dir, training={
+        "max_steps": 40, "eval_steps": 2, "early_stopping": {"patience": 2, "threshold": 1e9}})
+    run = train(config)
+    last_step = max(m["step"] for m in run.metrics())
+    assert last_step <= 8, last_step
     assert run.info()["status"] == "completed"

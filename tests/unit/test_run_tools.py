@@ -71,3 +71,13 @@ def test_predict_and_eval_on_a_file(two_runs, tmp_path):
 def test_missing_run_is_a_clear_error(two_runs):
     result = _cli("runs", "show", "nope", "--runs-dir", str(two_runs[0]))
     assert result.returncode == 2 and "No run 'nope'" in result.stderr and "Recent runs: a, b" in result.stderr
+
+
+def test_chat_answers_until_an_empty_line(two_runs):
+    env = {**os.environ, "COLUMNS": "250"}
+    result = subprocess.run(
+        [sys.executable, "-m", "trainforge.cli", "chat", "a", "--runs-dir", str(two_runs[0]), "--max-new-tokens", "3"],
+        input="What is 2+2?\nAnd 3+3?\n\n", capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("model>") == 2
