@@ -10,7 +10,7 @@ from trainforge.data.formats import normalize_rows
 from trainforge.data.readers import read_rows
 from trainforge.data.tokenize import render
 from trainforge.errors import RunError
-from trainforge.tracking.rundir import RunDir
+from trainforge.tracking.rundir import RunDir, atomic_write_text
 
 
 def load_run_model(run: RunDir):
@@ -33,24 +33,29 @@ def load_run_model(run: RunDir):
     return model, tokenizer
 
 
+def _prompt_messages(row: dict, fmt: str, source: str, number: int) -> list[dict]:
+    """The conversation to answer: a chat row without its trailing assistant turn, or an alpaca prompt."""
+    if fmt == "alpaca":
+        row = {**row, "output": row.get("output") or "(to predict)"}  # the answer is what we generate
+        return normalize_rows([(number, row)], "alpaca", source)[0]["messages"][:-1]
+    messages = row.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
+        row = {**row, "messages": [*messages, {"role": "assistant", "content": "(to predict)"}]}
+    return normalize_rows([(number, row)], "chat", source)[0]["messages"][:-1]
+
+
 def predict_file(run: RunDir, data: str, out: str | None, max_new_tokens: int = 128, batch_size: int = 16) -> Path:
     """Answer every prompt of a file (chat/alpaca rows; a trailing assistant turn, if any, is the reference)."""
     from trainforge.evaluation.lm import generate
 
     model, tokenizer = load_run_model(run)
-    fmt = load_config(run.file("config.yaml")).data.format
+    data_config = load_config(run.file("config.yaml")).data
     rows = read_rows(data)
-    prompts = []
-    for number, row in rows:
-        if fmt == "alpaca" and "output" not in row:
-            row = {**row, "output": "-"}
-        if fmt == "chat" and isinstance(row.get("messages"), list) and row["messages"] and row["messages"][-1].get("role") != "assistant":
-            row = {**row, "messages": [*row["messages"], {"role": "assistant", "content": "-"}]}
-        messages = normalize_rows([(number, row)], "chat" if fmt == "chat" else "alpaca", data)[0]["messages"]
-        prompts.append(render(tokenizer, messages[:-1], add_generation_prompt=True))
+    if data_config.format == "text":  # a continued-pretraining run continues the text
+        prompts = [normalize_rows([(n, row)], "text", data, data_config.text_field)[0]["text"] for n, row in rows]
+    else:
+        prompts = [render(tokenizer, _prompt_messages(row, data_config.format, data, n), add_generation_prompt=True) for n, row in rows]
     answers = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
-    with open(target, "w", encoding="utf-8") as f:
-        for (_, row), answer in zip(rows, answers):
-            f.write(json.dumps({**row, "prediction": answer}) + "\n")
+    atomic_write_text(target, "".join(json.dumps({**row, "prediction": a}) + "\n" for (_, row), a in zip(rows, answers)))
     return target

@@ -36,6 +36,7 @@ def build_lm_trainer(model, prep, run, callbacks: list):
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
+        logging_first_step=True,  # the loss curve starts where training started
         eval_strategy=("steps" if eval_steps else "epoch") if has_eval else "no",
         eval_steps=eval_steps,
         save_strategy="steps",

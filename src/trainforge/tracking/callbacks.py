@@ -25,10 +25,12 @@ class MetricsLogger(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
+        # A fresh run counts tokens from zero; a resumed one has no baseline until its first log.
+        self._last_tokens = 0.0 if state.global_step == 0 else None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        row = {**logs, "step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         now = time.perf_counter()
         tokens = logs.get("num_tokens")
         if "loss" in logs and tokens is not None:
