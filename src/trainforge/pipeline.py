@@ -36,9 +36,19 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
+def quiet_library_progress() -> None:
+    """Keep one progress bar, the training one: no bars for weight loading or dataset preparation."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def prepare(config: RunConfig) -> Prepared:
     from trainforge.models import load_tokenizer
 
+    quiet_library_progress()
     hardware = choose(config.training.precision, config.training.threads)
     config = config.model_copy(deep=True)
     config.training.precision = hardware.precision  # the saved config records what actually ran
