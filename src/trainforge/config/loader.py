@@ -92,6 +92,8 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
             problems.append(f"unknown key `{key}`")
         elif item["type"] == "missing":
             problems.append(f"missing required key `{key}`")
+        elif not item["loc"]:  # a check across sections: the message names its keys; the input is the whole config
+            problems.append(msg)
         else:
             problems.append(f"key `{key}` = {item['input']!r}: {msg}")
     return f"Invalid config {source}: " + "; ".join(problems) + "."
