@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ from pydantic import ValidationError
 
 from trainforge.config.schema import RunConfig
 from trainforge.errors import ConfigError
+
+
+_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -23,6 +27,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         node = tree
         parts = key.strip().split(".")
         for part in parts[:-1]:
