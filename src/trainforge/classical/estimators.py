@@ -68,7 +68,8 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in [
               {"n_estimators": _i(50, 500, step=50), "learning_rate": _f(0.01, 0.3, log=True),
                "num_leaves": _i(4, 128, log=True), "min_child_samples": _i(5, 50, log=True),
                "colsample_bytree": _f(0.5, 1.0), "reg_lambda": _f(1e-3, 10.0, log=True)},
-              {"verbose": -1}, scale=False),
+              {"verbose": -1, "n_jobs": 1}, scale=False),  # one thread: fast on small tables, no oversubscription
+                                                            # when tuning workers run side by side; override per run
     Estimator("xgboost", "XGBoost gradient-boosted trees",
               {"classification": "xgboost:XGBClassifier", "regression": "xgboost:XGBRegressor"},
               {"n_estimators": _i(50, 500, step=50), "learning_rate": _f(0.01, 0.3, log=True),
@@ -83,7 +84,8 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in [
               {"hidden_layer_sizes": _c("64", "128", "64,32", "128,64"), "alpha": _f(1e-6, 1e-1, log=True),
                "learning_rate_init": _f(1e-4, 1e-1, log=True)},
               {"max_iter": 500}),
-    Estimator("kmeans", "k-means clustering", {"clustering": "sklearn.cluster:KMeans"}, {"n_clusters": _i(2, 10)}),
+    Estimator("kmeans", "k-means clustering", {"clustering": "sklearn.cluster:KMeans"}, {"n_clusters": _i(2, 10)},
+              {"n_init": 10}),
     Estimator("agglomerative", "agglomerative (hierarchical) clustering",
               {"clustering": "sklearn.cluster:AgglomerativeClustering"},
               {"n_clusters": _i(2, 10), "linkage": _c("ward", "complete", "average")}),

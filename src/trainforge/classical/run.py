@@ -16,7 +16,7 @@ from rich.table import Table as RichTable
 from trainforge.classical.data import Table, load_table
 from trainforge.classical.estimators import Estimator, build_estimator, get_estimator
 from trainforge.classical.metrics import Metric, clustering_scores, resolve, score, supervised_scores
-from trainforge.classical.preprocessing import build_pipeline, detect_kinds
+from trainforge.classical.preprocessing import TableColumns, build_pipeline, detect_kinds
 from trainforge.classical.splits import Holdout, cross_validate, cv_splitter, cv_strategy, holdout
 from trainforge.config import RunConfig, dump_config
 from trainforge.errors import RunError
@@ -74,6 +74,7 @@ def prepare(config: RunConfig) -> Prepared:
     not_features = {data.target, data.group_column, *data.drop_columns} - {None}
     features = [c for c in frame.columns if c not in not_features]
     kinds = detect_kinds(frame, features, pre, table.source)
+    TableColumns(kinds).check(frame, table.source)  # every value fits its column's kind, or the error names it
     y = truth = classes = None
     if config.task == "classification":
         from sklearn.preprocessing import LabelEncoder
