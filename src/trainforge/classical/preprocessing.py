@@ -80,30 +80,40 @@ class TableColumns(TransformerMixin, BaseEstimator):
         if missing:
             raise DataError(f"{source} lacks the column(s) {', '.join(map(repr, missing))} the model was trained on; "
                             f"it needs: {', '.join(self.kinds)}.")
-        out = {}
+        table = X.loc[:, list(self.kinds)]
         for column, kind in self.kinds.items():
-            values = X[column]
+            values = table[column]
+            if kind == NUMERIC and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                continue  # already numbers: nothing to convert or check
+            if kind == DATE and pd.api.types.is_datetime64_any_dtype(values):
+                continue
             present = values.notna()
             if kind == NUMERIC:
                 converted = values.astype(float) if pd.api.types.is_bool_dtype(values) else pd.to_numeric(values, errors="coerce")
             elif kind == DATE:
-                converted = values if pd.api.types.is_datetime64_any_dtype(values) else _parse_dates(values)
+                converted = _parse_dates(values)
             else:
-                converted = values.astype(object).where(present, np.nan)
-                converted = converted.map(lambda v: v if isinstance(v, float) and np.isnan(v) else str(v))
+                if values.dtype == object and values[present].map(type).eq(str).all():
+                    continue  # text already
+                converted = values.astype(str).where(present, np.nan).astype(object)
             if kind != CATEGORICAL:
                 bad = np.flatnonzero((converted.isna() & present).to_numpy())
                 if len(bad):
                     what = "a number" if kind == NUMERIC else "a date"
                     raise DataError(f"{source}, column {column!r} ({kind}): row {_row(X, int(bad[0]))} holds "
                                     f"{values.iloc[int(bad[0])]!r}, not {what}.")
-            out[column] = converted
-        return pd.DataFrame(out, index=X.index)
+            table[column] = converted
+        return table
 
     def fit(self, X, y=None):
         table = self.check(X)
         self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
         return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        table = self.check(X)
+        self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
+        return table
 
     def transform(self, X):
         table = self.check(X)

@@ -48,11 +48,31 @@ def storage_url(config: RunConfig) -> str:
 def _storage(url: str):
     import optuna
 
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
+    if sqlite:
+        _sqlite_wal(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as err:  # noqa: BLE001 - sqlalchemy / driver errors
         raise ConfigError(f"Key `tuning.storage` = {url!r}: Optuna cannot open this storage ({err}).") from None
+    if sqlite:
+        from sqlalchemy import event
+
+        # every trial writes a handful of rows; without this each commit waits for a disk flush
+        event.listen(storage.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
+        storage.engine.dispose()
+    return storage
+
+
+def _sqlite_wal(url: str) -> None:
+    """Write-ahead logging: readers do not block the writer, and local worker processes share the file safely."""
+    import sqlite3
+
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        with sqlite3.connect(path, timeout=120) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 class NumberedGrid:
@@ -91,6 +111,7 @@ def make_pruner(config: RunConfig):
 
     if not config.tuning.pruning:
         return optuna.pruners.NopPruner()
+    # every trial is scored on the same folds, so the running means of two trials after fold k are comparable
     return optuna.pruners.MedianPruner(n_startup_trials=max(3, config.tuning.startup_trials // 2), n_warmup_steps=1)
 
 
@@ -149,10 +170,15 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     objective = objective or objective_for(p.config)
     space = search_space(p.config)
-    study = optuna.load_study(study_name=p.study_name, storage=_storage(p.storage),
+    storage = _storage(p.storage)
+    study = optuna.load_study(study_name=p.study_name, storage=storage,
                               sampler=make_sampler(p.config, p.points, worker), pruner=make_pruner(p.config))
+    study_id = storage.get_study_id_from_name(p.study_name)
+    last_step = p.config.cv.folds - 1 if p.config.task != "clustering" else 0
+    # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
+    discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
     while deadline is None or time.time() < deadline:
-        if len(study.get_trials(deepcopy=False)) >= p.budget:
+        if storage.get_n_trials(study_id) >= p.budget:
             break
         trial = study.ask()
         if trial.number >= p.budget:  # another worker took the last trial between our check and our ask
@@ -164,7 +190,7 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
         started = time.perf_counter()
         try:
             twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                         if same(t.params, trial.params)), None)
+                         if same(t.params, trial.params)), None) if discrete else None
             if twin is not None:  # the sampler proposed a config already scored: reuse its score, fit nothing
                 trial.set_user_attr("duplicate_of", twin.number)
                 trial.set_user_attr("fold_scores", twin.user_attrs.get("fold_scores", []))
@@ -176,7 +202,8 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
             def report(step: int, value: float) -> None:
                 reported.append(step)
                 trial.report(value, step)
-                if trial.should_prune():
+                # after the last fold the trial is done: stopping it there would save nothing
+                if step < last_step and trial.should_prune():
                     raise optuna.TrialPruned()
 
             value, details = objective(apply(p.config, overrides), report)
