@@ -34,6 +34,47 @@ def train(
 
 
 @app.command()
+def tune(
+    config: Path = typer.Argument(..., help="Run config (YAML) whose `tuning:` section says what to search."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. tuning.trials=50"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="grid | random | bayes (TPE)."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials in the study, all workers together."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL shared by workers (PostgreSQL for many machines)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name; workers with the same name share trials."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
+    worker_index: int = typer.Option(0, "--worker-index", min=0, help="Distinct per machine: seeds the samplers apart."),
+):
+    """Hyperparameter search (Optuna) over a run config; writes the best config as a runnable YAML."""
+    from trainforge.config import load_config
+    from trainforge.tuning.run import tune as run_tune
+
+    flags = {"strategy": strategy, "trials": trials, "storage": storage, "study_name": study}
+    extra = [f"tuning.{k}={v}" for k, v in flags.items() if v is not None]
+    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers)
+
+
+@app.command("eval")
+def evaluate(
+    run: str = typer.Argument(..., help="Run name or directory."),
+    data: Optional[str] = typer.Option(None, "--data", help="Labelled table (CSV / Parquet); default: the run's test split."),
+    runs_dir: str = "runs",
+):
+    """Metrics of a trained tabular run on labelled data."""
+    from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
+    from trainforge.pipeline import fmt
+    from trainforge.tracking import find_run
+
+    r = find_run(run, runs_dir)
+    if not is_tabular(r):
+        raise TrainforgeError(f"Run {r.name} is not a tabular run; its before/after scores are in {r.file('summary.json')}.")
+    scores = evaluate_file(r, data) if data else evaluate_test_split(r)
+    table = Table("metric", "value", title=f"{r.name} on {data or 'its test split'}")
+    for key, value in scores.items():
+        table.add_row(key, fmt(value))
+    out.print(table)
+
+
+@app.command()
 def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
     """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
     from trainforge.pipeline import train_from_file
@@ -100,16 +141,24 @@ def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Op
 @app.command()
 def predict(
     run: str,
-    data: str = typer.Option(..., "--data", help="Prompts file (rows in the run's data format)."),
-    out_file: Optional[str] = typer.Option(None, "--out", help="Output JSONL (default: <data>.predictions.jsonl)."),
+    data: str = typer.Option(..., "--data", help="Prompts file (LM runs) or a table (CSV / Parquet, tabular runs)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Output file (default: <data>.predictions.jsonl; tabular runs: <data>.predictions.csv)."),
     runs_dir: str = "runs",
     max_new_tokens: int = 128,
 ):
-    """Generate an answer for every row of a file."""
-    from trainforge.inference import predict_file
+    """Generate an answer for every row of a file (tabular runs: a prediction column, CSV or Parquet out)."""
+    from trainforge.classical.predict import is_tabular
     from trainforge.tracking import find_run
 
-    out.print(f"predictions written to [bold]{predict_file(find_run(run, runs_dir), data, out_file, max_new_tokens)}[/]")
+    r = find_run(run, runs_dir)
+    if is_tabular(r):
+        from trainforge.classical.predict import predict_file as predict_table
+
+        out.print(f"predictions written to [bold]{predict_table(r, data, out_file)}[/]")
+        return
+    from trainforge.inference import predict_file
+
+    out.print(f"predictions written to [bold]{predict_file(r, data, out_file, max_new_tokens)}[/]")
 
 
 @app.command()
@@ -124,7 +173,16 @@ def models():
 
 
 # runs -------------------------------------------------------------------------------------------------------------
-SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity")
+SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity", "score")
+
+
+def _headline(summary: dict) -> str:
+    """Tabular and tuning runs: their metric on test (else CV, else the best trial) in one cell."""
+    metric = summary.get("metric")
+    for key in (f"test.{metric}", f"cv.{metric}.mean", f"best.{metric}", metric):
+        if metric and isinstance(summary.get(key), (int, float)):
+            return f"{key} {summary[key]:.4g}"
+    return ""
 
 
 @runs_app.command("list")
@@ -137,6 +195,7 @@ def runs_list(runs_dir: str = "runs"):
     table = Table("run", "status", *SUMMARY_KEYS)
     for run in list_runs(runs_dir):
         summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+        summary.setdefault("score", _headline(summary))
         table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in SUMMARY_KEYS))
     out.print(table)
 

@@ -117,6 +117,12 @@ def comparison_rows(before: dict, after: dict) -> list[list[str]]:
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one run; returns its run directory."""
+    if config.task != "lm":  # tabular tasks: the classical engine, same run directory and tracking
+        from trainforge.classical.run import refuse_resume, train_classical
+
+        if resume:
+            refuse_resume()
+        return train_classical(config)
     from transformers import set_seed
 
     from trainforge.methods.lm_trainer import build_lm_trainer, count_parameters

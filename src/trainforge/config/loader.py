@@ -13,7 +13,7 @@ from trainforge.config.schema import RunConfig
 from trainforge.errors import ConfigError
 
 
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str) and _FLOAT.match(value):
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         node = tree
         parts = key.strip().split(".")
@@ -98,6 +98,8 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
             problems.append(f"unknown key `{key}`")
         elif item["type"] == "missing":
             problems.append(f"missing required key `{key}`")
+        elif not item["loc"]:  # a check across sections: the message names its keys; the input is the whole config
+            problems.append(msg)
         else:
             problems.append(f"key `{key}` = {item['input']!r}: {msg}")
     return f"Invalid config {source}: " + "; ".join(problems) + "."

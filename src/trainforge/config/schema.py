@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainforge.errors import ConfigError
+
+BUNDLED_DATASETS = ("breast_cancer", "wine", "iris", "digits", "diabetes")  # scikit-learn's, shipped with it
 
 
 class Section(BaseModel):
@@ -13,14 +17,19 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("smollm2-135m-instruct", description="A model alias (see `trainforge models`) or a local HF folder.")
+    name: str = Field("smollm2-135m-instruct", description="A model alias (see `trainforge models`) or a local HF folder; "
+                      "for tabular tasks an estimator alias (random_forest, lightgbm, logistic_regression, ...).")
     trust_remote_code: bool = False
+    params: dict[str, Any] = Field({}, description="Tabular tasks: keyword arguments of the estimator.")
 
 
 class SplitFractions(Section):
     train: float = Field(0.8, ge=0, le=1)
     validation: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
+    strategy: Literal["random", "stratified", "group", "time"] = Field(
+        "random", description="Tabular tasks: how rows are assigned (group needs `data.group_column`, "
+        "time needs `data.time_column`; the latest rows become the test split).")
 
     @model_validator(mode="after")
     def _sums_to_one(self):
@@ -44,18 +53,31 @@ class DataConfig(Section):
     test: str | None = None
     task: str | None = Field(None, description="A bundled generated task, e.g. `dates-json`.")
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
-    format: Literal["text", "alpaca", "chat"] = "chat"
+    dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
+                                f"({', '.join(BUNDLED_DATASETS)}).")
+    format: Literal["text", "alpaca", "chat", "tabular"] = "chat"
     text_field: str = "text"
+    target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`).")
+    drop_columns: list[str] = Field([], description="Tabular tasks: columns that are not features (ids, leaks).")
+    group_column: str | None = Field(None, description="Rows sharing a value stay in one split / fold; not a feature.")
+    time_column: str | None = Field(None, description="Orders rows for time splits and time-series CV.")
     split: SplitFractions = SplitFractions()
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of each source (quick trials).")
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str | None) -> str | None:
+        if name is not None and name not in BUNDLED_DATASETS:
+            raise ValueError(f"unknown bundled dataset {name!r}; expected one of {', '.join(BUNDLED_DATASETS)}")
+        return name
+
     @model_validator(mode="after")
     def _one_source(self):
-        sources = [k for k in ("path", "train", "task") if getattr(self, k)]
+        sources = [k for k in ("path", "train", "task", "dataset") if getattr(self, k)]
         if len(sources) != 1:
             raise ValueError(
                 "give exactly one data source: `data.path` (split by fractions), `data.train` "
-                f"(with optional `data.validation` / `data.test` files) or `data.task`; got {sources or 'none'}"
+                f"(with optional `data.validation` / `data.test` files), `data.task` or `data.dataset`; got {sources or 'none'}"
             )
         if (self.validation or self.test) and not self.train:
             raise ValueError("`data.validation` / `data.test` files need `data.train` as the training file")
@@ -142,6 +164,76 @@ class TrackingConfig(Section):
     report: bool = True
 
 
+class PreprocessingConfig(Section):
+    """Tabular tasks: column kinds are detected; every choice here overrides the detection or a default."""
+
+    numeric: list[str] = Field([], description="Columns to treat as numbers.")
+    categorical: list[str] = Field([], description="Columns to treat as categories.")
+    dates: list[str] = Field([], description="Columns to parse as dates (year, month, day, weekday, ordinal).")
+    impute_numeric: Literal["mean", "median", "most_frequent", "zero"] = "median"
+    impute_categorical: Literal["most_frequent", "missing"] = "most_frequent"
+    scale: Literal["auto", "standard", "minmax", "robust", "none"] = Field(
+        "auto", description="auto: standardize for linear models, SVMs, MLPs and clustering; not for trees.")
+    encode: Literal["auto", "onehot", "ordinal"] = Field(
+        "auto", description="auto: one-hot up to `max_onehot` categories, ordinal above.")
+    max_onehot: int = Field(20, gt=1)
+    unknown_categories: Literal["warn", "error"] = Field(
+        "warn", description="A category seen only at predict time: encode as unknown with a warning, or fail.")
+
+
+class CVConfig(Section):
+    strategy: Literal["auto", "none", "kfold", "stratified", "group", "time"] = Field(
+        "auto", description="auto: follows `data.split.strategy` (stratified k-fold for classification, "
+        "none for clustering).")
+    folds: int = Field(5, ge=2)
+    shuffle: bool = True
+    metric: str = Field("auto", description="Fold score and tuning objective: accuracy, f1, roc_auc, log_loss, rmse, "
+                        "mae, r2, silhouette; auto: accuracy / rmse / silhouette.")
+
+
+class ParamSpace(Section):
+    """One searched key: an int or float range, or a list of choices. `grid` pins the values a grid search tries."""
+
+    type: Literal["int", "float", "categorical"] = "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+    grid: list[Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"type": "categorical", "choices": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical search key needs a non-empty `choices` list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"an {self.type} search key needs `low` < `high`, got low={self.low}, high={self.high}")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"a log-scale search key needs `low` > 0, got {self.low}")
+        return self
+
+
+class TuningConfig(Section):
+    strategy: Literal["grid", "random", "bayes"] = Field("bayes", description="bayes: Optuna TPE.")
+    trials: int = Field(30, gt=0, description="Trials in the study, all workers together.")
+    space: dict[str, ParamSpace] = Field({}, description="Overrides / extends the estimator's default space. A plain key "
+                                         "is an estimator param (`model.params.<key>`); a dotted key is any config key.")
+    replace_space: bool = Field(False, description="Search only `space`, not the estimator's default space.")
+    grid_points: int = Field(4, ge=2, description="Values per numeric range in a grid search (without `grid`).")
+    pruning: bool = Field(True, description="Stop unpromising trials early on their running fold score (median rule).")
+    storage: str | None = Field(None, description="Optuna RDB URL; default sqlite:///<runs_dir>/optuna.db. "
+                                "A PostgreSQL URL lets workers on many machines share one study.")
+    study_name: str | None = Field(None, description="Default: the run name.")
+    startup_trials: int = Field(8, ge=1, description="Random trials before TPE models the space.")
+    timeout: float | None = Field(None, gt=0, description="Seconds per worker.")
+
+
 class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
@@ -152,6 +244,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
+    task: Literal["lm", "classification", "regression", "clustering"] = Field(
+        "lm", description="lm: train a language model; the others run the classical (tabular) engine.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
     method: MethodConfig = MethodConfig()
@@ -159,6 +253,9 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    cv: CVConfig = CVConfig()
+    tuning: TuningConfig = TuningConfig()
 
     @field_validator("name")
     @classmethod
@@ -168,7 +265,47 @@ class RunConfig(Section):
         return name
 
     @model_validator(mode="after")
+    def _tabular_fits_task(self):
+        if self.task == "lm":
+            if self.data.format == "tabular" or self.data.dataset:
+                raise ValueError("`data.format: tabular` and `data.dataset` are for tabular tasks; set `task` to "
+                                 "classification, regression or clustering")
+            return self
+        from trainforge.classical.estimators import DEFAULT_ESTIMATOR, get_estimator
+        from trainforge.classical.metrics import check_metric
+
+        if self.data.task:
+            raise ValueError(f"`data.task` is a generated LM task; a {self.task} run reads `data.dataset`, "
+                             "`data.path` or `data.train`")
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "tabular"
+        elif self.data.format != "tabular":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a {self.task} run reads tables; "
+                             "expected `tabular` (or leave it out)")
+        if "name" not in self.model.model_fields_set:
+            self.model.name = DEFAULT_ESTIMATOR[self.task]
+        try:
+            get_estimator(self.model.name, self.task)
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("Key ").rstrip(".")) from None
+        if self.data.target is None and self.data.dataset:
+            self.data.target = "target"
+        if self.data.target is None and self.task != "clustering":
+            raise ValueError(f"a {self.task} run needs `data.target`, the column to predict")
+        needs = {"group": "group_column", "time": "time_column"}
+        for where, strategy in (("data.split.strategy", self.data.split.strategy), ("cv.strategy", self.cv.strategy)):
+            column = needs.get(strategy)
+            if column and not getattr(self.data, column):
+                raise ValueError(f"key `{where}` = {strategy!r} needs `data.{column}`")
+        if self.task != "classification" and "stratified" in (self.data.split.strategy, self.cv.strategy):
+            raise ValueError(f"stratified splits need class labels; a {self.task} run uses random, group or time")
+        check_metric(self.cv.metric, self.task)
+        return self
+
+    @model_validator(mode="after")
     def _objective_fits_format(self):
+        if self.task != "lm":
+            return self
         if self.training.objective == "sft" and self.data.format == "text":
             raise ValueError(
                 "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "

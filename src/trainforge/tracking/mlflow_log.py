@@ -25,19 +25,46 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def log_run(run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]) -> str:
-    """Log params, the metric history, the summary and small artifacts; return the MLflow run id."""
+def _experiment(uri: str, experiment: str, artifact_root: Path):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
-    from mlflow.entities import Metric, Param
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=(Path(run.path).parent / "mlartifacts").resolve().as_uri()
+        experiment, artifact_location=artifact_root.resolve().as_uri()
     )
+    return client, experiment_id
+
+
+def log_nested(parent_id: str, uri: str, experiment: str, children: list[dict]) -> list[str]:
+    """Child runs under `parent_id` (MLflow nested runs, e.g. one per tuning trial). Each child is a dict with
+    name, params, metrics, tags and optional start / end (ms since the epoch) and status."""
+    from mlflow.entities import Metric, Param
+
+    client = _experiment(uri, experiment, Path("mlartifacts"))[0]
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    ids = []
+    for child in children:
+        start = child.get("start")
+        mlrun = client.create_run(experiment_id, run_name=child["name"], start_time=start,
+                                  tags={"mlflow.parentRunId": parent_id, **child.get("tags", {})})
+        stamp = child.get("end") or start or 0
+        client.log_batch(mlrun.info.run_id,
+                         params=[Param(k, str(v)[:6000]) for k, v in child.get("params", {}).items()],
+                         metrics=[Metric(k, float(v), stamp, 0) for k, v in child.get("metrics", {}).items()])
+        client.set_terminated(mlrun.info.run_id, status=child.get("status", "FINISHED"), end_time=child.get("end"))
+        ids.append(mlrun.info.run_id)
+    return ids
+
+
+def log_run(run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]) -> str:
+    """Log params, the metric history, the summary and small artifacts; return the MLflow run id."""
+    from mlflow.entities import Metric, Param
+
+    client, experiment_id = _experiment(uri, experiment, Path(run.path).parent / "mlartifacts")
     mlrun = client.create_run(experiment_id, run_name=run.name, tags={"trainforge.run_dir": str(run.path.resolve())})
     run_id = mlrun.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items()]

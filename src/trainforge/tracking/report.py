@@ -41,7 +41,15 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None, config_yaml: str) -> None:
+def _img(title: str, png: bytes) -> str:
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None, config_yaml: str,
+                 figures: list[tuple[str, bytes]] | None = None,
+                 tables: list[tuple[str, list[list], list[str]]] | None = None) -> None:
+    """`figures` (title, PNG) and `tables` (title, rows, header) add sections; runs that log no losses (tabular
+    runs) show those instead of the loss curves."""
     png = loss_curve_png(run.metrics())
     plot = f'<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "<p>No losses logged.</p>"
     parts = [
@@ -50,7 +58,13 @@ def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None,
     ]
     if comparison:
         parts += ["<h2>Before / after</h2>", _table(comparison, ["metric", "before", "after"])]
-    parts += ["<h2>Loss curves</h2>", plot, "<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
+    for title, rows, header in tables or []:
+        parts += [f"<h2>{html.escape(title)}</h2>", _table(rows, header)]
+    if png or not figures:
+        parts += ["<h2>Loss curves</h2>", plot]
+    for title, image in figures or []:
+        parts += [f"<h2>{html.escape(title)}</h2>", _img(title, image)]
+    parts += ["<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
     style = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
              "pre{background:#f6f6f6;padding:1em;overflow:auto}")

@@ -1,0 +1,45 @@
+"""The tuning objective of a tabular run config: the mean CV score on the training split, fold by fold."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+
+from trainforge.classical.run import Prepared, fold_scores, prepare
+from trainforge.config import RunConfig
+from trainforge.errors import ConfigError
+
+
+def _data_key(config: RunConfig) -> str:
+    keys = {"task": config.task, "data": config.data.model_dump(mode="json"), "cv": config.cv.model_dump(mode="json"),
+            "columns": [config.preprocessing.numeric, config.preprocessing.categorical, config.preprocessing.dates],
+            "seed": config.training.seed}
+    return json.dumps(keys, sort_keys=True)
+
+
+class ClassicalObjective:
+    """config → (score, details). The table is read and split once per data config, not once per trial."""
+
+    def __init__(self, config: RunConfig):
+        self._cache: dict[str, Prepared] = {}
+        prep = self.prepared(config)
+        if prep.task != "clustering" and prep.cv == "none":
+            raise ConfigError("Tuning scores trials by cross-validation; `cv.strategy: none` leaves nothing to score. "
+                              "Use auto, kfold, stratified, group or time.")
+        self.metric = prep.metric
+        self.direction = prep.metric.direction
+
+    def prepared(self, config: RunConfig) -> Prepared:
+        key = _data_key(config)
+        if key not in self._cache:
+            self._cache[key] = prepare(config)
+        prep = self._cache[key]
+        prep.config = config
+        return prep
+
+    def __call__(self, config: RunConfig, report: Callable[[int, float], None]) -> tuple[float, dict]:
+        prep = self.prepared(config)
+        scores = fold_scores(prep, config, on_fold=lambda i, _, so_far: report(i, float(np.mean(so_far))))
+        return float(np.mean(scores)), {"fold_scores": scores}

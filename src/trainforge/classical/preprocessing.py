@@ -1,0 +1,209 @@
+"""Column kinds (numeric / categorical / date), detected and overridable, and the one fitted pipeline that turns a
+raw table into model inputs: column checks → impute → scale / encode → estimator. It is saved with the model, so
+prediction applies exactly the steps training did."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from trainforge.config.schema import PreprocessingConfig
+from trainforge.errors import DataError
+
+NUMERIC, CATEGORICAL, DATE = "numeric", "categorical", "date"
+_LOOKS_NUMERIC = 0.9  # an object column this share of numbers is a numeric column with stray values
+
+
+def _row(frame: pd.DataFrame, position: int) -> int:
+    return int(frame.index[position]) + frame.attrs.get("row_base", 1)
+
+
+def _parse_dates(values: pd.Series) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pd.to_datetime(values, errors="coerce", format="mixed")
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    sample = values.dropna().astype(str).head(200)
+    if sample.empty or not sample.str.contains(r"[-/:]", regex=True).all():
+        return False
+    return _parse_dates(sample).notna().mean() >= 0.95
+
+
+def detect_kinds(frame: pd.DataFrame, features: list[str], cfg: PreprocessingConfig, source: str) -> dict[str, str]:
+    """numeric | categorical | date per feature column; `preprocessing.numeric/categorical/dates` win over detection."""
+    forced = {**{c: NUMERIC for c in cfg.numeric}, **{c: CATEGORICAL for c in cfg.categorical},
+              **{c: DATE for c in cfg.dates}}
+    kinds = {}
+    for column in features:
+        values = frame[column]
+        if values.isna().all():
+            raise DataError(f"{source}, column {column!r} has no values at all (every row is empty); drop it with "
+                            "`data.drop_columns` or fill it.")
+        kind = forced.get(column)
+        if kind is None:
+            if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+                kind = NUMERIC
+            elif pd.api.types.is_datetime64_any_dtype(values):
+                kind = DATE
+            else:
+                numbers = pd.to_numeric(values, errors="coerce")
+                present = values.notna()
+                share = numbers[present].notna().mean()
+                if share == 1:
+                    kind = NUMERIC
+                elif share >= _LOOKS_NUMERIC:
+                    bad = int(np.flatnonzero((numbers.isna() & present).to_numpy())[0])
+                    raise DataError(f"{source}, column {column!r} looks numeric ({share:.0%} of its values are numbers) "
+                                    f"but row {_row(frame, bad)} holds {values.iloc[bad]!r}; fix the value, or list the "
+                                    "column under `preprocessing.categorical` to treat it as categories.")
+                else:
+                    kind = DATE if _looks_like_dates(values) else CATEGORICAL
+        kinds[column] = kind
+    return kinds
+
+
+class TableColumns(TransformerMixin, BaseEstimator):
+    """First pipeline step: selects the training columns in training order, coerces each to its kind and refuses a
+    table that does not fit (missing column, text in a numeric column, unparseable date), naming the column."""
+
+    def __init__(self, kinds: dict | None = None, unknown_categories: str = "warn"):
+        self.kinds = kinds
+        self.unknown_categories = unknown_categories
+
+    def check(self, X: pd.DataFrame, source: str = "The input table") -> pd.DataFrame:
+        missing = [c for c in self.kinds if c not in X.columns]
+        if missing:
+            raise DataError(f"{source} lacks the column(s) {', '.join(map(repr, missing))} the model was trained on; "
+                            f"it needs: {', '.join(self.kinds)}.")
+        table = X.loc[:, list(self.kinds)]
+        for column, kind in self.kinds.items():
+            values = table[column]
+            if kind == NUMERIC and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                continue  # already numbers: nothing to convert or check
+            if kind == DATE and pd.api.types.is_datetime64_any_dtype(values):
+                continue
+            present = values.notna()
+            if kind == NUMERIC:
+                converted = values.astype(float) if pd.api.types.is_bool_dtype(values) else pd.to_numeric(values, errors="coerce")
+            elif kind == DATE:
+                converted = _parse_dates(values)
+            else:
+                if values.dtype == object and values[present].map(type).eq(str).all():
+                    continue  # text already
+                converted = values.astype(str).where(present, np.nan).astype(object)
+            if kind != CATEGORICAL:
+                bad = np.flatnonzero((converted.isna() & present).to_numpy())
+                if len(bad):
+                    what = "a number" if kind == NUMERIC else "a date"
+                    raise DataError(f"{source}, column {column!r} ({kind}): row {_row(X, int(bad[0]))} holds "
+                                    f"{values.iloc[int(bad[0])]!r}, not {what}.")
+            table[column] = converted
+        return table
+
+    def fit(self, X, y=None):
+        table = self.check(X)
+        self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        table = self.check(X)
+        self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
+        return table
+
+    def transform(self, X):
+        table = self.check(X)
+        for column, known in self.categories_.items():
+            unseen = sorted(set(table[column].dropna()) - set(known))
+            if unseen:
+                msg = (f"column {column!r} holds categories never seen in training: {unseen[:5]}"
+                       f"{' ...' if len(unseen) > 5 else ''}")
+                if self.unknown_categories == "error":
+                    raise DataError(f"The input table, {msg}; the model cannot place them.")
+                warnings.warn(f"{msg}; they are encoded as unknown.", UserWarning, stacklevel=2)
+        return table
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(list(self.kinds), dtype=object)
+
+
+class DateFeatures(TransformerMixin, BaseEstimator):
+    """datetime columns → year, month, day, weekday and days since 1970 (NaT → NaN, imputed next)."""
+
+    PARTS = ("year", "month", "day", "weekday", "days")
+
+    def fit(self, X, y=None):
+        self.columns_ = list(X.columns)
+        return self
+
+    def transform(self, X):
+        cols = {}
+        for column in self.columns_:
+            values = pd.to_datetime(X[column], errors="coerce")
+            if getattr(values.dt, "tz", None) is not None:
+                values = values.dt.tz_convert(None)
+            cols[f"{column}_year"] = values.dt.year
+            cols[f"{column}_month"] = values.dt.month
+            cols[f"{column}_day"] = values.dt.day
+            cols[f"{column}_weekday"] = values.dt.weekday
+            cols[f"{column}_days"] = (values - pd.Timestamp("1970-01-01")).dt.days
+        return pd.DataFrame(cols, index=X.index).astype(float).to_numpy()
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray([f"{c}_{p}" for c in self.columns_ for p in self.PARTS], dtype=object)
+
+
+def _scaler(name: str):
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    return {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}[name]()
+
+
+def build_pipeline(kinds: dict[str, str], frame: pd.DataFrame, cfg: PreprocessingConfig, scale_default: bool, estimator):
+    """raw table → TableColumns → ColumnTransformer(impute, scale, encode, date parts) → estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    scale = cfg.scale if cfg.scale != "auto" else ("standard" if scale_default else "none")
+    numeric = [c for c, k in kinds.items() if k == NUMERIC]
+    dates = [c for c, k in kinds.items() if k == DATE]
+    categorical = [c for c, k in kinds.items() if k == CATEGORICAL]
+    cardinality = {c: frame[c].nunique(dropna=True) for c in categorical}
+    if cfg.encode == "auto":
+        onehot = [c for c in categorical if cardinality[c] <= cfg.max_onehot]
+    else:
+        onehot = categorical if cfg.encode == "onehot" else []
+    ordinal = [c for c in categorical if c not in onehot]
+
+    def numbers(*head):
+        imputer = (SimpleImputer(strategy="constant", fill_value=0) if cfg.impute_numeric == "zero"
+                   else SimpleImputer(strategy=cfg.impute_numeric))
+        steps = [*head, ("impute", imputer)]
+        if scale != "none":
+            steps.append(("scale", _scaler(scale)))
+        return Pipeline(steps)
+
+    fill = (SimpleImputer(strategy="most_frequent") if cfg.impute_categorical == "most_frequent"
+            else SimpleImputer(strategy="constant", fill_value="missing"))
+    blocks = []
+    if numeric:
+        blocks.append(("numeric", numbers(), numeric))
+    if dates:
+        blocks.append(("dates", numbers(("parts", DateFeatures())), dates))
+    if onehot:
+        blocks.append(("onehot", Pipeline([("impute", fill), ("encode", OneHotEncoder(
+            handle_unknown="ignore", sparse_output=False))]), onehot))
+    if ordinal:
+        blocks.append(("ordinal", Pipeline([("impute", fill), ("encode", OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1))]), ordinal))
+    if not blocks:
+        raise DataError("The table has no feature columns left after removing the target and `data.drop_columns`.")
+    prepare = ColumnTransformer(blocks, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("columns", TableColumns(kinds, cfg.unknown_categories)), ("prepare", prepare),
+                     ("model", estimator)])

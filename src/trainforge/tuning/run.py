@@ -1,0 +1,138 @@
+"""`trainforge tune`: one search as a run directory. config.yaml, run.json, metrics.jsonl (a row per trial),
+summary.json, best.yaml (the best config, runnable with `trainforge train`), report.html, and an MLflow parent run
+with one nested run per trial."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from trainforge.config import RunConfig, dump_config
+from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text
+from trainforge.tuning.study import SKIPPED, Plan, apply, create_study, objective_for, plan, run_workers
+
+console = Console(stderr=True)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return int(moment.timestamp() * 1000) if moment else None
+
+
+def tune(config: RunConfig, workers: int = 1, worker_index: int = 0) -> RunDir:
+    """Search `config`'s space; this process is worker `worker_index` (+ `workers - 1` local processes)."""
+    objective = objective_for(config)  # fails on a bad table before a run directory exists
+    name = config.name or f"{config.model.name}-{config.task}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = config.model_copy(update={"name": name})
+    p = plan(config, config.tuning.study_name or name)
+    study = create_study(p)
+    run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    tag = f"{socket.gethostname()}:{os.getpid()}"
+    console.print(f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
+                  f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
+                  + (", median pruning on fold scores" if config.tuning.pruning else ""))
+    started = time.time()
+    try:
+        run_workers(p, workers, worker_index, tag, objective)
+        summary = _record(run, p, study, tag, time.time() - started)
+        run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
+    except BaseException as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    _print(run, summary)
+    return run
+
+
+def _trial_row(t) -> dict:
+    return {"step": t.number, "trial": t.number, "state": t.state.name.lower(), "score": t.value,
+            "params": t.params, "fold_scores": t.user_attrs.get("fold_scores", []),
+            "seconds": t.user_attrs.get("seconds"), "worker": t.user_attrs.get("worker"),
+            **({"duplicate_of": t.user_attrs["duplicate_of"]} if "duplicate_of" in t.user_attrs else {}),
+            **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})}
+
+
+def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
+    from optuna.trial import TrialState
+
+    config = p.config
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED)]
+    mine = [t for t in trials if str(t.user_attrs.get("worker", "")).startswith(tag)]
+    for t in mine:
+        run.append_metrics(_trial_row(t))
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    count = lambda state: sum(t.state == state for t in trials)  # noqa: E731
+    summary = {"task": config.task, "model": config.model.name, "method": "tune", "strategy": config.tuning.strategy,
+               "metric": p.metric, "direction": p.direction, "study": p.study_name, "storage": p.storage,
+               "trials": len(trials), "trials_here": len(mine), "complete": count(TrialState.COMPLETE),
+               "pruned": count(TrialState.PRUNED), "failed": count(TrialState.FAIL), "seconds": round(seconds, 2)}
+    if not done:
+        errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
+        atomic_write_json(run.file("summary.json"), summary)
+        from trainforge.errors import TrainforgeError
+
+        raise TrainforgeError(f"No trial of study {p.study_name!r} completed"
+                              + (f"; the first error: {errors[0]}" if errors else "") + ".")
+    best = study.best_trial
+    best_config = apply(config, best.params).model_copy(update={"name": f"{config.name}-best"})
+    best_yaml = (f"# Best of study {p.study_name!r} (trial {best.number}): cv {p.metric} {best.value:.6g}\n"
+                 f"# Run it with: trainforge train {run.file('best.yaml')}\n" + dump_config(best_config))
+    atomic_write_text(run.file("best.yaml"), best_yaml)
+    summary.update({"best_trial": best.number, f"best.{p.metric}": best.value, "best_params": best.params,
+                    "best_config": str(run.file("best.yaml"))})
+    atomic_write_json(run.file("summary.json"), summary)
+    if config.tracking.report:
+        _report(run, summary, trials, p, dump_config(config))
+    if config.tracking.mlflow:
+        summary["mlflow_run_id"] = _mlflow(run, config, summary, mine)
+        atomic_write_json(run.file("summary.json"), summary)
+    return summary
+
+
+def _report(run: RunDir, summary: dict, trials, p: Plan, config_yaml: str) -> None:
+    from trainforge.tracking.report import write_report
+    from trainforge.tuning.plots import history_png
+
+    ranked = sorted((t for t in trials if t.value is not None), key=lambda t: t.value, reverse=p.direction == "maximize")
+    rows = [[t.number, f"{t.value:.4f}", yaml.safe_dump(t.params, default_flow_style=True, width=1000).strip()]
+            for t in ranked[:10]]
+    write_report(run, summary, None, config_yaml, figures=[("Trial history", history_png(trials, p.metric, p.direction == "maximize"))],
+                 tables=[("Best trials", rows, ["trial", p.metric, "params"])])
+
+
+def _mlflow(run: RunDir, config: RunConfig, summary: dict, trials) -> str:
+    from trainforge.tracking.mlflow_log import log_nested, log_run, tracking_uri
+
+    uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
+    files = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "best.yaml")]
+    parent = log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files)
+    children = []
+    for t in trials:
+        metrics = {f"fold.{i}": v for i, v in enumerate(t.user_attrs.get("fold_scores", []))}
+        metrics.update({f"intermediate.{step}": v for step, v in t.intermediate_values.items()})
+        if t.value is not None:
+            metrics[summary["metric"]] = t.value
+        children.append({"name": f"{run.name}-trial-{t.number}", "params": t.params, "metrics": metrics,
+                         "tags": {"trainforge.trial": str(t.number), "trainforge.state": t.state.name.lower()},
+                         "start": _ms(t.datetime_start), "end": _ms(t.datetime_complete),
+                         "status": "FINISHED" if t.state.name == "COMPLETE" else ("KILLED" if t.state.name == "PRUNED" else "FAILED")})
+    log_nested(parent, uri, config.tracking.experiment, children)
+    return parent
+
+
+def _print(run: RunDir, summary: dict) -> None:
+    from trainforge.pipeline import fmt
+
+    out = Console()
+    table = Table("key", "value", title=f"tuning run {run.name}")
+    for key in ("strategy", "metric", "trials", "complete", "pruned", "failed", "seconds", "best_trial",
+                f"best.{summary['metric']}", "best_params"):
+        if key in summary:
+            table.add_row(key, fmt(summary[key]))
+    out.print(table)
+    out.print(f"best config: [bold]{run.file('best.yaml').resolve()}[/]  (trainforge train it)")
+    out.print(f"run directory: [bold]{run.path.resolve()}[/]")

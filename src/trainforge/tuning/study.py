@@ -1,0 +1,259 @@
+"""Optuna studies over run configs: grid / random / TPE (bayes) with median pruning on intermediate scores.
+
+A trial is "the run config with some keys overridden → a score": the objective gets a validated RunConfig and a
+`report(step, value)` callback, so any run kind can be tuned once it has an objective (today: tabular runs).
+Workers share one study through Optuna's RDB storage: sqlite on one machine, PostgreSQL across machines; trial
+numbers are handed out by the storage, so the trial budget and grid points are split without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.console import Console
+
+from trainforge.config import RunConfig, validate
+from trainforge.config.loader import merge
+from trainforge.errors import ConfigError, TrainforgeError
+from trainforge.tuning.space import grid, same, search_space, suggest
+
+console = Console(stderr=True)
+SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used up by other workers
+
+
+def objective_for(config: RunConfig):
+    if config.task == "lm":
+        raise ConfigError("`trainforge tune` searches tabular run configs for now (task: classification, regression "
+                          "or clustering); searching LM configs comes with a later release.")
+    from trainforge.classical.objective import ClassicalObjective
+
+    return ClassicalObjective(config)
+
+
+def storage_url(config: RunConfig) -> str:
+    if config.tuning.storage:
+        return config.tuning.storage
+    from pathlib import Path
+
+    root = Path(config.tracking.runs_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'optuna.db'}"
+
+
+def _storage(url: str):
+    import optuna
+
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
+    if sqlite:
+        _sqlite_wal(url)
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # noqa: BLE001 - sqlalchemy / driver errors
+        raise ConfigError(f"Key `tuning.storage` = {url!r}: Optuna cannot open this storage ({err}).") from None
+    if sqlite:
+        from sqlalchemy import event
+
+        # every trial writes a handful of rows; without this each commit waits for a disk flush
+        event.listen(storage.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
+        storage.engine.dispose()
+    return storage
+
+
+def _sqlite_wal(url: str) -> None:
+    """Write-ahead logging: readers do not block the writer, and local worker processes share the file safely."""
+    import sqlite3
+
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        with sqlite3.connect(path, timeout=120) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+
+
+class NumberedGrid:
+    """A grid sampler keyed by trial number: trial k gets grid point k, so workers never evaluate one point twice."""
+
+    def __new__(cls, points: list[dict[str, Any]]):
+        import optuna
+
+        class _Sampler(optuna.samplers.BaseSampler):
+            def infer_relative_search_space(self, study, trial):
+                return {}
+
+            def sample_relative(self, study, trial, search_space):
+                return {}
+
+            def sample_independent(self, study, trial, name, distribution):
+                return points[trial.number % len(points)][name]
+
+        return _Sampler()
+
+
+def make_sampler(config: RunConfig, points: list[dict] | None, worker: int):
+    import optuna
+
+    seed = config.training.seed + 7919 * worker  # distinct streams per worker, reproducible per worker index
+    if config.tuning.strategy == "grid":
+        return NumberedGrid(points)
+    if config.tuning.strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.tuning.startup_trials, multivariate=True,
+                                      constant_liar=True)
+
+
+def make_pruner(config: RunConfig):
+    import optuna
+
+    if not config.tuning.pruning:
+        return optuna.pruners.NopPruner()
+    # every trial is scored on the same folds, so the running means of two trials after fold k are comparable
+    return optuna.pruners.MedianPruner(n_startup_trials=max(3, config.tuning.startup_trials // 2), n_warmup_steps=1)
+
+
+def apply(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """The base config with dotted keys overridden, validated like any run config."""
+    tree: dict = {}
+    for key, value in overrides.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate(merge(config.model_dump(mode="json", exclude_unset=False), tree), "(a tuning trial)")
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    study_name: str
+    storage: str
+    budget: int
+    points: list[dict] | None
+    direction: str
+    metric: str
+
+
+def plan(config: RunConfig, study_name: str) -> Plan:
+    objective = objective_for(config)  # reads and checks the data before anything is written
+    space = search_space(config)
+    if not space:
+        raise ConfigError(f"Nothing to search: estimator {config.model.name!r} has no default space and `tuning.space` "
+                          "is empty.")
+    points = grid(space, config.tuning.grid_points, config.training.seed) if config.tuning.strategy == "grid" else None
+    budget = min(config.tuning.trials, len(points)) if points else config.tuning.trials
+    return Plan(config, study_name, storage_url(config), budget, points, objective.direction, objective.metric.name)
+
+
+def create_study(p: Plan):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=p.study_name, storage=_storage(p.storage), direction=p.direction,
+                                load_if_exists=True)
+    if study.direction.name.lower() != p.direction:
+        raise ConfigError(f"Study {p.study_name!r} in {p.storage} {study.direction.name.lower()}s its score but "
+                          f"`cv.metric` {p.metric} must be {p.direction}d; use another `tuning.study_name`.")
+    return study
+
+
+def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: float | None = None,
+               on_trial: Callable | None = None) -> None:
+    """Ask → evaluate → tell until the study holds `budget` trials (all workers together) or time runs out."""
+    import optuna
+    from optuna.trial import TrialState
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    objective = objective or objective_for(p.config)
+    space = search_space(p.config)
+    storage = _storage(p.storage)
+    study = optuna.load_study(study_name=p.study_name, storage=storage,
+                              sampler=make_sampler(p.config, p.points, worker), pruner=make_pruner(p.config))
+    study_id = storage.get_study_id_from_name(p.study_name)
+    last_step = p.config.cv.folds - 1 if p.config.task != "clustering" else 0
+    # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
+    discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
+    while deadline is None or time.time() < deadline:
+        if storage.get_n_trials(study_id) >= p.budget:
+            break
+        trial = study.ask()
+        if trial.number >= p.budget:  # another worker took the last trial between our check and our ask
+            trial.set_user_attr(SKIPPED, True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        trial.set_user_attr("worker", worker_tag)
+        overrides = {key: suggest(trial, key, spec) for key, spec in space.items()}
+        started = time.perf_counter()
+        try:
+            twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                         if same(t.params, trial.params)), None) if discrete else None
+            if twin is not None:  # the sampler proposed a config already scored: reuse its score, fit nothing
+                trial.set_user_attr("duplicate_of", twin.number)
+                trial.set_user_attr("fold_scores", twin.user_attrs.get("fold_scores", []))
+                study.tell(trial, twin.value)
+                continue
+
+            reported: list[int] = []
+
+            def report(step: int, value: float) -> None:
+                reported.append(step)
+                trial.report(value, step)
+                # after the last fold the trial is done: stopping it there would save nothing
+                if step < last_step and trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            value, details = objective(apply(p.config, overrides), report)
+            trial.set_user_attr("fold_scores", [float(v) for v in details.get("fold_scores", [])])
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 4))
+            if not math.isfinite(value):
+                raise ValueError(f"score is {value}")
+            study.tell(trial, value)
+            state, shown = "complete", f"{p.metric} {value:.4f}"
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 4))
+            study.tell(trial, state=TrialState.PRUNED)
+            state, shown = "pruned", f"pruned after {len(reported)} fold(s)"
+        except (TrainforgeError, ValueError, TypeError, ArithmeticError) as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            state, shown = "failed", f"failed: {type(err).__name__}: {err}"[:200]
+        console.print(f"  trial {trial.number}: {shown}  " + " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float)
+                                                                      else f"{k.split('.')[-1]}={v}" for k, v in overrides.items()))
+        if on_trial:
+            on_trial(trial.number, state)
+
+
+def _worker_entry(config_json: dict, p_fields: dict, worker: int, tag: str, deadline: float | None) -> None:
+    """Entry point of a spawned local worker process."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    config = validate(config_json)
+    run_worker(Plan(config=config, **p_fields), worker, tag, deadline=deadline)
+
+
+def run_workers(p: Plan, workers: int, first_worker: int, tag: str, objective=None) -> None:
+    """This process is worker `first_worker`; `workers - 1` more start as local processes on the same study."""
+    import multiprocessing
+
+    deadline = time.time() + p.config.tuning.timeout if p.config.tuning.timeout else None
+    procs = []
+    if workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        fields = {k: getattr(p, k) for k in ("study_name", "storage", "budget", "points", "direction", "metric")}
+        for i in range(1, workers):
+            proc = ctx.Process(target=_worker_entry, args=(p.config.model_dump(mode="json"), fields, first_worker + i,
+                                                           f"{tag}/{first_worker + i}", deadline), daemon=True)
+            proc.start()
+            procs.append(proc)
+    try:
+        run_worker(p, first_worker, f"{tag}/{first_worker}", objective, deadline)
+    finally:
+        for proc in procs:
+            proc.join()
+    bad = [proc.exitcode for proc in procs if proc.exitcode]
+    if bad:
+        raise TrainforgeError(f"{len(bad)} tuning worker process(es) exited with an error (exit codes {bad}); "
+                              "see the messages above.")
