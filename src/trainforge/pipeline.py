@@ -117,6 +117,10 @@ def comparison_rows(before: dict, after: dict) -> list[list[str]]:
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one run; returns its run directory."""
+    if config.task == "text-classification":  # an encoder + classification head, same run flow and tracking
+        from trainforge.textclass.run import train_text_classification
+
+        return train_text_classification(config, resume=resume, callbacks=callbacks)
     if config.task != "lm":  # tabular tasks: the classical engine, same run directory and tracking
         from trainforge.classical.run import refuse_resume, train_classical
 
@@ -125,44 +129,24 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         return train_classical(config)
     from transformers import set_seed
 
-    from trainforge.methods.lm_trainer import build_lm_trainer, count_parameters
+    from trainforge.methods.lm_trainer import build_lm_trainer
     from trainforge.models import load_causal_lm
     from trainforge.tracking.callbacks import MetricsLogger
 
     prep = prepare(config)  # every check that can fail on input happens before the run directory exists
-    config = prep.config
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences")
-    if resume:
-        run = _open_for_resume(config)
-        config = config.model_copy(update={"name": run.name})
-        run.set_status("running", resumed=time.time())
-    else:
-        name = config.name or f"{config.method.name}-{config.training.objective}-{time.strftime('%Y%m%d-%H%M%S')}"
-        config = config.model_copy(update={"name": name})
-        run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    config, run = open_run(prep.config, resume, prep.config.training.objective)
     prep.config = config
     try:
         set_seed(config.training.seed)
         model = load_causal_lm(config.model.name, quantization_config=prep.method.quantization_config())
-        before_file = run.file("eval_before.json")
-        before: dict = {}
-        if config.evaluation.before_after:
-            if before_file.is_file():
-                from trainforge.tracking.rundir import read_json
-                before = read_json(before_file)["scores"]
-            else:
-                before, samples = evaluate_lm(model, prep, "base")
-                atomic_write_json(before_file, {"scores": before, "samples": samples})
+        before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
         model = prep.method.prepare(model)
-        trainable, total = count_parameters(model)
-        console.print(f"[bold]method:[/] {config.method.name}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3g}%)")
+        trainable, total = report_parameters(model, config.method.name)
         trainer = build_lm_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
-        checkpoint = run.last_checkpoint() if resume else None
-        if resume:
-            console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
-            run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
+        checkpoint = resume_checkpoint(run, resume)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - started
@@ -185,18 +169,69 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
             summary["merged"] = str(merge_run(run))
         comparison = comparison_rows(before, after) if before else None
-        atomic_write_json(run.file("summary.json"), summary)
-        if config.tracking.report:
-            from trainforge.tracking.report import write_report
-            write_report(run, summary, comparison, dump_config(config))
-        if config.tracking.mlflow:
-            summary["mlflow_run_id"] = _track(run, config, summary)
-        run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
+        finish_run(run, config, summary, comparison)
     except BaseException as err:
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     print_summary(run, summary, comparison)
     return run
+
+
+# The steps every trained (Trainer-based) task shares: LM runs here, text classification in textclass.run.
+
+def open_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, RunDir]:
+    """A new run directory named <method>-<kind>-<time> (or `name`), or the unfinished run to resume."""
+    if resume:
+        run = _open_for_resume(config)
+        config = config.model_copy(update={"name": run.name})
+        run.set_status("running", resumed=time.time())
+    else:
+        name = config.name or f"{config.method.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = config.model_copy(update={"name": name})
+        run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    return config, run
+
+
+def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
+    """Scores of the untrained model (`evaluate()` → (scores, samples)), kept in eval_before.json across resumes."""
+    if not config.evaluation.before_after:
+        return {}
+    before_file = run.file("eval_before.json")
+    if before_file.is_file():
+        from trainforge.tracking.rundir import read_json
+        return read_json(before_file)["scores"]
+    before, samples = evaluate()
+    atomic_write_json(before_file, {"scores": before, "samples": samples})
+    return before
+
+
+def report_parameters(model, method: str) -> tuple[int, int]:
+    from trainforge.methods.lm_trainer import count_parameters
+
+    trainable, total = count_parameters(model)
+    console.print(f"[bold]method:[/] {method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3g}%)")
+    return trainable, total
+
+
+def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
+    """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
+    if not resume:
+        return None
+    checkpoint = run.last_checkpoint()
+    console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
+    run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
+    return checkpoint
+
+
+def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None) -> None:
+    """summary.json, the report, MLflow, and the completed status."""
+    atomic_write_json(run.file("summary.json"), summary)
+    if config.tracking.report:
+        from trainforge.tracking.report import write_report
+        write_report(run, summary, comparison, dump_config(config))
+    if config.tracking.mlflow:
+        summary["mlflow_run_id"] = _track(run, config, summary)
+    run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
 
 
 def _track(run: RunDir, config: RunConfig, summary: dict) -> str:
@@ -209,7 +244,10 @@ def _track(run: RunDir, config: RunConfig, summary: dict) -> str:
     return log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files)
 
 
-def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None) -> None:
+SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params", "precision")
+
+
+def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None, keys=SUMMARY_KEYS) -> None:
     out = Console()
     if comparison:
         table = Table(title="before / after")
@@ -221,7 +259,7 @@ def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None
     table = Table(title=f"run {run.name}")
     table.add_column("key")
     table.add_column("value")
-    for key in ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params", "precision"):
+    for key in keys:
         table.add_row(key, fmt(summary.get(key)))
     out.print(table)
     out.print(f"run directory: [bold]{run.path.resolve()}[/]")

@@ -55,9 +55,11 @@ class DataConfig(Section):
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
-    format: Literal["text", "alpaca", "chat", "tabular"] = "chat"
+    format: Literal["text", "alpaca", "chat", "tabular", "classification"] = "chat"
     text_field: str = "text"
-    target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`).")
+    target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`); "
+                               "text classification: the label field (default `label`, multi-label `labels`).")
+    multi_label: bool = Field(False, description="Text classification: each row has a list of labels (`labels`).")
     drop_columns: list[str] = Field([], description="Tabular tasks: columns that are not features (ids, leaks).")
     group_column: str | None = Field(None, description="Rows sharing a value stay in one split / fold; not a feature.")
     time_column: str | None = Field(None, description="Orders rows for time splits and time-series CV.")
@@ -97,10 +99,40 @@ class QuantizationOptions(Section):
     double_quant: bool = True
 
 
+class IA3Options(Section):
+    target_modules: list[str] | None = Field(None, description="Default: peft's choice for the architecture.")
+    feedforward_modules: list[str] | None = Field(None, description="Scaled on their input; a subset of target_modules.")
+
+
+class AdapterOptions(Section):
+    bottleneck: int = Field(16, gt=0, description="Width of the down-projection.")
+    activation: Literal["gelu", "relu", "tanh"] = "gelu"
+    target_modules: list[str] | None = Field(None, description="Name suffixes of the output projections to follow; "
+                                             "default: attention output and feed-forward output of each layer.")
+
+
+class FeatureOptions(Section):
+    estimator: str | None = Field(None, description="None: train the classification head on the frozen encoder; "
+                                  "an estimator alias (logistic_regression, svm, ...): fit it on mean-pooled embeddings.")
+    params: dict[str, Any] = Field({}, description="Keyword arguments of the estimator.")
+
+
+class VirtualTokenOptions(Section):
+    num_virtual_tokens: int = Field(16, gt=0)
+    init_text: str | None = Field(None, description="Prompt tuning: initialise the virtual tokens from this text's "
+                                  "embeddings (default: random).")
+    projection: bool = Field(False, description="Prefix tuning: reparameterise the prefix through a 2-layer MLP.")
+
+
 class MethodConfig(Section):
-    name: str = Field("lora", description="Training method, e.g. full | lora | qlora.")
+    name: str = Field("lora", description="Training method: full | lora | qlora | prefix | prompt (task lm); "
+                      "full | lora | ia3 | adapter | feature-extraction (task text-classification).")
     lora: LoraOptions = LoraOptions()
     quantization: QuantizationOptions = QuantizationOptions()
+    ia3: IA3Options = IA3Options()
+    adapter: AdapterOptions = AdapterOptions()
+    features: FeatureOptions = FeatureOptions()
+    virtual_tokens: VirtualTokenOptions = VirtualTokenOptions()
 
     @field_validator("name")
     @classmethod
@@ -238,14 +270,21 @@ class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
 
+def method_names_for(task: str) -> list[str]:
+    from trainforge.methods import method_names, method_tasks
+
+    return [n for n in method_names() if task in method_tasks(n)]
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
-    task: Literal["lm", "classification", "regression", "clustering"] = Field(
-        "lm", description="lm: train a language model; the others run the classical (tabular) engine.")
+    task: Literal["lm", "text-classification", "classification", "regression", "clustering"] = Field(
+        "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
+        "the others run the classical (tabular) engine.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
     method: MethodConfig = MethodConfig()
@@ -265,11 +304,46 @@ class RunConfig(Section):
         return name
 
     @model_validator(mode="after")
+    def _method_fits_task(self):
+        from trainforge.methods import method_tasks
+
+        if self.task in ("lm", "text-classification"):
+            supported = method_tasks(self.method.name)
+            if self.task not in supported:
+                raise ValueError(f"key `method.name` = {self.method.name!r} does not support task {self.task} "
+                                 f"(it supports {', '.join(supported)}); for {self.task} use one of "
+                                 f"{', '.join(n for n in method_names_for(self.task))}")
+        return self
+
+    @model_validator(mode="after")
+    def _text_classification_data(self):
+        if self.task != "text-classification":
+            return self
+        if self.data.dataset:
+            raise ValueError("`data.dataset` is a tabular dataset; a text-classification run reads `data.task`, "
+                             "`data.path` or `data.train`")
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "classification"
+        elif self.data.format != "classification":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a text-classification run reads text/label "
+                             "rows; expected `classification` (or leave it out)")
+        if self.data.target is None:
+            self.data.target = "labels" if self.data.multi_label else "label"
+        if "name" not in self.model.model_fields_set:
+            self.model.name = "minilm-l6"
+        return self
+
+    @model_validator(mode="after")
     def _tabular_fits_task(self):
+        if self.task == "text-classification":
+            return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:
                 raise ValueError("`data.format: tabular` and `data.dataset` are for tabular tasks; set `task` to "
                                  "classification, regression or clustering")
+            if self.data.format == "classification" or self.data.multi_label:
+                raise ValueError("`data.format: classification` and `data.multi_label` are for text classification; "
+                                 "set `task: text-classification`")
             return self
         from trainforge.classical.estimators import DEFAULT_ESTIMATOR, get_estimator
         from trainforge.classical.metrics import check_metric

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from trainforge.config.schema import DataConfig
 from trainforge.data.formats import normalize_rows
@@ -32,17 +33,21 @@ def split_by_fractions(rows: list, train: float, validation: float, seed: int) -
     return pick(order[:n_train]), pick(order[n_train : n_train + n_val]), pick(order[n_train + n_val :])
 
 
-def _read(path: str, cfg: DataConfig) -> list[dict]:
-    return normalize_rows(read_rows(path, cfg.max_rows), cfg.format, path, cfg.text_field)
+Normalize = Callable[[list[tuple[int, dict]], str], list[dict]]  # (numbered rows, source) → checked rows
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Read, validate and split the data of a run; every row is checked before anything trains."""
+def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) -> Splits:
+    """Read, validate and split the data of a run; every row is checked before anything trains. `normalize`
+    replaces the check of `data.format` (text classification checks text/label rows its own way)."""
+    check = normalize or (lambda rows, source: normalize_rows(rows, cfg.format, source, cfg.text_field))
+    _read = lambda path, cfg: check(read_rows(path, cfg.max_rows), path)  # noqa: E731
     if cfg.task:
         fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
         if fmt != cfg.format:
             raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
+        if normalize:
+            rows = normalize(list(enumerate(rows, start=1)), f"bundled task {cfg.task}")
     elif cfg.path:
         rows, source = _read(cfg.path, cfg), cfg.path
     else:

@@ -57,8 +57,97 @@ def dates_json(n: int, seed: int) -> list[dict]:
     return rows
 
 
+# Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,
+# product names and filler, so a bag of words separates the topics but single words can mislead.
+TICKET_TOPICS: dict[str, list[str]] = {
+    "billing": ["I was charged twice", "the invoice amount is wrong", "I need a refund", "my card was declined",
+                "the subscription price went up", "please cancel the extra charge", "the receipt shows a wrong tax",
+                "I want to change my payment method"],
+    "shipping": ["my parcel has not arrived", "the tracking number does not work", "the delivery is late",
+                 "the box arrived damaged", "can I change the delivery address", "the courier left it at the wrong door",
+                 "shipping costs were too high", "the order is stuck in customs"],
+    "technical": ["the app crashes on start", "I get an error code 500", "the page does not load",
+                  "sync stopped working", "the update broke the login screen", "the device will not connect to wifi",
+                  "the export button does nothing", "notifications no longer appear"],
+    "account": ["I cannot reset my password", "please delete my account", "I want to change my email address",
+                "my account was locked", "two factor codes never arrive", "someone else logged into my profile",
+                "how do I merge two accounts", "my username is already taken"],
+}
+TICKET_PRODUCTS = ["the Nimbus plan", "the Atlas router", "order 4471", "the mobile app", "my Pro license",
+                   "the desktop client", "the starter kit", "the family bundle"]
+TICKET_TEMPLATES = [
+    "Hello, {a} for {product}. Can you help?",
+    "{a}. This is about {product}.",
+    "Hi team, regarding {product}: {a}, and honestly I am getting frustrated.",
+    "Quick question about {product} - {a}.",
+    "Since yesterday {a}. I use {product}.",
+    "Good morning. {a}. Thanks in advance.",
+]
+TICKET_TWO = [
+    "Two problems with {product}: {a}, and also {b}.",
+    "{a}. On top of that {b}. This concerns {product}.",
+]
+# The same topics in another domain (a hospital's patient portal): different words, same labels.
+SHIFT_TOPICS: dict[str, list[str]] = {
+    "billing": ["my insurance claim was rejected", "the co-payment was billed twice", "the hospital bill lists a scan I never had",
+                "I need an itemised statement for my insurer", "the clinic charged me a no-show fee"],
+    "shipping": ["my prescription refill never came in the post", "the pharmacy courier missed me",
+                 "the medication package arrived opened", "the home test kit is lost in the mail",
+                 "the insulin delivery was not refrigerated"],
+    "technical": ["the patient portal shows a blank screen", "the video consultation keeps freezing",
+                  "lab results will not download", "the appointment booking form throws an error",
+                  "the health app drains my battery"],
+    "account": ["I cannot log into the patient portal", "please link my child's record to my login",
+                "my date of birth is wrong in my profile", "the portal locked me out after a password change",
+                "I want to close my patient account"],
+}
+SHIFT_PRODUCTS = ["Dr. Rao's clinic", "my last check-up", "the cardiology ward", "ref. PT-2290", "the pharmacy app"]
+SHIFT_TEMPLATES = [
+    "Dear patient services, {a} ({product}).",
+    "Regarding {product}: {a}. Please advise.",
+    "{a}, concerning {product}. Kind regards.",
+    "Hello, {a}. I was told to write here about {product}.",
+]
+
+
+def _tickets(n: int, seed: int, topics: dict[str, list[str]], products: list[str], templates: list[str],
+             multi: bool) -> list[dict]:
+    rng = random.Random(seed)
+    names = list(topics)
+    rows = []
+    for _ in range(n):
+        if multi and rng.random() < 0.4:
+            labels = sorted(rng.sample(names, 2))
+            a, b = (rng.choice(topics[t]) for t in rng.sample(labels, 2))
+            text = rng.choice(TICKET_TWO).format(a=a, b=b, product=rng.choice(products))
+        else:
+            labels = [rng.choice(names)]
+            text = rng.choice(templates).format(a=rng.choice(topics[labels[0]]), product=rng.choice(products))
+        text = text[0].upper() + text[1:]
+        rows.append({"text": text, "labels": labels} if multi else {"text": text, "label": labels[0]})
+    return rows
+
+
+def support_tickets(n: int, seed: int) -> list[dict]:
+    """Customer-support tickets → one topic of billing / shipping / technical / account."""
+    return _tickets(n, seed, TICKET_TOPICS, TICKET_PRODUCTS, TICKET_TEMPLATES, multi=False)
+
+
+def support_tickets_multi(n: int, seed: int) -> list[dict]:
+    """The same tickets, 40% of them raising two topics: rows carry a `labels` list."""
+    return _tickets(n, seed, TICKET_TOPICS, TICKET_PRODUCTS, TICKET_TEMPLATES, multi=True)
+
+
+def support_tickets_shift(n: int, seed: int) -> list[dict]:
+    """The same four labels in another domain (a hospital's patient portal), for domain adaptation."""
+    return _tickets(n, seed, SHIFT_TOPICS, SHIFT_PRODUCTS, SHIFT_TEMPLATES, multi=False)
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
     "dates-json": ("chat", dates_json),
+    "support-tickets": ("classification", support_tickets),
+    "support-tickets-multi": ("classification", support_tickets_multi),
+    "support-tickets-shift": ("classification", support_tickets_shift),
 }
 
 

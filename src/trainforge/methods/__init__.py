@@ -1,8 +1,8 @@
 """Training methods, each registered by name behind the same small interface (see base.Method)."""
 
-from trainforge.methods.base import Method, get_method, method_names, register
+from trainforge.methods.base import Method, get_method, method_names, method_tasks, register
 
 # Importing the modules registers their methods.
-from trainforge.methods import full, lora  # noqa: E402,F401
+from trainforge.methods import adapter, full, lora  # noqa: E402,F401
 
-__all__ = ["Method", "get_method", "method_names", "register"]
+__all__ = ["Method", "get_method", "method_names", "method_tasks", "register"]

@@ -18,6 +18,12 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_tasks(name: str) -> tuple[str, ...]:
+    """The tasks a method supports (empty for an unknown name)."""
+    cls = _REGISTRY.get(name)
+    return cls.tasks if cls else ()
+
+
 def get_method(config) -> "Method":
     try:
         return _REGISTRY[config.method.name](config)
@@ -29,6 +35,7 @@ class Method:
     """Default: full fine-tuning of every parameter."""
 
     name = "full"
+    tasks: tuple[str, ...] = ("lm",)  # the run tasks (`task:` key) the method can train
     saves_adapter = False  # True: the artifact is an adapter to load on top of the base model
 
     def __init__(self, config):

@@ -11,25 +11,21 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def build_lm_trainer(model, prep, run, callbacks: list):
-    """An SFTTrainer whose checkpoints (model, optimizer, scheduler, RNG, data position) land in the run dir."""
-    from datasets import Dataset
-    from transformers import EarlyStoppingCallback
-    from trl import SFTConfig, SFTTrainer
-
-    t = prep.config.training
-    has_eval = bool(prep.eval_rows)
+def trainer_arguments(config, run, has_eval: bool) -> dict:
+    """The transformers TrainingArguments every Trainer-based task shares: schedule, checkpoints into the run dir,
+    evaluation and early stopping, precision, seeds."""
+    t = config.training
     early = t.early_stopping
     eval_steps = t.eval_steps or (t.save_steps if early.patience else None)
     # Early stopping keeps the best checkpoint, so saving must follow evaluation.
     save_steps = eval_steps if early.patience else t.save_steps
-    args = SFTConfig(
+    return dict(
         output_dir=str(run.checkpoints),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
         learning_rate=t.learning_rate,
         per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=prep.config.evaluation.batch_size,
+        per_device_eval_batch_size=config.evaluation.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -49,17 +45,34 @@ def build_lm_trainer(model, prep, run, callbacks: list):
         use_cpu=not torch.cuda.is_available(),
         seed=t.seed,
         data_seed=t.seed,
-        max_length=t.max_length,
-        packing=t.packing,
-        padding_free=t.packing,
-        activation_checkpointing=t.gradient_checkpointing,
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer_callbacks = list(callbacks)
-    if early.patience:
-        trainer_callbacks.append(EarlyStoppingCallback(early.patience, early.threshold))
+
+
+def with_early_stopping(config, callbacks: list) -> list:
+    from transformers import EarlyStoppingCallback
+
+    early = config.training.early_stopping
+    return [*callbacks, EarlyStoppingCallback(early.patience, early.threshold)] if early.patience else list(callbacks)
+
+
+def build_lm_trainer(model, prep, run, callbacks: list):
+    """An SFTTrainer whose checkpoints (model, optimizer, scheduler, RNG, data position) land in the run dir."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    t = prep.config.training
+    has_eval = bool(prep.eval_rows)
+    args = SFTConfig(
+        **trainer_arguments(prep.config, run, has_eval),
+        max_length=t.max_length,
+        packing=t.packing,
+        padding_free=t.packing,
+        activation_checkpointing=t.gradient_checkpointing,
+    )
+    trainer_callbacks = with_early_stopping(prep.config, callbacks)
     return SFTTrainer(
         model=model,
         args=args,

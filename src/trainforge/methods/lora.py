@@ -1,23 +1,22 @@
-"""LoRA and QLoRA through peft; the artifact is a peft adapter folder."""
+"""peft methods: LoRA, QLoRA, IA3, prefix tuning and prompt tuning; the artifact is a peft adapter folder."""
 
 from __future__ import annotations
 
 from trainforge.methods.base import Method, register
 
 
-@register
-class Lora(Method):
-    name = "lora"
+class PeftMethod(Method):
+    """A method whose model is the base wrapped by one peft config."""
+
     saves_adapter = True
 
-    def peft_config(self):
-        from peft import LoraConfig, TaskType
+    def task_type(self):
+        from peft import TaskType
 
-        opts = self.config.method.lora
-        return LoraConfig(
-            r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-            target_modules=opts.target_modules, task_type=TaskType.CAUSAL_LM,
-        )
+        return TaskType.SEQ_CLS if self.config.task == "text-classification" else TaskType.CAUSAL_LM
+
+    def peft_config(self):
+        raise NotImplementedError
 
     def prepare(self, model):
         from peft import get_peft_model
@@ -26,10 +25,28 @@ class Lora(Method):
 
 
 @register
+class Lora(PeftMethod):
+    """Low-rank updates of the chosen linear layers; for text classification the head trains too (SEQ_CLS)."""
+
+    name = "lora"
+    tasks = ("lm", "text-classification")
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        opts = self.config.method.lora
+        return LoraConfig(
+            r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+            target_modules=opts.target_modules, task_type=self.task_type(),
+        )
+
+
+@register
 class QLora(Lora):
     """LoRA on a 4-bit NF4 base quantized by bitsandbytes (works on CPU too)."""
 
     name = "qlora"
+    tasks = ("lm",)
 
     def quantization_config(self):
         import torch
@@ -46,3 +63,53 @@ class QLora(Lora):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.config.training.gradient_checkpointing)
         return super().prepare(model)
+
+
+@register
+class IA3(PeftMethod):
+    """(IA)^3: learned vectors that rescale keys, values and feed-forward activations; the head trains too."""
+
+    name = "ia3"
+    tasks = ("text-classification",)
+
+    def peft_config(self):
+        from peft import IA3Config
+
+        opts = self.config.method.ia3
+        return IA3Config(task_type=self.task_type(), target_modules=opts.target_modules,
+                         feedforward_modules=opts.feedforward_modules)
+
+
+@register
+class PrefixTuning(PeftMethod):
+    """Trained key/value prefixes at every layer (`num_virtual_tokens` positions); the base stays frozen."""
+
+    name = "prefix"
+    tasks = ("lm",)
+
+    def peft_config(self):
+        from peft import PrefixTuningConfig
+
+        opts = self.config.method.virtual_tokens
+        return PrefixTuningConfig(task_type=self.task_type(), num_virtual_tokens=opts.num_virtual_tokens,
+                                  prefix_projection=opts.projection)
+
+
+@register
+class PromptTuning(PeftMethod):
+    """Trained input embeddings of `num_virtual_tokens` soft-prompt tokens, prepended to every input."""
+
+    name = "prompt"
+    tasks = ("lm",)
+
+    def peft_config(self):
+        from peft import PromptTuningConfig, PromptTuningInit
+
+        from trainforge.models import resolve_model
+
+        opts = self.config.method.virtual_tokens
+        init = {}
+        if opts.init_text:
+            init = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": opts.init_text,
+                    "tokenizer_name_or_path": str(resolve_model(self.config.model.name))}
+        return PromptTuningConfig(task_type=self.task_type(), num_virtual_tokens=opts.num_virtual_tokens, **init)

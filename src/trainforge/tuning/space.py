@@ -20,7 +20,7 @@ def config_key(key: str) -> str:
 def search_space(config: RunConfig) -> dict[str, ParamSpace]:
     """The estimator's default space, then `tuning.space` on top (or instead, with `tuning.replace_space`)."""
     space: dict[str, ParamSpace] = {}
-    if config.task != "lm" and not config.tuning.replace_space:
+    if config.task not in ("lm", "text-classification") and not config.tuning.replace_space:
         from trainforge.classical.estimators import get_estimator
 
         entry = get_estimator(config.model.name, config.task)

@@ -27,9 +27,9 @@ SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used 
 
 
 def objective_for(config: RunConfig):
-    if config.task == "lm":
+    if config.task in ("lm", "text-classification"):
         raise ConfigError("`trainforge tune` searches tabular run configs for now (task: classification, regression "
-                          "or clustering); searching LM configs comes with a later release.")
+                          f"or clustering); searching {config.task} configs comes with a later release.")
     from trainforge.classical.objective import ClassicalObjective
 
     return ClassicalObjective(config)

@@ -1,0 +1,263 @@
+"""One text-classification run: check rows and config → run dir → baseline scores → method.prepare → Trainer
+(checkpoints, metrics.jsonl, resume) → save → scores → report → MLflow. The run steps are pipeline.py's."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from trainforge.config import RunConfig, load_config
+from trainforge.data.splits import Splits
+from trainforge.errors import ConfigError, ModelError, RunError
+from trainforge.hardware import Hardware, choose
+from trainforge.methods import Method, get_method
+from trainforge.textclass.data import encode, load_labelled
+from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
+
+LABELS_FILE = "labels.json"
+
+
+@dataclass
+class Prepared:
+    config: RunConfig
+    hardware: Hardware
+    method: Method
+    tokenizer: object
+    splits: Splits
+    classes: list[str]
+    train_rows: list[dict]
+    eval_rows: list[dict]
+    heldout_rows: list[dict]  # before/after scores: the test split, else validation
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.config.data.multi_label
+
+
+def estimator_name(config: RunConfig) -> str | None:
+    return config.method.features.estimator if config.method.name == "feature-extraction" else None
+
+
+def prepare(config: RunConfig) -> Prepared:
+    from trainforge.models import load_tokenizer
+    from trainforge.pipeline import quiet_library_progress
+
+    quiet_library_progress()
+    hardware = choose(config.training.precision, config.training.threads)
+    config = config.model_copy(deep=True)
+    config.training.precision = hardware.precision
+    method = get_method(config)
+    if estimator_name(config):
+        from trainforge.classical.estimators import build_estimator
+
+        if config.data.multi_label:
+            raise ConfigError("Key `method.features.estimator`: the embeddings → estimator path fits single-label "
+                              "classifiers; for `data.multi_label: true` leave it out and train the head.")
+        try:
+            build_estimator(config.method.features.estimator, "classification", config.method.features.params, 0)
+        except ConfigError as err:
+            raise ConfigError(str(err).replace("`model.", "`method.features.").replace("`method.features.name`",
+                                                                                       "`method.features.estimator`")) from None
+    splits, classes = load_labelled(config.data, config.training.seed)
+    if config.training.early_stopping.patience and not splits.validation:
+        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
+    tokenizer = load_tokenizer(config.model.name)
+    enc = lambda rows: encode(tokenizer, rows, classes, config.data.multi_label, config.training.max_length)  # noqa: E731
+    eval_rows = enc(splits.validation)
+    heldout = enc(splits.test) if splits.test else eval_rows
+    return Prepared(config, hardware, method, tokenizer, splits, classes, enc(splits.train), eval_rows, heldout)
+
+
+def load_classifier(name: str, classes: list[str], multi_label: bool):
+    from transformers import AutoModelForSequenceClassification
+
+    from trainforge.models import resolve_model
+
+    path = resolve_model(name)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+            problem_type="multi_label_classification" if multi_label else "single_label_classification",
+            dtype=torch.float32)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"Could not load {name!r} from {path} as a sequence classifier: {type(err).__name__}: {err}") from None
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, multi_label: bool) -> dict[str, float]:
+    """accuracy (multi-label: every label of a row right) and macro-F1; multi-label adds micro-F1."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if multi_label:
+        predicted = (logits > 0).astype(int)
+        truth = labels.astype(int)
+        return {"accuracy": float(accuracy_score(truth, predicted)),
+                "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+                "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0))}
+    predicted = logits.argmax(-1)
+    return {"accuracy": float(accuracy_score(labels, predicted)),
+            "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+
+
+def _compute_metrics(multi_label: bool):
+    return lambda p: scores(np.asarray(p.predictions), np.asarray(p.label_ids), multi_label)
+
+
+@torch.no_grad()
+def predict_logits(model, tokenizer, rows: list[dict], batch_size: int = 32, precision: str = "fp32") -> np.ndarray:
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[start : start + batch_size]])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out.append(model(**batch).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def evaluate(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str, float]:
+    rows = prep.heldout_rows if rows is None else rows
+    if not rows:
+        return {}
+    logits = predict_logits(model, prep.tokenizer, rows, prep.config.evaluation.batch_size, prep.hardware.precision)
+    return scores(logits, np.asarray([r["labels"] for r in rows]), prep.multi_label)
+
+
+def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
+
+    has_eval = bool(prep.eval_rows)
+    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
+                             gradient_checkpointing=prep.config.training.gradient_checkpointing)
+    return Trainer(
+        model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
+        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
+        data_collator=DataCollatorWithPadding(prep.tokenizer), processing_class=prep.tokenizer,
+        compute_metrics=_compute_metrics(prep.multi_label), callbacks=with_early_stopping(prep.config, callbacks),
+    )
+
+
+def train_text_classification(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    from transformers import set_seed
+
+    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
+                                     report_parameters, resume_checkpoint)
+    from trainforge.tracking.callbacks import MetricsLogger
+
+    prep = prepare(config)
+    console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
+    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.classes)} classes "
+                  f"({', '.join(prep.classes)}){', multi-label' if prep.multi_label else ''}")
+    if resume and estimator_name(config):
+        raise RunError("An embeddings → estimator run holds no checkpoints; start it again without --resume.")
+    config, run = open_run(prep.config, resume, "textcls")
+    prep.config = config
+    try:
+        atomic_write_json(run.file(LABELS_FILE), {"classes": prep.classes, "multi_label": prep.multi_label})
+        set_seed(config.training.seed)
+        model = load_classifier(config.model.name, prep.classes, prep.multi_label)
+        before = baseline_scores(run, config, lambda: (evaluate(model, prep), []))
+        set_seed(config.training.seed)
+        if estimator_name(config):
+            summary = _fit_estimator(model, prep, run)
+        else:
+            model = prep.method.prepare(model)
+            trainable, total = report_parameters(model, config.method.name)
+            trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
+            checkpoint = resume_checkpoint(run, resume)
+            started = time.perf_counter()
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            train_seconds = time.perf_counter() - started
+            with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
+                prep.method.save(trainer.model, prep.tokenizer, tmp)
+            summary = {"method": config.method.name, "model": config.model.name, "task": config.task,
+                       "steps": result.global_step, "train_loss": round(result.training_loss, 4),
+                       "train_seconds": round(train_seconds, 1), "trainable_params": trainable, "total_params": total,
+                       "precision": config.training.precision}
+            model = trainer.model
+        after = summary.pop("scores", None) or evaluate(model, prep)
+        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
+        summary.update({**{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}})
+        comparison = comparison_rows(before, after) if before else None
+        finish_run(run, config, summary, comparison)
+    except BaseException as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
+                                                  "trainable_params", "after.accuracy", "after.macro_f1", "precision"))
+    return run
+
+
+@torch.no_grad()
+def mean_pooled(model, tokenizer, rows: list[dict], batch_size: int = 32) -> np.ndarray:
+    """Sentence embeddings: the encoder's last hidden states averaged over the real (unpadded) tokens."""
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    encoder = model.base_model
+    encoder.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[start : start + batch_size]])
+        hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+    return np.concatenate(out)
+
+
+def _fit_estimator(model, prep: Prepared, run: RunDir) -> dict:
+    """The embeddings → classical estimator path: the classical engine's registry fits on frozen embeddings."""
+    from trainforge.classical.artifacts import save_model
+    from trainforge.classical.estimators import build_estimator
+
+    cfg = prep.config
+    features = cfg.method.features
+    started = time.perf_counter()
+    X = mean_pooled(model, prep.tokenizer, prep.train_rows, cfg.evaluation.batch_size)
+    y = np.asarray([r["labels"] for r in prep.train_rows])
+    estimator = build_estimator(features.estimator, "classification", features.params, cfg.training.seed).fit(X, y)
+    summary = {"method": cfg.method.name, "model": cfg.model.name, "task": cfg.task, "estimator": features.estimator,
+               "steps": 0, "trainable_params": 0, "total_params": sum(p.numel() for p in model.parameters()),
+               "precision": cfg.training.precision}
+    for part, rows in (("val", prep.eval_rows), ("after", prep.heldout_rows)):
+        if rows:
+            Xp = mean_pooled(model, prep.tokenizer, rows, cfg.evaluation.batch_size)
+            truth = np.asarray([r["labels"] for r in rows])
+            onehot = np.eye(len(prep.classes))[estimator.predict(Xp)]
+            result = scores(onehot, truth, False)
+            run.append_metrics({"step": 0, **{f"{'eval' if part == 'val' else 'test'}_{k}": v for k, v in result.items()}})
+            if part == "after":
+                summary["scores"] = result
+    summary["train_seconds"] = round(time.perf_counter() - started, 1)
+    summary["artifact"] = save_model(estimator, run.path).name
+    return summary
+
+
+def load_run_classifier(run: RunDir):
+    """(model, tokenizer, classes) of a finished text-classification run, whatever its method saved."""
+    from trainforge.models import load_tokenizer
+
+    config = load_config(run.file("config.yaml"))
+    labels = read_json(run.file(LABELS_FILE))
+    adapter = run.path / "adapter"
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter)
+    elif adapter.is_dir():
+        from trainforge.methods.adapter import load_adapter
+
+        model = load_adapter(load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter)
+    elif (run.path / "model").is_dir():
+        model = load_classifier(str(run.path / "model"), labels["classes"], labels["multi_label"])
+    else:
+        raise RunError(f"Run {run.path} has no trained classifier (adapter/ or model/): status is {run.status}.")
+    return model.eval(), load_tokenizer(config.model.name), labels["classes"]
