@@ -138,7 +138,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences")
     config, run = open_run(prep.config, resume, prep.config.training.objective)
     prep.config = config
-    try:
+    with run.failing_on_error():
         set_seed(config.training.seed)
         model = load_causal_lm(config.model.name, quantization_config=prep.method.quantization_config())
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
@@ -170,9 +170,6 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             summary["merged"] = str(merge_run(run))
         comparison = comparison_rows(before, after) if before else None
         finish_run(run, config, summary, comparison)
-    except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
     print_summary(run, summary, comparison)
     return run
 

@@ -134,7 +134,7 @@ def train_classical(config: RunConfig) -> RunDir:
     config = config.model_copy(update={"name": name})
     prep.config = config
     run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
-    try:
+    with run.failing_on_error():
         summary, figures, tables = _fit_and_score(prep, run)
         if config.tracking.report:
             from trainforge.tracking.report import write_report
@@ -150,9 +150,6 @@ def train_classical(config: RunConfig) -> RunDir:
                                                config.tracking.experiment, files)
             atomic_write_json(run.file("summary.json"), summary)
         run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
-    except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
     print_summary(run, summary)
     return run
 

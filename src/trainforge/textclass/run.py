@@ -160,7 +160,7 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
         raise RunError("An embeddings → estimator run holds no checkpoints; start it again without --resume.")
     config, run = open_run(prep.config, resume, "textcls")
     prep.config = config
-    try:
+    with run.failing_on_error():
         atomic_write_json(run.file(LABELS_FILE), {"classes": prep.classes, "multi_label": prep.multi_label})
         set_seed(config.training.seed)
         model = load_classifier(config.model.name, prep.classes, prep.multi_label)
@@ -188,9 +188,6 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
         summary.update({**{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}})
         comparison = comparison_rows(before, after) if before else None
         finish_run(run, config, summary, comparison)
-    except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
     print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
                                                   "trainable_params", "after.accuracy", "after.macro_f1", "precision"))
     return run

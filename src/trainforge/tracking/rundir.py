@@ -102,6 +102,15 @@ class RunDir:
         info.update(fields, status=status, updated=time.time())
         atomic_write_json(self.file(STATUS_FILE), info)
 
+    @contextmanager
+    def failing_on_error(self) -> Iterator["RunDir"]:
+        """Mark the run failed, with the error, if the block raises; the error goes on to the caller."""
+        try:
+            yield self
+        except BaseException as err:
+            self.set_status("failed", error=f"{type(err).__name__}: {err}")
+            raise
+
     @property
     def status(self) -> str:
         return self.info().get("status", "unknown")

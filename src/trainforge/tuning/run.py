@@ -37,13 +37,10 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0) -> RunDir:
                   f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
                   + (", median pruning on fold scores" if config.tuning.pruning else ""))
     started = time.time()
-    try:
+    with run.failing_on_error():
         run_workers(p, workers, worker_index, tag, objective)
         summary = _record(run, p, study, tag, time.time() - started)
         run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
-    except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
     _print(run, summary)
     return run
 
