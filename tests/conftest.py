@@ -1,6 +1,8 @@
 import os
 
 import pytest
+import torch
+from transformers import TrainerCallback
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -31,3 +33,14 @@ def runs_dir(tmp_path):
 
 def train_losses(run):
     return [m["loss"] for m in run.metrics() if "loss" in m]
+
+
+class FrozenWeightsWatch(TrainerCallback):
+    """Snapshots every frozen parameter when training starts and compares at the end."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        after = dict(model.named_parameters())
+        self.changed = [n for n, before in self.before.items() if not torch.equal(before, after[n].detach())]

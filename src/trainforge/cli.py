@@ -53,27 +53,6 @@ def tune(
     run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers)
 
 
-@app.command("eval")
-def evaluate(
-    run: str = typer.Argument(..., help="Run name or directory."),
-    data: Optional[str] = typer.Option(None, "--data", help="Labelled table (CSV / Parquet); default: the run's test split."),
-    runs_dir: str = "runs",
-):
-    """Metrics of a trained tabular run on labelled data."""
-    from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
-    from trainforge.pipeline import fmt
-    from trainforge.tracking import find_run
-
-    r = find_run(run, runs_dir)
-    if not is_tabular(r):
-        raise TrainforgeError(f"Run {r.name} is not a tabular run; its before/after scores are in {r.file('summary.json')}.")
-    scores = evaluate_file(r, data) if data else evaluate_test_split(r)
-    table = Table("metric", "value", title=f"{r.name} on {data or 'its test split'}")
-    for key, value in scores.items():
-        table.add_row(key, fmt(value))
-    out.print(table)
-
-
 @app.command()
 def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
     """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
@@ -85,15 +64,24 @@ def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value o
 @app.command("eval")
 def evaluate(
     run: str = typer.Argument(..., help="Run name or directory."),
-    data: Optional[str] = typer.Option(None, "--data", help="Held-out file in the run's data format (default: the run's test split)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Held-out file in the run's data format (tabular runs: CSV / Parquet; default: the run's test split)."),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
 ):
-    """Score a trained run: perplexity and generation metrics on held-out data."""
+    """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
+    accuracy and F1, tabular runs their task metrics."""
+    from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
     from trainforge.pipeline import evaluate_run, fmt
+    from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
     from trainforge.tracking import find_run
 
-    scores = evaluate_run(find_run(run, runs_dir), data)
-    table = Table("metric", "value", title=f"evaluation of {run}")
+    r = find_run(run, runs_dir)
+    if is_tabular(r):
+        scores = evaluate_file(r, data) if data else evaluate_test_split(r)
+    elif is_text_classification(r):
+        scores = evaluate_classifier_run(r, data)
+    else:
+        scores = evaluate_run(r, data)
+    table = Table("metric", "value", title=f"evaluation of {r.name} on {data or 'its test split'}")
     for key, value in scores.items():
         table.add_row(key, fmt(value))
     out.print(table)
@@ -141,12 +129,13 @@ def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Op
 @app.command()
 def predict(
     run: str,
-    data: str = typer.Option(..., "--data", help="Prompts file (LM runs) or a table (CSV / Parquet, tabular runs)."),
+    data: str = typer.Option(..., "--data", help="Prompts file (LM runs), texts (text-classification runs) or a table (CSV / Parquet, tabular runs)."),
     out_file: Optional[str] = typer.Option(None, "--out", help="Output file (default: <data>.predictions.jsonl; tabular runs: <data>.predictions.csv)."),
     runs_dir: str = "runs",
     max_new_tokens: int = 128,
 ):
-    """Generate an answer for every row of a file (tabular runs: a prediction column, CSV or Parquet out)."""
+    """Generate an answer for every row of a file (text classification: its label; tabular runs: a prediction
+    column, CSV or Parquet out)."""
     from trainforge.classical.predict import is_tabular
     from trainforge.tracking import find_run
 
@@ -155,6 +144,11 @@ def predict(
         from trainforge.classical.predict import predict_file as predict_table
 
         out.print(f"predictions written to [bold]{predict_table(r, data, out_file)}[/]")
+        return
+    from trainforge.textclass.run import is_text_classification, predict_classifier_file
+
+    if is_text_classification(r):
+        out.print(f"predictions written to [bold]{predict_classifier_file(r, data, out_file)}[/]")
         return
     from trainforge.inference import predict_file
 

@@ -53,6 +53,9 @@ def prepare(config: RunConfig) -> Prepared:
     config = config.model_copy(deep=True)
     config.training.precision = hardware.precision  # the saved config records what actually ran
     method = get_method(config)
+    if config.export.merge and not method.mergeable:
+        raise ConfigError(f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
+                          "peft cannot merge its adapter into the base model; set `export.merge: false`.")
     splits = load_splits(config.data, config.training.seed)
     if config.training.early_stopping.patience and not splits.validation:
         raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")

@@ -2,21 +2,9 @@
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
-from conftest import tiny_run_config, train_losses
+from conftest import FrozenWeightsWatch, tiny_run_config, train_losses
 from trainforge.pipeline import train
-
-
-class FrozenWeightsWatch(TrainerCallback):
-    """Snapshots every frozen parameter when training starts and compares at the end."""
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        after = dict(model.named_parameters())
-        self.changed = [n for n, before in self.before.items() if not torch.equal(before, after[n].detach())]
 
 
 def _loss_fell(run, factor):

@@ -137,6 +137,43 @@ def test_embeddings_to_a_classical_estimator(runs_dir):
     summary = json.loads(run.file("summary.json").read_text())
     assert summary["estimator"] == "logistic_regression" and summary["trainable_params"] == 0
     assert 0 <= summary["after.accuracy"] <= 1 and (run.path / "model.skops").is_file()
+    from trainforge.textclass.run import evaluate_classifier_run
+    saved = json.loads(run.file("eval_after.json").read_text())["scores"]
+    assert evaluate_classifier_run(run) == pytest.approx(saved)  # eval reloads the base encoder and the estimator
     with pytest.raises(ConfigError, match="`method.features.estimator`"):
         train(tc_config(runs_dir, data={"task": "support-tickets-multi", "multi_label": True},
                         method={"name": "feature-extraction", "features": {"estimator": "logistic_regression"}}))
+
+
+@pytest.mark.parametrize("method,multi", [("lora", False), ("adapter", True)])
+def test_eval_and_predict_commands_on_a_text_classification_run(runs_dir, tmp_path, method, multi):
+    from typer.testing import CliRunner
+
+    from trainforge.cli import app
+    from trainforge.pipeline import train
+    from trainforge.textclass.run import evaluate_classifier_run
+
+    data = {"task": "support-tickets-multi", "multi_label": True} if multi else {}
+    run = train(tc_config(runs_dir, method={"name": method}, data=data))
+    saved = json.loads(run.file("eval_after.json").read_text())["scores"]
+    assert evaluate_classifier_run(run) == pytest.approx(saved, abs=1e-9)  # the same test split, the same model
+
+    labelled = tmp_path / "labelled.jsonl"
+    target = "labels" if multi else "label"
+    first = ["billing", "technical"] if multi else "billing"
+    labelled.write_text(json.dumps({"text": "I was charged twice for my plan", target: first}) + "\n"
+                        + json.dumps({"text": "the app crashes on start", target: ["technical"] if multi else "technical"}) + "\n")
+    result = CliRunner().invoke(app, ["eval", str(run.path), "--data", str(labelled), "--runs-dir", str(runs_dir)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "macro_f1" in result.output
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "where is my parcel", "id": 7}\n{"text": "refund please"}\n')
+    result = CliRunner().invoke(app, ["predict", str(run.path), "--data", str(texts), "--runs-dir", str(runs_dir)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in texts.with_suffix(".predictions.jsonl").read_text().splitlines()]
+    classes = json.loads(run.file("labels.json").read_text())["classes"]
+    assert [r.get("id") for r in rows] == [7, None]
+    for row in rows:
+        predicted = row["prediction"] if multi else [row["prediction"]]
+        assert isinstance(row["prediction"], list if multi else str) and set(predicted) <= set(classes)

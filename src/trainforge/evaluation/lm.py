@@ -33,6 +33,7 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
             ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
         with _autocast(precision):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logits = logits[:, logits.size(1) - width :]  # prompt tuning prepends its virtual-token positions
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
         nll = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"

@@ -37,6 +37,7 @@ class Method:
     name = "full"
     tasks: tuple[str, ...] = ("lm",)  # the run tasks (`task:` key) the method can train
     saves_adapter = False  # True: the artifact is an adapter to load on top of the base model
+    mergeable = True  # False: an adapter that `export --merge` cannot fold into the base weights
 
     def __init__(self, config):
         self.config = config

@@ -86,6 +86,7 @@ class PrefixTuning(PeftMethod):
 
     name = "prefix"
     tasks = ("lm",)
+    mergeable = False  # peft merges weight deltas only; prefixes are extra keys/values
 
     def peft_config(self):
         from peft import PrefixTuningConfig
@@ -101,6 +102,7 @@ class PromptTuning(PeftMethod):
 
     name = "prompt"
     tasks = ("lm",)
+    mergeable = False  # peft merges weight deltas only; a soft prompt is extra input embeddings
 
     def peft_config(self):
         from peft import PromptTuningConfig, PromptTuningInit

@@ -255,6 +255,79 @@ def load_run_classifier(run: RunDir):
         model = load_adapter(load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter)
     elif (run.path / "model").is_dir():
         model = load_classifier(str(run.path / "model"), labels["classes"], labels["multi_label"])
+    elif estimator_name(config):  # the frozen base embeds; the classical estimator beside it classifies
+        model = load_classifier(config.model.name, labels["classes"], labels["multi_label"])
     else:
         raise RunError(f"Run {run.path} has no trained classifier (adapter/ or model/): status is {run.status}.")
     return model.eval(), load_tokenizer(config.model.name), labels["classes"]
+
+
+def is_text_classification(run: RunDir) -> bool:
+    return run.file(LABELS_FILE).is_file()
+
+
+def _rows_for(run: RunDir, data: str | None, classes: list[str]) -> tuple[list[dict], str]:
+    """Checked labelled rows: the run's test split (else validation), or every row of `data`."""
+    from trainforge.errors import DataError
+
+    config = load_config(run.file("config.yaml"))
+    cfg = config.data
+    if data:  # the file serves as the test split; `train` must name a source but is not trained on here
+        cfg = cfg.model_copy(update={"path": None, "task": None, "validation": None, "train": data, "test": data})
+    splits, _ = load_labelled(cfg, config.training.seed)
+    rows = splits.test or splits.validation
+    if not rows:
+        raise RunError(f"Run {run.path} has no test or validation split to evaluate on; pass --data.")
+    known = set(classes)
+    for row in rows:
+        unseen = [label for label in row["labels"] if label not in known]
+        if unseen:
+            raise DataError(f"Data {row['where']}: label {unseen[0]!r} is not one the run was trained on "
+                            f"({', '.join(classes)}).")
+    return rows, splits.source
+
+
+def evaluate_classifier_run(run: RunDir, data: str | None = None) -> dict[str, float]:
+    """accuracy / macro-F1 (multi-label: + micro-F1) of a finished run on its test split or a labelled file."""
+    config = load_config(run.file("config.yaml"))
+    labels = read_json(run.file(LABELS_FILE))
+    rows, _ = _rows_for(run, data, labels["classes"])
+    model, tokenizer, classes = load_run_classifier(run)
+    enc = encode(tokenizer, rows, classes, labels["multi_label"], config.training.max_length)
+    if estimator_name(config):  # embeddings of the frozen base → the saved classical estimator
+        from trainforge.classical.artifacts import load_model
+
+        features = mean_pooled(model, tokenizer, enc, config.evaluation.batch_size)
+        logits = np.eye(len(classes))[load_model(run.path).predict(features)]
+    else:
+        logits = predict_logits(model, tokenizer, enc, config.evaluation.batch_size)
+    return scores(logits, np.asarray([r["labels"] for r in enc]), labels["multi_label"])
+
+
+def predict_classifier_file(run: RunDir, data: str, out: str | None = None):
+    """Label every row of a file (field `data.text_field`): JSON lines with `prediction` (a list for multi-label)."""
+    import json
+    from pathlib import Path
+
+    from trainforge.data.formats import _text
+    from trainforge.data.readers import read_rows
+    from trainforge.tracking.rundir import atomic_write_text
+
+    config = load_config(run.file("config.yaml"))
+    model, tokenizer, classes = load_run_classifier(run)
+    multi = read_json(run.file(LABELS_FILE))["multi_label"]
+    rows = read_rows(data)
+    texts = [{"text": _text(row, config.data.text_field, data, n), "labels": []} for n, row in rows]
+    enc = encode(tokenizer, texts, classes, True, config.training.max_length)  # labels unused: all-zero vectors
+    if estimator_name(config):
+        from trainforge.classical.artifacts import load_model
+
+        picked = load_model(run.path).predict(mean_pooled(model, tokenizer, enc, config.evaluation.batch_size))
+        predictions = [classes[int(i)] for i in picked]
+    else:
+        logits = predict_logits(model, tokenizer, enc, config.evaluation.batch_size)
+        predictions = ([[c for c, on in zip(classes, row > 0) if on] for row in logits] if multi
+                       else [classes[int(i)] for i in logits.argmax(-1)])
+    target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
+    atomic_write_text(target, "".join(json.dumps({**row, "prediction": p}) + "\n" for (_, row), p in zip(rows, predictions)))
+    return target

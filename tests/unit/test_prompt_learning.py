@@ -1,0 +1,54 @@
+"""Prefix tuning and prompt tuning on the tiny LLaMA: they train with the base frozen, evaluate and generate,
+their adapter folder loads with plain peft, and merging refuses them (there are no weight deltas to merge)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import FrozenWeightsWatch, tiny_run_config
+from trainforge.errors import ConfigError, RunError
+from trainforge.pipeline import train
+
+
+def _config(runs_dir, method, **sections):
+    return tiny_run_config(
+        runs_dir, method={"name": method, "virtual_tokens": {"num_virtual_tokens": 8}},
+        training={"max_steps": 12, "learning_rate": 1e-1}, evaluation={"generation": True, "before_after": True},
+        **sections)
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
+    from peft import PeftModel
+
+    from trainforge.export.merge import merge_run
+    from trainforge.inference import load_run_model
+    from trainforge.models import load_causal_lm
+    from trainforge.pipeline import evaluate_run
+
+    watch = FrozenWeightsWatch()
+    run = train(_config(runs_dir, method), callbacks=[watch])
+    summary = json.loads(run.file("summary.json").read_text())
+    assert summary["after.perplexity"] < summary["before.perplexity"], summary  # held-out loss fell
+    assert 0 < summary["trainable_params"] < 5_000
+    base_names = {n for n, _ in load_causal_lm("tiny-llama").named_parameters()}
+    assert {n.split("base_model.", 1)[-1] for n in watch.before} >= base_names and watch.changed == []
+    after = json.loads(run.file("eval_after.json").read_text())
+    assert len(after["samples"]) == 4 and all("prediction" in s for s in after["samples"])
+
+    ids = torch.tensor([[1, 415, 3113, 302, 28705, 28740, 28774, 28774, 28774]])
+    with torch.no_grad():
+        plain = PeftModel.from_pretrained(load_causal_lm("tiny-llama"), run.path / "adapter").eval()(ids).logits
+        ours = load_run_model(run)[0](ids).logits
+    assert torch.equal(plain, ours)
+    assert evaluate_run(run)["perplexity"] == pytest.approx(summary["after.perplexity"], rel=1e-4)
+
+    with pytest.raises(RunError, match=f"{'prefix' if method == 'prefix' else 'prompt'} tuning.*nothing to merge"):
+        merge_run(run)
+
+
+def test_merge_on_export_is_refused_before_the_run_starts(runs_dir):
+    with pytest.raises(ConfigError, match="`export.merge`: method 'prompt'"):
+        train(_config(runs_dir, "prompt", export={"merge": True}))
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
