@@ -45,20 +45,29 @@ def quiet_library_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def prepare(config: RunConfig) -> Prepared:
-    from trainforge.models import load_tokenizer
-
+def resolve_run(config: RunConfig) -> tuple[RunConfig, Hardware, Method]:
+    """The config with its precision resolved for this machine (the saved config records what ran), and its method."""
     quiet_library_progress()
     hardware = choose(config.training.precision, config.training.threads)
     config = config.model_copy(deep=True)
-    config.training.precision = hardware.precision  # the saved config records what actually ran
-    method = get_method(config)
+    config.training.precision = hardware.precision
+    return config, hardware, get_method(config)
+
+
+def check_early_stopping(config: RunConfig, splits: Splits) -> None:
+    if config.training.early_stopping.patience and not splits.validation:
+        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
+
+
+def prepare(config: RunConfig) -> Prepared:
+    from trainforge.models import load_tokenizer
+
+    config, hardware, method = resolve_run(config)
     if config.export.merge and not method.mergeable:
         raise ConfigError(f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
                           "peft cannot merge its adapter into the base model; set `export.merge: false`.")
     splits = load_splits(config.data, config.training.seed)
-    if config.training.early_stopping.patience and not splits.validation:
-        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
+    check_early_stopping(config, splits)
     tokenizer = load_tokenizer(config.model.name)
     t = config.training
     tok = lambda rows: tokenize_examples(tokenizer, rows, t.objective, t.max_length) if rows else []  # noqa: E731

@@ -12,8 +12,8 @@ import torch
 from trainforge.config import RunConfig, load_config
 from trainforge.data.splits import Splits
 from trainforge.errors import ConfigError, ModelError, RunError
-from trainforge.hardware import Hardware, choose
-from trainforge.methods import Method, get_method
+from trainforge.hardware import Hardware
+from trainforge.methods import Method
 from trainforge.textclass.data import encode, load_labelled
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
 
@@ -44,13 +44,9 @@ def estimator_name(config: RunConfig) -> str | None:
 
 def prepare(config: RunConfig) -> Prepared:
     from trainforge.models import load_tokenizer
-    from trainforge.pipeline import quiet_library_progress
+    from trainforge.pipeline import check_early_stopping, resolve_run
 
-    quiet_library_progress()
-    hardware = choose(config.training.precision, config.training.threads)
-    config = config.model_copy(deep=True)
-    config.training.precision = hardware.precision
-    method = get_method(config)
+    config, hardware, method = resolve_run(config)
     if estimator_name(config):
         from trainforge.classical.estimators import build_estimator
 
@@ -63,8 +59,7 @@ def prepare(config: RunConfig) -> Prepared:
             raise ConfigError(str(err).replace("`model.", "`method.features.").replace("`method.features.name`",
                                                                                        "`method.features.estimator`")) from None
     splits, classes = load_labelled(config.data, config.training.seed)
-    if config.training.early_stopping.patience and not splits.validation:
-        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
+    check_early_stopping(config, splits)
     tokenizer = load_tokenizer(config.model.name)
     enc = lambda rows: encode(tokenizer, rows, classes, config.data.multi_label, config.training.max_length)  # noqa: E731
     eval_rows = enc(splits.validation)
