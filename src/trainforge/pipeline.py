@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -32,8 +32,7 @@ class Prepared:
     splits: Splits
     train_rows: list[dict]
     eval_rows: list[dict]
-    heldout_rows: list[dict]  # perplexity rows: test split, else validation
-    notes: list[str] = field(default_factory=list)
+    heldout_rows: list[dict]  # before/after scores: test split, else validation
 
 
 def quiet_library_progress() -> None:

@@ -10,10 +10,8 @@ import numpy as np
 import torch
 
 from trainforge.config import RunConfig, load_config
-from trainforge.data.splits import Splits
 from trainforge.errors import ConfigError, ModelError, RunError
-from trainforge.hardware import Hardware
-from trainforge.methods import Method
+from trainforge.pipeline import Prepared as LMPrepared
 from trainforge.textclass.data import encode, load_labelled
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
 
@@ -21,17 +19,10 @@ LABELS_FILE = "labels.json"
 
 
 @dataclass
-class Prepared:
-    config: RunConfig
-    hardware: Hardware
-    method: Method
-    tokenizer: object
-    splits: Splits
-    classes: list[str]
-    train_rows: list[dict]
-    eval_rows: list[dict]
-    heldout_rows: list[dict]  # before/after scores: the test split, else validation
-    notes: list[str] = field(default_factory=list)
+class Prepared(LMPrepared):
+    """The LM run's prepared inputs (rows hold input ids and label ids here) plus the class names."""
+
+    classes: list[str] = field(default_factory=list)
 
     @property
     def multi_label(self) -> bool:
@@ -64,7 +55,7 @@ def prepare(config: RunConfig) -> Prepared:
     enc = lambda rows: encode(tokenizer, rows, classes, config.data.multi_label, config.training.max_length)  # noqa: E731
     eval_rows = enc(splits.validation)
     heldout = enc(splits.test) if splits.test else eval_rows
-    return Prepared(config, hardware, method, tokenizer, splits, classes, enc(splits.train), eval_rows, heldout)
+    return Prepared(config, hardware, method, tokenizer, splits, enc(splits.train), eval_rows, heldout, classes=classes)
 
 
 def load_classifier(name: str, classes: list[str], multi_label: bool):
