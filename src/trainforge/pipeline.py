@@ -142,7 +142,6 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     from trainforge.methods.lm_trainer import build_lm_trainer
     from trainforge.models import load_causal_lm
-    from trainforge.tracking.callbacks import MetricsLogger
 
     prep = prepare(config)  # every check that can fail on input happens before the run directory exists
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -154,25 +153,13 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         model = load_causal_lm(config.model.name, quantization_config=prep.method.quantization_config())
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
-        model = prep.method.prepare(model)
-        trainable, total = report_parameters(model, config.method.name)
-        trainer = build_lm_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
-        checkpoint = resume_checkpoint(run, resume)
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        train_seconds = time.perf_counter() - started
-        artifact = run.path / ("adapter" if prep.method.saves_adapter else "model")
-        with atomic_dir(artifact) as tmp:
-            prep.method.save(trainer.model, prep.tokenizer, tmp)
-        after, samples = evaluate_lm(trainer.model, prep, "trained")
+        model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
+        after, samples = evaluate_lm(model, prep, "trained")
         atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
         throughputs = [m["tokens_per_second"] for m in run.metrics() if "tokens_per_second" in m]
         summary = {
-            "method": config.method.name, "model": config.model.name, "objective": config.training.objective,
-            "steps": result.global_step, "train_loss": round(result.training_loss, 4),
-            "train_seconds": round(train_seconds, 1),
+            **training, "objective": config.training.objective,
             "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
-            "trainable_params": trainable, "total_params": total, "precision": config.training.precision,
             **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
         }
         if config.export.merge and prep.method.saves_adapter:
@@ -211,6 +198,28 @@ def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
     before, samples = evaluate()
     atomic_write_json(before_file, {"scores": before, "samples": samples})
     return before
+
+
+def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | None, resume: bool) -> tuple[object, dict]:
+    """method.prepare → a resumable Trainer → the artifact saved atomically. Returns the trained model and the
+    training part of the run summary."""
+    from trainforge.tracking.callbacks import MetricsLogger
+
+    config = prep.config
+    model = prep.method.prepare(model)
+    trainable, total = report_parameters(model, config.method.name)
+    trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
+    checkpoint = resume_checkpoint(run, resume)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.perf_counter() - started
+    with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
+        prep.method.save(trainer.model, prep.tokenizer, tmp)
+    return trainer.model, {
+        "method": config.method.name, "model": config.model.name, "steps": result.global_step,
+        "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
+        "trainable_params": trainable, "total_params": total, "precision": config.training.precision,
+    }
 
 
 def report_parameters(model, method: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError, ModelError, RunError
 from trainforge.pipeline import Prepared as LMPrepared
 from trainforge.textclass.data import encode, load_labelled
-from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
+from trainforge.tracking.rundir import RunDir, atomic_write_json, read_json
 
 LABELS_FILE = "labels.json"
 
@@ -135,8 +135,7 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
     from transformers import set_seed
 
     from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     report_parameters, resume_checkpoint)
-    from trainforge.tracking.callbacks import MetricsLogger
+                                     train_and_save)
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -155,20 +154,8 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
         if estimator_name(config):
             summary = _fit_estimator(model, prep, run)
         else:
-            model = prep.method.prepare(model)
-            trainable, total = report_parameters(model, config.method.name)
-            trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
-            checkpoint = resume_checkpoint(run, resume)
-            started = time.perf_counter()
-            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-            train_seconds = time.perf_counter() - started
-            with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-                prep.method.save(trainer.model, prep.tokenizer, tmp)
-            summary = {"method": config.method.name, "model": config.model.name, "task": config.task,
-                       "steps": result.global_step, "train_loss": round(result.training_loss, 4),
-                       "train_seconds": round(train_seconds, 1), "trainable_params": trainable, "total_params": total,
-                       "precision": config.training.precision}
-            model = trainer.model
+            model, training = train_and_save(model, prep, run, build_trainer, callbacks, resume)
+            summary = {**training, "task": config.task}
         after = summary.pop("scores", None) or evaluate(model, prep)
         atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
         summary.update({**{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}})
