@@ -15,17 +15,18 @@ from trainforge.tracking.rundir import RunDir, atomic_write_text
 
 def load_run_model(run: RunDir):
     """(model, tokenizer) of a finished run: base model + peft adapter, or the saved full model."""
-    from trainforge.models import load_causal_lm, load_tokenizer
+    from trainforge.models import load_language_model, load_tokenizer
 
     config = load_config(run.file("config.yaml"))
+    objective = config.training.objective
     if (run.path / "adapter").is_dir():
         from peft import PeftModel
 
-        base = load_causal_lm(config.model.name)
+        base = load_language_model(config.model.name, objective)
         model = PeftModel.from_pretrained(base, run.path / "adapter")
         tokenizer = load_tokenizer(config.model.name)
     elif (run.path / "model").is_dir():
-        model = load_causal_lm(str(run.path / "model"))
+        model = load_language_model(str(run.path / "model"), objective)
         tokenizer = load_tokenizer(str(run.path / "model"))
     else:
         raise RunError(f"Run {run.path} has no trained artifact (adapter/ or model/): status is {run.status}.")

@@ -152,7 +152,10 @@ class EarlyStopping(Section):
 
 
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm"] = "sft"
+    objective: Literal["sft", "clm", "mlm"] = Field(
+        "sft", description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
+        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
     learning_rate: float = Field(2e-4, gt=0)
@@ -276,6 +279,7 @@ def method_names_for(task: str) -> list[str]:
     return [n for n in method_names() if task in method_tasks(n)]
 
 
+MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -385,4 +389,13 @@ class RunConfig(Section):
                 "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "
                 "for raw text use `training.objective: clm`"
             )
+        if self.training.objective == "mlm":
+            if self.data.format != "text":
+                raise ValueError(f"objective `mlm` trains on raw text; set `data.format: text` (got {self.data.format!r})")
+            if self.method.name not in MLM_METHODS:
+                raise ValueError(f"objective `mlm` supports methods {', '.join(MLM_METHODS)}; got `method.name` = "
+                                 f"{self.method.name!r}")
+            if "name" not in self.model.model_fields_set:
+                self.model.name = "minilm-l6"
+            self.evaluation.generation = False  # an encoder does not generate
         return self

@@ -43,6 +43,8 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
     _read = lambda path, cfg: check(read_rows(path, cfg.max_rows), path)  # noqa: E731
     if cfg.task:
         fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
+        if fmt == "classification" and cfg.format == "text":  # a labelled task's texts serve as a domain corpus
+            fmt, rows = "text", [{"text": row["text"]} for row in rows]
         if fmt != cfg.format:
             raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from trainforge.errors import DataError
 
 IGNORE = -100
@@ -51,11 +53,34 @@ def tokenize_clm(tokenizer, texts: list[str], block_size: int) -> list[dict]:
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
+def tokenize_mlm(tokenizer, texts: list[str], max_length: int, mlm_probability: float, mask_seed: int | None) -> list[dict]:
+    """Masked-LM rows, one per text. With `mask_seed` the masking is fixed here (held-out rows, so perplexity is
+    comparable across models); without it the rows carry no labels and the training collator masks afresh."""
+    rows = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    if mask_seed is None:
+        return rows
+    rng = random.Random(mask_seed)
+    special = set(tokenizer.all_special_ids)
+    for row in rows:
+        ids = row["input_ids"]
+        candidates = [i for i, token in enumerate(ids) if token not in special]
+        picked = set(rng.sample(candidates, max(1, round(len(candidates) * mlm_probability)))) if candidates else set()
+        row["labels"] = [token if i in picked else IGNORE for i, token in enumerate(ids)]
+        row["input_ids"] = [tokenizer.mask_token_id if i in picked else token for i, token in enumerate(ids)]
+    return rows
+
+
 def example_text(tokenizer, example: dict) -> str:
     return example["text"] if "text" in example else render(tokenizer, example["messages"])
 
 
-def tokenize_examples(tokenizer, examples: list[dict], objective: str, max_length: int) -> list[dict]:
+def tokenize_examples(tokenizer, examples: list[dict], objective: str, max_length: int,
+                      mlm_probability: float = 0.15, mask_seed: int | None = None) -> list[dict]:
+    if objective == "mlm":
+        if tokenizer.mask_token_id is None:
+            raise DataError("Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
+                            "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders.")
+        return tokenize_mlm(tokenizer, [e["text"] for e in examples], max_length, mlm_probability, mask_seed)
     if objective == "clm":
         return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length)
     rows = [tokenize_chat(tokenizer, e["messages"], max_length) for e in examples]

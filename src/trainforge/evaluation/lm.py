@@ -16,8 +16,10 @@ def _autocast(precision: str):
 
 
 @torch.no_grad()
-def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32") -> float:
-    """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM)."""
+def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32",
+               causal: bool = True) -> float:
+    """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM, the
+    masked tokens for MLM, where a position predicts itself rather than the next token)."""
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # length-grouped: less padding
@@ -34,7 +36,8 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
         with _autocast(precision):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logits = logits[:, logits.size(1) - width :]  # prompt tuning prepends its virtual-token positions
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+        shift = 1 if causal else 0
+        shift_logits, shift_labels = logits[:, : width - shift], labels[:, shift:].to(device)
         nll = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
         )

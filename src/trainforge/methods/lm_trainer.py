@@ -47,6 +47,7 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         data_seed=t.seed,
         report_to="none",
         dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",  # trained tokens/s in metrics.jsonl for every Trainer
         disable_tqdm=False,
     )
 
@@ -59,11 +60,14 @@ def with_early_stopping(config, callbacks: list) -> list:
 
 
 def build_lm_trainer(model, prep, run, callbacks: list):
-    """An SFTTrainer whose checkpoints (model, optimizer, scheduler, RNG, data position) land in the run dir."""
+    """An SFTTrainer (a masked-LM Trainer for `mlm`) whose checkpoints (model, optimizer, scheduler, RNG, data
+    position) land in the run dir."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     t = prep.config.training
+    if t.objective == "mlm":
+        return build_mlm_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
     args = SFTConfig(
         **trainer_arguments(prep.config, run, has_eval),
@@ -80,4 +84,27 @@ def build_lm_trainer(model, prep, run, callbacks: list):
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
         processing_class=prep.tokenizer,
         callbacks=trainer_callbacks,
+    )
+
+
+def build_mlm_trainer(model, prep, run, callbacks: list):
+    """Masked-LM continued pretraining: training rows are masked afresh each epoch by the collator; held-out rows
+    come masked once (fixed seed), so eval_loss tracks the same perplexity the before/after table reports."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification, Trainer, TrainingArguments
+
+    has_eval = bool(prep.eval_rows)
+    # No collator seed: masks then come from torch's global RNG, which checkpoints save and --resume restores.
+    masking = DataCollatorForLanguageModeling(prep.tokenizer, mlm_probability=prep.config.training.mlm_probability)
+    premasked = DataCollatorForTokenClassification(prep.tokenizer)
+
+    def collate(features):
+        return premasked(features) if "labels" in features[0] else masking(features)
+
+    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
+                             activation_checkpointing=prep.config.training.gradient_checkpointing)
+    return Trainer(
+        model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
+        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None, data_collator=collate,
+        processing_class=prep.tokenizer, callbacks=with_early_stopping(prep.config, callbacks),
     )

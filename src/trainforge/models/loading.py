@@ -22,18 +22,51 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tokenizer
 
 
+def load_language_model(name: str, objective: str, quantization_config=None, dtype=None):
+    """The model class an objective trains: a masked LM for `mlm`, else a causal LM."""
+    if objective == "mlm":
+        from transformers import AutoModelForMaskedLM
+
+        return _load(AutoModelForMaskedLM, "masked LM", name, None, dtype)
+    return load_causal_lm(name, quantization_config, dtype)
+
+
 def load_causal_lm(name: str, quantization_config=None, dtype=None):
-    import torch
     from transformers import AutoModelForCausalLM
+
+    return _load(AutoModelForCausalLM, "causal LM", name, quantization_config, dtype)
+
+
+def _load(auto_class, kind: str, name: str, quantization_config, dtype):
+    import torch
 
     path = resolve_model(name)
     kwargs = {"dtype": dtype or torch.float32}
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map="cpu" if not torch.cuda.is_available() else "auto")
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return from_pretrained_noting_new_weights(auto_class, path, **kwargs)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load causal LM {name!r} from {path}: {type(err).__name__}: {err}") from None
+        raise ModelError(f"Could not load {name!r} from {path} as a {kind}: {type(err).__name__}: {err}") from None
+
+
+def from_pretrained_noting_new_weights(auto_class, path, **kwargs):
+    """`from_pretrained`, with transformers' multi-line load report replaced by one line naming the freshly
+    initialized modules (a new task head is expected; anything else is worth noticing)."""
+    from rich.console import Console
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
+    modules = {key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])}
+    new = sorted(m for m in modules if not any(m.startswith(f"{other}.") for other in modules))
+    if new:
+        Console(stderr=True).print(f"[bold]model:[/] new, untrained weights (not in {path}): {', '.join(new)}")
+    return model
 
 
 def is_adapter_folder(path: Path) -> bool:

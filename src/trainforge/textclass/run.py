@@ -62,11 +62,12 @@ def load_classifier(name: str, classes: list[str], multi_label: bool):
     from transformers import AutoModelForSequenceClassification
 
     from trainforge.models import resolve_model
+    from trainforge.models.loading import from_pretrained_noting_new_weights
 
     path = resolve_model(name)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+        return from_pretrained_noting_new_weights(
+            AutoModelForSequenceClassification, path, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
             problem_type="multi_label_classification" if multi_label else "single_label_classification",
             dtype=torch.float32)
     except Exception as err:  # noqa: BLE001
@@ -122,7 +123,7 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
 
     has_eval = bool(prep.eval_rows)
     args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
-                             gradient_checkpointing=prep.config.training.gradient_checkpointing)
+                             activation_checkpointing=prep.config.training.gradient_checkpointing)
     return Trainer(
         model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,

@@ -32,7 +32,7 @@ class MetricsLogger(TrainerCallback):
         logs = dict(logs or {})
         row = {**logs, "step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         now = time.perf_counter()
-        tokens = logs.get("num_tokens")
+        tokens = logs.get("num_tokens", logs.get("num_input_tokens_seen"))  # TRL's count, else the Trainer's
         if "loss" in logs and tokens is not None:
             if self._last_tokens is not None and self._last_time is not None and now > self._last_time:
                 row["tokens_per_second"] = round((tokens - self._last_tokens) / (now - self._last_time), 1)
