@@ -69,10 +69,14 @@ def prepare(config: RunConfig) -> Prepared:
     check_early_stopping(config, splits)
     tokenizer = load_tokenizer(config.model.name)
     t = config.training
-    tok = lambda rows: tokenize_examples(tokenizer, rows, t.objective, t.max_length) if rows else []  # noqa: E731
+
+    def tok(rows, held_out=True):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
+        seed = t.seed if held_out else None
+        return tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed) if rows else []
+
     eval_rows = tok(splits.validation)
     heldout = tok(splits.test) if splits.test else eval_rows
-    return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train), eval_rows, heldout)
+    return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train, held_out=False), eval_rows, heldout)
 
 
 def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
@@ -82,7 +86,9 @@ def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], li
     precision = prep.hardware.precision
     console.print(f"[cyan]evaluating {label} model…[/]")
     if cfg.perplexity and prep.heldout_rows:
-        scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size, precision)
+        causal = prep.config.training.objective != "mlm"
+        scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size,
+                                          precision, causal=causal)
     test = prep.splits.test[: cfg.max_samples] if cfg.max_samples else prep.splits.test
     if cfg.generation and test and "messages" in test[0]:
         gen, samples = generation_scores(model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size, precision)
@@ -141,7 +147,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     from transformers import set_seed
 
     from trainforge.methods.lm_trainer import build_lm_trainer
-    from trainforge.models import load_causal_lm
+    from trainforge.models import load_language_model
 
     prep = prepare(config)  # every check that can fail on input happens before the run directory exists
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -150,7 +156,8 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     prep.config = config
     with run.failing_on_error():
         set_seed(config.training.seed)
-        model = load_causal_lm(config.model.name, quantization_config=prep.method.quantization_config())
+        model = load_language_model(config.model.name, config.training.objective,
+                                    quantization_config=prep.method.quantization_config())
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
@@ -297,4 +304,28 @@ def evaluate_run(run: RunDir, data: str | None = None) -> dict[str, float]:
 
 
 def train_from_file(path: str | Path, overrides: list[str], resume: bool = False) -> RunDir:
+    """Train the run a config file describes; a config with `stages:` runs its stages in order (the last one's
+    run directory is returned)."""
+    from trainforge.config.loader import read_yaml, with_overrides
+
+    data = with_overrides(read_yaml(path), overrides)
+    if "stages" in data:
+        from trainforge.stages import parse_stages, run_stages
+
+        return run_stages(parse_stages(data, str(path)), resume=resume)[-1]
     return train(load_config(path, overrides), resume=resume)
+
+
+def print_stage_table(stages, runs: list[RunDir]) -> None:
+    """One row per stage: its run and the scores it ended with."""
+    from trainforge.tracking.rundir import read_json
+
+    table = Table(title="stages")
+    for col in ("stage", "run", "task", "method", "scores after"):
+        table.add_column(col)
+    for stage, run in zip(stages, runs):
+        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+        scores = ", ".join(f"{k.removeprefix('after.')}={fmt(v)}" for k, v in summary.items() if k.startswith("after."))
+        objective = f" ({stage.config.training.objective})" if stage.config.task == "lm" else ""
+        table.add_row(stage.name, run.name, stage.config.task, stage.config.method.name + objective, scores or "—")
+    Console().print(table)

@@ -1,6 +1,8 @@
 import pytest
 
 from trainforge.config import load_config, parse_overrides
+from trainforge.config.loader import read_yaml
+from trainforge.stages import parse_stages
 from trainforge.errors import ConfigError
 
 MINIMAL = {"data": {"task": "dates-json"}}
@@ -31,7 +33,7 @@ def test_unknown_key_is_named():
         ("method.lora.r=0", "method.lora.r", "greater than 0"),
         ("training.batch_size=abc", "training.batch_size", "integer"),
         ("method.name=magic", "method.name", "unknown method 'magic'"),
-        ("training.objective=rl", "training.objective", "'sft' or 'clm'"),
+        ("training.objective=rl", "training.objective", "'sft', 'clm' or 'mlm'"),
     ],
 )
 def test_impossible_values_name_key_value_and_expectation(override, key, expected):
@@ -84,4 +86,8 @@ def test_every_example_config_validates():
     examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
     assert examples, "examples/ holds one YAML per method"
     for path in examples:
-        load_config(path)
+        data = read_yaml(path)
+        if "stages" in data:
+            parse_stages(data, str(path))
+        else:
+            load_config(path)

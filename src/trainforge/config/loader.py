@@ -112,12 +112,18 @@ def validate(data: dict[str, Any], source: str = "(in memory)") -> RunConfig:
         raise ConfigError(describe_validation_error(err, source)) from None
 
 
+def with_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    return merge(data, parse_overrides(overrides)) if overrides else data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
     """The one entry point: YAML file (or `base` dict) + overrides → validated RunConfig."""
-    data = read_yaml(path) if path is not None else dict(base or {})
-    if overrides:
-        data = merge(data, parse_overrides(overrides))
-    return validate(data, str(path) if path is not None else "(in memory)")
+    data = with_overrides(read_yaml(path) if path is not None else dict(base or {}), overrides)
+    source = str(path) if path is not None else "(in memory)"
+    if "stages" in data:
+        raise ConfigError(f"Config {source} chains `stages:`; run it with `trainforge train`, which runs each stage "
+                          "in turn (each stage's run directory then works with eval, predict and export).")
+    return validate(data, source)
 
 
 def dump_config(config: RunConfig) -> str:

@@ -1,0 +1,97 @@
+"""A chain of runs in one config (`stages:`), e.g. masked-LM domain adaptation → classification fine-tuning, or
+SFT → DPO. Each stage is the top-level config with the stage's keys merged over it, runs as an ordinary run named
+`<name>-<stage>`, and starts from the model the previous stage produced unless it names its own `model.name`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainforge.config.loader import merge, validate
+from trainforge.config.schema import RunConfig
+from trainforge.errors import ConfigError, RunError
+from trainforge.tracking.rundir import RunDir
+
+CHAINABLE_TASKS = ("lm", "text-classification")  # tasks whose runs leave a model folder a next stage can load
+
+
+@dataclass
+class Stage:
+    name: str
+    config: RunConfig
+    inherits_model: bool  # True: model.name is replaced by the previous stage's output model at run time
+
+
+def parse_stages(data: dict[str, Any], source: str) -> list[Stage]:
+    """The validated stages of a config with a `stages:` list; every stage is checked before any of them runs."""
+    base = {k: v for k, v in data.items() if k != "stages"}
+    specs = data["stages"]
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"Invalid config {source}: key `stages` must be a non-empty list of stage mappings.")
+    chain = base.get("name")
+    if not chain:
+        raise ConfigError(f"Invalid config {source}: a config with `stages:` needs a top-level `name`; its stages "
+                          "run as `<name>-<stage>` and --resume finds them by it.")
+    stages, seen = [], set()
+    for number, spec in enumerate(specs, start=1):
+        where = f"{source} stage {number}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ConfigError(f"Invalid config {where}: each stage is a mapping with a `name` (e.g. `adapt`) and "
+                              "the keys it changes (task, model, data, method, training, ...).")
+        stage_name = spec["name"]
+        if stage_name in seen:
+            raise ConfigError(f"Invalid config {where}: stage name {stage_name!r} is used twice.")
+        seen.add(stage_name)
+        if "stages" in spec:
+            raise ConfigError(f"Invalid config {where} ({stage_name}): a stage cannot hold `stages` of its own.")
+        config = validate(merge(base, {**spec, "name": f"{chain}-{stage_name}"}), f"{where} ({stage_name})")
+        inherits = number > 1 and "name" not in (spec.get("model") or {})
+        if config.task not in CHAINABLE_TASKS and (number < len(specs) or inherits):
+            raise ConfigError(f"Invalid config {where} ({stage_name}): task {config.task!r} neither leaves a model a "
+                              f"next stage can start from nor starts from one; chain {' or '.join(CHAINABLE_TASKS)} stages.")
+        stages.append(Stage(stage_name, config, inherits))
+    return stages
+
+
+def output_model(run: RunDir) -> Path:
+    """The whole-model folder a finished run leaves for the next stage: its full model, else its adapter merged."""
+    if (run.path / "model" / "config.json").is_file():
+        return run.path / "model"
+    if (run.path / "merged" / "config.json").is_file():
+        return run.path / "merged"
+    if (run.path / "adapter").is_dir():
+        from trainforge.textclass.run import is_text_classification
+
+        if is_text_classification(run):
+            raise RunError(f"Stage run {run.path} saved a classifier adapter; a later stage starts from a whole "
+                           "model, so train that stage with `method.name: full` or end the chain there.")
+        from trainforge.export.merge import merge_run
+
+        return merge_run(run)
+    raise RunError(f"Stage run {run.path} left no model for the next stage (no model/, merged/ or adapter/).")
+
+
+def run_stages(stages: list[Stage], resume: bool = False) -> list[RunDir]:
+    """Run the stages in order. With `resume`, completed stages are kept and an unfinished one continues."""
+    from trainforge.pipeline import console, print_stage_table, train
+    from trainforge.tracking.rundir import list_runs
+
+    runs: list[RunDir] = []
+    previous: Path | None = None
+    for number, stage in enumerate(stages, start=1):
+        config = stage.config
+        if stage.inherits_model and previous is not None:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"name": str(previous.resolve())})})
+        existing = {r.name: r for r in list_runs(config.tracking.runs_dir)}.get(config.name)
+        console.rule(f"[bold]stage {number}/{len(stages)}: {stage.name}[/] → run {config.name}")
+        if resume and existing is not None and existing.status == "completed":
+            console.print(f"stage {stage.name} already completed in {existing.path}; kept")
+            run = existing
+        else:
+            run = train(config, resume=resume and existing is not None)
+        runs.append(run)
+        if number < len(stages):
+            previous = output_model(run)
+    print_stage_table(stages, runs)
+    return runs
