@@ -30,6 +30,7 @@ class ClassicalObjective:
                               "Use auto, kfold, stratified, group or time.")
         self.metric = prep.metric
         self.direction = prep.metric.direction
+        self.last_step = 0 if prep.task == "clustering" else config.cv.folds - 1  # the step after which a trial is done
 
     def prepared(self, config: RunConfig) -> Prepared:
         key = _data_key(config)

@@ -35,7 +35,7 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0) -> RunDir:
     tag = f"{socket.gethostname()}:{os.getpid()}"
     console.print(f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
                   f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
-                  + (", median pruning on fold scores" if config.tuning.pruning else ""))
+                  + (", median pruning on intermediate scores" if config.tuning.pruning else ""))
     started = time.time()
     with run.failing_on_error():
         run_workers(p, workers, worker_index, tag, objective)
@@ -76,7 +76,7 @@ def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
                               + (f"; the first error: {errors[0]}" if errors else "") + ".")
     best = study.best_trial
     best_config = apply(config, best.params).model_copy(update={"name": f"{config.name}-best"})
-    best_yaml = (f"# Best of study {p.study_name!r} (trial {best.number}): cv {p.metric} {best.value:.6g}\n"
+    best_yaml = (f"# Best of study {p.study_name!r} (trial {best.number}): {p.metric} {best.value:.6g}\n"
                  f"# Run it with: trainforge train {run.file('best.yaml')}\n" + dump_config(best_config))
     atomic_write_text(run.file("best.yaml"), best_yaml)
     summary.update({"best_trial": best.number, f"best.{p.metric}": best.value, "best_params": best.params,

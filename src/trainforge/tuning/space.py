@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from trainforge.config.schema import ParamSpace, RunConfig
+from trainforge.errors import ConfigError
 
 
 def config_key(key: str) -> str:
@@ -20,12 +21,21 @@ def config_key(key: str) -> str:
 def search_space(config: RunConfig) -> dict[str, ParamSpace]:
     """The estimator's default space, then `tuning.space` on top (or instead, with `tuning.replace_space`)."""
     space: dict[str, ParamSpace] = {}
-    if config.task not in ("lm", "text-classification") and not config.tuning.replace_space:
-        from trainforge.classical.estimators import get_estimator
+    neural = config.task in ("lm", "text-classification")
+    if not config.tuning.replace_space:
+        if neural:
+            from trainforge.tuning.neural import default_space
 
-        entry = get_estimator(config.model.name, config.task)
-        space = {config_key(k): ParamSpace.model_validate(v) for k, v in entry.space.items()}
+            defaults = default_space(config)
+        else:
+            from trainforge.classical.estimators import get_estimator
+
+            defaults = get_estimator(config.model.name, config.task).space
+        space = {config_key(k): ParamSpace.model_validate(v) for k, v in defaults.items()}
     for key, spec in config.tuning.space.items():
+        if neural and "." not in key:
+            raise ConfigError(f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
+                              "section (e.g. training.learning_rate, method.lora.r, training.epochs).")
         space[config_key(key)] = spec
     return space
 

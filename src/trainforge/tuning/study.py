@@ -28,8 +28,9 @@ SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used 
 
 def objective_for(config: RunConfig):
     if config.task in ("lm", "text-classification"):
-        raise ConfigError("`trainforge tune` searches tabular run configs for now (task: classification, regression "
-                          f"or clustering); searching {config.task} configs comes with a later release.")
+        from trainforge.tuning.neural import NeuralObjective
+
+        return NeuralObjective(config)
     from trainforge.classical.objective import ClassicalObjective
 
     return ClassicalObjective(config)
@@ -106,13 +107,40 @@ def make_sampler(config: RunConfig, points: list[dict] | None, worker: int):
                                       constant_liar=True)
 
 
-def make_pruner(config: RunConfig):
-    import optuna
+class MedianRule:
+    """Optuna's median pruning rule on intermediate scores (fold k's running mean, or the k-th evaluation of a
+    neural run), judged against one snapshot of the finished trials taken when a trial starts. Optuna's pruner
+    re-reads every trial from the storage at each step, which on sqlite costs more than a fold of a small model;
+    a trial finishing meanwhile on another worker only joins the next snapshot."""
 
-    if not config.tuning.pruning:
-        return optuna.pruners.NopPruner()
-    # every trial is scored on the same folds, so the running means of two trials after fold k are comparable
-    return optuna.pruners.MedianPruner(n_startup_trials=max(3, config.tuning.startup_trials // 2), n_warmup_steps=1)
+    def __init__(self, study, maximize: bool, startup_trials: int, enabled: bool = True):
+        from optuna.trial import TrialState
+
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        self.maximize = maximize
+        self.enabled = enabled and sum(t.state == TrialState.COMPLETE for t in finished) >= startup_trials
+        self.by_step: dict[int, list[float]] = {}
+        for t in finished:
+            for step, value in t.intermediate_values.items():
+                self.by_step.setdefault(step, []).append(value)
+
+    def should_prune(self, step: int, value: float) -> bool:
+        import statistics
+
+        if not self.enabled:
+            return False
+        if not math.isfinite(value):
+            return True
+        seen = self.by_step.get(step)
+        if not seen:
+            return False
+        median = statistics.median(seen)
+        return value < median if self.maximize else value > median
+
+
+def pruning_startup(config: RunConfig) -> int:
+    """Completed trials before pruning starts: enough for the median to mean something."""
+    return max(3, config.tuning.startup_trials // 2)
 
 
 def apply(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -157,7 +185,7 @@ def create_study(p: Plan):
                                 load_if_exists=True)
     if study.direction.name.lower() != p.direction:
         raise ConfigError(f"Study {p.study_name!r} in {p.storage} {study.direction.name.lower()}s its score but "
-                          f"`cv.metric` {p.metric} must be {p.direction}d; use another `tuning.study_name`.")
+                          f"{p.metric} must be {p.direction}d; use another `tuning.study_name`.")
     return study
 
 
@@ -171,10 +199,9 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
     objective = objective or objective_for(p.config)
     space = search_space(p.config)
     storage = _storage(p.storage)
-    study = optuna.load_study(study_name=p.study_name, storage=storage,
-                              sampler=make_sampler(p.config, p.points, worker), pruner=make_pruner(p.config))
+    study = optuna.load_study(study_name=p.study_name, storage=storage, sampler=make_sampler(p.config, p.points, worker))
     study_id = storage.get_study_id_from_name(p.study_name)
-    last_step = p.config.cv.folds - 1 if p.config.task != "clustering" else 0
+    last_step = getattr(objective, "last_step", None)
     # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
     discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
     while deadline is None or time.time() < deadline:
@@ -198,15 +225,17 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
                 continue
 
             reported: list[int] = []
+            rule = MedianRule(study, p.direction == "maximize", pruning_startup(p.config), p.config.tuning.pruning)
 
             def report(step: int, value: float) -> None:
                 reported.append(step)
                 trial.report(value, step)
-                # after the last fold the trial is done: stopping it there would save nothing
-                if step < last_step and trial.should_prune():
+                # after the last step the trial is done: stopping it there would save nothing
+                if (last_step is None or step < last_step) and rule.should_prune(step, value):
                     raise optuna.TrialPruned()
 
-            value, details = objective(apply(p.config, overrides), report)
+            trial_config = apply(p.config, overrides).model_copy(update={"name": f"{p.config.name}-trial-{trial.number}"})
+            value, details = objective(trial_config, report)
             trial.set_user_attr("fold_scores", [float(v) for v in details.get("fold_scores", [])])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 4))
             if not math.isfinite(value):
