@@ -34,15 +34,16 @@ def test_neural_tuning_refuses_a_plain_key_and_data_without_validation(runs_dir)
 
 def test_median_rule_prunes_below_the_median_of_finished_trials_once_enough_finished():
     study = optuna.create_study(direction="maximize")
-    for scores in ([0.5, 0.6], [0.7, 0.8], [0.9, 0.95]):
+    for scores in ([0.0, 0.6], [0.0, 0.7], [0.0, 0.9]):
         trial = study.ask()
         for step, value in enumerate(scores):
             trial.report(value, step)
         study.tell(trial, scores[-1])
     rule = MedianRule(study, maximize=True, startup_trials=3)
-    assert rule.should_prune(0, 0.6) and not rule.should_prune(0, 0.75)  # median at step 0: 0.7
+    assert rule.should_prune(1, 0.6) and not rule.should_prune(1, 0.75)  # median at step 1: 0.7
+    assert not rule.should_prune(0, -1.0)  # the first step alone never prunes
     assert not rule.should_prune(5, 0.0)  # no finished trial reached this step: nothing to compare with
     assert rule.should_prune(1, float("nan"))
-    assert not MedianRule(study, maximize=True, startup_trials=4).should_prune(0, 0.1)  # too few finished yet
-    assert not MedianRule(study, maximize=True, startup_trials=3, enabled=False).should_prune(0, 0.1)
-    assert MedianRule(study, maximize=False, startup_trials=3).should_prune(0, 0.8)
+    assert not MedianRule(study, maximize=True, startup_trials=4).should_prune(1, 0.1)  # too few finished yet
+    assert not MedianRule(study, maximize=True, startup_trials=3, enabled=False).should_prune(1, 0.1)
+    assert MedianRule(study, maximize=False, startup_trials=3).should_prune(1, 0.8)

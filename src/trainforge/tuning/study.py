@@ -127,7 +127,7 @@ class MedianRule:
     def should_prune(self, step: int, value: float) -> bool:
         import statistics
 
-        if not self.enabled:
+        if not self.enabled or step < 1:  # one fold / evaluation alone is too noisy to judge a config by
             return False
         if not math.isfinite(value):
             return True
