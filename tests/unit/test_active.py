@@ -139,3 +139,24 @@ def test_active_needs_a_classifier_with_probabilities(runs_dir):
     with pytest.raises(ConfigError, match="`task`"):
         load_pool(tabular_config(runs_dir, task="regression", model={"name": "ridge"},
                                  data={"dataset": "diabetes", "split": {"strategy": "random"}}))
+
+
+def test_cli_interactive_labels_error_names_file_and_row(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "al.yaml"
+    cfg.write_text(f"name: al\ntask: classification\nmodel: {{name: logistic_regression}}\n"
+                   f"data: {{dataset: breast_cancer, split: {{train: 0.7, validation: 0.0, test: 0.3}}}}\n"
+                   f"active: {{mode: interactive, initial: 4}}\ntracking: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n")
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "trainforge.cli", "active", str(cfg), *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    started = cli()
+    to_label = tmp_path / "runs" / "al" / TO_LABEL
+    assert started.returncode == 0 and to_label.is_file() and "--labels" in started.stdout
+    frame = pd.read_csv(to_label)
+    frame["label"] = ["0", "1", "", "1"]
+    frame.to_csv(to_label, index=False)
+    failed = cli("--labels", str(to_label))
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert f"{to_label},row4:the`label`cellisempty" in "".join(failed.stderr.split())  # rich wraps long lines
