@@ -29,8 +29,8 @@ def test_strategy_scores_rank_rows_by_uncertainty():
     rng = np.random.default_rng(0)
     assert select("least_confidence", PROBA, 2, rng).tolist() == [3, 1]
     assert select("margin", PROBA, 2, rng).tolist() == [3, 1]
-    picked = select("random", None, 3, np.random.default_rng(5), n=10)
-    assert len(set(picked.tolist())) == 3 and picked.tolist() == select("random", None, 3, np.random.default_rng(5), n=10).tolist()
+    picked = select("random", None, 3, np.random.default_rng(5), n=10).tolist()
+    assert len(set(picked)) == 3 and picked == select("random", None, 3, np.random.default_rng(5), n=10).tolist()
 
 
 def test_learner_keeps_a_column_per_class_when_some_are_unlabelled():
@@ -148,9 +148,12 @@ def test_cli_interactive_labels_error_names_file_and_row(tmp_path):
     cfg = tmp_path / "al.yaml"
     cfg.write_text(f"name: al\ntask: classification\nmodel: {{name: logistic_regression}}\n"
                    f"data: {{dataset: breast_cancer, split: {{train: 0.7, validation: 0.0, test: 0.3}}}}\n"
-                   f"active: {{mode: interactive, initial: 4}}\ntracking: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n")
-    cli = lambda *a: subprocess.run([sys.executable, "-m", "trainforge.cli", "active", str(cfg), *a],  # noqa: E731
-                                    capture_output=True, text=True)
+                   f"active: {{mode: interactive, initial: 4}}\n"
+                   f"tracking: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n")
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "trainforge.cli", "active", str(cfg), *args],
+                              capture_output=True, text=True)
+
     started = cli()
     to_label = tmp_path / "runs" / "al" / TO_LABEL
     assert started.returncode == 0 and to_label.is_file() and "--labels" in started.stdout

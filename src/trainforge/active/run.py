@@ -50,12 +50,13 @@ def _needs_proba(estimator, key: str, name: str) -> None:
                           "(svm: set `probability: true`).")
 
 
-def _held_out(test: np.ndarray | list, validation: np.ndarray | list) -> np.ndarray:
+def _held_out(test, validation):
+    """The rows every round is scored on: the test split, else the validation split."""
     rows = test if len(test) else validation
     if not len(rows):
         raise ConfigError("Key `data.split`: active learning scores every round on held-out rows; give a test (or "
                           "validation) fraction or file.")
-    return np.asarray(rows)
+    return rows
 
 
 def _tabular_pool(config: RunConfig) -> Pool:
@@ -65,7 +66,7 @@ def _tabular_pool(config: RunConfig) -> Pool:
     prep = prepare(config)
     _needs_proba(prep.pipeline(), "model.name", config.model.name)
     pool = np.asarray(prep.split.train)
-    test = _held_out(prep.split.test, prep.split.validation)
+    test = np.asarray(_held_out(prep.split.test, prep.split.validation))
     learner = EstimatorLearner(prep.X, prep.pipeline, len(prep.classes))
     return Pool(learner, pool, prep.y[pool], test, prep.y[test], [str(c) for c in prep.classes],
                 lambda idx: prep.X.iloc[pool[idx]].reset_index(drop=True), prep.table.source)
@@ -84,9 +85,7 @@ def _text_pool(config: RunConfig) -> Pool:
     name, params = (features.estimator, features.params) if features.estimator else ("logistic_regression", {})
     make = lambda: build_estimator(name, "classification", params, config.training.seed)  # noqa: E731
     _needs_proba(make(), "method.features.estimator", name)
-    if not prep.heldout_rows:
-        _held_out([], [])
-    rows = prep.train_rows + prep.heldout_rows
+    rows = prep.train_rows + _held_out(prep.heldout_rows, [])
     console.print(f"[cyan]embedding {len(rows)} rows with the frozen {config.model.name}…[/]")
     model = load_classifier(config.model.name, prep.classes, False)
     X = mean_pooled(model, prep.tokenizer, rows, config.evaluation.batch_size)
@@ -146,9 +145,11 @@ def learning_curve_png(curves: dict[str, dict]) -> bytes:
 
 
 def _simulate_run(config: RunConfig, data: Pool, run: RunDir) -> dict:
+    a = config.active
     console.print(f"[bold]simulate:[/] {len(data.pool)} pool rows (labels hidden), {len(data.test)} held-out rows; "
-                  f"{config.active.initial} initial labels + {config.active.rounds} rounds × {config.active.batch_size}")
-    curves = simulate_strategies(config, data, lambda s, u, v: run.append_metrics({"step": u, f"accuracy.{s}": v}))
+                  f"{a.initial} initial labels + {a.rounds} rounds × {a.batch_size}")
+    log = lambda s, u, v: run.append_metrics({"step": u, f"accuracy.{s}": v})  # noqa: E731
+    curves = simulate_strategies(config, data, log)
     atomic_write_json(run.file("curves.json"), curves)
     png = learning_curve_png(curves)
     run.file("learning_curve.png").write_bytes(png)
