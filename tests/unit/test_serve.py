@@ -146,3 +146,17 @@ def test_predict_with_a_tabular_run(tmp_path):
     assert r.status_code == 400 and "row object" in r.json()["error"]["message"]
     r = client.post("/v1/chat/completions", json={"model": run.name, "messages": QUESTION})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unsupported_endpoint"
+
+
+def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
+    from tests.unit.test_textclass import tc_config
+    from trainforge.textclass.run import predict_classifier_file
+
+    run = train(tc_config(runs_dir))
+    texts = ["I was charged twice for my plan", "the app crashes on start"]
+    r = TestClient(build_app(run)).post("/v1/predict", json={"model": run.name, "input": texts})
+    assert r.status_code == 200, r.text
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    saved = [json.loads(line)["prediction"] for line in predict_classifier_file(run, str(data)).read_text().splitlines()]
+    assert [d["prediction"] for d in r.json()["data"]] == saved  # the same path as `trainforge predict`
