@@ -137,7 +137,7 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
             raise APIError(401, "Missing or incorrect API key: send it as `Authorization: Bearer <key>`.",
                            code="invalid_api_key")
 
-    app = FastAPI(title=f"trainforge: {name}", dependencies=[], docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"trainforge: {name}", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     v1 = [Depends(authorized)]
     created = int(time.time())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from transformers import StoppingCriteria
 
 from trainforge.config import load_config
 from trainforge.errors import DataError, RunError
@@ -36,7 +37,7 @@ class Completion:
     seconds: float
 
 
-class _Cancelled:
+class _Cancelled(StoppingCriteria):
     """Stopping criterion: ends generation once the client has gone (a streamed request was disconnected)."""
 
     def __init__(self, event: threading.Event):
