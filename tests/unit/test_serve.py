@@ -160,3 +160,32 @@ def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     saved = [json.loads(line)["prediction"] for line in predict_classifier_file(run, str(data)).read_text().splitlines()]
     assert [d["prediction"] for d in r.json()["data"]] == saved  # the same path as `trainforge predict`
+
+
+def test_a_closed_stream_stops_generating(lm_run):
+    from trainforge.serve.backends import Sampling, load_backend
+
+    backend = load_backend(lm_run)
+    generate, produced = backend.model.generate, []
+    backend.model.generate = lambda **kw: produced.append(generate(**kw)) or produced[-1]
+    ids = backend.encode("The date is")
+    stream = backend.stream(ids, Sampling(max_tokens=1000))
+    assert isinstance(next(stream), str)
+    stream.close()  # what the server does when the client disconnects
+    assert backend.lock.acquire(timeout=60)
+    assert produced[0].shape[1] - len(ids) < 100  # stopped soon after the close, far from max_tokens
+
+
+def test_cli_serve_passes_options_and_reads_the_key_from_the_environment(lm_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import trainforge.serve
+    from trainforge.cli import app
+
+    calls = []
+    monkeypatch.setattr(trainforge.serve, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
+    result = CliRunner().invoke(app, ["serve", str(lm_run.path), "--port", "9001"], env={"TRAINFORGE_API_KEY": "abc"})
+    assert result.exit_code == 0, result.output
+    (run, host, port, key), limits = calls[0]
+    assert (run.path, host, port, key) == (lm_run.path, "127.0.0.1", 9001, "abc")
+    assert limits == {"max_tokens_limit": 4096, "max_body_bytes": 1_000_000}
