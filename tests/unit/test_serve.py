@@ -75,13 +75,25 @@ def test_completions_stream_and_seeded_sampling(lm, lm_run):
     assert lm.get("/health").json() == {"status": "ok", "model": lm_run.name, "kind": "generative"}
 
 
+def test_stop_strings_end_the_answer_whole_and_streamed(lm, lm_run):
+    body = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 12}
+    full = lm.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    stop = full[len(full) // 2 :][:3].strip() or full[-1]
+    cut = lm.post("/v1/completions", json={**body, "stop": [stop, "never"]}).json()["choices"][0]
+    assert cut["text"] == full[: full.find(stop)] and cut["finish_reason"] == "stop"
+    chunks = _sse(lm.post("/v1/completions", json={**body, "stop": stop, "stream": True}))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == cut["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
 @pytest.mark.parametrize("body, status, param, code", [
     ({"model": "gpt-4", "prompt": "x"}, 404, "model", "model_not_found"),
     ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
     ({"prompt": "x", "max_tokens": 2001}, 400, "max_tokens", "invalid_value"),
     ({"prompt": "x", "max_tokens": 1024}, 400, "prompt", "context_length_exceeded"),  # tiny-llama: 1024 positions
     ({"prompt": "x", "temperature": 3}, 400, "temperature", None),
-    ({"prompt": "x", "stop": ["\n"]}, 400, "stop", None),  # unsupported parameters are refused, not ignored
+    ({"prompt": "x", "tools": []}, 400, "tools", None),  # unsupported parameters are refused, not ignored
+    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
     ({"prompt": "x", "n": 2}, 400, "n", None),
     ({"prompt": 5}, 400, "prompt", None),
     ({}, 400, "prompt", None),
@@ -106,7 +118,8 @@ def test_malformed_json_oversized_body_and_wrong_endpoint(lm_run, lm):
     r = lm.post("/v1/predict", json={"model": lm_run.name, "input": "hello"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unsupported_endpoint"
     r = lm.post("/v1/chat/completions", json={"model": lm_run.name, "messages": [{"role": "robot", "content": "x"}]})
-    assert r.status_code == 400 and r.json()["error"]["param"].startswith("messages.0.role")
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "messages" and "messages.0.role" in error["message"]
     assert lm.get("/v1/nothing").status_code == 404 and "error" in lm.get("/v1/nothing").json()
 
 

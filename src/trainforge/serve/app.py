@@ -14,7 +14,7 @@ from typing import Iterator, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainforge.errors import TrainforgeError
@@ -40,7 +40,7 @@ def _error(status: int, message: str, type: str = "invalid_request_error", param
 
 # requests ----------------------------------------------------------------------------------------------------------
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an unsupported parameter (stop, tools, ...) is refused, not ignored
+    model_config = ConfigDict(extra="forbid")  # an unsupported parameter (tools, logprobs, ...) is refused, not ignored
 
 
 class TextPart(_Strict):
@@ -67,10 +67,19 @@ class _Generation(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
+    stop: str | list[str] | None = None
     n: Literal[1] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > 4 or "" in stops:
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return stops
 
 
 class ChatRequest(_Generation):
@@ -153,10 +162,9 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
         if first["type"] == "json_invalid":
             return _error(400, f"The request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}.",
                           code="invalid_json")
-        loc = [str(p) for p in first["loc"] if p != "body"]
-        param = ".".join(loc) or None
+        loc = [str(p) for p in first["loc"] if p != "body"]  # e.g. messages, 0, role
         message = "Unrecognized request argument supplied" if first["type"] == "extra_forbidden" else first["msg"]
-        return _error(400, f"{message}: {param}." if param else f"{message}.", param=param)
+        return _error(400, f"{message}: {'.'.join(loc)}." if loc else f"{message}.", param=loc[0] if loc else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, err: StarletteHTTPException):
@@ -200,7 +208,7 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
                                 f"{len(ids)} and max_tokens asks for {max_tokens} more.",
                            "messages" if isinstance(req, ChatRequest) else "prompt",
                            "context_length_exceeded")
-        return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed)
+        return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()))
 
     def usage(c: Completion) -> dict:
         return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,

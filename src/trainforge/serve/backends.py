@@ -22,10 +22,16 @@ class Sampling:
     temperature: float | None = None  # None or 0: greedy
     top_p: float | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these (OpenAI's `stop`)
 
     @property
     def greedy(self) -> bool:
         return not (self.temperature or 0) > 0 and (self.top_p is None or self.top_p >= 1)
+
+
+def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
 
 
 @dataclass
@@ -77,6 +83,8 @@ class Generator:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:  # OpenAI semantics: temperature and nucleus only, no top-k cut
             kwargs.update(temperature=sampling.temperature or 1.0, top_p=sampling.top_p or 1.0, top_k=0)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         return kwargs
 
     def _generate(self, ids: list[int], sampling: Sampling, **extra) -> torch.Tensor:
@@ -90,6 +98,9 @@ class Generator:
         ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
         reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = _stop_at(text, sampling.stop)
+        if cut is not None:
+            text, reason = text[:cut], "stop"
         return Completion(text, len(ids), len(tokens), reason, time.perf_counter() - started)
 
     def complete(self, ids: list[int], sampling: Sampling) -> Completion:
@@ -115,10 +126,22 @@ class Generator:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
+        # Text that could be the start of a stop string is held back until it is known not to be one.
+        hold, pending, stopped = max(map(len, sampling.stop), default=1) - 1, "", False
         try:
             for piece in streamer:
-                if piece:
-                    yield piece
+                if stopped:
+                    continue  # generation ends by itself on a stop string; its last pieces are dropped
+                pending += piece
+                cut = _stop_at(pending, sampling.stop)
+                if cut is not None:
+                    pending, stopped = pending[:cut], True
+                ready = len(pending) if stopped else max(len(pending) - hold, 0)
+                if ready:
+                    yield pending[:ready]
+                    pending = pending[ready:]
+            if pending:
+                yield pending
             thread.join()
             if "error" in result:
                 raise result["error"]
