@@ -170,6 +170,26 @@ def predict(
 
 
 @app.command()
+def serve(
+    run: str = typer.Argument(..., help="Run name or directory."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface; set an API key)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TRAINFORGE_API_KEY",
+                                          help="Require `Authorization: Bearer KEY` on /v1 requests."),
+    max_tokens_limit: int = typer.Option(4096, min=1, help="Largest max_tokens a request may ask for."),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body accepted (413 beyond)."),
+    runs_dir: str = "runs",
+):
+    """OpenAI-compatible HTTP API for a run: /v1/chat/completions, /v1/completions (streaming), /v1/models for
+    generative runs; /v1/predict for text-classification and tabular runs; /health."""
+    from trainforge.serve import serve as run_server
+    from trainforge.tracking import find_run
+
+    run_server(find_run(run, runs_dir), host, port, api_key, max_tokens_limit=max_tokens_limit,
+               max_body_bytes=max_body_bytes)
+
+
+@app.command()
 def models():
     """The known model aliases."""
     from trainforge.models import ALIASES
