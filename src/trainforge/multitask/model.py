@@ -90,10 +90,10 @@ class MultiTaskModel(nn.Module):
 def build_model(encoder_path, specs: list[TaskSpec], loss_weighting: str = "fixed") -> MultiTaskModel:
     from transformers import AutoModel
 
-    try:
-        encoder = AutoModel.from_pretrained(encoder_path, dtype=torch.float32, add_pooling_layer=False)
-    except TypeError:  # encoders without a pooler option
-        encoder = AutoModel.from_pretrained(encoder_path, dtype=torch.float32)
+    from trainforge.models.loading import from_pretrained_noting_new_weights
+
+    try:  # mean pooling replaces the pooler, so it is not loaded
+        encoder = from_pretrained_noting_new_weights(AutoModel, encoder_path, dtype=torch.float32, add_pooling_layer=False)
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"Could not load an encoder from {encoder_path}: {type(err).__name__}: {err}") from None
     return MultiTaskModel(encoder, specs, loss_weighting)

@@ -289,11 +289,11 @@ def predict_multitask_file(run: RunDir, data: str, out: str | None = None):
     lines = []
     for r, (_, row) in enumerate(rows):
         prediction = {}
-        for spec, out in zip(model.specs, outputs):
+        for spec, values in zip(model.specs, outputs):
             if spec.type == "classification":
-                prediction[spec.name] = spec.classes[int(out[r].argmax())]
+                prediction[spec.name] = spec.classes[int(values[r].argmax())]
             else:
-                prediction[spec.name] = round(float(out[r]) * spec.std + spec.mean, 4)
+                prediction[spec.name] = round(float(values[r]) * spec.std + spec.mean, 4)
         lines.append(json.dumps({**row, "prediction": prediction}) + "\n")
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write_text(target, "".join(lines))
