@@ -179,3 +179,22 @@ def test_round_robin_sampling_run(runs_dir):
     logged = [m for m in run.metrics() if "loss" in m]
     tasks = [[k for k in m if k.startswith("loss_")] for m in logged]
     assert tasks[:3] == [["loss_topic"], ["loss_urgency"], ["loss_hours"]]  # one task per batch, in turn
+
+
+@pytest.mark.parametrize("sampling", ["joint", "round_robin"])
+def test_resume_gives_the_same_final_model(runs_dir, sampling):
+    from safetensors.torch import load_file
+
+    from trainforge.pipeline import train
+    from trainforge.tracking.callbacks import StopAtStep
+
+    sections = {"multitask": {"sampling": sampling}, "evaluation": {"before_after": False},
+                "training": {"max_steps": 8, "save_steps": 3}, "tracking": {"report": False}}
+    straight = train(mt_config(runs_dir, name="straight", **sections))
+    interrupted = mt_config(runs_dir, name="interrupted", **sections)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, callbacks=[StopAtStep(5)])
+    resumed = train(interrupted, resume=True)
+    for name in ("model.safetensors", "heads.safetensors"):
+        a, b = (load_file(r.path / "model" / name) for r in (straight, resumed))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
