@@ -46,6 +46,15 @@ def test_config_defaults_and_checks(tmp_path):
         mt_config(tmp_path, multitask={"tasks": [{"name": "a", "weight": -1}]})
 
 
+def test_a_multi_task_run_tunes_on_a_per_task_validation_metric(tmp_path):
+    from trainforge.tuning.neural import NeuralObjective
+    from trainforge.tuning.study import objective_for
+
+    objective = objective_for(mt_config(tmp_path, tuning={"metric": "eval_hours.rmse"}))
+    assert isinstance(objective, NeuralObjective) and objective.direction == "minimize"
+    assert objective_for(mt_config(tmp_path, tuning={"metric": "eval_topic.macro_f1"})).direction == "maximize"
+
+
 def test_rows_are_checked_and_missing_labels_allowed(tmp_path):
     from trainforge.multitask.data import label_vector, load_multitask
 

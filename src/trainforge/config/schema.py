@@ -267,9 +267,9 @@ class TuningConfig(Section):
     study_name: str | None = Field(None, description="Default: the run name.")
     startup_trials: int = Field(8, ge=1, description="Random trials before TPE models the space.")
     timeout: float | None = Field(None, gt=0, description="Seconds per worker.")
-    metric: str = Field("auto", description="Neural runs (lm, text-classification): the validation metric to "
-                        "optimise, e.g. eval_loss, eval_accuracy, eval_macro_f1; auto: eval_loss. Tabular runs "
-                        "optimise `cv.metric`.")
+    metric: str = Field("auto", description="Neural runs (lm, text-classification, multi-task): the validation metric "
+                        "to optimise, e.g. eval_loss, eval_accuracy, eval_macro_f1, eval_<task>.rmse; auto: eval_loss. "
+                        "Tabular runs optimise `cv.metric`.")
 
 
 class ExportConfig(Section):

@@ -145,7 +145,9 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
         """Logs each task's mean training loss beside the summed loss; for per-task sampling, batches come from
         `TaskBatches`."""
 
-        task_losses: dict[str, list[float]] = {}
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.task_losses: dict[str, list[float]] = {}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)
