@@ -151,8 +151,9 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
     from trainforge.multitask.run import evaluate_multitask_run, load_run_model, predict_outputs, prepare
     from trainforge.pipeline import train
 
-    config = mt_config(runs_dir)
+    config = mt_config(runs_dir, tracking={"mlflow": True})
     run = train(config)
+    assert run.info()["mlflow_run_id"]
     summary = json.loads(run.file("summary.json").read_text())
     losses = [m["loss"] for m in run.metrics() if "loss" in m]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
