@@ -54,6 +54,20 @@ def tune(
 
 
 @app.command()
+def active(
+    config: Path = typer.Argument(..., help="Run config (YAML) with an `active:` section."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. active.rounds=20"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Interactive mode: the filled-in to_label.csv of a "
+                                          "run; adds its labels, refits and writes the next to_label.csv."),
+):
+    """Active learning: simulate (learning curve per query strategy) or interactive (label to_label.csv, go on)."""
+    from trainforge.active.run import run_active
+    from trainforge.config import load_config
+
+    run_active(load_config(config, overrides or []), labels)
+
+
+@app.command()
 def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
     """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
     from trainforge.pipeline import train_from_file

@@ -145,6 +145,14 @@ def test_embeddings_to_a_classical_estimator(runs_dir):
                         method={"name": "feature-extraction", "features": {"estimator": "logistic_regression"}}))
 
 
+def test_a_run_without_a_validation_split_scores_the_test_split(runs_dir):
+    from trainforge.pipeline import train
+
+    run = train(tc_config(runs_dir, data={"split": {"train": 0.875, "validation": 0.0, "test": 0.125}}))
+    summary = json.loads(run.file("summary.json").read_text())
+    assert summary["steps"] == 6 and 0 <= summary["after.accuracy"] <= 1
+
+
 @pytest.mark.parametrize("method,multi", [("lora", False), ("adapter", True)])
 def test_eval_and_predict_commands_on_a_text_classification_run(runs_dir, tmp_path, method, multi):
     from typer.testing import CliRunner

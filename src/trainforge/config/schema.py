@@ -272,6 +272,22 @@ class TuningConfig(Section):
                         "Tabular runs optimise `cv.metric`.")
 
 
+class ActiveConfig(Section):
+    """`trainforge active`: pool-based active learning for classification and text-classification runs."""
+
+    strategies: list[Literal["least_confidence", "margin", "entropy", "random"]] = Field(
+        ["least_confidence", "margin", "entropy", "random"], min_length=1,
+        description="Query strategies; simulate compares them all, interactive queries with the first.")
+    initial: int = Field(20, gt=0, description="Labelled rows to start from (a seeded random draw from the pool).")
+    batch_size: int = Field(10, gt=0, description="Rows queried per round.")
+    rounds: int = Field(10, gt=0, description="Query rounds after the initial labels.")
+    mode: Literal["simulate", "interactive"] = Field(
+        "simulate", description="simulate: the pool's labels stay hidden until queried, learning curves per strategy; "
+        "interactive: write to_label.csv, continue with `--labels`.")
+    repeats: int = Field(1, gt=0, description="simulate: seeds averaged per strategy (seed, seed+1, ...).")
+    seed: int = 0
+
+
 class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
@@ -338,6 +354,7 @@ class RunConfig(Section):
     cv: CVConfig = CVConfig()
     tuning: TuningConfig = TuningConfig()
     multitask: MultiTaskConfig = MultiTaskConfig()
+    active: ActiveConfig = ActiveConfig()
 
     @field_validator("name")
     @classmethod

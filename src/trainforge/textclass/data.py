@@ -68,6 +68,8 @@ def load_labelled(cfg: DataConfig, seed: int) -> tuple[Splits, list[str]]:
 
 
 def encode(tokenizer, rows: list[dict], classes: list[str], multi_label: bool, max_length: int) -> list[dict]:
+    if not rows:  # e.g. `split.validation: 0`; the tokenizer rejects an empty batch
+        return []
     index = {c: i for i, c in enumerate(classes)}
     enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
     out = []
