@@ -84,6 +84,7 @@ def evaluate(
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics."""
     from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
+    from trainforge.multitask.run import evaluate_multitask_run, is_multitask
     from trainforge.pipeline import evaluate_run, fmt
     from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
     from trainforge.tracking import find_run
@@ -91,6 +92,8 @@ def evaluate(
     r = find_run(run, runs_dir)
     if is_tabular(r):
         scores = evaluate_file(r, data) if data else evaluate_test_split(r)
+    elif is_multitask(r):
+        scores = evaluate_multitask_run(r, data)
     elif is_text_classification(r):
         scores = evaluate_classifier_run(r, data)
     else:
@@ -158,6 +161,11 @@ def predict(
         from trainforge.classical.predict import predict_file as predict_table
 
         out.print(f"predictions written to [bold]{predict_table(r, data, out_file)}[/]")
+        return
+    from trainforge.multitask.run import is_multitask, predict_multitask_file
+
+    if is_multitask(r):
+        out.print(f"predictions written to [bold]{predict_multitask_file(r, data, out_file)}[/]")
         return
     from trainforge.textclass.run import is_text_classification, predict_classifier_file
 

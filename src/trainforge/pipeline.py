@@ -134,6 +134,10 @@ def comparison_rows(before: dict, after: dict) -> list[list[str]]:
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one run; returns its run directory."""
+    if config.task == "multi-task":  # a shared encoder + one head per task, same run flow and tracking
+        from trainforge.multitask.run import train_multitask
+
+        return train_multitask(config, resume=resume, callbacks=callbacks)
     if config.task == "text-classification":  # an encoder + classification head, same run flow and tracking
         from trainforge.textclass.run import train_text_classification
 
@@ -247,12 +251,13 @@ def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     return checkpoint
 
 
-def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None) -> None:
-    """summary.json, the report, MLflow, and the completed status."""
+def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
+               tables: list[tuple[str, list[list], list[str]]] | None = None) -> None:
+    """summary.json, the report (with extra `tables` sections), MLflow, and the completed status."""
     atomic_write_json(run.file("summary.json"), summary)
     if config.tracking.report:
         from trainforge.tracking.report import write_report
-        write_report(run, summary, comparison, dump_config(config))
+        write_report(run, summary, comparison, dump_config(config), tables=tables)
     if config.tracking.mlflow:
         summary["mlflow_run_id"] = _track(run, config, summary)
     run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))

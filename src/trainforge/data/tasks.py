@@ -143,11 +143,36 @@ def support_tickets_shift(n: int, seed: int) -> list[dict]:
     return _tickets(n, seed, SHIFT_TOPICS, SHIFT_PRODUCTS, SHIFT_TEMPLATES, multi=False)
 
 
+# Triage: each ticket also says how urgent it is (a phrase per urgency level) and carries the hours a fix took,
+# which follow from the topic and the urgency (plus noise): a second classification target and a regression target.
+URGENCY_PHRASES: dict[str, list[str]] = {
+    "low": ["No rush on this.", "Whenever you find the time.", "This can wait until next week."],
+    "normal": ["Please look into it.", "Let me know what you find.", "I would appreciate an update."],
+    "high": ["This is urgent!", "Please fix this ASAP, we are losing money.", "Our whole team is blocked right now."],
+}
+TOPIC_HOURS = {"billing": 6.0, "shipping": 30.0, "technical": 16.0, "account": 3.0}
+URGENCY_FACTOR = {"low": 2.0, "normal": 1.0, "high": 0.4}
+
+
+def support_tickets_triage(n: int, seed: int) -> list[dict]:
+    """Support tickets with three targets: `label` (topic), `urgency` (low / normal / high, said in the text) and
+    `hours` to resolve (a number: the topic's base hours × an urgency factor + noise)."""
+    rng = random.Random(seed + 1)  # apart from the ticket stream, so the texts match `support-tickets`
+    rows = []
+    for row in support_tickets(n, seed):
+        urgency = rng.choice(list(URGENCY_PHRASES))
+        hours = TOPIC_HOURS[row["label"]] * URGENCY_FACTOR[urgency] + rng.gauss(0, 1.0)
+        rows.append({"text": f"{row['text']} {rng.choice(URGENCY_PHRASES[urgency])}", "label": row["label"],
+                     "urgency": urgency, "hours": round(max(hours, 0.5), 1)})
+    return rows
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
     "dates-json": ("chat", dates_json),
     "support-tickets": ("classification", support_tickets),
     "support-tickets-multi": ("classification", support_tickets_multi),
     "support-tickets-shift": ("classification", support_tickets_shift),
+    "support-tickets-triage": ("classification", support_tickets_triage),
 }
 
 

@@ -27,7 +27,7 @@ SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used 
 
 
 def objective_for(config: RunConfig):
-    if config.task in ("lm", "text-classification"):
+    if config.task in ("lm", "text-classification", "multi-task"):
         from trainforge.tuning.neural import NeuralObjective
 
         return NeuralObjective(config)
