@@ -134,6 +134,10 @@ def comparison_rows(before: dict, after: dict) -> list[list[str]]:
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one run; returns its run directory."""
+    if config.distill.teacher:  # the task's run flow with a teacher's outputs in the loss
+        from trainforge.distill.run import train_distilled
+
+        return train_distilled(config, resume=resume, callbacks=callbacks)
     if config.task == "multi-task":  # a shared encoder + one head per task, same run flow and tracking
         from trainforge.multitask.run import train_multitask
 

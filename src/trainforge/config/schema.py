@@ -292,6 +292,29 @@ class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation: the run's model (the student) learns from a teacher's outputs as well as the labels."""
+
+    teacher: str | None = Field(None, description="A finished run (name under `tracking.runs_dir`, or its directory) "
+                                "or, for task lm, a model alias / folder. Setting it makes the run a distillation.")
+    mode: Literal["logits", "sequence"] = Field(
+        "logits", description="logits: KL between teacher and student logits (classes, or next tokens over the answer "
+        "tokens); sequence (task lm): the teacher's greedy answers to the training prompts replace the answers, "
+        "then the same loss trains on them.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions before the KL (scaled back by T²).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weighs the hard-label loss.")
+    student_layers: list[int] | None = Field(
+        None, min_length=1, description="Build the student from these teacher layers (0-based, e.g. [0, 2, 4]); "
+        "leave out to train `model.name` as the student.")
+
+    @field_validator("student_layers")
+    @classmethod
+    def _distinct_layers(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None and (len(set(layers)) != len(layers) or min(layers) < 0):
+            raise ValueError(f"`student_layers` lists distinct layer indexes >= 0, got {layers}")
+        return layers
+
+
 class TaskHead(Section):
     """One task of a multi-task run: a head on the shared encoder and the data column it learns."""
 
@@ -355,6 +378,7 @@ class RunConfig(Section):
     tuning: TuningConfig = TuningConfig()
     multitask: MultiTaskConfig = MultiTaskConfig()
     active: ActiveConfig = ActiveConfig()
+    distill: DistillConfig = DistillConfig()
 
     @field_validator("name")
     @classmethod
@@ -375,6 +399,26 @@ class RunConfig(Section):
                 raise ValueError(f"key `method.name` = {self.method.name!r} does not support task {self.task} "
                                  f"(it supports {', '.join(supported)}); for {self.task} use one of "
                                  f"{', '.join(n for n in method_names_for(self.task))}")
+        return self
+
+    @model_validator(mode="after")
+    def _distill_fits_task(self):
+        d = self.distill
+        if d.teacher is None:
+            if d != DistillConfig():
+                raise ValueError("the `distill` section needs `distill.teacher`: a finished run or (task lm) a model alias")
+            return self
+        if self.task not in ("lm", "text-classification"):
+            raise ValueError(f"`distill` is for tasks lm and text-classification, not {self.task}")
+        if self.task == "lm" and self.training.objective != "sft":
+            raise ValueError("`distill` on task lm distils answers: it needs `training.objective: sft`")
+        if self.task == "text-classification" and self.data.multi_label:
+            raise ValueError("`distill` supports single-label text classification; leave out `data.multi_label`")
+        if d.mode == "sequence" and self.task != "lm":
+            raise ValueError("`distill.mode: sequence` generates answers: it is for task lm")
+        if d.student_layers is not None and self.method.name != "full":
+            raise ValueError("a student built from teacher layers (`distill.student_layers`) trains every weight; "
+                             f"set `method.name: full` (got {self.method.name!r})")
         return self
 
     @model_validator(mode="after")

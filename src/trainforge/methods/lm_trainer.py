@@ -59,9 +59,9 @@ def with_early_stopping(config, callbacks: list) -> list:
     return [*callbacks, EarlyStoppingCallback(early.patience, early.threshold)] if early.patience else list(callbacks)
 
 
-def build_lm_trainer(model, prep, run, callbacks: list):
+def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: cls, **extra):
     """An SFTTrainer (a masked-LM Trainer for `mlm`) whose checkpoints (model, optimizer, scheduler, RNG, data
-    position) land in the run dir."""
+    position) land in the run dir. `make_class` derives the trainer class (e.g. distillation), `extra` its kwargs."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -77,13 +77,14 @@ def build_lm_trainer(model, prep, run, callbacks: list):
         activation_checkpointing=t.gradient_checkpointing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
-    return SFTTrainer(
+    return make_class(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
         processing_class=prep.tokenizer,
         callbacks=trainer_callbacks,
+        **extra,
     )
 
 

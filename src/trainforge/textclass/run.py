@@ -115,7 +115,7 @@ def evaluate(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str,
     return scores(logits, np.asarray([r["labels"] for r in rows]), prep.multi_label)
 
 
-def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
+def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list, make_class=lambda cls: cls, **extra):
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -124,11 +124,12 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
     has_eval = bool(prep.eval_rows)
     args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
                              activation_checkpointing=prep.config.training.gradient_checkpointing)
-    return Trainer(
+    return make_class(Trainer)(
         model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
         data_collator=DataCollatorWithPadding(prep.tokenizer), processing_class=prep.tokenizer,
         compute_metrics=_compute_metrics(prep.multi_label), callbacks=with_early_stopping(prep.config, callbacks),
+        **extra,
     )
 
 
