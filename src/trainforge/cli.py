@@ -108,16 +108,32 @@ def evaluate(
 def export(
     run: str = typer.Argument(..., help="Run name or directory."),
     merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base model."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Target folder (default: <run>/merged)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization for inference: int8 "
+                                           "(torchao) | int4 (bitsandbytes NF4) | bf16; with --format onnx: int8."),
+    format: Optional[str] = typer.Option(None, "--format", help="onnx: a logits model for onnxruntime."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Target folder (default: <run>/merged, <run>/export-<kind>)."),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
 ):
     """Write a trained run in a form other tools load."""
-    from trainforge.export.merge import merge_run
     from trainforge.tracking import find_run
 
-    if not merge:
-        raise TrainforgeError("Say what to export: --merge (more formats come with later releases).")
-    out.print(f"merged model written to [bold]{merge_run(find_run(run, runs_dir), out_dir)}[/]")
+    if format not in (None, "onnx"):
+        raise TrainforgeError(f"Option `--format` = {format!r}: expected onnx.")
+    if not (merge or quantize or format):
+        raise TrainforgeError("Say what to export: --merge, --quantize int8|int4|bf16 or --format onnx.")
+    r = find_run(run, runs_dir)
+    if merge:
+        from trainforge.export.merge import merge_run
+
+        out.print(f"merged model written to [bold]{merge_run(r, out_dir)}[/]")
+    if format == "onnx":
+        from trainforge.export.onnx import export_run_onnx
+
+        out.print(f"ONNX model written to [bold]{export_run_onnx(r, quantize, out_dir)}[/]")
+    elif quantize:
+        from trainforge.export.quantize import quantize_run
+
+        out.print(f"{quantize} model written to [bold]{quantize_run(r, quantize, out_dir)}[/]")
 
 
 @app.command()

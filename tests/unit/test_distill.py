@@ -68,7 +68,8 @@ def test_textcls_student_from_teacher_layers_learns_from_the_teacher(tmp_path):
     training = {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-2, "max_length": 40, "logging_steps": 4,
                 "save_steps": 30, "lr_scheduler": "linear"}
     data = {"task": "support-tickets", "task_size": 256, "split": {"train": 0.75, "validation": 0.125, "test": 0.125}}
-    teacher = train(tc_config(runs, name="teacher", method={"name": "full"}, training=training, data=data))
+    teacher = train(tc_config(runs, name="teacher", method={"name": "full"}, training={**training, "max_steps": 80},
+                              data=data))
     teacher_acc = read_json(teacher.file("summary.json"))["after.accuracy"]
     run = train(tc_config(runs, name="student", method={"name": "full"}, training=training, data=data,
                           distill={"teacher": "teacher", "student_layers": [1], "alpha": 0.9, "temperature": 2.0}))

@@ -1,0 +1,77 @@
+"""Export for inference: int8 / int4 weight-only quantization and ONNX, checked against the fp32 model."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_run_config
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    from trainforge.pipeline import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = tiny_run_config(runs, name="full", method={"name": "full"}, training={"max_steps": 2, "save_steps": 2},
+                          evaluation={"before_after": False, "perplexity": False, "generation": False})
+    return train(cfg)
+
+
+def _batch():
+    ids = torch.randint(10, 1000, (4, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return ids, mask
+
+
+def _logits(folder, ids, mask):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu").eval()
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits.float()
+
+
+# int4 (NF4, blocks of 64) moves a tiny random model's logits far more than int8; its bound is on their direction.
+@pytest.mark.parametrize("kind, max_share, max_error, min_cosine", [("int8", 0.30, 0.05, 0.999), ("int4", 0.20, 1.0, 0.7)])
+def test_quantized_export_is_small_and_close(lm_run, kind, max_share, max_error, min_cosine):
+    from transformers import AutoModelForCausalLM
+
+    from trainforge.cli import app
+    from trainforge.export.quantize import linear_weight_bytes
+
+    result = CliRunner().invoke(app, ["export", str(lm_run.path), "--quantize", kind])
+    assert result.exit_code == 0, result.output
+    out = lm_run.path / f"export-{kind}"
+    fp32_model = AutoModelForCausalLM.from_pretrained(lm_run.path / "model")
+    share = linear_weight_bytes(out, fp32_model) / linear_weight_bytes(lm_run.path / "model", fp32_model)
+    assert share <= max_share  # of the Linear layers' weights: embeddings and norms stay as they were
+    ids, mask = _batch()
+    ref, got = _logits(lm_run.path / "model", ids, mask), _logits(out, ids, mask)
+    real = mask.bool()
+    error = ((got - ref).abs().max(-1).values[real] / ref.abs().max(-1).values[real]).max().item()
+    cosine = torch.nn.functional.cosine_similarity(got[real], ref[real], dim=-1).min().item()
+    print(f"{kind}: linear weights {share:.1%} of fp32, max relative logit error {error:.4f}, min cosine {cosine:.4f}")
+    assert error <= max_error  # the largest logit change, relative to the largest logit, per position
+    assert cosine >= min_cosine
+
+
+def test_onnx_export_matches_pytorch(lm_run):
+    from trainforge.export.onnx import export_run_onnx, onnx_logits
+
+    out = export_run_onnx(lm_run)
+    ids, mask = _batch()
+    ref = _logits(lm_run.path / "model", ids, mask).numpy()
+    got = onnx_logits(out, ids[:3, :10], mask[:3, :10])  # other shapes than the traced ones: dynamic axes work
+    np.testing.assert_allclose(got, ref[:3, :10], atol=1e-4, rtol=1e-4)
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_quantize_options_are_checked(lm_run):
+    from trainforge.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(lm_run.path), "--quantize", "int3"])
+    assert "expected one of bf16, int8, int4" in str(result.exception)
+    result = CliRunner().invoke(app, ["export", str(lm_run.path), "--format", "gguf"])
+    assert "expected onnx" in str(result.exception)
