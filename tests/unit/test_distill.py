@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import load_config, merge, tiny_run_config
+from tests.conftest import tiny_run_config
 from tests.unit.test_textclass import tc_config
 from trainforge.errors import ConfigError
 

@@ -10,8 +10,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from trainforge.config import RunConfig, load_config
 from trainforge.distill.student import keep_layers
 from trainforge.distill.trainer import distilling

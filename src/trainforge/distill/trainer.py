@@ -37,9 +37,12 @@ class DistillationMixin:
         self._kl: list[float] = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        # One plain forward for the hard loss and the logits: TRL's SFTTrainer computes its loss through a fused LM
+        # head that never builds logits with gradients, so its compute_loss cannot be reused here.
+        extra = {"use_cache": False} if "CausalLM" in type(self.accelerator.unwrap_model(model)).__name__ else {}
+        outputs = model(**inputs, **extra)
         with torch.no_grad():
-            teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k in TEACHER_INPUTS}).logits
+            teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k in TEACHER_INPUTS}, **extra).logits
         logits = outputs.logits
         mask = None
         if logits.dim() == 3:  # causal LM: position t predicts token t+1; only answer tokens carry labels
@@ -48,7 +51,7 @@ class DistillationMixin:
         kl = distillation_kl(logits, teacher_logits, self.temperature, mask)
         if model.training:
             self._kl.append(kl.item())
-        loss = self.alpha * kl + (1 - self.alpha) * hard
+        loss = self.alpha * kl + (1 - self.alpha) * outputs.loss
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs):
