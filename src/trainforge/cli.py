@@ -43,6 +43,8 @@ def tune(
     study: Optional[str] = typer.Option(None, "--study", help="Study name; workers with the same name share trials."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
     worker_index: int = typer.Option(0, "--worker-index", min=0, help="Distinct per machine: seeds the samplers apart."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the killed / crashed tuning run of this config: "
+                                "finished trials are kept, interrupted ones run again, up to the trial budget."),
 ):
     """Hyperparameter search (Optuna) over a run config; writes the best config as a runnable YAML."""
     from trainforge.config import load_config
@@ -50,7 +52,8 @@ def tune(
 
     flags = {"strategy": strategy, "trials": trials, "storage": storage, "study_name": study}
     extra = [f"tuning.{k}={v}" for k, v in flags.items() if v is not None]
-    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers)
+    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers,
+             resume=resume)
 
 
 @app.command()

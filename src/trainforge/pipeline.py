@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ def _open_for_resume(config: RunConfig) -> RunDir:
     run = candidates[-1]
     if run.status == "completed":
         raise RunError(f"Run {run.path} already completed; there is nothing to resume.")
+    if run.status == "running" and run.info().get("pid") != os.getpid():
+        raise RunError(f"Run {run.path} is still running (process {run.info().get('pid')}); stop it before resuming.")
     saved = load_config(run.file("config.yaml"))
     if _config_without_name(saved) != _config_without_name(config.model_copy(update={"name": saved.name})):
         raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in {run.file('config.yaml')}.")
@@ -215,6 +218,7 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     """method.prepare → a resumable Trainer → the artifact saved atomically. Returns the trained model and the
     training part of the run summary."""
     from trainforge.tracking.callbacks import MetricsLogger
+    from trainforge.tracking.faults import resource_errors
 
     config = prep.config
     model = prep.method.prepare(model)
@@ -222,10 +226,11 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.perf_counter() - started
-    with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-        prep.method.save(trainer.model, prep.tokenizer, tmp)
+    with resource_errors(run, config.training):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
+            prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
         "method": config.method.name, "model": config.model.name, "steps": result.global_step,
         "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
@@ -245,7 +250,10 @@ def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
     if not resume:
         return None
-    checkpoint = run.last_checkpoint()
+    def skip(folder: Path, problem: str) -> None:
+        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
+
+    checkpoint = run.last_checkpoint(on_skip=skip)
     console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
     run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
     return checkpoint
