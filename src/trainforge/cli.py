@@ -21,6 +21,19 @@ out = Console()
 RECIPES = Path(__file__).parent / "recipes"
 
 
+@app.callback()
+def options(trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Load pickle (joblib) models that "
+                                              "trainforge did not record writing, e.g. dropped into a run by hand; "
+                                              "loading a pickle runs the code it holds.")):
+    """Config-driven training and fine-tuning."""
+    if trust_pickle:
+        import os
+
+        from trainforge.classical.artifacts import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
