@@ -114,6 +114,9 @@ def test_tuning_study_killed_by_sigkill_resumes_to_its_budget_without_losing_or_
     cfg.write_text(dump_config(config))
     _kill_when(_cli(tmp_path, "tune", str(cfg), delay=1.0), lambda: _complete_trials(runs_dir / "optuna.db") >= 3)
     assert RunDir(runs_dir / "study").status == "interrupted"
+    listed = subprocess.run([sys.executable, "-m", "trainforge.cli", "runs", "list", "--runs-dir", str(runs_dir)],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert any(line.split("│")[1:3] == [" study ", " interrupted "] for line in listed.stdout.splitlines()), listed.stdout
 
     import optuna
 
