@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config, load_config
+from trainforge.config.schema import RL_OBJECTIVES
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
@@ -144,6 +145,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         if resume:
             refuse_resume()
         return train_classical(config)
+    if config.training.objective in RL_OBJECTIVES:  # online RL against a reward: its own loop, same run flow
+        from trainforge.rl.run import train_rl
+
+        return train_rl(config, resume=resume, callbacks=callbacks)
     from transformers import set_seed
 
     from trainforge.methods.lm_trainer import build_lm_trainer
@@ -247,12 +252,13 @@ def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     return checkpoint
 
 
-def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None) -> None:
-    """summary.json, the report, MLflow, and the completed status."""
+def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
+               figures: list[tuple[str, bytes]] | None = None) -> None:
+    """summary.json, the report (with extra `figures`), MLflow, and the completed status."""
     atomic_write_json(run.file("summary.json"), summary)
     if config.tracking.report:
         from trainforge.tracking.report import write_report
-        write_report(run, summary, comparison, dump_config(config))
+        write_report(run, summary, comparison, dump_config(config), figures=figures)
     if config.tracking.mlflow:
         summary["mlflow_run_id"] = _track(run, config, summary)
     run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))

@@ -57,6 +57,21 @@ def dates_json(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def dates_json_reward(prompt: str, completion: str) -> float:
+    """A program reward for dates-json answers, graded so that RL has a slope to climb: 0.25 for a JSON object,
+    +0.25 for each of year / month / day present as an integer in range (1.0 = well-formed, not necessarily right)."""
+    text = completion.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return 0.0
+    if not isinstance(value, dict):
+        return 0.0
+    ranges = {"year": (1, 9999), "month": (1, 12), "day": (1, 31)}
+    ok = [isinstance(value.get(k), int) and lo <= value[k] <= hi for k, (lo, hi) in ranges.items()]
+    return 0.25 + 0.25 * sum(ok)
+
+
 # Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,
 # product names and filler, so a bag of words separates the topics but single words can mislead.
 TICKET_TOPICS: dict[str, list[str]] = {
