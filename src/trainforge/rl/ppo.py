@@ -106,11 +106,11 @@ class PPO:
 
     def _forward(self, model, r: Rollout, rows, with_values: bool):
         """Per-token log-probs of the response under the sampling temperature, and the values (or None)."""
-        with self._autocast():
+        p, n = r.prompt_width, r.mask.size(1)
+        with self._autocast():  # only the response positions need the (vocabulary-wide) logits
             out = model(input_ids=r.ids[rows], attention_mask=r.attention[rows], position_ids=r.positions[rows],
-                        output_hidden_states=with_values)
-        p = r.prompt_width
-        logits = out.logits[:, p - 1:-1].float() / self.rl.temperature
+                        output_hidden_states=with_values, logits_to_keep=n + 1)
+        logits = out.logits[:, :-1].float() / self.rl.temperature
         logp = logits.log_softmax(-1).gather(-1, r.ids[rows, p:, None]).squeeze(-1)
         values = self.value_head(out.hidden_states[-1][:, p - 1:-1].float()).squeeze(-1) if with_values else None
         return logp, values
