@@ -3,6 +3,7 @@ GRPO and RLOO (TRL) run with the same reward and log it."""
 
 import functools
 import json
+import math
 
 import pytest
 import torch
@@ -32,10 +33,10 @@ def direction_score(prompt: str, completion: str) -> float:
 
 def rl_config(runs_dir, objective, **sections):
     base = {
-        "training": {"objective": objective, "max_steps": 30, "batch_size": 8, "learning_rate": 3e-3,
+        "training": {"objective": objective, "max_steps": 20, "batch_size": 8, "learning_rate": 1e-2,
                      "lr_scheduler": "constant", "logging_steps": 1, "precision": "fp32"},
         "reward": {"function": "test_rl:direction_score"},
-        "rl": {"max_new_tokens": 12, "kl_coef": 0.02, "ppo_epochs": 2},
+        "rl": {"max_new_tokens": 8, "kl_coef": 0.02, "ppo_epochs": 2},
         "evaluation": {"max_samples": 8},
     }
     for key, value in sections.items():
@@ -63,14 +64,31 @@ def test_gae_matches_a_hand_computation():
 def test_ppo_raises_mean_reward_on_a_toy_reward(runs_dir):
     run = train(rl_config(runs_dir, "ppo"))
     rows = [m for m in run.metrics() if "reward" in m]
-    assert len(rows) == 30
-    first = sum(m["reward"] for m in rows[:8]) / 8
-    last = sum(m["reward"] for m in rows[-8:]) / 8
-    assert last > first + 0.1, f"reward {first:.3f} → {last:.3f}"
-    kls = [m["kl"] for m in rows]
-    assert all(abs(k) < 50 for k in kls), kls
+    assert len(rows) == 20
+    first = sum(m["reward"] for m in rows[:6]) / 6
+    last = sum(m["reward"] for m in rows[-6:]) / 6
+    assert last > first + 0.05, f"rollout reward {first:.3f} → {last:.3f}"
+    assert all(math.isfinite(m["kl"]) and m["kl"] < 30 for m in rows), [m["kl"] for m in rows]
     assert {"policy_loss", "value_loss", "clip_fraction"} <= set(rows[-1])
     summary = json.loads(run.file("summary.json").read_text())
-    assert "before.mean_reward" in summary and "after.mean_reward" in summary
+    assert summary["after.mean_reward"] > summary["before.mean_reward"]  # greedy answers to held-out prompts
     assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
     assert run.info()["status"] == "completed"
+
+
+@pytest.mark.parametrize("objective", ["grpo", "rloo"])
+def test_trl_objectives_run_with_the_same_reward_and_log_it(runs_dir, objective):
+    run = train(rl_config(runs_dir, objective, training={"max_steps": 2, "batch_size": 2},
+                          rl={"num_generations": 4}, evaluation={"max_samples": 2}))
+    rows = [m for m in run.metrics() if "reward" in m]
+    assert len(rows) == 2 and all(math.isfinite(m["reward"]) for m in rows)
+    assert (run.path / "adapter").is_dir() and run.info()["status"] == "completed"
+
+
+def test_rl_objectives_need_a_reward_and_prompts(runs_dir):
+    with pytest.raises(ConfigError, match="needs a reward"):
+        rl_config(runs_dir, "ppo", reward={"function": None})
+    with pytest.raises(ConfigError, match="reward.function"):
+        train(rl_config(runs_dir, "ppo", reward={"function": "no_such_module:f"}))
+    with pytest.raises(ConfigError, match="not both"):
+        rl_config(runs_dir, "grpo", reward={"model": "tiny-llama"})

@@ -77,8 +77,7 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
     kwargs.update(per_device_train_batch_size=config.training.batch_size * rl.num_generations,
                   include_num_input_tokens_seen="no")
     args = Args(**kwargs, num_generations=rl.num_generations, max_completion_length=rl.max_new_tokens,
-                temperature=rl.temperature, beta=rl.kl_coef, epsilon=rl.clip_range, disable_dropout=True,
-                logging_first_step=True)
+                temperature=rl.temperature, beta=rl.kl_coef, epsilon=rl.clip_range, disable_dropout=True)
     return Trainer(model=model, reward_funcs=trl_reward_func(reward, "reward_fn"), args=args,
                    train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), processing_class=tokenizer,
                    callbacks=callbacks)
