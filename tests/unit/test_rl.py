@@ -92,3 +92,23 @@ def test_rl_objectives_need_a_reward_and_prompts(runs_dir):
         train(rl_config(runs_dir, "ppo", reward={"function": "no_such_module:f"}))
     with pytest.raises(ConfigError, match="not both"):
         rl_config(runs_dir, "grpo", reward={"model": "tiny-llama"})
+
+
+def test_a_reward_model_folder_or_run_scores_conversations(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from trainforge.models import load_tokenizer, resolve_model
+    from trainforge.rl.rewards import reward_model
+
+    run = tmp_path / "reward-run"  # a finished `task: reward` run keeps its full model in model/
+    (run / "model").mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "completed"}')
+    tokenizer = load_tokenizer("tiny-llama")
+    scorer_model = AutoModelForSequenceClassification.from_pretrained(resolve_model("tiny-llama"), num_labels=1,
+                                                                      pad_token_id=tokenizer.pad_token_id)
+    scorer_model.save_pretrained(run / "model")
+    tokenizer.save_pretrained(run / "model")
+    prompt = [{"role": "user", "content": "Give the date as JSON."}]
+    for source in (run, run / "model"):
+        scores = reward_model(str(source), max_length=64)([prompt, prompt], ['{"year": 2020}', "no idea"])
+        assert len(scores) == 2 and all(math.isfinite(s) for s in scores) and scores[0] != scores[1]
