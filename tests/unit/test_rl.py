@@ -112,3 +112,12 @@ def test_a_reward_model_folder_or_run_scores_conversations(tmp_path):
     for source in (run, run / "model"):
         scores = reward_model(str(source), max_length=64)([prompt, prompt], ['{"year": 2020}', "no idea"])
         assert len(scores) == 2 and all(math.isfinite(s) for s in scores) and scores[0] != scores[1]
+
+
+def test_dates_json_reward_grades_answers():
+    from trainforge.data.tasks import dates_json_reward as reward
+
+    assert reward("", '{"year": 2020, "month": 3, "day": 4}') == 1.0
+    assert reward("", '```json\n{"year": 1999, "month": 13, "day": 2}\n```') == 0.75  # month out of range
+    assert reward("", '{"year": 2020, "month": 3, "da') == 0.5  # cut short: no complete object
+    assert reward("", "March 4, 2020") == 0.0

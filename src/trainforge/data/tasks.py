@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import json
 import random
+import re
 from typing import Callable
 
 from trainforge.errors import ConfigError
@@ -58,18 +59,18 @@ def dates_json(n: int, seed: int) -> list[dict]:
 
 
 def dates_json_reward(prompt: str, completion: str) -> float:
-    """A program reward for dates-json answers, graded so that RL has a slope to climb: 0.25 for a JSON object,
-    +0.25 for each of year / month / day present as an integer in range (1.0 = well-formed, not necessarily right)."""
+    """A program reward for dates-json answers, graded so that RL has a slope to climb: 0.25 for a complete JSON
+    object, +0.25 for each `"year"` / `"month"` / `"day"` key with an integer in range, found even in a cut-short
+    answer (1.0 = well-formed, not necessarily the right date)."""
     text = completion.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
     try:
-        value = json.loads(text)
+        score = 0.25 if isinstance(json.loads(text), dict) else 0.0
     except json.JSONDecodeError:
-        return 0.0
-    if not isinstance(value, dict):
-        return 0.0
-    ranges = {"year": (1, 9999), "month": (1, 12), "day": (1, 31)}
-    ok = [isinstance(value.get(k), int) and lo <= value[k] <= hi for k, (lo, hi) in ranges.items()]
-    return 0.25 + 0.25 * sum(ok)
+        score = 0.0
+    for key, (lo, hi) in {"year": (1, 9999), "month": (1, 12), "day": (1, 31)}.items():
+        found = re.search(rf'"{key}"\s*:\s*(\d+)', text)
+        score += 0.25 if found and lo <= int(found.group(1)) <= hi else 0.0
+    return score
 
 
 # Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,
