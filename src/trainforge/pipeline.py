@@ -75,7 +75,7 @@ def prepare(config: RunConfig) -> Prepared:
         seed = t.seed if held_out else None
         return tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed) if rows else []
 
-    if t.objective in PREFERENCE_OBJECTIVES:  # TRL tokenizes the pairs itself
+    if config.data.format == "preference":  # DPO / ORPO / reward: TRL tokenizes the pairs itself
         return Prepared(config, hardware, method, tokenizer, splits, splits.train, splits.validation,
                         splits.test or splits.validation)
     eval_rows = tok(splits.validation)

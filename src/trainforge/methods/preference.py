@@ -34,7 +34,8 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     if t.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOTrainer(args=ORPOConfig(**common), **kwargs)
+        # ORPO batches carry no `input_ids` for the Trainer to count tokens by
+        return ORPOTrainer(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
     from trl import DPOConfig, DPOTrainer
 
     adapter = prep.method.saves_adapter and not isinstance(model, PeftModel)
