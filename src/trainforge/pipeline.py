@@ -343,6 +343,10 @@ def evaluate_run(run: RunDir, data: str | None = None) -> dict[str, float]:
         fields = {"path": None, "task": None, "validation": None, "train": data, "test": data}
         config = config.model_copy(update={"data": config.data.model_copy(update=fields)})
     prep = prepare(config)
+    if config.task == "reward":
+        from trainforge.reward import evaluate, load_run_reward_model
+
+        return evaluate(load_run_reward_model(run, config, prep.tokenizer), prep)
     model, _ = load_run_model(run)
     scores, _ = evaluate_lm(model, prep, "trained")
     return scores

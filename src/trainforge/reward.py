@@ -5,7 +5,7 @@ pairwise accuracy before and after. The run steps are pipeline.py's."""
 from __future__ import annotations
 
 from trainforge.config import RunConfig
-from trainforge.errors import ModelError
+from trainforge.errors import ModelError, RunError
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 
@@ -23,6 +23,17 @@ def load_reward_model(name: str, pad_token_id: int):
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"Could not load {name!r} from {path} as a reward model (a sequence scorer): "
                          f"{type(err).__name__}: {err}") from None
+
+
+def load_run_reward_model(run: RunDir, config: RunConfig, tokenizer):
+    """The trained reward model of a finished run: base + peft adapter, or the saved full model."""
+    if (run.path / "adapter").is_dir():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_reward_model(config.model.name, tokenizer.pad_token_id), run.path / "adapter")
+    if (run.path / "model").is_dir():
+        return load_reward_model(str(run.path / "model"), tokenizer.pad_token_id)
+    raise RunError(f"Run {run.path} has no trained reward model (adapter/ or model/): status is {run.status}.")
 
 
 def evaluate(model, prep) -> dict[str, float]:

@@ -13,7 +13,7 @@ from trainforge.data.readers import read_rows
 from trainforge.data.splits import load_splits
 from trainforge.data.tasks import constrained_answers, satisfies
 from trainforge.errors import ConfigError, DataError
-from trainforge.pipeline import train
+from trainforge.pipeline import evaluate_run, train
 
 PAIR = {"prompt": "Say hi", "chosen": "hi", "rejected": "Good day to you, dear friend."}
 MESSAGES = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}],
@@ -103,3 +103,6 @@ def test_reward_model_beats_chance_on_held_out_pairs(runs_dir):
     summary = json.loads(run.file("summary.json").read_text())
     assert summary["after.pair_accuracy"] >= 0.75, summary
     assert summary["after.margin"] > summary["before.margin"]
+    reloaded = evaluate_run(run)  # `trainforge eval`: base + saved adapter (with its trained score head)
+    assert reloaded["pair_accuracy"] == summary["after.pair_accuracy"]
+    assert reloaded["margin"] == pytest.approx(summary["after.margin"], rel=0.05)
