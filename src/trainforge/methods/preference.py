@@ -24,8 +24,6 @@ def trainer_wraps_adapter(config, method) -> bool:
 def build_preference_trainer(model, prep, run, callbacks: list):
     """DPO (reference: the base with adapters disabled, or log-probs precomputed once for full fine-tuning, so no
     second model copy stays in memory) or ORPO (no reference at all)."""
-    from peft import PeftModel
-
     config, t = prep.config, prep.config.training
     common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta,
                   activation_checkpointing=t.gradient_checkpointing)
@@ -38,7 +36,7 @@ def build_preference_trainer(model, prep, run, callbacks: list):
         return ORPOTrainer(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
     from trl import DPOConfig, DPOTrainer
 
-    adapter = prep.method.saves_adapter and not isinstance(model, PeftModel)
+    adapter = prep.method.saves_adapter  # then `model` is the bare base (see trainer_wraps_adapter)
     args = DPOConfig(**common, precompute_ref_log_probs=not adapter)
     return DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
 
