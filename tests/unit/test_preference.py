@@ -106,3 +106,14 @@ def test_reward_model_beats_chance_on_held_out_pairs(runs_dir):
     reloaded = evaluate_run(run)  # `trainforge eval`: base + saved adapter (with its trained score head)
     assert reloaded["pair_accuracy"] == summary["after.pair_accuracy"]
     assert reloaded["margin"] == pytest.approx(summary["after.margin"], rel=0.05)
+
+
+def test_full_dpo_precomputes_the_reference_instead_of_copying_the_model(runs_dir):
+    config = tiny_run_config(
+        runs_dir, data={"task": "constrained-answers", "format": "preference", "task_size": 40},
+        method={"name": "full"}, training={"objective": "dpo", "max_steps": 4, "learning_rate": 1e-3, "max_length": 96},
+        evaluation={"max_samples": 3, "max_new_tokens": 4})
+    run = train(config)
+    margins = [m["rewards/margins"] for m in run.metrics() if "rewards/margins" in m]
+    assert abs(margins[0]) < 1e-2 and margins[-1] > margins[0], margins  # the reference is the initial policy
+    assert (run.path / "model" / "config.json").is_file()
