@@ -55,7 +55,9 @@ class DataConfig(Section):
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
-    format: Literal["text", "alpaca", "chat", "tabular", "classification"] = "chat"
+    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification"] = Field(
+        "chat", description="preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
+        "objectives dpo / orpo and task reward.")
     text_field: str = "text"
     target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`); "
                                "text classification: the label field (default `label`, multi-label `labels`).")
@@ -152,9 +154,12 @@ class EarlyStopping(Section):
 
 
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm", "mlm"] = Field(
+    objective: Literal["sft", "clm", "mlm", "dpo", "orpo"] = Field(
         "sft", description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
-        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text.")
+        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
+        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer).")
+    beta: float = Field(0.1, gt=0, description="dpo: the KL strength of the implicit reward; orpo: the weight "
+                        "(lambda) of the odds-ratio term.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
@@ -332,6 +337,8 @@ def method_names_for(task: str) -> list[str]:
     return [n for n in method_names() if task in method_tasks(n)]
 
 
+NEURAL_TASKS = ("lm", "text-classification", "multi-task", "reward")  # tasks that train with `method:` rather than an estimator
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -339,9 +346,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
-    task: Literal["lm", "text-classification", "multi-task", "classification", "regression", "clustering"] = Field(
+    task: Literal["lm", "text-classification", "multi-task", "reward", "classification", "regression",
+                  "clustering"] = Field(
         "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
         "multi-task: one shared encoder, one head per `multitask.tasks` entry; "
+        "reward: a reward model (a language model with a one-score head) trained on preference pairs; "
         "the others run the classical (tabular) engine.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
@@ -367,7 +376,7 @@ class RunConfig(Section):
     def _method_fits_task(self):
         from trainforge.methods import method_tasks
 
-        if self.task in ("lm", "text-classification", "multi-task"):
+        if self.task in NEURAL_TASKS:
             if self.task == "multi-task" and "name" not in self.method.model_fields_set:
                 self.method.name = "full"
             supported = method_tasks(self.method.name)
@@ -420,8 +429,21 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _reward_data(self):
+        if self.task != "reward":
+            return self
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "preference"
+        elif self.data.format != "preference":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a reward run learns from preference pairs; "
+                             "expected `preference` (or leave it out)")
+        if self.data.dataset:
+            raise ValueError("`data.dataset` is a tabular dataset; a reward run reads `data.task`, `data.path` or `data.train`")
+        return self
+
+    @model_validator(mode="after")
     def _tabular_fits_task(self):
-        if self.task in ("text-classification", "multi-task"):
+        if self.task in ("text-classification", "multi-task", "reward"):
             return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:
@@ -466,6 +488,13 @@ class RunConfig(Section):
     def _objective_fits_format(self):
         if self.task != "lm":
             return self
+        preference = self.training.objective in PREFERENCE_OBJECTIVES
+        if preference != (self.data.format == "preference"):
+            raise ValueError(
+                f"objective `{self.training.objective}` and `data.format: {self.data.format}` do not fit: objectives "
+                f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
+                "pairs train with those objectives (or `task: reward`)"
+            )
         if self.training.objective == "sft" and self.data.format == "text":
             raise ValueError(
                 "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "
