@@ -84,6 +84,7 @@ def evaluate(
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics."""
     from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
+    from trainforge.multitask.run import evaluate_multitask_run, is_multitask
     from trainforge.pipeline import evaluate_run, fmt
     from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
     from trainforge.tracking import find_run
@@ -91,6 +92,8 @@ def evaluate(
     r = find_run(run, runs_dir)
     if is_tabular(r):
         scores = evaluate_file(r, data) if data else evaluate_test_split(r)
+    elif is_multitask(r):
+        scores = evaluate_multitask_run(r, data)
     elif is_text_classification(r):
         scores = evaluate_classifier_run(r, data)
     else:
@@ -159,6 +162,11 @@ def predict(
 
         out.print(f"predictions written to [bold]{predict_table(r, data, out_file)}[/]")
         return
+    from trainforge.multitask.run import is_multitask, predict_multitask_file
+
+    if is_multitask(r):
+        out.print(f"predictions written to [bold]{predict_multitask_file(r, data, out_file)}[/]")
+        return
     from trainforge.textclass.run import is_text_classification, predict_classifier_file
 
     if is_text_classification(r):
@@ -167,6 +175,26 @@ def predict(
     from trainforge.inference import predict_file
 
     out.print(f"predictions written to [bold]{predict_file(r, data, out_file, max_new_tokens)}[/]")
+
+
+@app.command()
+def serve(
+    run: str = typer.Argument(..., help="Run name or directory."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface; set an API key)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TRAINFORGE_API_KEY",
+                                          help="Require `Authorization: Bearer KEY` on /v1 requests."),
+    max_tokens_limit: int = typer.Option(4096, min=1, help="Largest max_tokens a request may ask for."),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body accepted (413 beyond)."),
+    runs_dir: str = "runs",
+):
+    """OpenAI-compatible HTTP API for a run: /v1/chat/completions, /v1/completions (streaming), /v1/models for
+    generative runs; /v1/predict for text-classification and tabular runs; /health."""
+    from trainforge.serve import serve as run_server
+    from trainforge.tracking import find_run
+
+    run_server(find_run(run, runs_dir), host, port, api_key, max_tokens_limit=max_tokens_limit,
+               max_body_bytes=max_body_bytes)
 
 
 @app.command()
@@ -253,7 +281,7 @@ def runs_compare(a: str, b: str, runs_dir: str = "runs"):
 @data_app.command("inspect")
 def data_inspect(
     file: str,
-    format: str = typer.Option("chat", "--format", help="text | alpaca | chat"),
+    format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference"),
     model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer to count tokens with."),
     examples: int = typer.Option(2, help="How many rendered examples to show."),
 ):
@@ -264,7 +292,7 @@ def data_inspect(
 
 
 @data_app.command("validate")
-def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat")):
+def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference")):
     """Check every row; the first bad one is reported with its row number."""
     from trainforge.data.formats import normalize_rows
     from trainforge.data.readers import read_rows

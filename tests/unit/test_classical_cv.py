@@ -39,6 +39,10 @@ def test_cv_scores_equal_sklearn_cross_val_score(runs_dir, model, task, dataset,
     np.testing.assert_allclose(ours, sign * theirs, rtol=1e-10, atol=1e-12)
     # and the engine's own pipeline scores identically inside cross_val_score
     np.testing.assert_allclose(ours, sign * cross_val_score(prep.pipeline(), X, y, cv=folds, scoring=scoring), rtol=1e-12)
+    # tuning trials preprocess each fold once and refit only the estimator: the same scores, filled and reused
+    fold_features: dict = {}
+    assert fold_scores(prep, fold_features=fold_features) == ours and len(fold_features) == 4
+    assert fold_scores(prep, fold_features=fold_features) == ours
 
 
 def _timed_table(tmp_path, n=120, seed=0):

@@ -58,11 +58,11 @@ def test_concurrent_workers_split_the_grid_between_them(runs_dir):
     """Two workers asking at the same moment (threads: no process start-up in between) share out the grid."""
     import threading
 
-    from trainforge.tuning.study import create_study, plan, run_worker
+    from trainforge.tuning.study import create_study, objective_for, plan, run_worker
 
     config = tabular_config(runs_dir, name="threads", model={"name": "ridge"}, cv={"folds": 2},
                             tuning={"strategy": "grid", "trials": 100, "pruning": False, "grid_points": 24})
-    p = plan(config, "threads")
+    p = plan(config, "threads", objective_for(config))
     create_study(p)
     threads = [threading.Thread(target=run_worker, args=(p, i, f"t/{i}")) for i in range(2)]
     for t in threads:

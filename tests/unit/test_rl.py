@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
+from trainforge.config import dump_config, load_config
 from trainforge.errors import ConfigError
 from trainforge.pipeline import train
 from trainforge.rl.ppo import gae
@@ -103,6 +104,9 @@ def test_a_reward_model_folder_or_run_scores_conversations(tmp_path):
     run = tmp_path / "reward-run"  # a finished `task: reward` run keeps its full model in model/
     (run / "model").mkdir(parents=True)
     (run / "run.json").write_text('{"status": "completed"}')
+    reward_config = load_config(base={"task": "reward", "model": {"name": "tiny-llama"},
+                                      "data": {"task": "constrained-answers"}})
+    (run / "config.yaml").write_text(dump_config(reward_config))
     tokenizer = load_tokenizer("tiny-llama")
     scorer_model = AutoModelForSequenceClassification.from_pretrained(resolve_model("tiny-llama"), num_labels=1,
                                                                       pad_token_id=tokenizer.pad_token_id)

@@ -12,6 +12,12 @@ from trainforge.config import RunConfig
 from trainforge.errors import ConfigError
 
 
+def _preprocessing_key(config: RunConfig) -> str:
+    """What the fitted preprocessing of a fold depends on besides the data (the estimator decides default scaling)."""
+    return json.dumps([_data_key(config), config.model.name, config.preprocessing.model_dump(mode="json")],
+                      sort_keys=True)
+
+
 def _data_key(config: RunConfig) -> str:
     keys = {"task": config.task, "data": config.data.model_dump(mode="json"), "cv": config.cv.model_dump(mode="json"),
             "columns": [config.preprocessing.numeric, config.preprocessing.categorical, config.preprocessing.dates],
@@ -20,10 +26,12 @@ def _data_key(config: RunConfig) -> str:
 
 
 class ClassicalObjective:
-    """config → (score, details). The table is read and split once per data config, not once per trial."""
+    """config → (score, details). The table is read and split once per data config, and each fold preprocessed once
+    per preprocessing config, not once per trial."""
 
     def __init__(self, config: RunConfig):
         self._cache: dict[str, Prepared] = {}
+        self._fold_features: dict[str, dict] = {}
         prep = self.prepared(config)
         if prep.task != "clustering" and prep.cv == "none":
             raise ConfigError("Tuning scores trials by cross-validation; `cv.strategy: none` leaves nothing to score. "
@@ -42,5 +50,7 @@ class ClassicalObjective:
 
     def __call__(self, config: RunConfig, report: Callable[[int, float], None]) -> tuple[float, dict]:
         prep = self.prepared(config)
-        scores = fold_scores(prep, config, on_fold=lambda i, _, so_far: report(i, float(np.mean(so_far))))
+        features = self._fold_features.setdefault(_preprocessing_key(config), {})
+        scores = fold_scores(prep, config, on_fold=lambda i, _, so_far: report(i, float(np.mean(so_far))),
+                             fold_features=features)
         return float(np.mean(scores)), {"fold_scores": scores}

@@ -98,8 +98,10 @@ def prepare(config: RunConfig) -> Prepared:
     return prep
 
 
-def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callable | None = None) -> list[float]:
-    """The CV scores of a config on the training split (clustering: one score of a fit on every row)."""
+def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callable | None = None,
+                fold_features: dict | None = None) -> list[float]:
+    """The CV scores of a config on the training split (clustering: one score of a fit on every row).
+    `fold_features`: see `cross_validate`."""
     config = config or prep.config
     if prep.task == "clustering":
         labels, features = cluster(prep.pipeline(config), prep.X)
@@ -112,7 +114,7 @@ def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callab
     X, y = prep.rows("train")
     groups = prep.groups[prep.split.train] if prep.groups is not None else None
     splitter = cv_splitter(prep.cv, config.cv.folds, config.cv.shuffle, config.training.seed)
-    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold)
+    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features)
 
 
 def cluster(pipeline, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -94,9 +94,14 @@ def cv_splitter(strategy: str, folds: int, shuffle: bool, seed: int):
     raise ValueError(f"no folds for cv strategy {strategy!r}")
 
 
-def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: Callable | None = None) -> list[float]:
+def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: Callable | None = None,
+                   fold_features: dict | None = None) -> list[float]:
     """Fit a clone per fold and score it: the same fits and scores as `cross_val_score`, one fold at a time so that
-    `on_fold(index, score, scores_so_far)` can report progress (and prune a tuning trial)."""
+    `on_fold(index, score, scores_so_far)` can report progress (and prune a tuning trial).
+
+    `fold_features`, a dict kept across calls whose pipelines share their preprocessing (tuning trials that only
+    change estimator parameters), holds each fold's transformed rows: the preprocessing is fitted once per fold and
+    only the estimator is refitted, with the same scores."""
     from sklearn.base import clone
 
     scores: list[float] = []
@@ -107,8 +112,15 @@ def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: 
     for index, (train, valid) in enumerate(folds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # unseen categories in a fold are expected
-            model = clone(pipeline).fit(X.iloc[train], y[train])
-            scores.append(scorer(model, X.iloc[valid], y[valid]))
+            if fold_features is None:
+                model, fit_rows, valid_rows = clone(pipeline), X.iloc[train], X.iloc[valid]
+            else:
+                if index not in fold_features:
+                    preprocess = clone(pipeline[:-1])
+                    fold_features[index] = (preprocess.fit_transform(X.iloc[train], y[train]),
+                                            preprocess.transform(X.iloc[valid]))
+                model, (fit_rows, valid_rows) = clone(pipeline[-1]), fold_features[index]
+            scores.append(scorer(model.fit(fit_rows, y[train]), valid_rows, y[valid]))
         if on_fold is not None:
             on_fold(index, scores[-1], scores)
     return scores

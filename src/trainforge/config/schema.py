@@ -55,7 +55,9 @@ class DataConfig(Section):
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
-    format: Literal["text", "alpaca", "chat", "tabular", "classification"] = "chat"
+    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification"] = Field(
+        "chat", description="preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
+        "objectives dpo / orpo and task reward.")
     text_field: str = "text"
     target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`); "
                                "text classification: the label field (default `label`, multi-label `labels`).")
@@ -152,10 +154,13 @@ class EarlyStopping(Section):
 
 
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm", "mlm", "ppo", "grpo", "rloo"] = Field(
+    objective: Literal["sft", "clm", "mlm", "dpo", "orpo", "ppo", "grpo", "rloo"] = Field(
         "sft", description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
-        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; ppo / grpo / rloo: online RL of the "
+        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
+        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer); ppo / grpo / rloo: online RL of the "
         "model against `reward:` on the data's prompts (see `rl:`).")
+    beta: float = Field(0.1, gt=0, description="dpo: the KL strength of the implicit reward; orpo: the weight "
+                        "(lambda) of the odds-ratio term.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
@@ -301,9 +306,9 @@ class TuningConfig(Section):
     study_name: str | None = Field(None, description="Default: the run name.")
     startup_trials: int = Field(8, ge=1, description="Random trials before TPE models the space.")
     timeout: float | None = Field(None, gt=0, description="Seconds per worker.")
-    metric: str = Field("auto", description="Neural runs (lm, text-classification): the validation metric to "
-                        "optimise, e.g. eval_loss, eval_accuracy, eval_macro_f1; auto: eval_loss. Tabular runs "
-                        "optimise `cv.metric`.")
+    metric: str = Field("auto", description="Neural runs (lm, text-classification, multi-task): the validation metric "
+                        "to optimise, e.g. eval_loss, eval_accuracy, eval_macro_f1, eval_<task>.rmse; auto: eval_loss. "
+                        "Tabular runs optimise `cv.metric`.")
 
 
 class ActiveConfig(Section):
@@ -326,12 +331,48 @@ class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
 
+class TaskHead(Section):
+    """One task of a multi-task run: a head on the shared encoder and the data column it learns."""
+
+    name: str = Field(..., description="The task's name in metrics (`after.<name>.accuracy`) and predictions.")
+    type: Literal["classification", "regression"] = "classification"
+    target: str | None = Field(None, description="The data field holding the task's label or number; default: `name`.")
+    weight: float = Field(1.0, ge=0, description="Factor of the task's loss in the summed loss (0: the head does not train).")
+
+    @model_validator(mode="after")
+    def _default_target(self):
+        if self.target is None:
+            self.target = self.name
+        return self
+
+
+class MultiTaskConfig(Section):
+    tasks: list[TaskHead] = Field([], description="Task multi-task: the heads on the shared encoder.")
+    loss_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed", description="fixed: the sum of `weight` × task loss; uncertainty: each task's weight is also learned "
+        "(exp(-s) × loss + s per task, Kendall et al. 2018), for losses on different scales.")
+    sampling: Literal["joint", "round_robin", "proportional"] = Field(
+        "joint", description="joint: every batch mixes rows, each task's loss averages over the rows that carry its "
+        "label; round_robin / proportional: every batch holds rows labelled for one task, tasks taken in turn / "
+        "in proportion to their labelled rows.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct(cls, tasks: list[TaskHead]) -> list[TaskHead]:
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be distinct, got {names}")
+        return tasks
+
+
 def method_names_for(task: str) -> list[str]:
     from trainforge.methods import method_names, method_tasks
 
     return [n for n in method_names() if task in method_tasks(n)]
 
 
+NEURAL_TASKS = ("lm", "text-classification", "multi-task", "reward")  # tasks that train with `method:` rather than an estimator
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 RL_OBJECTIVES = ("ppo", "grpo", "rloo")
 PPO_METHODS = ("full", "lora", "qlora")  # the value head reads hidden states, which virtual tokens would shift
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
@@ -341,8 +382,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
-    task: Literal["lm", "text-classification", "classification", "regression", "clustering"] = Field(
+    task: Literal["lm", "text-classification", "multi-task", "reward", "classification", "regression",
+                  "clustering"] = Field(
         "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
+        "multi-task: one shared encoder, one head per `multitask.tasks` entry; "
+        "reward: a reward model (a language model with a one-score head) trained on preference pairs; "
         "the others run the classical (tabular) engine.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
@@ -354,6 +398,7 @@ class RunConfig(Section):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     cv: CVConfig = CVConfig()
     tuning: TuningConfig = TuningConfig()
+    multitask: MultiTaskConfig = MultiTaskConfig()
     active: ActiveConfig = ActiveConfig()
     reward: RewardConfig = RewardConfig()
     rl: RLConfig = RLConfig()
@@ -369,7 +414,9 @@ class RunConfig(Section):
     def _method_fits_task(self):
         from trainforge.methods import method_tasks
 
-        if self.task in ("lm", "text-classification"):
+        if self.task in NEURAL_TASKS:
+            if self.task == "multi-task" and "name" not in self.method.model_fields_set:
+                self.method.name = "full"
             supported = method_tasks(self.method.name)
             if self.task not in supported:
                 raise ValueError(f"key `method.name` = {self.method.name!r} does not support task {self.task} "
@@ -396,8 +443,45 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _multi_task_data(self):
+        if self.task != "multi-task":
+            if self.multitask.tasks:
+                raise ValueError("the `multitask` section is for `task: multi-task`")
+            return self
+        if not self.multitask.tasks:
+            raise ValueError("a multi-task run needs `multitask.tasks`: a list of {name, type: classification | "
+                             "regression, target, weight}")
+        if self.data.dataset:
+            raise ValueError("`data.dataset` is a tabular dataset; a multi-task run reads `data.task`, `data.path` "
+                             "or `data.train`")
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "classification"
+        elif self.data.format != "classification":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a multi-task run reads rows of text and "
+                             "target fields; expected `classification` (or leave it out)")
+        if self.data.multi_label or self.data.target:
+            raise ValueError("a multi-task run names its targets in `multitask.tasks[].target`; leave out "
+                             "`data.target` and `data.multi_label`")
+        if "name" not in self.model.model_fields_set:
+            self.model.name = "minilm-l6"
+        return self
+
+    @model_validator(mode="after")
+    def _reward_data(self):
+        if self.task != "reward":
+            return self
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "preference"
+        elif self.data.format != "preference":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a reward run learns from preference pairs; "
+                             "expected `preference` (or leave it out)")
+        if self.data.dataset:
+            raise ValueError("`data.dataset` is a tabular dataset; a reward run reads `data.task`, `data.path` or `data.train`")
+        return self
+
+    @model_validator(mode="after")
     def _tabular_fits_task(self):
-        if self.task == "text-classification":
+        if self.task in ("text-classification", "multi-task", "reward"):
             return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:
@@ -442,6 +526,13 @@ class RunConfig(Section):
     def _objective_fits_format(self):
         if self.task != "lm":
             return self
+        preference = self.training.objective in PREFERENCE_OBJECTIVES
+        if preference != (self.data.format == "preference"):
+            raise ValueError(
+                f"objective `{self.training.objective}` and `data.format: {self.data.format}` do not fit: objectives "
+                f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
+                "pairs train with those objectives (or `task: reward`)"
+            )
         if self.training.objective in RL_OBJECTIVES:
             self._check_rl()
         if self.training.objective == "sft" and self.data.format == "text":

@@ -159,11 +159,110 @@ def support_tickets_shift(n: int, seed: int) -> list[dict]:
     return _tickets(n, seed, SHIFT_TOPICS, SHIFT_PRODUCTS, SHIFT_TEMPLATES, multi=False)
 
 
+# Triage: each ticket also says how urgent it is (a phrase per urgency level) and carries the hours a fix took,
+# which follow from the topic and the urgency (plus noise): a second classification target and a regression target.
+URGENCY_PHRASES: dict[str, list[str]] = {
+    "low": ["No rush on this.", "Whenever you find the time.", "This can wait until next week."],
+    "normal": ["Please look into it.", "Let me know what you find.", "I would appreciate an update."],
+    "high": ["This is urgent!", "Please fix this ASAP, we are losing money.", "Our whole team is blocked right now."],
+}
+TOPIC_HOURS = {"billing": 6.0, "shipping": 30.0, "technical": 16.0, "account": 3.0}
+URGENCY_FACTOR = {"low": 2.0, "normal": 1.0, "high": 0.4}
+
+
+def support_tickets_triage(n: int, seed: int) -> list[dict]:
+    """Support tickets with three targets: `label` (topic), `urgency` (low / normal / high, said in the text) and
+    `hours` to resolve (a number: the topic's base hours × an urgency factor + noise)."""
+    rng = random.Random(seed + 1)  # apart from the ticket stream, so the texts match `support-tickets`
+    rows = []
+    for row in support_tickets(n, seed):
+        urgency = rng.choice(list(URGENCY_PHRASES))
+        hours = TOPIC_HOURS[row["label"]] * URGENCY_FACTOR[urgency] + rng.gauss(0, 1.0)
+        rows.append({"text": f"{row['text']} {rng.choice(URGENCY_PHRASES[urgency])}", "label": row["label"],
+                     "urgency": urgency, "hours": round(max(hours, 0.5), 1)})
+    return rows
+
+
+# Constrained answers: short profiles, and questions whose answer must meet a constraint a program checks
+# (a JSON object with exactly the requested keys, or a word limit). The chosen answer meets it, the rejected
+# one is a plausible answer that does not.
+FIRST_NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Julia", "Kofi", "Lena",
+               "Mateo", "Nora", "Omar", "Petra", "Quinn", "Rosa", "Sven", "Tara"]
+CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Cairo", "Denver", "Porto", "Hanoi", "Quito", "Perth", "Riga"]
+JOBS = ["baker", "nurse", "pilot", "teacher", "plumber", "chemist", "florist", "lawyer", "welder", "librarian"]
+PROFILE_TEMPLATES = [
+    "{name} is {age} years old, lives in {city} and works as a {job}.",
+    "Born {age} years ago, {name} now works as a {job} in {city}.",
+    "{name}, a {job} aged {age}, moved to {city} last spring.",
+    "In {city} you can meet {name}, who is {age} and earns a living as a {job}.",
+]
+PROFILE_KEYS = ["name", "age", "city", "job"]
+
+
+def _json_keys_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, str, str, dict]:
+    keys = sorted(rng.sample(PROFILE_KEYS, rng.randint(2, 3)), key=PROFILE_KEYS.index)
+    quoted = " and ".join(", ".join(f'"{k}"' for k in keys).rsplit(", ", 1))
+    prompt = f"Reply with only a JSON object with exactly the keys {quoted}.\nText: {text}"
+    chosen = json.dumps({k: profile[k] for k in keys})
+    others = [k for k in PROFILE_KEYS if k not in keys]
+    rejected = rng.choice([
+        f"{profile['name']} is a {profile['job']} from {profile['city']}.",  # prose, no JSON
+        json.dumps({k: profile[k] for k in keys[:-1]}),  # a key missing
+        json.dumps({k: profile[k] for k in PROFILE_KEYS if k in keys or k == others[0]}),  # an extra key
+        f"Here is the JSON: {chosen}",  # text around the object
+    ])
+    return prompt, chosen, rejected, {"kind": "json_keys", "keys": keys}
+
+
+def _max_words_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, str, str, dict]:
+    limit = rng.randint(3, 6)
+    field, question = rng.choice([("job", "what does {name} do for a living"), ("city", "where does {name} live")])
+    question = question.format(**profile)
+    prompt = f"In at most {limit} words, {question}?\nText: {text}"
+    chosen = f"{profile['name']} is a {profile['job']}." if field == "job" else f"{profile['name']} lives in {profile['city']}."
+    if len(chosen.split()) > limit:
+        chosen = f"A {profile['job']}." if field == "job" else f"In {profile['city']}."
+    rejected = (f"According to the text, {profile['name']}, who is {profile['age']} years old, "
+                + (f"works as a {profile['job']} in {profile['city']}." if field == "job"
+                   else f"lives in {profile['city']} and works as a {profile['job']}."))
+    return prompt, chosen, rejected, {"kind": "max_words", "max_words": limit}
+
+
+def constrained_answers(n: int, seed: int) -> list[dict]:
+    """Preference pairs whose prompts carry a checkable constraint: `satisfies` scores any model's answers."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        profile = {"name": rng.choice(FIRST_NAMES), "age": rng.randint(19, 75), "city": rng.choice(CITIES),
+                   "job": rng.choice(JOBS)}
+        text = rng.choice(PROFILE_TEMPLATES).format(**profile)
+        prompt, chosen, rejected, constraint = rng.choice([_json_keys_pair, _max_words_pair])(rng, profile, text)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "constraint": constraint})
+    return rows
+
+
+def satisfies(row: dict, answer: str) -> bool:
+    """Whether an answer meets the constraint of its prompt row (`row["constraint"]`)."""
+    constraint = row["constraint"]
+    answer = answer.strip()
+    if constraint["kind"] == "json_keys":
+        try:
+            value = json.loads(answer)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(value, dict) and sorted(value) == sorted(constraint["keys"])
+    if constraint["kind"] == "max_words":
+        return 0 < len(answer.split()) <= constraint["max_words"]
+    raise ValueError(f"unknown constraint kind {constraint['kind']!r}")
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
+    "constrained-answers": ("preference", constrained_answers),
     "dates-json": ("chat", dates_json),
     "support-tickets": ("classification", support_tickets),
     "support-tickets-multi": ("classification", support_tickets_multi),
     "support-tickets-shift": ("classification", support_tickets_shift),
+    "support-tickets-triage": ("classification", support_tickets_triage),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from trainforge.errors import ConfigError, ModelError
+from trainforge.errors import ConfigError
 
 Scorer = Callable[[list[list[dict]], list[str]], list[float]]  # (prompts as message lists, completions) → scores
 
@@ -36,43 +36,24 @@ def program_reward(dotted: str) -> Scorer:
     return score
 
 
-def _reward_folder(name: str) -> tuple[Path, Path | None, str | None]:
-    """(model folder or adapter folder, adapter or None, base model name for an adapter) of a reward-model source."""
-    from trainforge.models import resolve_model
+def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
+    """A sequence classifier with one label (a `task: reward` run directory or an HF folder) scoring the
+    conversation rendered by its own tokenizer's chat template."""
+    from trainforge.config import load_config
+    from trainforge.data.tokenize import render
+    from trainforge.models import load_tokenizer
+    from trainforge.reward import load_reward_model, load_run_reward_model
+    from trainforge.tracking.rundir import RunDir
 
     path = Path(name).expanduser()
-    if (path / "run.json").is_file():  # a `task: reward` run directory
-        if (path / "model" / "config.json").is_file():
-            return path / "model", None, None
-        if (path / "adapter").is_dir():
-            from trainforge.config import load_config
-
-            return path / "adapter", path / "adapter", load_config(path / "config.yaml").model.name
-        raise ConfigError(f"Key `reward.model` = {name!r}: the run directory holds no trained model (model/ or "
-                          "adapter/); did the reward run finish?")
-    return resolve_model(name), None, None
-
-
-def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
-    """A sequence classifier with one label scoring the conversation rendered by its own tokenizer's chat template."""
-    from transformers import AutoModelForSequenceClassification
-
-    from trainforge.data.tokenize import render
-    from trainforge.models import load_tokenizer, resolve_model
-
-    folder, adapter, base = _reward_folder(name)
-    tokenizer = load_tokenizer(str(folder) if adapter is None else base)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(base) if adapter else folder, num_labels=1, pad_token_id=tokenizer.pad_token_id,
-            dtype=torch.float32)
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter)
-    except Exception as err:  # noqa: BLE001 - any library failure becomes one clear message
-        raise ModelError(f"Key `reward.model` = {name!r}: could not load {folder} as a reward model (a sequence "
-                         f"classifier with one label): {type(err).__name__}: {err}") from None
+    if (path / "run.json").is_file():  # a reward run: its saved model, or its adapter on the run's base model
+        run, config = RunDir(path), load_config(path / "config.yaml")
+        full = (path / "model" / "config.json").is_file()
+        tokenizer = load_tokenizer(str(path / "model") if full else config.model.name)
+        model = load_run_reward_model(run, config, tokenizer)
+    else:
+        tokenizer = load_tokenizer(name)
+        model = load_reward_model(name, tokenizer.pad_token_id)
     model.eval().requires_grad_(False)
 
     def text(prompt: list[dict], completion: str) -> str:

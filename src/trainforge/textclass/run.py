@@ -278,6 +278,29 @@ def evaluate_classifier_run(run: RunDir, data: str | None = None) -> dict[str, f
     return scores(logits, np.asarray([r["labels"] for r in enc]), labels["multi_label"])
 
 
+def classifier(run: RunDir):
+    """Load a finished run once; returns texts → predicted labels (a list of labels each for multi-label runs)."""
+    config = load_config(run.file("config.yaml"))
+    model, tokenizer, classes = load_run_classifier(run)
+    multi = read_json(run.file(LABELS_FILE))["multi_label"]
+    if estimator_name(config):
+        from trainforge.classical.artifacts import load_model
+
+        estimator = load_model(run.path)
+
+    def predict(texts: list[str]) -> list:
+        rows = [{"text": text, "labels": []} for text in texts]
+        enc = encode(tokenizer, rows, classes, True, config.training.max_length)  # labels unused: all-zero vectors
+        if estimator_name(config):
+            picked = estimator.predict(mean_pooled(model, tokenizer, enc, config.evaluation.batch_size))
+            return [classes[int(i)] for i in picked]
+        logits = predict_logits(model, tokenizer, enc, config.evaluation.batch_size)
+        return ([[c for c, on in zip(classes, row > 0) if on] for row in logits] if multi
+                else [classes[int(i)] for i in logits.argmax(-1)])
+
+    return predict
+
+
 def predict_classifier_file(run: RunDir, data: str, out: str | None = None):
     """Label every row of a file (field `data.text_field`): JSON lines with `prediction` (a list for multi-label)."""
     import json
@@ -288,20 +311,8 @@ def predict_classifier_file(run: RunDir, data: str, out: str | None = None):
     from trainforge.tracking.rundir import atomic_write_text
 
     config = load_config(run.file("config.yaml"))
-    model, tokenizer, classes = load_run_classifier(run)
-    multi = read_json(run.file(LABELS_FILE))["multi_label"]
     rows = read_rows(data)
-    texts = [{"text": _text(row, config.data.text_field, data, n), "labels": []} for n, row in rows]
-    enc = encode(tokenizer, texts, classes, True, config.training.max_length)  # labels unused: all-zero vectors
-    if estimator_name(config):
-        from trainforge.classical.artifacts import load_model
-
-        picked = load_model(run.path).predict(mean_pooled(model, tokenizer, enc, config.evaluation.batch_size))
-        predictions = [classes[int(i)] for i in picked]
-    else:
-        logits = predict_logits(model, tokenizer, enc, config.evaluation.batch_size)
-        predictions = ([[c for c, on in zip(classes, row > 0) if on] for row in logits] if multi
-                       else [classes[int(i)] for i in logits.argmax(-1)])
+    predictions = classifier(run)([_text(row, config.data.text_field, data, n) for n, row in rows])
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write_text(target, "".join(json.dumps({**row, "prediction": p}) + "\n" for (_, row), p in zip(rows, predictions)))
     return target

@@ -1,4 +1,4 @@
-"""The tuning objective of a neural run config (lm, text-classification): train the trial's config as an ordinary
+"""The tuning objective of a neural run config (lm, text-classification, multi-task): train the trial's config as an ordinary
 run and score it on the validation split; every evaluation during training is an intermediate score, so the
 median rule can stop a poor trial early."""
 
@@ -69,6 +69,10 @@ class NeuralObjective:
             from trainforge.textclass.data import load_labelled
 
             splits, _ = load_labelled(config.data, config.training.seed)
+        elif config.task == "multi-task":
+            from trainforge.multitask.data import load_multitask
+
+            splits, _ = load_multitask(config.data, config.multitask, config.training.seed)
         else:
             splits = load_splits(config.data, config.training.seed)
         if not splits.validation:

@@ -29,7 +29,7 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0) -> RunDir:
     objective = objective_for(config)  # fails on a bad table before a run directory exists
     name = config.name or f"{config.model.name}-{config.task}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
     config = config.model_copy(update={"name": name})
-    p = plan(config, config.tuning.study_name or name)
+    p = plan(config, config.tuning.study_name or name, objective)
     study = create_study(p)
     run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
     tag = f"{socket.gethostname()}:{os.getpid()}"

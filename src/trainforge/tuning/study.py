@@ -27,7 +27,7 @@ SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used 
 
 
 def objective_for(config: RunConfig):
-    if config.task in ("lm", "text-classification"):
+    if config.task in ("lm", "text-classification", "multi-task"):
         from trainforge.tuning.neural import NeuralObjective
 
         return NeuralObjective(config)
@@ -166,8 +166,7 @@ class Plan:
     metric: str
 
 
-def plan(config: RunConfig, study_name: str) -> Plan:
-    objective = objective_for(config)  # reads and checks the data before anything is written
+def plan(config: RunConfig, study_name: str, objective) -> Plan:
     space = search_space(config)
     if not space:
         raise ConfigError(f"Nothing to search: estimator {config.model.name!r} has no default space and `tuning.space` "
@@ -198,14 +197,14 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     objective = objective or objective_for(p.config)
     space = search_space(p.config)
-    storage = _storage(p.storage)
-    study = optuna.load_study(study_name=p.study_name, storage=storage, sampler=make_sampler(p.config, p.points, worker))
-    study_id = storage.get_study_id_from_name(p.study_name)
+    study = optuna.load_study(study_name=p.study_name, storage=_storage(p.storage),
+                              sampler=make_sampler(p.config, p.points, worker))
     last_step = getattr(objective, "last_step", None)
     # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
     discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
     while deadline is None or time.time() < deadline:
-        if storage.get_n_trials(study_id) >= p.budget:
+        # through the study's cache: the storage's own count rebuilds every trial from the database
+        if len(study.get_trials(deepcopy=False)) >= p.budget:
             break
         trial = study.ask()
         if trial.number >= p.budget:  # another worker took the last trial between our check and our ask

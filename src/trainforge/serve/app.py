@@ -1,0 +1,283 @@
+"""OpenAI-compatible HTTP API for one run: /v1/chat/completions and /v1/completions (streamed as server-sent
+events on request), /v1/models, /v1/predict for classifiers and tabular models, /health. Errors answer with
+OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from typing import Iterator, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trainforge.errors import TrainforgeError
+from trainforge.serve.backends import Completion, Generator, Predictor, Sampling
+
+log = logging.getLogger("trainforge.serve")
+MAX_BODY_BYTES = 1_000_000
+MAX_TOKENS_LIMIT = 4096
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+
+def _error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# requests ----------------------------------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unsupported parameter (tools, logprobs, ...) is refused, not ignored
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Generation(_Strict):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: Literal[1] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop):
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > 4 or "" in stops:
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return stops
+
+
+class ChatRequest(_Generation):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(_Generation):
+    prompt: str
+
+
+class PredictRequest(_Strict):
+    model: str
+    input: str | dict | list[str] | list[dict]
+
+
+# app ---------------------------------------------------------------------------------------------------------------
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes is answered 413 before the app reads it (declared or streamed)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        chunks, size, more = [], 0, True
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            more = False
+            size = int(declared)
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False) and size <= self.limit
+        if size > self.limit:
+            response = _error(413, f"The request body is over the server's limit of {self.limit} bytes.",
+                              code="request_too_large")
+            return await response(scope, receive, send)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # e.g. the disconnect a streaming response listens for
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def create_app(backend: Generator | Predictor, name: str, api_key: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, max_tokens_limit: int = MAX_TOKENS_LIMIT) -> FastAPI:
+    """The API serving `backend` under the model name `name`; with `api_key`, /v1 wants `Authorization: Bearer`."""
+
+    def authorized(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
+            raise APIError(401, "Missing or incorrect API key: send it as `Authorization: Bearer <key>`.",
+                           code="invalid_api_key")
+
+    app = FastAPI(title=f"trainforge: {name}", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    v1 = [Depends(authorized)]
+    created = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def api_error(request, err: APIError):
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return _error(err.status, err.message, err.type, err.param, err.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        first = err.errors()[0]
+        if first["type"] == "json_invalid":
+            return _error(400, f"The request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}.",
+                          code="invalid_json")
+        loc = [str(p) for p in first["loc"] if p != "body"]  # e.g. messages, 0, role
+        message = "Unrecognized request argument supplied" if first["type"] == "extra_forbidden" else first["msg"]
+        return _error(400, f"{message}: {'.'.join(loc)}." if loc else f"{message}.", param=loc[0] if loc else None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, err: StarletteHTTPException):
+        return _error(err.status_code, str(err.detail), code="not_found" if err.status_code == 404 else None)
+
+    @app.exception_handler(TrainforgeError)
+    async def data_error(request, err: TrainforgeError):
+        return _error(400, str(err))
+
+    def check_model(requested: str, wanted: type) -> None:
+        if requested != name:
+            raise APIError(404, f"The model {requested!r} does not exist; this server serves {name!r}.", "model",
+                           "model_not_found")
+        if not isinstance(backend, wanted):
+            endpoint = "/v1/predict" if isinstance(backend, Predictor) else "/v1/chat/completions or /v1/completions"
+            raise APIError(404, f"Model {name!r} is a {backend.kind} model; use {endpoint}.", "model",
+                           "unsupported_endpoint")
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": name, "kind": backend.kind}
+
+    @app.get("/v1/models", dependencies=v1)
+    def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "trainforge"}]}
+
+    @app.get("/v1/models/{model}", dependencies=v1)
+    def model(model: str):
+        check_model(model, object)
+        return {"id": name, "object": "model", "created": created, "owned_by": "trainforge"}
+
+    def prepare(req: _Generation, prompt: str, default_tokens: int) -> tuple[list[int], Sampling]:
+        check_model(req.model, Generator)
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or default_tokens
+        if max_tokens > max_tokens_limit:
+            raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {max_tokens_limit}.",
+                           "max_tokens", "invalid_value")
+        ids = backend.encode(prompt)
+        if backend.context and len(ids) + max_tokens > backend.context:
+            raise APIError(400, f"This model's maximum context length is {backend.context} tokens; the prompt has "
+                                f"{len(ids)} and max_tokens asks for {max_tokens} more.",
+                           "messages" if isinstance(req, ChatRequest) else "prompt",
+                           "context_length_exceeded")
+        return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()))
+
+    def usage(c: Completion) -> dict:
+        return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                "total_tokens": c.prompt_tokens + c.completion_tokens}
+
+    def logged(c: Completion) -> Completion:
+        log.info("%s: %d prompt + %d completion tokens in %.2f s (%.1f tokens/s)", name, c.prompt_tokens,
+                 c.completion_tokens, c.seconds, c.completion_tokens / max(c.seconds, 1e-9))
+        return c
+
+    def events(req: _Generation, ids: list[int], sampling: Sampling, chunk) -> Iterator[str]:
+        """Server-sent events: one chunk per decoded piece, a last one with the finish reason, [DONE]."""
+        send = lambda obj: f"data: {json.dumps(obj)}\n\n"  # noqa: E731
+        try:
+            for item in backend.stream(ids, sampling):
+                if isinstance(item, Completion):
+                    yield send(chunk(None, logged(item).finish_reason))
+                    if req.stream_options and req.stream_options.include_usage:
+                        yield send({**chunk(None, None), "choices": [], "usage": usage(item)})
+                else:
+                    yield send(chunk(item, None))
+        except Exception as err:  # noqa: BLE001 - headers are sent: the error travels as an event
+            log.exception("generation failed")
+            yield send({"error": {"message": str(err), "type": "server_error", "param": None, "code": None}})
+        yield "data: [DONE]\n\n"
+
+    @app.post("/v1/chat/completions", dependencies=v1)
+    def chat_completions(req: ChatRequest):
+        check_model(req.model, Generator)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            prompt = backend.chat_prompt(messages)
+        except Exception as err:  # noqa: BLE001 - no chat template, or one that refuses these roles
+            raise APIError(400, f"The model's chat template cannot render these messages: {err}", "messages") from None
+        ids, sampling = prepare(req, prompt, 256)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
+        if req.stream:
+            first = [True]
+
+            def chunk(text, finish):
+                delta = {} if text is None else {"content": text}
+                if first[0] and text is not None:
+                    delta, first[0] = {"role": "assistant", **delta}, False
+                return {**base, "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+            return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
+        c = logged(backend.complete(ids, sampling))
+        return {**base, "object": "chat.completion", "usage": usage(c),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+                             "finish_reason": c.finish_reason}]}
+
+    @app.post("/v1/completions", dependencies=v1)
+    def completions(req: CompletionRequest):
+        ids, sampling = prepare(req, req.prompt, 16)  # 16: OpenAI's default for this endpoint
+        base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": name}
+        if req.stream:
+            def chunk(text, finish):
+                return {**base, "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+
+            return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
+        c = logged(backend.complete(ids, sampling))
+        return {**base, "usage": usage(c),
+                "choices": [{"index": 0, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}]}
+
+    @app.post("/v1/predict", dependencies=v1)
+    def predict(req: PredictRequest):
+        check_model(req.model, Predictor)
+        inputs = req.input if isinstance(req.input, list) else [req.input]
+        return {"object": "list", "model": name, "data": backend.predict(inputs)}
+
+    return app

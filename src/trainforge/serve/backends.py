@@ -1,0 +1,196 @@
+"""What a served run does: a generative run completes prompts (whole or streamed token by token), a
+text-classification or tabular run predicts. Each is loaded once, when the server starts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import StoppingCriteria
+
+from trainforge.config import load_config
+from trainforge.errors import DataError, RunError
+from trainforge.tracking.rundir import RunDir
+
+
+@dataclass
+class Sampling:
+    max_tokens: int
+    temperature: float | None = None  # None or 0: greedy
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these (OpenAI's `stop`)
+
+    @property
+    def greedy(self) -> bool:
+        return not (self.temperature or 0) > 0 and (self.top_p is None or self.top_p >= 1)
+
+
+def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of sequence) | "length" (max_tokens reached)
+    seconds: float
+
+
+class _Cancelled(StoppingCriteria):
+    """Stopping criterion: ends generation once the client has gone (a streamed request was disconnected)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Generator:
+    kind = "generative"
+
+    def __init__(self, run: RunDir):
+        from trainforge.inference import load_run_model
+
+        if load_config(run.file("config.yaml")).training.objective == "mlm":
+            raise RunError(f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
+                           "only causal-LM runs (sft, clm objectives) can be served for completions.")
+        self.model, self.tokenizer = load_run_model(run)
+        self.context = getattr(self.model.config, "max_position_embeddings", None)
+        self.lock = threading.Lock()  # one generation at a time: they share the model and the CPU cores
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        from trainforge.data.tokenize import render
+
+        return render(self.tokenizer, messages, add_generation_prompt=True)
+
+    def encode(self, prompt: str) -> list[int]:
+        # Rendered chat prompts carry their special tokens already; raw prompts are taken as given, as in `predict`.
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _kwargs(self, ids: list[int], sampling: Sampling) -> dict:
+        kwargs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+                  "max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                  "eos_token_id": self.tokenizer.eos_token_id, "do_sample": not sampling.greedy}
+        if sampling.greedy:  # the model's own sampling defaults (generation_config.json) do not apply
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:  # OpenAI semantics: temperature and nucleus only, no top-k cut
+            kwargs.update(temperature=sampling.temperature or 1.0, top_p=sampling.top_p or 1.0, top_k=0)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def _generate(self, ids: list[int], sampling: Sampling, **extra) -> torch.Tensor:
+        with self.lock, torch.no_grad():
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            return self.model.generate(**self._kwargs(ids, sampling), **extra)[0, len(ids):]
+
+    def _completion(self, ids: list[int], new: torch.Tensor, sampling: Sampling, started: float) -> Completion:
+        tokens = new.tolist()
+        ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
+        reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = _stop_at(text, sampling.stop)
+        if cut is not None:
+            text, reason = text[:cut], "stop"
+        return Completion(text, len(ids), len(tokens), reason, time.perf_counter() - started)
+
+    def complete(self, ids: list[int], sampling: Sampling) -> Completion:
+        started = time.perf_counter()
+        return self._completion(ids, self._generate(ids, sampling), sampling, started)
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[str | Completion]:
+        """Text pieces as they are decoded, then the Completion (whose text is the pieces joined)."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        started = time.perf_counter()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        gone = threading.Event()
+        result: dict = {}
+
+        def work():
+            try:
+                result["new"] = self._generate(ids, sampling, streamer=streamer,
+                                               stopping_criteria=StoppingCriteriaList([_Cancelled(gone)]))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the reading thread
+                result["error"] = err
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        # Text that could be the start of a stop string is held back until it is known not to be one.
+        hold, pending, stopped = max(map(len, sampling.stop), default=1) - 1, "", False
+        try:
+            for piece in streamer:
+                if stopped:
+                    continue  # generation ends by itself on a stop string; its last pieces are dropped
+                pending += piece
+                cut = _stop_at(pending, sampling.stop)
+                if cut is not None:
+                    pending, stopped = pending[:cut], True
+                ready = len(pending) if stopped else max(len(pending) - hold, 0)
+                if ready:
+                    yield pending[:ready]
+                    pending = pending[ready:]
+            if pending:
+                yield pending
+            thread.join()
+            if "error" in result:
+                raise result["error"]
+            yield self._completion(ids, result["new"], sampling, started)
+        finally:
+            gone.set()
+
+
+class Predictor:
+    """Text-classification runs take texts, tabular runs rows ({column: value}); both answer a list of predictions."""
+
+    kind = "predictive"
+
+    def __init__(self, run: RunDir):
+        from trainforge.classical.predict import is_tabular
+        from trainforge.textclass.run import classifier
+
+        self.tabular = is_tabular(run)
+        if self.tabular:
+            from trainforge.classical.predict import load
+
+            self.pipeline, self.schema = load(run)
+        else:
+            self.classify = classifier(run)
+
+    def predict(self, inputs: list) -> list[dict]:
+        expected = dict if self.tabular else str
+        if not inputs or not all(isinstance(x, expected) for x in inputs):
+            what = "a row object {column: value} or a list of them" if self.tabular else "a text or a list of texts"
+            raise DataError(f"Field `input` must be {what} for this {'tabular' if self.tabular else 'text-classification'} run.")
+        if not self.tabular:
+            return [{"index": i, "prediction": p} for i, p in enumerate(self.classify(inputs))]
+        import pandas as pd
+
+        from trainforge.classical.predict import predict_frame
+
+        frame = pd.DataFrame(inputs)
+        result = predict_frame(self.pipeline, self.schema, frame, "The request's `input`")
+        answers = []
+        for i, row in enumerate(result.drop(columns=list(frame.columns)).to_dict("records")):
+            answer = {"index": i, "prediction": row.pop("prediction", row.pop("cluster", None))}
+            if row:
+                answer["probabilities"] = {k.removeprefix("proba_"): v for k, v in row.items()}
+            answers.append(answer)
+        return answers
+
+
+def load_backend(run: RunDir) -> Generator | Predictor:
+    from trainforge.classical.predict import is_tabular
+    from trainforge.textclass.run import is_text_classification
+
+    return Predictor(run) if is_tabular(run) or is_text_classification(run) else Generator(run)

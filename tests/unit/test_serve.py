@@ -1,0 +1,204 @@
+"""The HTTP API on a tiny random LLaMA run and an iris logistic-regression run: OpenAI response shapes, greedy
+answers equal to local generation, streaming, request validation, API keys, tabular prediction."""
+
+import json
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from _classical import tabular_config  # noqa: E402
+from conftest import tiny_run_config  # noqa: E402
+from trainforge.pipeline import train  # noqa: E402
+from trainforge.serve import build_app  # noqa: E402
+
+QUESTION = [{"role": "user", "content": "Extract the date: born on May 3, 1999."}]
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    return train(tiny_run_config(runs_dir, training={"max_steps": 2},
+                                 evaluation={"before_after": False, "generation": False}))
+
+
+@pytest.fixture(scope="module")
+def lm(lm_run):
+    return TestClient(build_app(lm_run, max_tokens_limit=2000))
+
+
+def _sse(response) -> list:
+    lines = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_chat_greedy_answer_equals_local_generation_and_streams_the_same_text(lm, lm_run):
+    from trainforge.data.tokenize import render
+    from trainforge.evaluation.lm import generate
+    from trainforge.inference import load_run_model
+
+    model, tokenizer = load_run_model(lm_run)
+    local = generate(model, tokenizer, [render(tokenizer, QUESTION, add_generation_prompt=True)], 12)[0]
+
+    body = {"model": lm_run.name, "messages": QUESTION, "max_tokens": 12}
+    r = lm.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["object"] == "chat.completion" and answer["model"] == lm_run.name
+    choice = answer["choices"][0]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip() == local
+    usage = answer["usage"]
+    assert 0 < usage["completion_tokens"] <= 12 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert choice["finish_reason"] == ("length" if usage["completion_tokens"] == 12 else "stop")
+
+    r = lm.post("/v1/chat/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    chunks = _sse(r)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == choice["message"]["content"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == usage
+
+
+def test_completions_stream_and_seeded_sampling(lm, lm_run):
+    body = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 8}
+    whole = lm.post("/v1/completions", json=body).json()
+    assert whole["object"] == "text_completion" and whole["usage"]["prompt_tokens"] == 3
+    streamed = "".join(c["choices"][0]["text"] for c in _sse(lm.post("/v1/completions", json={**body, "stream": True})))
+    assert streamed == whole["choices"][0]["text"]
+    sampled = [lm.post("/v1/completions", json={**body, "temperature": 1.5, "top_p": 0.9, "seed": 7}).json()
+               for _ in range(2)]
+    assert sampled[0]["choices"][0]["text"] == sampled[1]["choices"][0]["text"]  # the seed makes it repeatable
+    assert lm.get("/v1/models").json()["data"][0]["id"] == lm_run.name
+    assert lm.get("/health").json() == {"status": "ok", "model": lm_run.name, "kind": "generative"}
+
+
+def test_stop_strings_end_the_answer_whole_and_streamed(lm, lm_run):
+    body = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 12}
+    full = lm.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    stop = full[len(full) // 2 :][:3].strip() or full[-1]
+    cut = lm.post("/v1/completions", json={**body, "stop": [stop, "never"]}).json()["choices"][0]
+    assert cut["text"] == full[: full.find(stop)] and cut["finish_reason"] == "stop"
+    chunks = _sse(lm.post("/v1/completions", json={**body, "stop": stop, "stream": True}))
+    assert "".join(c["choices"][0]["text"] for c in chunks) == cut["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("body, status, param, code", [
+    ({"model": "gpt-4", "prompt": "x"}, 404, "model", "model_not_found"),
+    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
+    ({"prompt": "x", "max_tokens": 2001}, 400, "max_tokens", "invalid_value"),
+    ({"prompt": "x", "max_tokens": 1024}, 400, "prompt", "context_length_exceeded"),  # tiny-llama: 1024 positions
+    ({"prompt": "x", "temperature": 3}, 400, "temperature", None),
+    ({"prompt": "x", "tools": []}, 400, "tools", None),  # unsupported parameters are refused, not ignored
+    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+    ({"prompt": "x", "n": 2}, 400, "n", None),
+    ({"prompt": 5}, 400, "prompt", None),
+    ({}, 400, "prompt", None),
+])
+def test_invalid_requests_get_openai_errors(lm, lm_run, body, status, param, code):
+    r = lm.post("/v1/completions", json={"model": lm_run.name, **body})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["code"] == code and error["type"] == "invalid_request_error"
+    assert error["message"]
+
+
+def test_malformed_json_oversized_body_and_wrong_endpoint(lm_run, lm):
+    small = TestClient(build_app(lm_run, max_body_bytes=200))
+    r = small.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    big = {"model": lm_run.name, "messages": [{"role": "user", "content": "x" * 300}]}
+    r = small.post("/v1/chat/completions", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = small.post("/v1/chat/completions", content=iter([b"{", b"x" * 300]), headers={"content-type": "application/json"})
+    assert r.status_code == 413  # a chunked body without Content-Length is counted as it arrives
+    r = lm.post("/v1/predict", json={"model": lm_run.name, "input": "hello"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unsupported_endpoint"
+    r = lm.post("/v1/chat/completions", json={"model": lm_run.name, "messages": [{"role": "robot", "content": "x"}]})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "messages" and "messages.0.role" in error["message"]
+    assert lm.get("/v1/nothing").status_code == 404 and "error" in lm.get("/v1/nothing").json()
+
+
+def test_api_key_is_required_on_v1_when_set(lm_run, monkeypatch):
+    client = TestClient(build_app(lm_run, api_key="s3cret"))
+    body = {"model": lm_run.name, "prompt": "x", "max_tokens": 1}
+    assert client.get("/v1/models").status_code == 401
+    r = client.post("/v1/completions", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/health").status_code == 200  # liveness probes need no key
+
+
+def test_predict_with_a_tabular_run(tmp_path):
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    from trainforge.classical.predict import load, predict_frame
+
+    run = train(tabular_config(tmp_path / "runs", data={"dataset": "iris", "split": {"strategy": "stratified"}}))
+    client = TestClient(build_app(run))
+    frame = load_iris(as_frame=True).frame.drop(columns="target").iloc[[0, 60, 120]]
+    rows = frame.to_dict("records")
+    r = client.post("/v1/predict", json={"model": run.name, "input": rows})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    pipeline, schema = load(run)
+    expected = predict_frame(pipeline, schema, pd.DataFrame(rows), "test")
+    assert [d["prediction"] for d in data] == list(expected["prediction"])
+    assert all(abs(sum(d["probabilities"].values()) - 1) < 1e-6 for d in data)
+    one = client.post("/v1/predict", json={"model": run.name, "input": rows[0]}).json()["data"]
+    assert len(one) == 1 and one[0]["prediction"] == data[0]["prediction"]
+    r = client.post("/v1/predict", json={"model": run.name, "input": [{"petal width (cm)": 1.0}]})
+    assert r.status_code == 400 and "column" in r.json()["error"]["message"]
+    r = client.post("/v1/predict", json={"model": run.name, "input": ["a text"]})
+    assert r.status_code == 400 and "row object" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", json={"model": run.name, "messages": QUESTION})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unsupported_endpoint"
+
+
+def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
+    from tests.unit.test_textclass import tc_config
+    from trainforge.textclass.run import predict_classifier_file
+
+    run = train(tc_config(runs_dir))
+    texts = ["I was charged twice for my plan", "the app crashes on start"]
+    r = TestClient(build_app(run)).post("/v1/predict", json={"model": run.name, "input": texts})
+    assert r.status_code == 200, r.text
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    saved = [json.loads(line)["prediction"] for line in predict_classifier_file(run, str(data)).read_text().splitlines()]
+    assert [d["prediction"] for d in r.json()["data"]] == saved  # the same path as `trainforge predict`
+
+
+def test_a_closed_stream_stops_generating(lm_run):
+    from trainforge.serve.backends import Sampling, load_backend
+
+    backend = load_backend(lm_run)
+    generate, produced = backend.model.generate, []
+    backend.model.generate = lambda **kw: produced.append(generate(**kw)) or produced[-1]
+    ids = backend.encode("The date is")
+    stream = backend.stream(ids, Sampling(max_tokens=1000))
+    assert isinstance(next(stream), str)
+    stream.close()  # what the server does when the client disconnects
+    assert backend.lock.acquire(timeout=60)
+    assert produced[0].shape[1] - len(ids) < 100  # stopped soon after the close, far from max_tokens
+
+
+def test_cli_serve_passes_options_and_reads_the_key_from_the_environment(lm_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import trainforge.serve
+    from trainforge.cli import app
+
+    calls = []
+    monkeypatch.setattr(trainforge.serve, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
+    result = CliRunner().invoke(app, ["serve", str(lm_run.path), "--port", "9001"], env={"TRAINFORGE_API_KEY": "abc"})
+    assert result.exit_code == 0, result.output
+    (run, host, port, key), limits = calls[0]
+    assert (run.path, host, port, key) == (lm_run.path, "127.0.0.1", 9001, "abc")
+    assert limits == {"max_tokens_limit": 4096, "max_body_bytes": 1_000_000}
