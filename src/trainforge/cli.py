@@ -297,7 +297,7 @@ def runs_compare(a: str, b: str, runs_dir: str = "runs"):
 @data_app.command("inspect")
 def data_inspect(
     file: str,
-    format: str = typer.Option("chat", "--format", help="text | alpaca | chat"),
+    format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference"),
     model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer to count tokens with."),
     examples: int = typer.Option(2, help="How many rendered examples to show."),
 ):
@@ -308,7 +308,7 @@ def data_inspect(
 
 
 @data_app.command("validate")
-def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat")):
+def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference")):
     """Check every row; the first bad one is reported with its row number."""
     from trainforge.data.formats import normalize_rows
     from trainforge.data.readers import read_rows
