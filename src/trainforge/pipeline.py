@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config, load_config
+from trainforge.config.schema import PREFERENCE_OBJECTIVES, RL_OBJECTIVES
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
@@ -74,6 +76,9 @@ def prepare(config: RunConfig) -> Prepared:
         seed = t.seed if held_out else None
         return tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed) if rows else []
 
+    if config.data.format == "preference":  # DPO / ORPO / reward: TRL tokenizes the pairs itself
+        return Prepared(config, hardware, method, tokenizer, splits, splits.train, splits.validation,
+                        splits.test or splits.validation)
     eval_rows = tok(splits.validation)
     heldout = tok(splits.test) if splits.test else eval_rows
     return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train, held_out=False), eval_rows, heldout)
@@ -85,6 +90,8 @@ def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], li
     cfg, scores, samples = prep.config.evaluation, {}, []
     precision = prep.hardware.precision
     console.print(f"[cyan]evaluating {label} model…[/]")
+    if prep.config.training.objective in PREFERENCE_OBJECTIVES:
+        return evaluate_preference(model, prep)
     if cfg.perplexity and prep.heldout_rows:
         causal = prep.config.training.objective != "mlm"
         scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size,
@@ -93,6 +100,27 @@ def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], li
     if cfg.generation and test and "messages" in test[0]:
         gen, samples = generation_scores(model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size, precision)
         scores.update(gen)
+        if "constraint" in test[0]:  # a bundled preference task as SFT data: its checker scores the answers too
+            from trainforge.evaluation.preference import constraint_rate
+
+            scores["constraint_rate"] = constraint_rate(test, [s["prediction"] for s in samples])
+    return scores, samples
+
+
+def evaluate_preference(model, prep: Prepared) -> tuple[dict[str, float], list[dict]]:
+    """Held-out pairs: the policy's chosen-minus-rejected log-prob margin and pair accuracy; with checkable
+    constraints (the bundled task), the share of greedy answers that meet them."""
+    from trainforge.evaluation.preference import constraint_scores, policy_preference
+
+    cfg, rows = prep.config.evaluation, prep.heldout_rows
+    rows = rows[: cfg.max_samples] if cfg.max_samples else rows
+    if not rows:
+        return {}, []
+    scores, samples = policy_preference(model, prep.tokenizer, rows, prep.hardware.precision), []
+    if cfg.generation and "constraint" in rows[0]:
+        rate, samples = constraint_scores(model, prep.tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
+                                          prep.hardware.precision)
+        scores.update(rate)
     return scores, samples
 
 
@@ -116,6 +144,8 @@ def _open_for_resume(config: RunConfig) -> RunDir:
     run = candidates[-1]
     if run.status == "completed":
         raise RunError(f"Run {run.path} already completed; there is nothing to resume.")
+    if run.status == "running" and run.info().get("pid") != os.getpid():
+        raise RunError(f"Run {run.path} is still running (process {run.info().get('pid')}); stop it before resuming.")
     saved = load_config(run.file("config.yaml"))
     if _config_without_name(saved) != _config_without_name(config.model_copy(update={"name": saved.name})):
         raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in {run.file('config.yaml')}.")
@@ -146,12 +176,20 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         from trainforge.textclass.run import train_text_classification
 
         return train_text_classification(config, resume=resume, callbacks=callbacks)
+    if config.task == "reward":  # a sequence scorer trained on preference pairs, same run flow and tracking
+        from trainforge.reward import train_reward_model
+
+        return train_reward_model(config, resume=resume, callbacks=callbacks)
     if config.task != "lm":  # tabular tasks: the classical engine, same run directory and tracking
         from trainforge.classical.run import refuse_resume, train_classical
 
         if resume:
             refuse_resume()
         return train_classical(config)
+    if config.training.objective in RL_OBJECTIVES:  # online RL against a reward: its own loop, same run flow
+        from trainforge.rl.run import train_rl
+
+        return train_rl(config, resume=resume, callbacks=callbacks)
     from transformers import set_seed
 
     from trainforge.methods.lm_trainer import build_lm_trainer
@@ -176,6 +214,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             **training, "objective": config.training.objective,
             "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
             **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
+            **last_logged(run, PREFERENCE_TRAIN_METRICS),
         }
         if config.export.merge and prep.method.saves_adapter:
             from trainforge.export.merge import merge_run
@@ -185,6 +224,17 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         finish_run(run, config, summary, comparison)
     print_summary(run, summary, comparison)
     return run
+
+
+PREFERENCE_TRAIN_METRICS = ("rewards/margins", "rewards/accuracies", "margin", "accuracy")  # DPO/ORPO, reward
+
+
+def last_logged(run: RunDir, keys: tuple[str, ...]) -> dict:
+    """The last training-log value of each key that was logged (e.g. DPO's rewards/margins), as `train.<key>`."""
+    found = {}
+    for row in run.metrics():
+        found.update({f"train.{k}": round(row[k], 4) for k in keys if k in row})
+    return found
 
 
 # The steps every trained (Trainer-based) task shares: LM runs here, text classification in textclass.run.
@@ -218,18 +268,22 @@ def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
 def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | None, resume: bool) -> tuple[object, dict]:
     """method.prepare → a resumable Trainer → the artifact saved atomically. Returns the trained model and the
     training part of the run summary."""
+    from trainforge.methods.preference import trainer_wraps_adapter
     from trainforge.tracking.callbacks import MetricsLogger
+    from trainforge.tracking.faults import resource_errors
 
     config = prep.config
-    model = prep.method.prepare(model)
-    trainable, total = report_parameters(model, config.method.name)
+    if not trainer_wraps_adapter(config, prep.method):
+        model = prep.method.prepare(model)
     trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
+    trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.perf_counter() - started
-    with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-        prep.method.save(trainer.model, prep.tokenizer, tmp)
+    with resource_errors(run, config.training):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
+            prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
         "method": config.method.name, "model": config.model.name, "steps": result.global_step,
         "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
@@ -249,19 +303,23 @@ def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
     if not resume:
         return None
-    checkpoint = run.last_checkpoint()
+    def skip(folder: Path, problem: str) -> None:
+        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
+
+    checkpoint = run.last_checkpoint(on_skip=skip)
     console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
     run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
     return checkpoint
 
 
 def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
-               tables: list[tuple[str, list[list], list[str]]] | None = None) -> None:
-    """summary.json, the report (with extra `tables` sections), MLflow, and the completed status."""
+               tables: list[tuple[str, list[list], list[str]]] | None = None,
+               figures: list[tuple[str, bytes]] | None = None) -> None:
+    """summary.json, the report (with extra `tables` and `figures` sections), MLflow, and the completed status."""
     atomic_write_json(run.file("summary.json"), summary)
     if config.tracking.report:
         from trainforge.tracking.report import write_report
-        write_report(run, summary, comparison, dump_config(config), tables=tables)
+        write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
     if config.tracking.mlflow:
         summary["mlflow_run_id"] = _track(run, config, summary)
     run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
@@ -307,6 +365,10 @@ def evaluate_run(run: RunDir, data: str | None = None) -> dict[str, float]:
         fields = {"path": None, "task": None, "validation": None, "train": data, "test": data}
         config = config.model_copy(update={"data": config.data.model_copy(update=fields)})
     prep = prepare(config)
+    if config.task == "reward":
+        from trainforge.reward import evaluate, load_run_reward_model
+
+        return evaluate(load_run_reward_model(run, config, prep.tokenizer), prep)
     model, _ = load_run_model(run)
     scores, _ = evaluate_lm(model, prep, "trained")
     return scores

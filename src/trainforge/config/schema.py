@@ -55,7 +55,9 @@ class DataConfig(Section):
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
-    format: Literal["text", "alpaca", "chat", "tabular", "classification"] = "chat"
+    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification"] = Field(
+        "chat", description="preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
+        "objectives dpo / orpo and task reward.")
     text_field: str = "text"
     target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`); "
                                "text classification: the label field (default `label`, multi-label `labels`).")
@@ -152,9 +154,13 @@ class EarlyStopping(Section):
 
 
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm", "mlm"] = Field(
+    objective: Literal["sft", "clm", "mlm", "dpo", "orpo", "ppo", "grpo", "rloo"] = Field(
         "sft", description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
-        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text.")
+        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
+        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer); ppo / grpo / rloo: online RL of the "
+        "model against `reward:` on the data's prompts (see `rl:`).")
+    beta: float = Field(0.1, gt=0, description="dpo: the KL strength of the implicit reward; orpo: the weight "
+                        "(lambda) of the odds-ratio term.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
@@ -189,6 +195,39 @@ class EvaluationConfig(Section):
     max_new_tokens: int = Field(64, gt=0)
     max_samples: int | None = Field(None, gt=0)
     batch_size: int = Field(16, gt=0)
+
+
+class RewardConfig(Section):
+    """What scores a completion in RL objectives (ppo, grpo, rloo): give exactly one of `model` and `function`."""
+
+    model: str | None = Field(None, description="A trained reward model: a `task: reward` run directory or an HF "
+                              "folder loadable as AutoModelForSequenceClassification with one label.")
+    function: str | None = Field(None, description="A program reward `package.module:function`, called as "
+                                 "function(prompt, completion) -> float with the last user message and the answer, "
+                                 "e.g. trainforge.data.tasks:dates_json_reward.")
+    max_length: int = Field(512, gt=0, description="Reward model: longer conversations are truncated.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.model and self.function:
+            raise ValueError("give one reward: `reward.model` (a reward model) or `reward.function` (a program), not both")
+        return self
+
+
+class RLConfig(Section):
+    """Online RL (objectives ppo, grpo, rloo). A step = `training.batch_size` prompts rolled out and learned from."""
+
+    kl_coef: float = Field(0.05, ge=0, description="Weight of the KL penalty to the frozen reference (the start model).")
+    max_new_tokens: int = Field(32, gt=0, description="Longest sampled completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    num_generations: int = Field(4, ge=2, description="grpo / rloo: completions per prompt, compared to each other.")
+    ppo_epochs: int = Field(2, gt=0, description="ppo: optimisation passes over each batch of rollouts.")
+    minibatches: int = Field(1, gt=0, description="ppo: minibatches per pass.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clip (ppo, grpo, rloo).")
+    value_clip_range: float = Field(0.2, gt=0, description="ppo: how far a value prediction may move per batch.")
+    vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
+    gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
 
 
 class TrackingConfig(Section):
@@ -355,6 +394,10 @@ def method_names_for(task: str) -> list[str]:
     return [n for n in method_names() if task in method_tasks(n)]
 
 
+NEURAL_TASKS = ("lm", "text-classification", "multi-task", "reward")  # tasks that train with `method:` rather than an estimator
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+RL_OBJECTIVES = ("ppo", "grpo", "rloo")
+PPO_METHODS = ("full", "lora", "qlora")  # the value head reads hidden states, which virtual tokens would shift
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -362,9 +405,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
-    task: Literal["lm", "text-classification", "multi-task", "classification", "regression", "clustering"] = Field(
+    task: Literal["lm", "text-classification", "multi-task", "reward", "classification", "regression",
+                  "clustering"] = Field(
         "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
         "multi-task: one shared encoder, one head per `multitask.tasks` entry; "
+        "reward: a reward model (a language model with a one-score head) trained on preference pairs; "
         "the others run the classical (tabular) engine.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
@@ -379,6 +424,8 @@ class RunConfig(Section):
     multitask: MultiTaskConfig = MultiTaskConfig()
     active: ActiveConfig = ActiveConfig()
     distill: DistillConfig = DistillConfig()
+    reward: RewardConfig = RewardConfig()
+    rl: RLConfig = RLConfig()
 
     @field_validator("name")
     @classmethod
@@ -391,7 +438,7 @@ class RunConfig(Section):
     def _method_fits_task(self):
         from trainforge.methods import method_tasks
 
-        if self.task in ("lm", "text-classification", "multi-task"):
+        if self.task in NEURAL_TASKS:
             if self.task == "multi-task" and "name" not in self.method.model_fields_set:
                 self.method.name = "full"
             supported = method_tasks(self.method.name)
@@ -464,8 +511,21 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _reward_data(self):
+        if self.task != "reward":
+            return self
+        if "format" not in self.data.model_fields_set:
+            self.data.format = "preference"
+        elif self.data.format != "preference":
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a reward run learns from preference pairs; "
+                             "expected `preference` (or leave it out)")
+        if self.data.dataset:
+            raise ValueError("`data.dataset` is a tabular dataset; a reward run reads `data.task`, `data.path` or `data.train`")
+        return self
+
+    @model_validator(mode="after")
     def _tabular_fits_task(self):
-        if self.task in ("text-classification", "multi-task"):
+        if self.task in ("text-classification", "multi-task", "reward"):
             return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:
@@ -510,6 +570,15 @@ class RunConfig(Section):
     def _objective_fits_format(self):
         if self.task != "lm":
             return self
+        preference = self.training.objective in PREFERENCE_OBJECTIVES
+        if preference != (self.data.format == "preference"):
+            raise ValueError(
+                f"objective `{self.training.objective}` and `data.format: {self.data.format}` do not fit: objectives "
+                f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
+                "pairs train with those objectives (or `task: reward`)"
+            )
+        if self.training.objective in RL_OBJECTIVES:
+            self._check_rl()
         if self.training.objective == "sft" and self.data.format == "text":
             raise ValueError(
                 "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "
@@ -525,3 +594,15 @@ class RunConfig(Section):
                 self.model.name = "minilm-l6"
             self.evaluation.generation = False  # an encoder does not generate
         return self
+
+    def _check_rl(self) -> None:
+        objective = self.training.objective
+        if self.data.format not in ("chat", "alpaca"):
+            raise ValueError(f"objective `{objective}` samples answers to the data's prompts; it needs `data.format: "
+                             f"chat` or `alpaca` (got {self.data.format!r})")
+        if not (self.reward.model or self.reward.function):
+            raise ValueError(f"objective `{objective}` needs a reward: `reward.model` (a reward-model run or folder) "
+                             "or `reward.function` (`package.module:function(prompt, completion) -> float`)")
+        if objective == "ppo" and self.method.name not in PPO_METHODS:
+            raise ValueError(f"objective `ppo` supports methods {', '.join(PPO_METHODS)}; got `method.name` = "
+                             f"{self.method.name!r}")

@@ -1,4 +1,5 @@
-"""Row formats (text, alpaca, chat/ShareGPT): validate each row and normalize it to text or a messages list."""
+"""Row formats (text, alpaca, chat/ShareGPT, preference pairs): validate each row and normalize it to text, a
+messages list, or a prompt with a chosen and a rejected answer."""
 
 from __future__ import annotations
 
@@ -44,11 +45,9 @@ def normalize_alpaca(row: dict, source: str, number: int, **_: Any) -> dict:
     return {"messages": messages}
 
 
-def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
-    key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
-    if key is None:
-        raise _fail(source, number, "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".")
-    turns = row[key]
+def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -> list[dict]:
+    """A checked list of {role, content} messages (OpenAI or ShareGPT style; JSON text in CSV cells). `where`
+    prefixes message errors with the field they are in."""
     if isinstance(turns, str):  # CSV cells hold the list as JSON text
         try:
             turns = json.loads(turns)
@@ -59,24 +58,71 @@ def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise _fail(source, number, f"message {i} must be an object with role and content, got {type(turn).__name__}.")
+            raise _fail(source, number, f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.")
         if "role" in turn:
             role, content = turn.get("role"), turn.get("content")
         else:
             role, content = SHAREGPT_ROLES.get(turn.get("from")), turn.get("value")
         if role not in ROLES:
-            raise _fail(source, number, f"message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).")
+            raise _fail(source, number, f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).")
         if not isinstance(content, str) or not content.strip():
-            raise _fail(source, number, f"message {i} ({role}) has no text content.")
+            raise _fail(source, number, f"{where}message {i} ({role}) has no text content.")
         if role == "system" and i != 0:
-            raise _fail(source, number, f"message {i} is a system message; only the first message may be one.")
+            raise _fail(source, number, f"{where}message {i} is a system message; only the first message may be one.")
         messages.append({"role": role, "content": content})
+    return messages
+
+
+def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
+    key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
+    if key is None:
+        raise _fail(source, number, "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".")
+    messages = _messages(row[key], key, source, number)
     if messages[-1]["role"] != "assistant":
         raise _fail(source, number, "the last message must be the assistant's answer to learn from.")
     return {"messages": messages}
 
 
-NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat}
+def _turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:
+    """A preference field as messages: a plain string becomes one message of `last_role`."""
+    value = row.get(key)
+    if isinstance(value, str):
+        try:  # CSV cells hold message lists as JSON text; any other string is the message itself
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if not (isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed)):
+            return [{"role": last_role, "content": _text(row, key, source, number)}]
+    if value is None:
+        present = ", ".join(sorted(map(str, row))) or "none"
+        raise _fail(source, number, f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
+                                    f"`rejected`; fields present: {present}).")
+    messages = _messages(value, key, source, number, where=f"`{key}` ")
+    if messages[-1]["role"] != last_role:
+        raise _fail(source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}.")
+    return messages
+
+
+def normalize_preference(row: dict, source: str, number: int, **_: Any) -> dict:
+    """prompt (the user's turn, or a conversation ending with it) → a chosen and a rejected answer (the assistant's
+    reply as a string or messages). An optional `constraint` object travels along for the bundled checker."""
+    prompt = _turns(row, "prompt", source, number, "user")
+    chosen = _turns(row, "chosen", source, number, "assistant")
+    rejected = _turns(row, "rejected", source, number, "assistant")
+    if any(m["role"] != "assistant" for m in chosen + rejected):
+        raise _fail(source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`.")
+    if chosen == rejected:
+        raise _fail(source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.")
+    out = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    constraint = row.get("constraint")
+    if constraint is not None:
+        if not isinstance(constraint, dict):
+            raise _fail(source, number, f"`constraint` must be an object, got {type(constraint).__name__}.")
+        out["constraint"] = constraint
+    return out
+
+
+NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat, "preference": normalize_preference}
 
 
 def normalize_rows(numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text") -> list[dict]:

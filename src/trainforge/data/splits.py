@@ -45,6 +45,10 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
         fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
         if fmt == "classification" and cfg.format == "text":  # a labelled task's texts serve as a domain corpus
             fmt, rows = "text", [{"text": row["text"]} for row in rows]
+        if fmt == "preference":
+            rows = normalize_rows(list(enumerate(rows, start=1)), fmt, f"bundled task {cfg.task}")
+            if cfg.format == "chat":  # prompt + chosen answer: SFT data, so SFT can precede DPO on the same task
+                fmt, rows = "chat", [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows]
         if fmt != cfg.format:
             raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"

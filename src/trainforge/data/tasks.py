@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import json
 import random
+import re
 from typing import Callable
 
 from trainforge.errors import ConfigError
@@ -55,6 +56,21 @@ def dates_json(n: int, seed: int) -> list[dict]:
             {"role": "assistant", "content": answer},
         ]})
     return rows
+
+
+def dates_json_reward(prompt: str, completion: str) -> float:
+    """A program reward for dates-json answers, graded so that RL has a slope to climb: 0.25 for a complete JSON
+    object, +0.25 for each `"year"` / `"month"` / `"day"` key with an integer in range, found even in a cut-short
+    answer (1.0 = well-formed, not necessarily the right date)."""
+    text = completion.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        score = 0.25 if isinstance(json.loads(text), dict) else 0.0
+    except json.JSONDecodeError:
+        score = 0.0
+    for key, (lo, hi) in {"year": (1, 9999), "month": (1, 12), "day": (1, 31)}.items():
+        found = re.search(rf'"{key}"\s*:\s*(\d+)', text)
+        score += 0.25 if found and lo <= int(found.group(1)) <= hi else 0.0
+    return score
 
 
 # Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,
@@ -167,7 +183,81 @@ def support_tickets_triage(n: int, seed: int) -> list[dict]:
     return rows
 
 
+# Constrained answers: short profiles, and questions whose answer must meet a constraint a program checks
+# (a JSON object with exactly the requested keys, or a word limit). The chosen answer meets it, the rejected
+# one is a plausible answer that does not.
+FIRST_NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Julia", "Kofi", "Lena",
+               "Mateo", "Nora", "Omar", "Petra", "Quinn", "Rosa", "Sven", "Tara"]
+CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Cairo", "Denver", "Porto", "Hanoi", "Quito", "Perth", "Riga"]
+JOBS = ["baker", "nurse", "pilot", "teacher", "plumber", "chemist", "florist", "lawyer", "welder", "librarian"]
+PROFILE_TEMPLATES = [
+    "{name} is {age} years old, lives in {city} and works as a {job}.",
+    "Born {age} years ago, {name} now works as a {job} in {city}.",
+    "{name}, a {job} aged {age}, moved to {city} last spring.",
+    "In {city} you can meet {name}, who is {age} and earns a living as a {job}.",
+]
+PROFILE_KEYS = ["name", "age", "city", "job"]
+
+
+def _json_keys_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, str, str, dict]:
+    keys = sorted(rng.sample(PROFILE_KEYS, rng.randint(2, 3)), key=PROFILE_KEYS.index)
+    quoted = " and ".join(", ".join(f'"{k}"' for k in keys).rsplit(", ", 1))
+    prompt = f"Reply with only a JSON object with exactly the keys {quoted}.\nText: {text}"
+    chosen = json.dumps({k: profile[k] for k in keys})
+    others = [k for k in PROFILE_KEYS if k not in keys]
+    rejected = rng.choice([
+        f"{profile['name']} is a {profile['job']} from {profile['city']}.",  # prose, no JSON
+        json.dumps({k: profile[k] for k in keys[:-1]}),  # a key missing
+        json.dumps({k: profile[k] for k in PROFILE_KEYS if k in keys or k == others[0]}),  # an extra key
+        f"Here is the JSON: {chosen}",  # text around the object
+    ])
+    return prompt, chosen, rejected, {"kind": "json_keys", "keys": keys}
+
+
+def _max_words_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, str, str, dict]:
+    limit = rng.randint(3, 6)
+    field, question = rng.choice([("job", "what does {name} do for a living"), ("city", "where does {name} live")])
+    question = question.format(**profile)
+    prompt = f"In at most {limit} words, {question}?\nText: {text}"
+    chosen = f"{profile['name']} is a {profile['job']}." if field == "job" else f"{profile['name']} lives in {profile['city']}."
+    if len(chosen.split()) > limit:
+        chosen = f"A {profile['job']}." if field == "job" else f"In {profile['city']}."
+    rejected = (f"According to the text, {profile['name']}, who is {profile['age']} years old, "
+                + (f"works as a {profile['job']} in {profile['city']}." if field == "job"
+                   else f"lives in {profile['city']} and works as a {profile['job']}."))
+    return prompt, chosen, rejected, {"kind": "max_words", "max_words": limit}
+
+
+def constrained_answers(n: int, seed: int) -> list[dict]:
+    """Preference pairs whose prompts carry a checkable constraint: `satisfies` scores any model's answers."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        profile = {"name": rng.choice(FIRST_NAMES), "age": rng.randint(19, 75), "city": rng.choice(CITIES),
+                   "job": rng.choice(JOBS)}
+        text = rng.choice(PROFILE_TEMPLATES).format(**profile)
+        prompt, chosen, rejected, constraint = rng.choice([_json_keys_pair, _max_words_pair])(rng, profile, text)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "constraint": constraint})
+    return rows
+
+
+def satisfies(row: dict, answer: str) -> bool:
+    """Whether an answer meets the constraint of its prompt row (`row["constraint"]`)."""
+    constraint = row["constraint"]
+    answer = answer.strip()
+    if constraint["kind"] == "json_keys":
+        try:
+            value = json.loads(answer)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(value, dict) and sorted(value) == sorted(constraint["keys"])
+    if constraint["kind"] == "max_words":
+        return 0 < len(answer.split()) <= constraint["max_words"]
+    raise ValueError(f"unknown constraint kind {constraint['kind']!r}")
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
+    "constrained-answers": ("preference", constrained_answers),
     "dates-json": ("chat", dates_json),
     "support-tickets": ("classification", support_tickets),
     "support-tickets-multi": ("classification", support_tickets_multi),

@@ -6,4 +6,4 @@ class FullFineTuning(Method):
     """Every weight trains; the artifact is a whole model folder."""
 
     name = "full"
-    tasks = ("lm", "text-classification", "multi-task")
+    tasks = ("lm", "text-classification", "multi-task", "reward")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from trainforge.config.schema import PREFERENCE_OBJECTIVES
+
 
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -68,6 +70,10 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
     t = prep.config.training
     if t.objective == "mlm":
         return build_mlm_trainer(model, prep, run, callbacks)
+    if t.objective in PREFERENCE_OBJECTIVES:
+        from trainforge.methods.preference import build_preference_trainer
+
+        return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
     args = SFTConfig(
         **trainer_arguments(prep.config, run, has_eval),

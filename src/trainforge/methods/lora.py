@@ -13,7 +13,7 @@ class PeftMethod(Method):
     def task_type(self):
         from peft import TaskType
 
-        return TaskType.SEQ_CLS if self.config.task == "text-classification" else TaskType.CAUSAL_LM
+        return TaskType.SEQ_CLS if self.config.task in ("text-classification", "reward") else TaskType.CAUSAL_LM
 
     def peft_config(self):
         raise NotImplementedError
@@ -29,7 +29,7 @@ class Lora(PeftMethod):
     """Low-rank updates of the chosen linear layers; for text classification the head trains too (SEQ_CLS)."""
 
     name = "lora"
-    tasks = ("lm", "text-classification")
+    tasks = ("lm", "text-classification", "reward")
 
     def peft_config(self):
         from peft import LoraConfig

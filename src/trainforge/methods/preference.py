@@ -1,0 +1,53 @@
+"""Preference trainers on `prompt / chosen / rejected` pairs: TRL's DPOTrainer and ORPOTrainer for a language
+model (objectives dpo / orpo), RewardTrainer for a reward model (task reward). Any method (full, lora, ...) trains."""
+
+from __future__ import annotations
+
+from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
+
+PAIR_KEYS = ("prompt", "chosen", "rejected")
+
+
+def pair_dataset(rows: list[dict]):
+    """The pairs as TRL's conversational preference dataset (other keys, e.g. `constraint`, left out)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{k: r[k] for k in PAIR_KEYS} for r in rows]) if rows else None
+
+
+def trainer_wraps_adapter(config, method) -> bool:
+    """DPO with an adapter method: DPOTrainer wraps the base model itself, so its reference is the base with the
+    adapter disabled (a model wrapped beforehand would get a second, frozen copy of the adapter as reference)."""
+    return config.training.objective == "dpo" and method.saves_adapter
+
+
+def build_preference_trainer(model, prep, run, callbacks: list):
+    """DPO (reference: the base with adapters disabled, or log-probs precomputed once for full fine-tuning, so no
+    second model copy stays in memory) or ORPO (no reference at all)."""
+    config, t = prep.config, prep.config.training
+    common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta,
+                  activation_checkpointing=t.gradient_checkpointing)
+    kwargs = dict(model=model, train_dataset=pair_dataset(prep.train_rows), eval_dataset=pair_dataset(prep.eval_rows),
+                  processing_class=prep.tokenizer, callbacks=with_early_stopping(config, callbacks))
+    if t.objective == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        # ORPO batches carry no `input_ids` for the Trainer to count tokens by
+        return ORPOTrainer(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
+    from trl import DPOConfig, DPOTrainer
+
+    adapter = prep.method.saves_adapter  # then `model` is the bare base (see trainer_wraps_adapter)
+    args = DPOConfig(**common, precompute_ref_log_probs=not adapter)
+    return DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
+
+
+def build_reward_trainer(model, prep, run, callbacks: list):
+    """A one-score sequence classifier trained so that chosen answers score above rejected ones."""
+    from trl import RewardConfig, RewardTrainer
+
+    config = prep.config
+    args = RewardConfig(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=config.training.max_length,
+                        activation_checkpointing=config.training.gradient_checkpointing)
+    return RewardTrainer(model=model, args=args, train_dataset=pair_dataset(prep.train_rows),
+                         eval_dataset=pair_dataset(prep.eval_rows), processing_class=prep.tokenizer,
+                         callbacks=with_early_stopping(config, callbacks))
