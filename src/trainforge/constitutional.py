@@ -18,7 +18,7 @@ from typing import Callable
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
@@ -150,7 +150,7 @@ def critique_revise(prompts: list[dict], principles: list[Principle], policy: Ge
     k = min(samples_per_prompt, len(principles))
     drawn = [rng.sample(principles, k) for _ in prompts]
     pairs = [(i, principle) for i, chosen in enumerate(drawn) for principle in chosen]
-    with Progress(console=console, transient=True) as progress:
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
         def phase(label: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(label, total=total)
             torch.manual_seed(seed)
@@ -177,17 +177,25 @@ def critique_revise(prompts: list[dict], principles: list[Principle], policy: Ge
     return rows
 
 
-def training_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """SFT chat rows (prompt → revision) and preference rows (chosen revision ≻ rejected original); an empty
-    revision, or one equal to the original, teaches nothing and is left out."""
+def training_rows(rows: list[dict], pairs: str = "revision") -> tuple[list[dict], list[dict]]:
+    """SFT chat rows (prompt → revision) and preference rows (chosen ≻ rejected). `revision`: the revision ≻ the
+    original; `checker`: the answer meeting the prompt's constraint ≻ the one missing it, SFT on revisions meeting
+    it. An empty answer, or a revision equal to the original, teaches nothing and is left out."""
     sft, preferences = [], []
     for row in rows:
         revision, original = row["revision"].strip(), row["original"].strip()
         extra = {"constraint": row["constraint"]} if "constraint" in row else {}
-        if revision:
+        if pairs == "checker" and not extra:
+            continue
+        if revision and (pairs == "revision" or row["revision_satisfies"]):
             sft.append({"messages": [*row["prompt"], {"role": "assistant", "content": revision}], **extra})
-        if revision and original and revision != original:
+        if not (revision and original and revision != original):
+            continue
+        if pairs == "revision":
             preferences.append({"prompt": row["prompt"], "chosen": revision, "rejected": original, **extra})
+        elif row["revision_satisfies"] != row["original_satisfies"]:
+            chosen, rejected = (revision, original) if row["revision_satisfies"] else (original, revision)
+            preferences.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected, **extra})
     return sft, preferences
 
 
@@ -222,6 +230,10 @@ def run_constitutional(config: RunConfig) -> RunDir:
     c = config.constitution
     principles = load_principles(c.principles)
     prompts = read_prompts(config)
+    if c.pairs == "checker" and not any("constraint" in p for p in prompts):
+        raise ConfigError("Key `constitution.pairs` = 'checker' orders pairs by each prompt's checkable `constraint`, "
+                          "and no prompt of `data` carries one (the bundled task constrained-answers does); use "
+                          "`pairs: revision`.")
     hardware = choose(config.training.precision, config.training.threads)
     name = config.name or f"constitutional-{time.strftime('%Y%m%d-%H%M%S')}"
     config = config.model_copy(update={"name": name})
@@ -234,7 +246,7 @@ def run_constitutional(config: RunConfig) -> RunDir:
         policy = load_generator(config.model.name, config, hardware.precision)
         critic = load_generator(c.critic, config, hardware.precision) if c.critic else policy
         rows = critique_revise(prompts, principles, policy, critic, c.samples_per_prompt, c.seed)
-        sft, preferences = training_rows(rows)
+        sft, preferences = training_rows(rows, c.pairs)
         for file, content in zip(OUTPUTS, (rows, sft, preferences)):
             atomic_write_text(run.file(file), _jsonl(content))
         summary, table = summarize(rows, sft, preferences, len(prompts))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import tiny_run_config
-from trainforge.constitutional import load_principles, run_constitutional
+from trainforge.constitutional import load_principles, run_constitutional, training_rows
 from trainforge.data.formats import normalize_rows
 from trainforge.data.readers import read_rows
 from trainforge.errors import ConfigError, DataError
@@ -78,3 +78,25 @@ def test_bad_principles_and_prompts_are_named(runs_dir, tmp_path):
     rows.write_text(json.dumps({"question": "hi"}) + "\n")
     with pytest.raises(DataError, match=r"rows.jsonl, row 1: expected a prompt"):
         _run(runs_dir, "bad", data={"task": None, "path": str(rows)})
+
+
+def test_checker_pairs_order_answers_by_the_constraint():
+    prompt = [{"role": "user", "content": "In at most 2 words, where?"}]
+    row = lambda original, revision: {  # noqa: E731
+        "prompt": prompt, "original": original, "revision": revision, "constraint": {"kind": "max_words", "max_words": 2},
+        "original_satisfies": len(original.split()) <= 2, "revision_satisfies": len(revision.split()) <= 2}
+    rows = [row("In Paris.", "She lives in Paris."), row("She lives in Paris.", "Paris."), row("Paris.", "Paris!")]
+    sft, pairs = training_rows(rows, "revision")
+    assert len(sft) == 3 and [p["chosen"] for p in pairs] == ["She lives in Paris.", "Paris.", "Paris!"]
+    sft, pairs = training_rows(rows + [{k: v for k, v in rows[0].items() if k != "constraint"}], "checker")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("In Paris.", "She lives in Paris."),
+                                                             ("Paris.", "She lives in Paris.")]
+    assert [s["messages"][-1]["content"] for s in sft] == ["Paris.", "Paris!"]
+    normalize_rows(list(enumerate(pairs, 1)), "preference", "pairs")
+
+
+def test_checker_pairs_need_prompts_with_constraints(runs_dir, tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a colour."}) + "\n")
+    with pytest.raises(ConfigError, match="constitution.pairs"):
+        _run(runs_dir, "checker", data={"task": None, "path": str(path)}, pairs="checker")

@@ -317,6 +317,10 @@ class ConstitutionConfig(Section):
                                     "critique and revision.")
     critic: str | None = Field(None, description="Model alias, folder or run directory that writes the critiques; "
                                "default: the policy (`model.name`) critiques itself.")
+    pairs: Literal["revision", "checker"] = Field(
+        "revision", description="revision: every changed revision ≻ its original (Constitutional AI); checker: for "
+        "prompts with a checkable `constraint` (bundled constrained-answers), the answer that meets it ≻ the one that "
+        "does not, and only revisions that meet it become SFT rows; other rows are left out.")
     max_new_tokens: int = Field(48, gt=0)
     do_sample: bool = Field(False, description="false: greedy answers; true: sampled at `temperature`, seeded.")
     temperature: float = Field(0.7, gt=0)
