@@ -124,7 +124,7 @@ class Generator:
         return answers
 
 
-def load_generator(name: str, config: RunConfig, precision: str) -> Generator:
+def load_generator(name: str, config: RunConfig, hardware) -> Generator:
     """A model alias or folder, or a finished run directory (base + adapter, or its saved model)."""
     from trainforge.inference import load_run_model
     from trainforge.models import load_causal_lm, load_tokenizer
@@ -134,10 +134,12 @@ def load_generator(name: str, config: RunConfig, precision: str) -> Generator:
         model, tokenizer = load_run_model(RunDir(name))
     else:
         model, tokenizer = load_causal_lm(name), load_tokenizer(name)
+    if next(model.parameters()).device.type != hardware.device:  # quantized models are placed when loaded
+        model.to(hardware.device)
     model.eval()
     c = config.constitution
     sampling = {"do_sample": True, "temperature": c.temperature} if c.do_sample else {"do_sample": False}
-    return Generator(name, model, tokenizer, c.max_new_tokens, c.batch_size, precision, sampling)
+    return Generator(name, model, tokenizer, c.max_new_tokens, c.batch_size, hardware.precision, sampling)
 
 
 def critique_revise(prompts: list[dict], principles: list[Principle], policy: Generator, critic: Generator,
@@ -243,8 +245,8 @@ def run_constitutional(config: RunConfig) -> RunDir:
                       f"of {len(principles)} principles; policy {config.model.name}, critic {c.critic or 'the policy'}; "
                       f"{hardware.describe()}")
         started = time.perf_counter()
-        policy = load_generator(config.model.name, config, hardware.precision)
-        critic = load_generator(c.critic, config, hardware.precision) if c.critic else policy
+        policy = load_generator(config.model.name, config, hardware)
+        critic = load_generator(c.critic, config, hardware) if c.critic else policy
         rows = critique_revise(prompts, principles, policy, critic, c.samples_per_prompt, c.seed)
         sft, preferences = training_rows(rows, c.pairs)
         for file, content in zip(OUTPUTS, (rows, sft, preferences)):
