@@ -100,3 +100,16 @@ def test_checker_pairs_need_prompts_with_constraints(runs_dir, tmp_path):
     path.write_text(json.dumps({"prompt": "Name a colour."}) + "\n")
     with pytest.raises(ConfigError, match="constitution.pairs"):
         _run(runs_dir, "checker", data={"task": None, "path": str(path)}, pairs="checker")
+
+
+def test_generated_pairs_train_dpo(runs_dir):
+    from trainforge.pipeline import train
+
+    run = _run(runs_dir, "pairs", data={"task": "constrained-answers", "task_size": 8})
+    config = tiny_run_config(
+        runs_dir, name="dpo", data={"task": None, "path": str(run.file("preferences.jsonl")), "format": "preference",
+                                    "split": {"train": 0.75, "validation": 0.0, "test": 0.25}},
+        training={"objective": "dpo", "max_steps": 2, "batch_size": 4, "max_length": 96, "save_steps": 100},
+        evaluation={"max_samples": 2, "max_new_tokens": 4, "before_after": False})
+    summary = json.loads(train(config).file("summary.json").read_text())
+    assert summary["steps"] == 2 and "after.constraint_rate" in summary  # the constraints travelled with the pairs
