@@ -21,6 +21,19 @@ out = Console()
 RECIPES = Path(__file__).parent / "recipes"
 
 
+@app.callback()
+def options(trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Load pickle (joblib) models that "
+                                              "trainforge did not record writing, e.g. dropped into a run by hand; "
+                                              "loading a pickle runs the code it holds.")):
+    """Config-driven training and fine-tuning."""
+    if trust_pickle:
+        import os
+
+        from trainforge.classical.artifacts import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
@@ -43,6 +56,8 @@ def tune(
     study: Optional[str] = typer.Option(None, "--study", help="Study name; workers with the same name share trials."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
     worker_index: int = typer.Option(0, "--worker-index", min=0, help="Distinct per machine: seeds the samplers apart."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the killed / crashed tuning run of this config: "
+                                "finished trials are kept, interrupted ones run again, up to the trial budget."),
 ):
     """Hyperparameter search (Optuna) over a run config; writes the best config as a runnable YAML."""
     from trainforge.config import load_config
@@ -50,7 +65,8 @@ def tune(
 
     flags = {"strategy": strategy, "trials": trials, "storage": storage, "study_name": study}
     extra = [f"tuning.{k}={v}" for k, v in flags.items() if v is not None]
-    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers)
+    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers,
+             resume=resume)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config, load_config
-from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.config.schema import PREFERENCE_OBJECTIVES, RL_OBJECTIVES
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
@@ -143,6 +144,8 @@ def _open_for_resume(config: RunConfig) -> RunDir:
     run = candidates[-1]
     if run.status == "completed":
         raise RunError(f"Run {run.path} already completed; there is nothing to resume.")
+    if run.status == "running" and run.info().get("pid") != os.getpid():
+        raise RunError(f"Run {run.path} is still running (process {run.info().get('pid')}); stop it before resuming.")
     saved = load_config(run.file("config.yaml"))
     if _config_without_name(saved) != _config_without_name(config.model_copy(update={"name": saved.name})):
         raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in {run.file('config.yaml')}.")
@@ -179,6 +182,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         if resume:
             refuse_resume()
         return train_classical(config)
+    if config.training.objective in RL_OBJECTIVES:  # online RL against a reward: its own loop, same run flow
+        from trainforge.rl.run import train_rl
+
+        return train_rl(config, resume=resume, callbacks=callbacks)
     from transformers import set_seed
 
     from trainforge.methods.lm_trainer import build_lm_trainer
@@ -259,6 +266,7 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     training part of the run summary."""
     from trainforge.methods.preference import trainer_wraps_adapter
     from trainforge.tracking.callbacks import MetricsLogger
+    from trainforge.tracking.faults import resource_errors
 
     config = prep.config
     if not trainer_wraps_adapter(config, prep.method):
@@ -267,10 +275,11 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.perf_counter() - started
-    with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-        prep.method.save(trainer.model, prep.tokenizer, tmp)
+    with resource_errors(run, config.training):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
+            prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
         "method": config.method.name, "model": config.model.name, "steps": result.global_step,
         "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
@@ -290,19 +299,23 @@ def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
     if not resume:
         return None
-    checkpoint = run.last_checkpoint()
+    def skip(folder: Path, problem: str) -> None:
+        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
+
+    checkpoint = run.last_checkpoint(on_skip=skip)
     console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
     run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
     return checkpoint
 
 
 def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
-               tables: list[tuple[str, list[list], list[str]]] | None = None) -> None:
-    """summary.json, the report (with extra `tables` sections), MLflow, and the completed status."""
+               tables: list[tuple[str, list[list], list[str]]] | None = None,
+               figures: list[tuple[str, bytes]] | None = None) -> None:
+    """summary.json, the report (with extra `tables` and `figures` sections), MLflow, and the completed status."""
     atomic_write_json(run.file("summary.json"), summary)
     if config.tracking.report:
         from trainforge.tracking.report import write_report
-        write_report(run, summary, comparison, dump_config(config), tables=tables)
+        write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
     if config.tracking.mlflow:
         summary["mlflow_run_id"] = _track(run, config, summary)
     run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))

@@ -3,6 +3,9 @@ If skops cannot write the model, joblib (pickle) with a clear warning: only load
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +15,8 @@ from trainforge.errors import RunError
 
 console = Console(stderr=True)
 SKOPS, JOBLIB = "model.skops", "model.joblib"
+RECORD = "artifacts.json"  # sha256 of each pickle this run wrote: a pickle it did not write is not loaded unasked
+TRUST_ENV = "TRAINFORGE_TRUST_PICKLE"  # "1": load pickles from anywhere (set by `trainforge --trust-pickle`)
 # Types from these packages may be rebuilt on load; everything else in a skops file is refused.
 ALLOWED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "trainforge.classical.", "builtins.",
                     "collections.", "pandas.")
@@ -31,8 +36,11 @@ def save_model(pipeline, folder: Path) -> Path:
         reason = f"{type(err).__name__}: {err}"
     import joblib
 
+    from trainforge.tracking.rundir import atomic_write_json
+
     target = folder / JOBLIB
     joblib.dump(pipeline, target)
+    atomic_write_json(folder / RECORD, {JOBLIB: {"sha256": _sha256(target)}})
     console.print(f"[bold yellow]warning:[/] skops could not save this model ({reason}); saved {target} with joblib "
                   "instead. joblib files are pickles: loading one can run arbitrary code, so load it only from a run "
                   "you trust.")
@@ -51,12 +59,39 @@ def _load_skops(path: Path):
         return sio.load(path, trusted=untrusted)
 
 
-def load_model(folder: Path):
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_pickle_origin(folder: Path, trust_pickle: bool) -> None:
+    """Refuse a pickle that is not the one this trainforge run wrote, unless the user says to trust it."""
+    if trust_pickle or os.environ.get(TRUST_ENV) == "1":
+        return
+    path = folder / JOBLIB
+    try:
+        recorded = json.loads((folder / RECORD).read_text(encoding="utf-8"))[JOBLIB]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if (folder / "run.json").is_file() and recorded == _sha256(path):
+        return
+    why = ("is not in a trainforge run directory (no run.json)" if not (folder / "run.json").is_file()
+           else f"is not the file this run wrote (its sha256 is not the one recorded in {RECORD})")
+    raise RunError(f"{path} {why}. It is a pickle: loading it runs whatever code it holds. If you trust where it "
+                   f"came from, load it with `trainforge --trust-pickle ...` (or {TRUST_ENV}=1).")
+
+
+def load_model(folder: Path, trust_pickle: bool = False):
     folder = Path(folder)
     if (folder / SKOPS).is_file():
         return _load_skops(folder / SKOPS)
     if (folder / JOBLIB).is_file():
         import joblib
+
+        _check_pickle_origin(folder, trust_pickle)
 
         console.print(f"[bold yellow]warning:[/] loading {folder / JOBLIB} with joblib (a pickle): this runs code from "
                       "the file; do it only for runs you trust.")

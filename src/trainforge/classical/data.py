@@ -52,11 +52,17 @@ def read_table(path: str | Path, max_rows: int | None = None) -> pd.DataFrame:
         raise
     except UnicodeDecodeError as err:
         raise DataError(f"Data file {path} is not UTF-8 text ({err.reason}).") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"Data file {path} is empty: no header, no rows.") from None
     except Exception as err:  # noqa: BLE001 - pandas / arrow raise many types for a malformed file
         raise DataError(f"Data file {path} could not be read as a table: {err}") from None
     if frame.empty:
         raise DataError(f"Data file {path} holds no rows.")
     frame.columns = [str(c) for c in frame.columns]
+    odd = [c for c in frame.columns if any(ord(ch) < 32 or ord(ch) == 127 for ch in c)]
+    if odd:  # a NUL or other control character in a header breaks column selection further down
+        raise DataError(f"Data file {path}: column name {odd[0]!r} holds control characters; is the header "
+                        "corrupt or the file binary?")
     return frame
 
 
@@ -137,6 +143,13 @@ def check_target(frame: pd.DataFrame, target: str, task: str, source: str) -> No
         rows = [int(frame.index[i]) + frame.attrs.get(ROW_BASE, 1) for i in np.flatnonzero(empty)[:5]]
         raise DataError(f"{source}, column {target!r} (the target) is empty in {int(empty.sum())} rows "
                         f"(rows {', '.join(map(str, rows))}{', ...' if empty.sum() > 5 else ''}); fill or drop them.")
+    if task == "regression":
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if np.isinf(numbers).any():
+            at = int(np.flatnonzero(np.isinf(numbers))[0])
+            raise DataError(f"{source}, column {target!r} (the regression target): row "
+                            f"{int(frame.index[at]) + frame.attrs.get(ROW_BASE, 1)} holds {values.iloc[at]!r}, an "
+                            "infinite number; a target must be finite.")
     if task == "regression" and not pd.api.types.is_numeric_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
         bad = np.flatnonzero(numbers.isna().to_numpy() & ~empty)

@@ -67,6 +67,15 @@ def detect_kinds(frame: pd.DataFrame, features: list[str], cfg: PreprocessingCon
     return kinds
 
 
+def _check_finite(values: pd.Series, column: str, X: pd.DataFrame, source: str) -> None:
+    """An infinite number (`inf`, or `1e999` read as one) breaks every scaler and estimator; empty cells are imputed."""
+    infinite = np.flatnonzero(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)))
+    if len(infinite):
+        raise DataError(f"{source}, column {column!r} (numeric): row {_row(X, int(infinite[0]))} holds "
+                        f"{values.iloc[int(infinite[0])]!r}, an infinite number ({len(infinite)} such row(s)); "
+                        "replace it with a finite value, or leave the cell empty to have it imputed.")
+
+
 class TableColumns(TransformerMixin, BaseEstimator):
     """First pipeline step: selects the training columns in training order, coerces each to its kind and refuses a
     table that does not fit (missing column, text in a numeric column, unparseable date), naming the column."""
@@ -84,7 +93,8 @@ class TableColumns(TransformerMixin, BaseEstimator):
         for column, kind in self.kinds.items():
             values = table[column]
             if kind == NUMERIC and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-                continue  # already numbers: nothing to convert or check
+                _check_finite(values, column, X, source)
+                continue  # already numbers: nothing to convert
             if kind == DATE and pd.api.types.is_datetime64_any_dtype(values):
                 continue
             present = values.notna()
@@ -102,6 +112,8 @@ class TableColumns(TransformerMixin, BaseEstimator):
                     what = "a number" if kind == NUMERIC else "a date"
                     raise DataError(f"{source}, column {column!r} ({kind}): row {_row(X, int(bad[0]))} holds "
                                     f"{values.iloc[int(bad[0])]!r}, not {what}.")
+            if kind == NUMERIC:
+                _check_finite(converted, column, X, source)
             table[column] = converted
         return table
 

@@ -114,7 +114,8 @@ def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callab
     X, y = prep.rows("train")
     groups = prep.groups[prep.split.train] if prep.groups is not None else None
     splitter = cv_splitter(prep.cv, config.cv.folds, config.cv.shuffle, config.training.seed)
-    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features)
+    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features,
+                          prep.table.source)
 
 
 def cluster(pipeline, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

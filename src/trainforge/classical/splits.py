@@ -95,7 +95,7 @@ def cv_splitter(strategy: str, folds: int, shuffle: bool, seed: int):
 
 
 def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: Callable | None = None,
-                   fold_features: dict | None = None) -> list[float]:
+                   fold_features: dict | None = None, source: str = "The data") -> list[float]:
     """Fit a clone per fold and score it: the same fits and scores as `cross_val_score`, one fold at a time so that
     `on_fold(index, score, scores_so_far)` can report progress (and prune a tuning trial).
 
@@ -108,7 +108,8 @@ def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: 
     try:
         folds = list(splitter.split(X, y, groups))
     except ValueError as err:
-        raise DataError(f"Cross-validation cannot split the training rows: {err}") from None
+        raise DataError(f"{source}: cross-validation cannot split the training rows ({err}); lower `cv.folds` or "
+                        "add rows.") from None
     for index, (train, valid) in enumerate(folds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # unseen categories in a fold are expected

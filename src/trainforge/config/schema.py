@@ -154,10 +154,11 @@ class EarlyStopping(Section):
 
 
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm", "mlm", "dpo", "orpo"] = Field(
+    objective: Literal["sft", "clm", "mlm", "dpo", "orpo", "ppo", "grpo", "rloo"] = Field(
         "sft", description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
         "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
-        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer).")
+        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer); ppo / grpo / rloo: online RL of the "
+        "model against `reward:` on the data's prompts (see `rl:`).")
     beta: float = Field(0.1, gt=0, description="dpo: the KL strength of the implicit reward; orpo: the weight "
                         "(lambda) of the odds-ratio term.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
@@ -194,6 +195,39 @@ class EvaluationConfig(Section):
     max_new_tokens: int = Field(64, gt=0)
     max_samples: int | None = Field(None, gt=0)
     batch_size: int = Field(16, gt=0)
+
+
+class RewardConfig(Section):
+    """What scores a completion in RL objectives (ppo, grpo, rloo): give exactly one of `model` and `function`."""
+
+    model: str | None = Field(None, description="A trained reward model: a `task: reward` run directory or an HF "
+                              "folder loadable as AutoModelForSequenceClassification with one label.")
+    function: str | None = Field(None, description="A program reward `package.module:function`, called as "
+                                 "function(prompt, completion) -> float with the last user message and the answer, "
+                                 "e.g. trainforge.data.tasks:dates_json_reward.")
+    max_length: int = Field(512, gt=0, description="Reward model: longer conversations are truncated.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.model and self.function:
+            raise ValueError("give one reward: `reward.model` (a reward model) or `reward.function` (a program), not both")
+        return self
+
+
+class RLConfig(Section):
+    """Online RL (objectives ppo, grpo, rloo). A step = `training.batch_size` prompts rolled out and learned from."""
+
+    kl_coef: float = Field(0.05, ge=0, description="Weight of the KL penalty to the frozen reference (the start model).")
+    max_new_tokens: int = Field(32, gt=0, description="Longest sampled completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    num_generations: int = Field(4, ge=2, description="grpo / rloo: completions per prompt, compared to each other.")
+    ppo_epochs: int = Field(2, gt=0, description="ppo: optimisation passes over each batch of rollouts.")
+    minibatches: int = Field(1, gt=0, description="ppo: minibatches per pass.")
+    clip_range: float = Field(0.2, gt=0, description="Policy ratio clip (ppo, grpo, rloo).")
+    value_clip_range: float = Field(0.2, gt=0, description="ppo: how far a value prediction may move per batch.")
+    vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss.")
+    gamma: float = Field(1.0, gt=0, le=1, description="ppo: discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
 
 
 class TrackingConfig(Section):
@@ -370,6 +404,8 @@ def method_names_for(task: str) -> list[str]:
 
 NEURAL_TASKS = ("lm", "text-classification", "multi-task", "reward")  # tasks that train with `method:` rather than an estimator
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+RL_OBJECTIVES = ("ppo", "grpo", "rloo")
+PPO_METHODS = ("full", "lora", "qlora")  # the value head reads hidden states, which virtual tokens would shift
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -395,6 +431,8 @@ class RunConfig(Section):
     tuning: TuningConfig = TuningConfig()
     multitask: MultiTaskConfig = MultiTaskConfig()
     active: ActiveConfig = ActiveConfig()
+    reward: RewardConfig = RewardConfig()
+    rl: RLConfig = RLConfig()
     constitution: ConstitutionConfig = ConstitutionConfig()
 
     @field_validator("name")
@@ -527,6 +565,8 @@ class RunConfig(Section):
                 f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
                 "pairs train with those objectives (or `task: reward`)"
             )
+        if self.training.objective in RL_OBJECTIVES:
+            self._check_rl()
         if self.training.objective == "sft" and self.data.format == "text":
             raise ValueError(
                 "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "
@@ -542,3 +582,15 @@ class RunConfig(Section):
                 self.model.name = "minilm-l6"
             self.evaluation.generation = False  # an encoder does not generate
         return self
+
+    def _check_rl(self) -> None:
+        objective = self.training.objective
+        if self.data.format not in ("chat", "alpaca"):
+            raise ValueError(f"objective `{objective}` samples answers to the data's prompts; it needs `data.format: "
+                             f"chat` or `alpaca` (got {self.data.format!r})")
+        if not (self.reward.model or self.reward.function):
+            raise ValueError(f"objective `{objective}` needs a reward: `reward.model` (a reward-model run or folder) "
+                             "or `reward.function` (`package.module:function(prompt, completion) -> float`)")
+        if objective == "ppo" and self.method.name not in PPO_METHODS:
+            raise ValueError(f"objective `ppo` supports methods {', '.join(PPO_METHODS)}; got `method.name` = "
+                             f"{self.method.name!r}")

@@ -33,6 +33,19 @@ def _decode(path: Path) -> str:
         raise DataError(f"Data file {path} is not UTF-8 text: invalid byte {raw[err.start]:#04x} on line {line}.") from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 Numbered = list[tuple[int, dict[str, Any]]]  # (row number as the user sees it in the file, row)
 
 
@@ -42,9 +55,14 @@ def _read_jsonl(path: Path) -> Numbered:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataError(f"Data file {path}, row {number}: not valid JSON ({err.msg} at column {err.colno}).") from None
+        except _DuplicateKey as err:
+            raise DataError(f"Data file {path}, row {number}: duplicate key {err.args[0]!r} in one JSON object; "
+                            "JSON readers disagree on which value wins, so give each key once.") from None
+        except RecursionError:
+            raise DataError(f"Data file {path}, row {number}: JSON nested too deeply to read.") from None
         if not isinstance(row, dict):
             raise DataError(f"Data file {path}, row {number}: expected a JSON object per line, got {type(row).__name__}.")
         rows.append((number, row))

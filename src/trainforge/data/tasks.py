@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import json
 import random
+import re
 from typing import Callable
 
 from trainforge.errors import ConfigError
@@ -55,6 +56,21 @@ def dates_json(n: int, seed: int) -> list[dict]:
             {"role": "assistant", "content": answer},
         ]})
     return rows
+
+
+def dates_json_reward(prompt: str, completion: str) -> float:
+    """A program reward for dates-json answers, graded so that RL has a slope to climb: 0.25 for a complete JSON
+    object, +0.25 for each `"year"` / `"month"` / `"day"` key with an integer in range, found even in a cut-short
+    answer (1.0 = well-formed, not necessarily the right date)."""
+    text = completion.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        score = 0.25 if isinstance(json.loads(text), dict) else 0.0
+    except json.JSONDecodeError:
+        score = 0.0
+    for key, (lo, hi) in {"year": (1, 9999), "month": (1, 12), "day": (1, 31)}.items():
+        found = re.search(rf'"{key}"\s*:\s*(\d+)', text)
+        score += 0.25 if found and lo <= int(found.group(1)) <= hi else 0.0
+    return score
 
 
 # Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,

@@ -47,7 +47,23 @@ def _load(auto_class, kind: str, name: str, quantization_config, dtype):
     try:
         return from_pretrained_noting_new_weights(auto_class, path, **kwargs)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load {name!r} from {path} as a {kind}: {type(err).__name__}: {err}") from None
+        raise ModelError(f"Could not load {name!r} from {path} as a {kind}: {weights_problem(Path(path)) or ''}"
+                         f"{type(err).__name__}: {err}") from None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """A sentence naming the missing or cut-short weight file of a local model folder, else None."""
+    from trainforge.tracking.rundir import safetensors_problem
+
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not files:
+        return "the folder holds no weight file (*.safetensors or *.bin). "
+    for path in files:
+        if path.suffix == ".safetensors" and (problem := safetensors_problem(path)):
+            return f"weight file {path} is corrupt or cut short ({problem}); copy it again. "
+    return None
 
 
 def from_pretrained_noting_new_weights(auto_class, path, **kwargs):

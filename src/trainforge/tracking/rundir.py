@@ -5,15 +5,64 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import struct
 import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from trainforge.errors import RunError
 
 STATUS_FILE = "run.json"  # status: running | failed | completed; `runs list` reads it
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is unusable (header unreadable, or shorter/longer than its header says), else None.
+    Reads the header only."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return f"{path.name} has no readable safetensors header"
+    actual = path.stat().st_size
+    if actual != 8 + size + end:
+        return f"{path.name} holds {actual} bytes, its header says {8 + size + end}"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a Trainer checkpoint cannot be resumed from (the Trainer writes files one by one, trainer_state.json
+    last, so a crash or a full disk leaves half a checkpoint), else None."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable trainer_state.json"
+    weights = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
+    if not weights:
+        return f"no model weights ({' / '.join(WEIGHT_FILES)})"
+    for path in [*weights, *folder.glob("*.safetensors")]:
+        if path.suffix == ".safetensors" and (problem := safetensors_problem(path)):
+            return problem
+    for path in folder.glob("*.pt"):  # optimizer / scheduler / RNG states: torch zip archives
+        if not zipfile.is_zipfile(path):
+            return f"{path.name} is cut short (not a complete torch archive)"
+    return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -79,9 +128,13 @@ class RunDir:
             raise RunError(
                 f"Run directory {run.path} already exists. Pick another `name`, or continue it with --resume."
             )
-        run.path.mkdir(parents=True)
-        atomic_write_text(run.file("config.yaml"), config_yaml)
-        run.set_status("running", started=time.time())
+        try:
+            run.path.mkdir(parents=True)
+            atomic_write_text(run.file("config.yaml"), config_yaml)
+            run.set_status("running", started=time.time())
+        except OSError as err:  # a read-only or full runs folder: say so before any work starts
+            raise RunError(f"Cannot create run directory {run.path}: {err.strerror or err}. Make "
+                           f"{Path(runs_dir)} writable (with free space), or set `tracking.runs_dir` elsewhere.") from None
         return run
 
     @classmethod
@@ -99,6 +152,8 @@ class RunDir:
 
     def set_status(self, status: str, **fields: Any) -> None:
         info = self.info()
+        if status == "running":  # who runs it: a dead process on this host means the run was killed
+            fields = {"pid": os.getpid(), "host": socket.gethostname(), **fields}
         info.update(fields, status=status, updated=time.time())
         atomic_write_json(self.file(STATUS_FILE), info)
 
@@ -113,7 +168,13 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        return self.info().get("status", "unknown")
+        """As recorded, except a `running` run whose process on this host is gone reads `interrupted`."""
+        info = self.info()
+        status = info.get("status", "unknown")
+        if (status == "running" and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int)
+                and not _process_alive(info["pid"])):
+            return "interrupted"
+        return status
 
     # content -------------------------------------------------------------------------------------------------
     def append_metrics(self, row: dict[str, Any]) -> None:
@@ -138,12 +199,18 @@ class RunDir:
                 continue  # a line cut short by a crash
         return rows
 
-    def last_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint; Trainer writes `trainer_state.json` last, so its absence marks a half one."""
+    def last_checkpoint(self, on_skip: Callable[[Path, str], None] | None = None) -> Path | None:
+        """The newest complete checkpoint; newer incomplete ones are passed over, each reported to `on_skip`."""
         if not self.checkpoints.is_dir():
             return None
-        done = [p for p in self.checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-        return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+        found = [p for p in self.checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+        for folder in sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            if on_skip:
+                on_skip(folder, problem)
+        return None
 
 
 def list_runs(runs_dir: str | Path) -> list[RunDir]:

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text
-from trainforge.tuning.study import SKIPPED, Plan, apply, create_study, objective_for, plan, run_workers
+from trainforge.tuning.study import (INTERRUPTED, SKIPPED, Plan, apply, create_study, objective_for, plan,
+                                     retry_interrupted, run_workers)
 
 console = Console(stderr=True)
 
@@ -24,15 +25,28 @@ def _ms(moment: datetime | None) -> int | None:
     return int(moment.timestamp() * 1000) if moment else None
 
 
-def tune(config: RunConfig, workers: int = 1, worker_index: int = 0) -> RunDir:
-    """Search `config`'s space; this process is worker `worker_index` (+ `workers - 1` local processes)."""
+def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: bool = False) -> RunDir:
+    """Search `config`'s space; this process is worker `worker_index` (+ `workers - 1` local processes).
+    `resume`: continue the unfinished tuning run of this config (after a kill or a crash) until its budget."""
     objective = objective_for(config)  # fails on a bad table before a run directory exists
-    name = config.name or f"{config.model.name}-{config.task}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = config.model_copy(update={"name": name})
-    p = plan(config, config.tuning.study_name or name, objective)
-    study = create_study(p)
-    run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
     tag = f"{socket.gethostname()}:{os.getpid()}"
+    if resume:
+        from trainforge.pipeline import open_run
+
+        config, run = open_run(config, True, "tune")
+    else:
+        name = config.name or f"{config.model.name}-{config.task}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = config.model_copy(update={"name": name})
+    p = plan(config, config.tuning.study_name or config.name, objective)
+    study = create_study(p)
+    if resume:
+        retried = retry_interrupted(study, socket.gethostname())
+        p.resumed_after = len(study.get_trials(deepcopy=False))
+        console.print(f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
+                      + (f", {retried} interrupted one(s) queued again" if retried else ""))
+    else:
+        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config))
+    run.set_status("running", workers=[*run.info().get("workers", []), tag])  # metrics.jsonl lists their trials
     console.print(f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
                   f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
                   + (", median pruning on intermediate scores" if config.tuning.pruning else ""))
@@ -57,15 +71,19 @@ def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
     from optuna.trial import TrialState
 
     config = p.config
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED)]
-    mine = [t for t in trials if str(t.user_attrs.get("worker", "")).startswith(tag)]
+    every = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SKIPPED)]
+    trials = [t for t in every if not t.user_attrs.get(INTERRUPTED)]
+    tags = tuple(f"{t}/" for t in run.info().get("workers", [tag]))
+    mine = [t for t in trials if str(t.user_attrs.get("worker", "")).startswith(tags)]
+    run.rewind_metrics(-1)  # a resumed run lists the trials of all its processes once
     for t in mine:
         run.append_metrics(_trial_row(t))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     count = lambda state: sum(t.state == state for t in trials)  # noqa: E731
     summary = {"task": config.task, "model": config.model.name, "method": "tune", "strategy": config.tuning.strategy,
                "metric": p.metric, "direction": p.direction, "study": p.study_name, "storage": p.storage,
-               "trials": len(trials), "trials_here": len(mine), "complete": count(TrialState.COMPLETE),
+               "trials": len(trials), "trials_here": len(mine),
+               "interrupted": len(every) - len(trials), "complete": count(TrialState.COMPLETE),
                "pruned": count(TrialState.PRUNED), "failed": count(TrialState.FAIL), "seconds": round(seconds, 2)}
     if not done:
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]

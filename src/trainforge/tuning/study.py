@@ -24,6 +24,7 @@ from trainforge.tuning.space import grid, same, search_space, suggest
 
 console = Console(stderr=True)
 SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used up by other workers
+INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry with its params replaces it
 
 
 def objective_for(config: RunConfig):
@@ -77,7 +78,8 @@ def _sqlite_wal(url: str) -> None:
 
 
 class NumberedGrid:
-    """A grid sampler keyed by trial number: trial k gets grid point k, so workers never evaluate one point twice."""
+    """A grid sampler keyed by trial number: trial k gets grid point k, so workers never evaluate one point twice.
+    Each interrupted trial before k has a retry holding its point, so k moves back by one per interrupted trial."""
 
     def __new__(cls, points: list[dict[str, Any]]):
         import optuna
@@ -90,15 +92,18 @@ class NumberedGrid:
                 return {}
 
             def sample_independent(self, study, trial, name, distribution):
-                return points[trial.number % len(points)][name]
+                shift = sum(1 for t in study.get_trials(deepcopy=False)
+                            if t.number < trial.number and t.user_attrs.get(INTERRUPTED))
+                return points[(trial.number - shift) % len(points)][name]
 
         return _Sampler()
 
 
-def make_sampler(config: RunConfig, points: list[dict] | None, worker: int):
+def make_sampler(config: RunConfig, points: list[dict] | None, worker: int, resumed_after: int = 0):
     import optuna
 
-    seed = config.training.seed + 7919 * worker  # distinct streams per worker, reproducible per worker index
+    # distinct streams per worker, reproducible per worker index; a resumed study does not replay its first draws
+    seed = config.training.seed + 7919 * worker + 104729 * resumed_after
     if config.tuning.strategy == "grid":
         return NumberedGrid(points)
     if config.tuning.strategy == "random":
@@ -164,6 +169,32 @@ class Plan:
     points: list[dict] | None
     direction: str
     metric: str
+    resumed_after: int = 0  # trials the study held when this (resumed) search started
+
+
+def retry_interrupted(study, host: str) -> int:
+    """Trials left running by a dead process on this host (killed, crashed machine) are marked failed and
+    `interrupted`, and their params queued again, so no finished trial is lost or repeated and the interrupted
+    ones are evaluated once. Returns how many there were."""
+    from optuna.trial import TrialState
+
+    from trainforge.tracking.rundir import _process_alive
+
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(t.user_attrs.get("worker", ""))
+        who, _, pid = owner.partition("/")[0].rpartition(":")
+        if who == host and pid.isdigit() and not _process_alive(int(pid)):
+            stale.append(t)
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+    return len(stale)
+
+
+def interrupted_count(trials) -> int:
+    return sum(1 for t in trials if t.user_attrs.get(INTERRUPTED))
 
 
 def plan(config: RunConfig, study_name: str, objective) -> Plan:
@@ -198,16 +229,18 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
     objective = objective or objective_for(p.config)
     space = search_space(p.config)
     study = optuna.load_study(study_name=p.study_name, storage=_storage(p.storage),
-                              sampler=make_sampler(p.config, p.points, worker))
+                              sampler=make_sampler(p.config, p.points, worker, p.resumed_after))
     last_step = getattr(objective, "last_step", None)
     # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
     discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
     while deadline is None or time.time() < deadline:
         # through the study's cache: the storage's own count rebuilds every trial from the database
-        if len(study.get_trials(deepcopy=False)) >= p.budget:
+        trials = study.get_trials(deepcopy=False)
+        budget = p.budget + interrupted_count(trials)  # an interrupted trial's retry takes its place
+        if len(trials) >= budget:
             break
         trial = study.ask()
-        if trial.number >= p.budget:  # another worker took the last trial between our check and our ask
+        if trial.number >= budget:  # another worker took the last trial between our check and our ask
             trial.set_user_attr(SKIPPED, True)
             study.tell(trial, state=TrialState.FAIL)
             break
@@ -270,7 +303,8 @@ def run_workers(p: Plan, workers: int, first_worker: int, tag: str, objective=No
     procs = []
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        fields = {k: getattr(p, k) for k in ("study_name", "storage", "budget", "points", "direction", "metric")}
+        fields = {k: getattr(p, k) for k in ("study_name", "storage", "budget", "points", "direction", "metric",
+                                             "resumed_after")}
         for i in range(1, workers):
             proc = ctx.Process(target=_worker_entry, args=(p.config.model_dump(mode="json"), fields, first_worker + i,
                                                            f"{tag}/{first_worker + i}", deadline), daemon=True)

@@ -1,0 +1,145 @@
+"""One RL run (objectives ppo, grpo, rloo): the data's prompts, the `reward:` scorer, the model prepared by its method;
+PPO from ppo.py, GRPO / RLOO from TRL. Judged by the mean reward of greedy answers to held-out prompts before and
+after; the report plots reward and KL to the reference per step."""
+
+from __future__ import annotations
+
+import time
+
+from trainforge.config import RunConfig
+from trainforge.errors import RunError
+from trainforge.rl.rewards import Scorer, load_reward, trl_reward_func
+from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
+
+SUMMARY_KEYS = ("method", "model", "objective", "steps", "train_seconds", "trainable_params", "first_reward",
+                "last_reward", "last_kl", "precision")
+
+
+def prompts_of(rows: list[dict]) -> list[list[dict]]:
+    """The conversation up to the last assistant turn of each chat row: what the policy answers."""
+    return [row["messages"][:-1] for row in rows]
+
+
+def reward_eval(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str) -> tuple[dict, list[dict]]:
+    """Mean reward of greedy answers to held-out prompts, and the samples."""
+    from trainforge.data.tokenize import render
+    from trainforge.evaluation.lm import generate
+
+    if not prompts:
+        return {}, []
+    texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
+    answers = generate(model, tokenizer, texts, config.rl.max_new_tokens, config.evaluation.batch_size, precision)
+    scores = reward(prompts, answers)
+    samples = [{"prompt": t, "prediction": a, "reward": s} for t, a, s in zip(texts, answers, scores)]
+    return {"mean_reward": sum(scores) / len(scores)}, samples
+
+
+def reward_kl_png(metrics: list[dict]) -> bytes | None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reward = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
+    kl = [(m["step"], m["kl"]) for m in metrics if "kl" in m]
+    if not reward:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    ax1.plot(*zip(*reward), color="tab:green")
+    ax1.set(xlabel="step", ylabel="mean reward of the rollouts", title="reward")
+    if kl:
+        ax2.plot(*zip(*kl), color="tab:red")
+    ax2.set(xlabel="step", ylabel="KL to reference (nats / completion)", title="KL")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, run: RunDir, callbacks):
+    """TRL's GRPOTrainer or RLOOTrainer with the same scorer as a reward function; `training.batch_size` prompts
+    per step, each answered `rl.num_generations` times."""
+    from datasets import Dataset
+
+    from trainforge.methods.lm_trainer import trainer_arguments
+
+    if config.training.objective == "grpo":
+        from trl import GRPOConfig as Args, GRPOTrainer as Trainer
+    else:
+        from trl import RLOOConfig as Args, RLOOTrainer as Trainer
+    rl = config.rl
+    kwargs = trainer_arguments(config, run, has_eval=False)
+    kwargs.update(per_device_train_batch_size=config.training.batch_size * rl.num_generations,
+                  include_num_input_tokens_seen="no")
+    args = Args(**kwargs, num_generations=rl.num_generations, max_completion_length=rl.max_new_tokens,
+                temperature=rl.temperature, beta=rl.kl_coef, epsilon=rl.clip_range, disable_dropout=True)
+    return Trainer(model=model, reward_funcs=trl_reward_func(reward, "reward_fn"), args=args,
+                   train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), processing_class=tokenizer,
+                   callbacks=callbacks)
+
+
+def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    from transformers import set_seed
+
+    from trainforge.data.splits import load_splits
+    from trainforge.models import load_causal_lm, load_tokenizer
+    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
+                                     report_parameters, resolve_run)
+    from trainforge.tracking.callbacks import MetricsLogger
+
+    if resume:
+        raise RunError("RL runs (objectives ppo, grpo, rloo) keep no mid-run checkpoints to resume from; start the "
+                       "run again without --resume.")
+    config, hardware, method = resolve_run(config)
+    t = config.training
+    splits = load_splits(config.data, t.seed)
+    reward = load_reward(config)  # a bad reward fails before the run directory exists
+    tokenizer = load_tokenizer(config.model.name)
+    train_prompts = prompts_of(splits.train)
+    held = splits.test or splits.validation
+    heldout = prompts_of(held[: config.evaluation.max_samples] if config.evaluation.max_samples else held)
+    console.print(f"[bold]hardware:[/] {hardware.describe()}")
+    console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
+    config, run = open_run(config, False, t.objective)
+    with run.failing_on_error():
+        set_seed(t.seed)
+        model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())
+        precision = hardware.precision
+        before = baseline_scores(run, config, lambda: reward_eval(model, tokenizer, reward, heldout, config, precision))
+        set_seed(t.seed)
+        model = method.prepare(model)
+        trainable, total = report_parameters(model, config.method.name)
+        started = time.perf_counter()
+        if t.objective == "ppo":
+            from trainforge.rl.ppo import train_ppo
+
+            steps = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run.append_metrics)["steps"]
+        else:
+            trainer = build_trl_trainer(model, tokenizer, reward, train_prompts, config, run,
+                                        [MetricsLogger(run), *(callbacks or [])])
+            steps = trainer.train().global_step
+            model = trainer.model
+        train_seconds = time.perf_counter() - started
+        with atomic_dir(run.path / ("adapter" if method.saves_adapter else "model")) as tmp:
+            method.save(model, tokenizer, tmp)
+        after, samples = reward_eval(model, tokenizer, reward, heldout, config, precision)
+        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
+        logged = [m for m in run.metrics() if "reward" in m]
+        summary = {
+            "method": config.method.name, "model": config.model.name, "objective": t.objective, "steps": steps,
+            "train_seconds": round(train_seconds, 1), "trainable_params": trainable, "total_params": total,
+            "precision": precision,
+            "first_reward": logged[0]["reward"] if logged else None, "last_reward": logged[-1]["reward"] if logged else None,
+            "last_kl": logged[-1].get("kl") if logged else None,
+            **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
+        }
+        comparison = comparison_rows(before, after) if before else None
+        png = reward_kl_png(run.metrics())
+        finish_run(run, config, summary, comparison, figures=[("Reward and KL to the reference", png)] if png else None)
+    print_summary(run, summary, comparison, keys=SUMMARY_KEYS)
+    return run
