@@ -84,6 +84,20 @@ def active(
 
 
 @app.command()
+def constitutional(
+    config: Path = typer.Argument(..., help="Run config (YAML): prompts in `data`, the policy in `model.name`, the "
+                                  "`constitution:` section."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. constitution.samples_per_prompt=2"),
+):
+    """Constitutional AI data: answer, critique against a sampled principle, revise; writes revisions.jsonl
+    (provenance), sft.jsonl (chat rows) and preferences.jsonl (revision ≻ original, for DPO)."""
+    from trainforge.config import load_config
+    from trainforge.constitutional import run_constitutional
+
+    run_constitutional(load_config(config, overrides or []))
+
+
+@app.command()
 def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
     """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
     from trainforge.pipeline import train_from_file

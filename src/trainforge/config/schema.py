@@ -354,6 +354,37 @@ class DistillConfig(Section):
         return layers
 
 
+class Principle(Section):
+    """One principle of a constitution: how to critique an answer against it, and how to revise the answer."""
+
+    name: str
+    critique_request: str = Field(..., description="Asked after the answer, e.g. `Point out where your answer breaks "
+                                  "the requested format.`")
+    revision_request: str = Field(..., description="Asked after the critique, e.g. `Rewrite your answer so it "
+                                  "follows the requested format exactly. Reply with the answer only.`")
+
+
+class ConstitutionConfig(Section):
+    """`trainforge constitutional`: answer, critique against a sampled principle, revise (Constitutional AI)."""
+
+    principles: str | list[Principle] | None = Field(
+        None, description="A YAML file with a `principles:` list, or the list inline; default: the bundled "
+        "recipes/constitution.yaml.")
+    samples_per_prompt: int = Field(1, gt=0, description="Distinct principles drawn per prompt; each gives one "
+                                    "critique and revision.")
+    critic: str | None = Field(None, description="Model alias, folder or run directory that writes the critiques; "
+                               "default: the policy (`model.name`) critiques itself.")
+    pairs: Literal["revision", "checker"] = Field(
+        "revision", description="revision: every changed revision ≻ its original (Constitutional AI); checker: for "
+        "prompts with a checkable `constraint` (bundled constrained-answers), the answer that meets it ≻ the one that "
+        "does not, and only revisions that meet it become SFT rows; other rows are left out.")
+    max_new_tokens: int = Field(48, gt=0)
+    do_sample: bool = Field(False, description="false: greedy answers; true: sampled at `temperature`, seeded.")
+    temperature: float = Field(0.7, gt=0)
+    batch_size: int = Field(16, gt=0)
+    seed: int = 0
+
+
 class TaskHead(Section):
     """One task of a multi-task run: a head on the shared encoder and the data column it learns."""
 
@@ -426,6 +457,7 @@ class RunConfig(Section):
     distill: DistillConfig = DistillConfig()
     reward: RewardConfig = RewardConfig()
     rl: RLConfig = RLConfig()
+    constitution: ConstitutionConfig = ConstitutionConfig()
 
     @field_validator("name")
     @classmethod

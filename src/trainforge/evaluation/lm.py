@@ -47,8 +47,10 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16, precision: str = "fp32") -> list[str]:
-    """Greedy answers for rendered prompts, batched by length (left padding), returned in input order."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16, precision: str = "fp32",
+             sampling: dict | None = None) -> list[str]:
+    """Greedy answers for rendered prompts, batched by length (left padding), returned in input order. `sampling`
+    (e.g. {"do_sample": True, "temperature": 0.7}) replaces greedy decoding; seed torch before calling."""
     model.eval()
     device = next(model.parameters()).device
     side = tokenizer.padding_side
@@ -61,8 +63,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with _autocast(precision):
                 out = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                    **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id, **(sampling or {"do_sample": False}),
                 )
             for i, seq in zip(idx, out[:, enc["input_ids"].shape[1] :]):
                 outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
