@@ -500,18 +500,22 @@ class RunConfig(Section):
                              f"set `method.name: full` (got {self.method.name!r})")
         return self
 
+    def _text_rows(self, fmt: str, reads: str) -> None:
+        """The data of a text task: not a tabular dataset, and `data.format` is `fmt` (the default)."""
+        if self.data.dataset:
+            raise ValueError(f"`data.dataset` is a tabular dataset; a {self.task} run reads `data.task`, `data.path` "
+                             "or `data.train`")
+        if "format" not in self.data.model_fields_set:
+            self.data.format = fmt
+        elif self.data.format != fmt:
+            raise ValueError(f"key `data.format` = {self.data.format!r}: a {self.task} run reads {reads}; expected "
+                             f"`{fmt}` (or leave it out)")
+
     @model_validator(mode="after")
     def _text_classification_data(self):
         if self.task != "text-classification":
             return self
-        if self.data.dataset:
-            raise ValueError("`data.dataset` is a tabular dataset; a text-classification run reads `data.task`, "
-                             "`data.path` or `data.train`")
-        if "format" not in self.data.model_fields_set:
-            self.data.format = "classification"
-        elif self.data.format != "classification":
-            raise ValueError(f"key `data.format` = {self.data.format!r}: a text-classification run reads text/label "
-                             "rows; expected `classification` (or leave it out)")
+        self._text_rows("classification", "text/label rows")
         if self.data.target is None:
             self.data.target = "labels" if self.data.multi_label else "label"
         if "name" not in self.model.model_fields_set:
@@ -527,14 +531,7 @@ class RunConfig(Section):
         if not self.multitask.tasks:
             raise ValueError("a multi-task run needs `multitask.tasks`: a list of {name, type: classification | "
                              "regression, target, weight}")
-        if self.data.dataset:
-            raise ValueError("`data.dataset` is a tabular dataset; a multi-task run reads `data.task`, `data.path` "
-                             "or `data.train`")
-        if "format" not in self.data.model_fields_set:
-            self.data.format = "classification"
-        elif self.data.format != "classification":
-            raise ValueError(f"key `data.format` = {self.data.format!r}: a multi-task run reads rows of text and "
-                             "target fields; expected `classification` (or leave it out)")
+        self._text_rows("classification", "rows of text and target fields")
         if self.data.multi_label or self.data.target:
             raise ValueError("a multi-task run names its targets in `multitask.tasks[].target`; leave out "
                              "`data.target` and `data.multi_label`")
@@ -546,13 +543,7 @@ class RunConfig(Section):
     def _reward_data(self):
         if self.task != "reward":
             return self
-        if "format" not in self.data.model_fields_set:
-            self.data.format = "preference"
-        elif self.data.format != "preference":
-            raise ValueError(f"key `data.format` = {self.data.format!r}: a reward run learns from preference pairs; "
-                             "expected `preference` (or leave it out)")
-        if self.data.dataset:
-            raise ValueError("`data.dataset` is a tabular dataset; a reward run reads `data.task`, `data.path` or `data.train`")
+        self._text_rows("preference", "preference pairs")
         return self
 
     @model_validator(mode="after")
