@@ -7,6 +7,7 @@ and every run fine-tuned from them)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -25,15 +26,23 @@ def _permute_rope(weights: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _bundled_tokenizer_fields(tokenizer) -> dict:
-    """The tokenizer.* fields of the bundled SmolLM2 GGUF, if `tokenizer` has exactly its vocabulary."""
+@functools.cache
+def _bundled_tokenizer_metadata() -> dict:
+    """key → (value, type, array element type) of the bundled SmolLM2 GGUF's tokenizer.* fields (reading takes
+    seconds: cached)."""
     import gguf
 
     from trainforge.models.registry import smollm2_gguf_path
 
     reader = gguf.GGUFReader(smollm2_gguf_path())
-    fields = {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-    tokens = fields["tokenizer.ggml.tokens"].contents()
+    return {k: (f.contents(), f.types[0], f.types[-1] if len(f.types) > 1 else None)
+            for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+
+
+def _tokenizer_metadata(tokenizer) -> dict:
+    """The bundled tokenizer metadata, if `tokenizer` has exactly its vocabulary."""
+    fields = _bundled_tokenizer_metadata()
+    tokens = fields["tokenizer.ggml.tokens"][0]
     if tokenizer.get_vocab() != {t: i for i, t in enumerate(tokens)}:
         raise ConfigError(
             f"GGUF export copies its tokenizer metadata from the bundled SmolLM2 GGUF, but this model's tokenizer "
@@ -76,10 +85,11 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16") -> Path:
     _check_quantize(quantize)
     _check_llama(model)
     config = model.config
-    token_fields = _bundled_tokenizer_fields(tokenizer)
-    if config.vocab_size != len(token_fields["tokenizer.ggml.tokens"].data):
-        raise ConfigError(f"The model's embedding has {config.vocab_size} rows but its tokenizer has "
-                          f"{len(token_fields['tokenizer.ggml.tokens'].data)} tokens; llama.cpp needs them equal.")
+    token_fields = _tokenizer_metadata(tokenizer)
+    n_tokens = len(token_fields["tokenizer.ggml.tokens"][0])
+    if config.vocab_size != n_tokens:
+        raise ConfigError(f"The model's embedding has {config.vocab_size} rows but its tokenizer has {n_tokens} "
+                          "tokens; llama.cpp needs them equal.")
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
@@ -98,8 +108,8 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16") -> Path:
         writer.add_rope_dimension_count(head_dim)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantize == "q8_0" else gguf.LlamaFileType.MOSTLY_F16)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        for key, field in token_fields.items():
-            writer.add_key_value(key, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+        for key, (value, vtype, sub_type) in token_fields.items():
+            writer.add_key_value(key, value, vtype, sub_type)
         for key, tensor in model.state_dict().items():
             if key == "lm_head.weight" and config.tie_word_embeddings:
                 continue  # llama.cpp reuses token_embd when output.weight is absent
