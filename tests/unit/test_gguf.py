@@ -32,17 +32,25 @@ def exports(lora_run):
     return files
 
 
+@pytest.fixture(scope="module")
+def readers(exports):
+    """Read once: parsing the 49k-token vocabulary takes seconds."""
+    import gguf
+
+    return {quantize: gguf.GGUFReader(path) for quantize, path in exports.items()}
+
+
 def _logits(model, ids):
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
 
 
-def test_gguf_layout_is_llama_cpps(exports):
+def test_gguf_layout_is_llama_cpps(readers):
     import gguf
 
     T = gguf.GGMLQuantizationType
     for quantize, matrix_type in (("f16", T.F16), ("q8_0", T.Q8_0)):
-        reader = gguf.GGUFReader(exports[quantize])
+        reader = readers[quantize]
         tensors = {t.name: t for t in reader.tensors}
         expected = {"token_embd.weight", "output_norm.weight"} | {f"blk.{i}.{n}.weight" for i in range(2) for n in LAYER}
         assert set(tensors) == expected  # tied embeddings: no output.weight
@@ -58,11 +66,11 @@ def test_gguf_layout_is_llama_cpps(exports):
         assert len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
 
 
-def test_q8_0_weights_are_close_to_f16(exports):
+def test_q8_0_weights_are_close_to_f16(readers):
     import gguf
 
-    f16 = {t.name: t for t in gguf.GGUFReader(exports["f16"]).tensors}
-    q8_0 = gguf.GGUFReader(exports["q8_0"]).tensors
+    f16 = {t.name: t for t in readers["f16"].tensors}
+    q8_0 = readers["q8_0"].tensors
     for t in q8_0:
         q = gguf.quants.dequantize(t.data, t.tensor_type).reshape(f16[t.name].data.shape)
         ref = f16[t.name].data.astype(np.float32)
