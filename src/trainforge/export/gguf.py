@@ -65,7 +65,7 @@ def _check_llama(model) -> None:
         raise ConfigError(f"GGUF export does not write rope scaling; this model uses {scaling}.")
 
 
-def _tensor(name: str, data: np.ndarray, quantize: str):
+def _tensor(data: np.ndarray, quantize: str):
     """(array, GGML type) as llama.cpp's converter stores it: 1-D tensors (norms, biases) in F32, matrices in
     F16, or Q8_0 where rows split into whole 32-value blocks."""
     import gguf
@@ -78,7 +78,7 @@ def _tensor(name: str, data: np.ndarray, quantize: str):
     return data.astype(np.float16), T.F16
 
 
-def export_gguf(model, tokenizer, out: Path, quantize: str = "f16") -> Path:
+def export_gguf(model, tokenizer, out: Path, quantize: str = "f16", name: str = "trainforge model") -> Path:
     """Write `out/model.gguf` from a LLaMA causal LM (adapters already merged) with the SmolLM2 tokenizer."""
     import gguf
 
@@ -95,7 +95,7 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16") -> Path:
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     with atomic_dir(Path(out)) as tmp:
         writer = gguf.GGUFWriter(tmp / GGUF_FILE, "llama")
-        writer.add_name(str(getattr(config, "name_or_path", "") or "trainforge model"))
+        writer.add_name(name)
         writer.add_block_count(config.num_hidden_layers)
         writer.add_context_length(config.max_position_embeddings)
         writer.add_embedding_length(config.hidden_size)
@@ -113,16 +113,16 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16") -> Path:
         for key, tensor in model.state_dict().items():
             if key == "lm_head.weight" and config.tie_word_embeddings:
                 continue  # llama.cpp reuses token_embd when output.weight is absent
-            name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-            if name is None:
+            target = names.get_name(key, try_suffixes=(".weight", ".bias"))
+            if target is None:
                 raise ConfigError(f"GGUF export: no llama.cpp name for tensor {key!r} of this model.")
             data = tensor.detach().float().cpu().numpy()
-            if ".attn_q." in name:
+            if ".attn_q." in target:
                 data = _permute_rope(data, n_head)
-            elif ".attn_k." in name:
+            elif ".attn_k." in target:
                 data = _permute_rope(data, n_kv)
-            array, kind = _tensor(name, data, quantize)
-            writer.add_tensor(name, array, raw_dtype=kind)
+            array, kind = _tensor(data, quantize)
+            writer.add_tensor(target, array, raw_dtype=kind)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -138,4 +138,5 @@ def export_run_gguf(run: RunDir, quantize: str | None = None, out: Path | None =
     quantize = quantize or "f16"
     _check_quantize(quantize)  # before loading anything
     model, tokenizer, _ = run_model(run)
-    return export_gguf(model, tokenizer, Path(out) if out else run.path / f"export-gguf-{quantize}", quantize)
+    return export_gguf(model, tokenizer, Path(out) if out else run.path / f"export-gguf-{quantize}", quantize,
+                       name=run.name)
