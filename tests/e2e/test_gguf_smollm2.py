@@ -1,7 +1,10 @@
 """End-to-end: a short LoRA run on the real SmolLM2, merged and exported to F16 GGUF, generates in llama.cpp
-(through llama-cpp-python) the same greedy text as the PyTorch model."""
+(through llama-cpp-python) the same greedy text as the PyTorch model; Q8_0 gives nearly the same next-token logits
+(not always the same text: on near-ties llama.cpp's Q8_0 matmuls, which quantize activations too, can flip a token)."""
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import tiny_run_config
 from trainforge.pipeline import train
@@ -35,3 +38,15 @@ def test_llama_cpp_greedy_text_equals_pytorch(runs_dir):
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # the tokenizer metadata matches
         got = llm.create_completion(text, max_tokens=16, temperature=0.0, top_k=1)["choices"][0]["text"]
         assert got.strip() == expected, (text, got, expected)
+
+    q8_0 = llama_cpp.Llama(model_path=str(export_run_gguf(run, "q8_0")), n_ctx=256, n_threads=1, logits_all=True,
+                           verbose=False)
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            want = model(torch.tensor([ids])).logits[0, -1].numpy()
+        q8_0.reset()
+        q8_0.eval(ids)
+        got = np.asarray(q8_0.scores[len(ids) - 1])
+        cosine = want @ got / np.linalg.norm(want) / np.linalg.norm(got)
+        assert cosine > 0.99, (text, cosine)
