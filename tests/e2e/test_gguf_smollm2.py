@@ -38,6 +38,7 @@ def test_llama_cpp_greedy_text_equals_pytorch(runs_dir):
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # the tokenizer metadata matches
         got = llm.create_completion(text, max_tokens=16, temperature=0.0, top_k=1)["choices"][0]["text"]
         assert got.strip() == expected, (text, got, expected)
+    llm.close()  # now, not at interpreter exit, where llama-cpp-python's finalizer fails noisily
 
     q8_0 = llama_cpp.Llama(model_path=str(export_run_gguf(run, "q8_0")), n_ctx=256, n_threads=1, logits_all=True,
                            verbose=False)
@@ -50,3 +51,4 @@ def test_llama_cpp_greedy_text_equals_pytorch(runs_dir):
         got = np.asarray(q8_0.scores[len(ids) - 1])
         cosine = want @ got / np.linalg.norm(want) / np.linalg.norm(got)
         assert cosine > 0.99, (text, cosine)
+    q8_0.close()
