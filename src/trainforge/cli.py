@@ -139,18 +139,20 @@ def export(
     run: str = typer.Argument(..., help="Run name or directory."),
     merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base model."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization for inference: int8 "
-                                           "(torchao) | int4 (bitsandbytes NF4) | bf16; with --format onnx: int8."),
-    format: Optional[str] = typer.Option(None, "--format", help="onnx: a logits model for onnxruntime."),
+                                           "(torchao) | int4 (bitsandbytes NF4) | bf16; with --format onnx: int8; "
+                                           "with --format gguf: f16 (default) | q8_0."),
+    format: Optional[str] = typer.Option(None, "--format", help="onnx: a logits model for onnxruntime; "
+                                         "gguf: a LLaMA model for llama.cpp."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Target folder (default: <run>/merged, <run>/export-<kind>)."),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
 ):
     """Write a trained run in a form other tools load."""
     from trainforge.tracking import find_run
 
-    if format not in (None, "onnx"):
-        raise TrainforgeError(f"Option `--format` = {format!r}: expected onnx.")
+    if format not in (None, "onnx", "gguf"):
+        raise TrainforgeError(f"Option `--format` = {format!r}: expected onnx or gguf.")
     if not (merge or quantize or format):
-        raise TrainforgeError("Say what to export: --merge, --quantize int8|int4|bf16 or --format onnx.")
+        raise TrainforgeError("Say what to export: --merge, --quantize int8|int4|bf16 or --format onnx|gguf.")
     r = find_run(run, runs_dir)
     if merge:
         from trainforge.export.merge import merge_run
@@ -160,6 +162,10 @@ def export(
         from trainforge.export.onnx import export_run_onnx
 
         out.print(f"ONNX model written to [bold]{export_run_onnx(r, quantize, out_dir)}[/]")
+    elif format == "gguf":
+        from trainforge.export.gguf import export_run_gguf
+
+        out.print(f"GGUF model written to [bold]{export_run_gguf(r, quantize, out_dir)}[/]")
     elif quantize:
         from trainforge.export.quantize import quantize_run
 

@@ -73,7 +73,7 @@ def test_quantize_options_are_checked(lm_run):
 
     result = CliRunner().invoke(app, ["export", str(lm_run.path), "--quantize", "int3"])
     assert "expected one of bf16, int8, int4" in str(result.exception)
-    result = CliRunner().invoke(app, ["export", str(lm_run.path), "--format", "gguf"])
+    result = CliRunner().invoke(app, ["export", str(lm_run.path), "--format", "tflite"])
     assert "expected onnx" in str(result.exception)
 
 

