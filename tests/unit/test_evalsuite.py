@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from conftest import tiny_run_config
 from trainforge.errors import DataError
 from trainforge.evaluation.benchmark import (Question, build_prompt, bundled_questions, load_questions, loglikelihoods,
                                              run_benchmark)
@@ -141,6 +142,24 @@ def test_eval_benchmark_cli_on_a_model_alias(tmp_path):
     assert "overall" in result.stdout
     bad = cli("eval", "tiny-llama", "--benchmark", "nonsense")
     assert bad.returncode == 2 and "bundled benchmark" in bad.stderr
+
+
+def test_trained_run_and_its_base_model_on_one_benchmark(tmp_path):
+    from trainforge.evaluation.benchmark import benchmark_source
+    from trainforge.evaluation.humaneval import export_sources
+    from trainforge.evaluation.sources import load_source
+    from trainforge.pipeline import train
+
+    run = train(tiny_run_config(tmp_path / "runs", name="tuned", training={"max_steps": 2}))
+    after, path = benchmark_source(load_source("tuned", tmp_path / "runs"), "capitals", per_subject=4)
+    assert path == run.file("benchmark-capitals.json") and after["model"] == "tuned" and after["questions"] == 4
+    before, _ = benchmark_source(load_source("tiny-llama"), "capitals", per_subject=4, out=str(tmp_path / "base.json"))
+    assert [i["question"] for i in before["items"]] == [i["question"] for i in after["items"]]
+    assert before["items"][0]["logprobs"] != after["items"][0]["logprobs"]  # the adapter is applied
+    (tmp_path / "p.jsonl").write_text('{"prompt": "Hi"}\n{"prompt": "2+2?"}\n')
+    folder = export_sources("tuned", "tiny-llama", str(tmp_path / "p.jsonl"), str(tmp_path / "he"), max_new_tokens=4,
+                            runs_dir=str(tmp_path / "runs"))
+    assert json.loads((folder / "key.json").read_text())["models"] == ["tuned", "tiny-llama"]
 
 
 # --- judge -------------------------------------------------------------------------------------------------------
