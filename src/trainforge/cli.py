@@ -179,7 +179,8 @@ def judge(
 
     results, path = judge_sources(a, b, prompts, judge_model, runs_dir, max_new_tokens, out_file)
     table = Table("", "value", title=f"{results['a']} vs {results['b']}, judged by {results['judge']}")
-    for key in ("prompts", "win_rate", "tie_rate", "loss_rate", "first_position_rate", "win_rate_decided"):
+    for key in ("prompts", "win_rate", "tie_rate", "loss_rate", "first_position_rate", "win_rate_decided",
+                "debiased_win_rate", "debiased_loss_rate"):
         table.add_row(key, str(results[key]) if key == "prompts" else _rate(results[key]))
     if results["ci95"]:
         table.add_row("win_rate_decided 95% CI (Wilson)", f"{results['ci95'][0]:.3f} - {results['ci95'][1]:.3f}")

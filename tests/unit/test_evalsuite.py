@@ -173,6 +173,7 @@ def test_judge_with_fixed_position_bias_gives_ties_not_wins():
     always_first = lambda triples: [3.0] * len(triples)  # noqa: E731
     result = pairwise(PROMPTS, GOOD, BAD, always_first)
     assert result["tie_rate"] == 1.0 and result["win_rate"] == 0.0 and result["first_position_rate"] == 1.0
+    assert result["debiased_win_rate"] == result["debiased_loss_rate"] == 0.0
 
 
 def test_judge_verdicts_survive_the_swap_only_when_quality_outweighs_bias():
@@ -180,7 +181,9 @@ def test_judge_verdicts_survive_the_swap_only_when_quality_outweighs_bias():
         return lambda triples: [bias + (1.0 if len(x) > len(y) else -1.0) for _, x, y in triples]
     assert pairwise(PROMPTS, GOOD, BAD, judge(0.5))["win_rate"] == 1.0
     assert pairwise(PROMPTS, BAD, GOOD, judge(0.5))["loss_rate"] == 1.0
-    assert pairwise(PROMPTS, GOOD, BAD, judge(2.0))["tie_rate"] == 1.0
+    strong_bias = pairwise(PROMPTS, GOOD, BAD, judge(2.0))
+    assert strong_bias["tie_rate"] == 1.0  # strict: no verdict survives the swap
+    assert strong_bias["debiased_win_rate"] == 1.0  # averaged over both orders the bias cancels, quality remains
 
 
 def test_logprob_judge_reads_a_b_margins_independent_of_batching(tiny):

@@ -35,8 +35,11 @@ def pairwise(prompts: list[str], answers_a: list[str], answers_b: list[str], jud
                       "margin_a_first": a_first, "margin_b_first": b_first})
     # order bias: how often the judge picked whatever was shown first
     first_picked = sum(m > 0 for m in margins) / len(margins)
+    # a softer reading: A's log-odds averaged over both orders, where a constant position bias cancels out
+    debiased = [margins[i] - margins[n + i] for i in range(n)]
     return {"prompts": n, **{f"{k}_rate": v / n for k, v in counts.items()}, **counts,
-            "first_position_rate": first_picked, "items": items}
+            "first_position_rate": first_picked, "debiased_win_rate": sum(d > 0 for d in debiased) / n,
+            "debiased_loss_rate": sum(d < 0 for d in debiased) / n, "items": items}
 
 
 def _letter_id(tokenizer, letter: str) -> int:
