@@ -67,7 +67,7 @@ def _html(rows: list[dict]) -> str:
         + "</p></section>"
         for r in rows
     )
-    data = json.dumps(rows).replace("</", "<\\/")  # no early end of the script element
+    data = json.dumps(rows).replace("<", "\\u003c")  # no "</script>" or "<!--" inside the script element
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Side-by-side evaluation</title>
 <style>
