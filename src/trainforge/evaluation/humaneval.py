@@ -10,6 +10,7 @@ import json
 import math
 import random
 from pathlib import Path
+from statistics import NormalDist
 
 from trainforge.errors import DataError
 from trainforge.tracking import atomic_write_json, atomic_write_text
@@ -20,9 +21,7 @@ CHOICES = {"a": "A", "b": "B", "tie": "tie"}
 
 def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (stays inside [0, 1] and is sane for small n)."""
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
