@@ -127,10 +127,9 @@ def evaluate(
     for a run or a base model alike (before/after in two commands)."""
     if benchmark:
         from trainforge.evaluation.benchmark import benchmark_source
-        from trainforge.evaluation.sources import load_source
 
-        results, path = benchmark_source(load_source(run, runs_dir), benchmark, fewshot, fewshot_from, seed,
-                                         per_subject, batch_size, out_file)
+        results, path = benchmark_source(run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size,
+                                         out_file, runs_dir)
         table = Table("subject", "questions", "accuracy", "accuracy (per-token)", "chance",
                       title=f"{results['model']} on {results['benchmark']} ({fewshot}-shot)")
         for name, row in [*results["subjects"].items(), ("overall", results)]:

@@ -196,13 +196,13 @@ def test_logprob_judge_reads_a_b_margins_independent_of_batching(tiny):
 
 # --- human evaluation --------------------------------------------------------------------------------------------
 
-def _fill(folder, verdicts_for_x: list[str]):
-    """Fill sheet.csv as an annotator who knows which side X is on: 'x' (X better), 'y' or 'tie'."""
+def _fill(folder, verdicts_for_x: list[str], first: str = "X"):
+    """Fill sheet.csv as an annotator who knows which side model `first` is on: 'x' (it is better), 'y' or 'tie'."""
     key = json.loads((folder / "key.json").read_text())
     with open(folder / "sheet.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row, verdict in zip(rows, verdicts_for_x):
-        x_side = "A" if key["items"][row["id"]]["A"] == "X" else "B"
+        x_side = "A" if key["items"][row["id"]]["A"] == first else "B"
         row["preference"] = {"x": x_side, "y": "B" if x_side == "A" else "A", "tie": "tie"}[verdict]
     _rewrite(folder / "sheet.csv", rows)
     return rows
@@ -251,9 +251,14 @@ def test_humaneval_import_errors_name_the_row(tmp_path):
         import_sheet(folder / "sheet.csv")
 
 
-def test_humaneval_import_cli_prints_and_writes_results(tmp_path):
-    folder = write_sheet(tmp_path / "he", ["p1", "p2"], {"X": ["a", "b"], "Y": ["c", "d"]})
-    _fill(folder, ["x", "tie"])
+def test_humaneval_cli_round_trip(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "Hi"}\n{"prompt": "2+2?"}\n')
+    export = cli("humaneval", "export", "tiny-llama", "tiny-llama", "--prompts", str(tmp_path / "p.jsonl"),
+                 "--out", str(tmp_path / "he"), "--max-new-tokens", "2")
+    assert export.returncode == 0, export.stderr
+    folder = tmp_path / "he"
+    assert json.loads((folder / "key.json").read_text())["models"] == ["tiny-llama", "tiny-llama (tiny-llama)"]
+    _fill(folder, ["x", "tie"], first="tiny-llama")
     result = cli("humaneval", "import", str(folder / "sheet.csv"))
     assert result.returncode == 0, result.stderr
     assert json.loads((folder / "results.json").read_text())["win_rate"] == 1.0

@@ -285,13 +285,18 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
 
 
 def benchmark_source(source, spec: str, fewshot: int = 0, fewshot_from: str | None = None, seed: int = 0,
-                     per_subject: int = 25, batch_size: int = 8, out: str | None = None) -> tuple[dict, Path]:
-    """Run a benchmark on a loaded run or model and write the results as JSON: into the run's directory for a
-    run (benchmark-<name>.json), else to `out` (default evals/<model>-<name>.json)."""
+                     per_subject: int = 25, batch_size: int = 8, out: str | None = None,
+                     runs_dir: str = "runs") -> tuple[dict, Path]:
+    """Run a benchmark on a run or model (a loaded Source, or its name: loaded once the files are found valid) and
+    write the results as JSON: into the run's directory for a run (benchmark-<name>.json), else to `out` (default
+    evals/<model>-<name>.json)."""
+    from trainforge.evaluation.sources import load_source
     from trainforge.tracking import atomic_write_json
 
     name, questions = resolve_benchmark(spec, per_subject, seed)
     pool = load_questions(fewshot_from) if fewshot_from else None
+    if isinstance(source, str):
+        source = load_source(source, runs_dir)
     results = run_benchmark(questions, lambda reqs: loglikelihoods(source.model, source.tokenizer, reqs, batch_size),
                             fewshot, pool, seed)
     results = {"benchmark": name, "model": source.label, **results}
