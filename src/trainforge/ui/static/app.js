@@ -215,7 +215,7 @@ async function showLaunch() {
       It is checked by the same loader as <code>trainforge train</code>. <code>tracking.runs_dir</code> is this dashboard's runs folder.</p>
     <div class="toolbar"><label>Start from example <select id="example"><option value="">(none)</option>
       ${examples.map(e => `<option>${esc(e)}</option>`).join("")}</select></label>
-      <button id="validate-btn">Validate</button><button id="launch-btn" class="primary">Launch</button></div>
+      <button id="expand-btn">Expand all</button><button id="validate-btn">Validate</button><button id="launch-btn" class="primary">Launch</button></div>
     <div id="launch-error"></div>
     <form id="launch-form" onsubmit="return false">
       <details class="section" open><summary>run</summary>${top.filter(([, v]) => kindOf(resolve(v)) !== "section")
@@ -236,6 +236,7 @@ async function showLaunch() {
       else box.innerHTML = `<p class="ok">Valid: run ${esc(res.name)}.</p>`;
     } catch (err) { box.innerHTML = `<div class="error" id="config-error">${esc(err.message)}</div>`; }
   };
+  document.getElementById("expand-btn").onclick = () => document.querySelectorAll("details.section").forEach(d => { d.open = true; });
   document.getElementById("validate-btn").onclick = () => submit(false);
   document.getElementById("launch-btn").onclick = () => submit(true);
 }
