@@ -31,7 +31,11 @@ def run_ui(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 8
     from trainforge.ui.app import host_exposed
 
     app = build_app(runs_dir, examples_dir if examples_dir is not None else default_examples())
-    if host_exposed(host):
+    if not host_exposed(host):  # a page on another site that rebinds its DNS name to 127.0.0.1 is refused
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+    else:
         logging.getLogger("trainforge.ui").warning(
             "listening on %s: anyone who can reach it can launch runs (which run code) on this machine", host)
     print(f"trainforge ui: http://{host}:{port}/  (runs from {Path(runs_dir).resolve()})", flush=True)
