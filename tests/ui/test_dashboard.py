@@ -87,7 +87,7 @@ def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
     page.click("#expand-btn")
     fields = {"name": "ui-tiny", "model.name": "tiny-llama", "data.task": "dates-json", "data.task_size": "64",
               "method.lora.r": "4", "training.max_steps": "oops", "training.batch_size": "4",
-              "training.learning_rate": "1e-2", "training.max_length": "64", "training.logging_steps": "1",
+              "training.learning_rate": "1e-2", "training.max_length": "96", "training.logging_steps": "1",
               "training.save_steps": "100", "evaluation.max_new_tokens": "4", "evaluation.max_samples": "4"}
     for key, value in fields.items():
         page.fill(f'[data-key="{key}"]', value)
@@ -99,8 +99,9 @@ def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
     page.fill('[data-key="training.max_steps"]', "10")
     page.click("#launch-btn")
     page.wait_for_url("**#run/ui-tiny")
-    page.wait_for_function("() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0",
-                           timeout=180_000)
+    page.wait_for_function("() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
+                           " || document.querySelector('#run-status .failed')", timeout=180_000)
+    assert page.locator("#run-status .failed").count() == 0, page.locator("#log").inner_text()
     first = points(page, "loss")
     page.wait_for_function("() => document.querySelector('#run-status').innerText.trim() === 'completed'",
                            timeout=180_000)
