@@ -52,7 +52,7 @@ function lineChart(title, series, opts = {}) {
     const p = s.points.filter(q => q[1] !== null && isFinite(q[1]));
     if (!p.length) return;
     if (!s.dotsOnly) svg += `<polyline fill="none" stroke="${color}" stroke-width="1.8" points="${p.map(q => `${sx(q[0])},${sy(q[1])}`).join(" ")}"/>`;
-    if (p.length < 40 || s.dotsOnly) svg += p.map(q => `<circle cx="${sx(q[0])}" cy="${sy(q[1])}" r="2.6" fill="${color}"/>`).join("");
+    if (p.length < 40 || s.dotsOnly) svg += p.map(q => `<circle cx="${sx(q[0])}" cy="${sy(q[1])}" r="${s.dotsOnly ? 4 : 2.6}" fill="${color}"/>`).join("");
     if (series.length > 1) svg += `<text x="${W - R - 4}" y="${T + 12 + 13 * i}" text-anchor="end" style="fill:${color}">${esc(s.label)}</text>`;
   });
   return svg + "</svg>";
@@ -235,6 +235,7 @@ async function showLaunch() {
       if (launch) location.hash = `#run/${encodeURIComponent(res.name)}`;
       else box.innerHTML = `<p class="ok">Valid: run ${esc(res.name)}.</p>`;
     } catch (err) { box.innerHTML = `<div class="error" id="config-error">${esc(err.message)}</div>`; }
+    box.scrollIntoView({block: "nearest"});
   };
   document.getElementById("expand-btn").onclick = () => document.querySelectorAll("details.section").forEach(d => { d.open = true; });
   document.getElementById("validate-btn").onclick = () => submit(false);
@@ -299,8 +300,9 @@ async function showStudy(storage, name) {
   const bestSoFar = done.map(t => [t.number, best = best === null ? t.value : better(best, t.value)]);
   const params = [...new Set(s.trials.flatMap(t => Object.keys(t.params)))];
   view.innerHTML = `<h2>Study ${esc(name)}</h2><p class="muted">${esc(s.direction)} · ${esc(storage)}</p>
-    <div class="charts">${lineChart("trial value", [{label: "trial", points: done.map(t => [t.number, t.value]), dotsOnly: true},
-      {label: "best so far", points: bestSoFar}], {xlabel: "trial", width: 640, height: 300})}</div>
+    <div class="charts">${lineChart("trial value", [{label: "best so far", points: bestSoFar, color: COLORS[1]},
+      {label: "trial", points: done.map(t => [t.number, t.value]), dotsOnly: true, color: COLORS[0]}],
+      {xlabel: "trial", width: 640, height: 300})}</div>
     <h3>Trials</h3><table><tr><th>#</th><th>state</th><th>value</th>${params.map(p => `<th>${esc(p)}</th>`).join("")}</tr>
     ${s.trials.map(t => `<tr><td>${t.number}</td><td>${esc(t.state)}</td><td class="num">${esc(fmt(t.value))}</td>
       ${params.map(p => `<td>${esc(fmt(t.params[p]))}</td>`).join("")}</tr>`).join("")}</table>`;
