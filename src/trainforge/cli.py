@@ -344,6 +344,21 @@ def serve(
 
 
 @app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (anything but localhost lets others launch runs)."),
+    port: int = typer.Option(8765, help="TCP port."),
+    runs_dir: str = typer.Option("runs", help="Where runs live (the same folder the CLI reads)."),
+    examples: Optional[Path] = typer.Option(None, help="Folder of example configs the form can start from "
+                                            "(default: ./examples when it exists)."),
+):
+    """Web dashboard: launch runs from a form built from the config schema, live curves, runs table and
+    comparison, chat with generative runs, tuning studies."""
+    from trainforge.ui import run_ui
+
+    run_ui(runs_dir, host, port, examples)
+
+
+@app.command()
 def models():
     """The known model aliases."""
     from trainforge.models import ALIASES
@@ -355,29 +370,16 @@ def models():
 
 
 # runs -------------------------------------------------------------------------------------------------------------
-SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity", "score")
-
-
-def _headline(summary: dict) -> str:
-    """Tabular and tuning runs: their metric on test (else CV, else the best trial) in one cell."""
-    metric = summary.get("metric")
-    for key in (f"test.{metric}", f"cv.{metric}.mean", f"best.{metric}", metric):
-        if metric and isinstance(summary.get(key), (int, float)):
-            return f"{key} {summary[key]:.4g}"
-    return ""
-
-
 @runs_app.command("list")
 def runs_list(runs_dir: str = "runs"):
     """All runs with their status and headline metrics."""
     from trainforge.pipeline import fmt
     from trainforge.tracking import list_runs
-    from trainforge.tracking.rundir import read_json
+    from trainforge.tracking.registry import SUMMARY_KEYS, listed_summary
 
     table = Table("run", "status", *SUMMARY_KEYS)
     for run in list_runs(runs_dir):
-        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
-        summary.setdefault("score", _headline(summary))
+        summary = listed_summary(run)
         table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in SUMMARY_KEYS))
     out.print(table)
 
@@ -403,23 +405,20 @@ def runs_show(run: str, runs_dir: str = "runs"):
 @runs_app.command("compare")
 def runs_compare(a: str, b: str, runs_dir: str = "runs"):
     """Two runs side by side: summaries and the config keys that differ."""
-    from trainforge.config import load_config
     from trainforge.pipeline import fmt
     from trainforge.tracking import find_run
-    from trainforge.tracking.mlflow_log import flatten
-    from trainforge.tracking.rundir import read_json
+    from trainforge.tracking.registry import compare
 
     ra, rb = find_run(a, runs_dir), find_run(b, runs_dir)
-    sa, sb = (read_json(r.file("summary.json")) if r.file("summary.json").is_file() else {} for r in (ra, rb))
+    rows = compare(ra, rb)
+    show = lambda v: "—" if v is None else fmt(v)  # noqa: E731
     table = Table("key", ra.name, rb.name, title="summary")
-    for key in dict.fromkeys([*sa, *sb]):
-        table.add_row(key, fmt(sa.get(key, "—")), fmt(sb.get(key, "—")))
+    for key, va, vb in rows["summary"]:
+        table.add_row(key, show(va), show(vb))
     out.print(table)
-    ca, cb = (flatten(load_config(r.file("config.yaml")).model_dump(mode="json")) for r in (ra, rb))
     diff = Table("config key", ra.name, rb.name, title="config differences")
-    for key in sorted(set(ca) | set(cb)):
-        if ca.get(key) != cb.get(key):
-            diff.add_row(key, fmt(ca.get(key, "—")), fmt(cb.get(key, "—")))
+    for key, va, vb in rows["config"]:
+        diff.add_row(key, show(va), show(vb))
     out.print(diff)
 
 
