@@ -26,7 +26,8 @@ Interface (everything a new architecture/task needs):
   weights equal those of an uninterrupted run.
 - `callbacks`: callables `callback(epoch, row)` called after each logged epoch (tests stop a run with them).
 
-The optimizer is AdamW at a constant learning rate, with gradient-norm clipping. A rich progress bar shows steps.
+The optimizer is AdamW with gradient-norm clipping and a per-step learning-rate schedule (`training.lr_scheduler`:
+cosine by default, linear, constant; `training.warmup_ratio`). A rich progress bar shows the steps.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class LoopSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    schedule: str = "cosine"  # linear | cosine | constant | constant_with_warmup (per optimizer step)
+    warmup_ratio: float = 0.0
     seed: int = 0
     patience: int | None = None  # epochs without improvement of `monitor` before stopping; None: no early stopping
     monitor: str = "eval_loss"
@@ -69,6 +72,7 @@ class LoopSettings:
         t = config.training
         return cls(epochs=math.ceil(t.epochs), batch_size=t.batch_size, learning_rate=t.learning_rate,
                    weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed,
+                   schedule=t.lr_scheduler, warmup_ratio=t.warmup_ratio,
                    patience=t.early_stopping.patience, monitor=t.early_stopping.metric,
                    greater_is_better=t.early_stopping.greater_is_better, threshold=t.early_stopping.threshold,
                    checkpoint_every=config.nn.checkpoint_every, keep_checkpoints=t.save_total_limit)
@@ -105,12 +109,27 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _save_checkpoint(run: RunDir, model, optimizer, progress: dict, settings: LoopSettings) -> None:
+def lr_factor(settings: LoopSettings, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at each optimizer step (transformers' schedules of the same names)."""
+    warmup = int(settings.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if settings.schedule in ("constant", "constant_with_warmup"):
+            return 1.0
+        done = (step - warmup) / max(1, total_steps - warmup)
+        return max(0.0, 1 - done) if settings.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+    return factor
+
+
+def _save_checkpoint(run: RunDir, model, optimizer, scheduler, progress: dict, settings: LoopSettings) -> None:
     from safetensors.torch import save_file
 
     with atomic_dir(run.checkpoints / f"checkpoint-{progress['step']}") as tmp:
         save_file(_cpu_state(model), str(tmp / WEIGHTS_FILE))
-        torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(), **progress}, tmp / STATE_FILE)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    **progress}, tmp / STATE_FILE)
         atomic_write_json(tmp / "trainer_state.json", {"epoch": progress["epoch"], "global_step": progress["step"]})
     if settings.keep_checkpoints:
         import shutil
@@ -120,7 +139,7 @@ def _save_checkpoint(run: RunDir, model, optimizer, progress: dict, settings: Lo
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(run: RunDir, model, optimizer) -> dict | None:
+def _load_checkpoint(run: RunDir, model, optimizer, scheduler) -> dict | None:
     from safetensors.torch import load_file
 
     def skip(folder, problem):
@@ -134,6 +153,7 @@ def _load_checkpoint(run: RunDir, model, optimizer) -> dict | None:
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     state = torch.load(folder / STATE_FILE, weights_only=False)  # our own file, written by _save_checkpoint
     optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
     _set_rng_state(state.pop("rng"))
     run.rewind_metrics(state["step"])
     return state
@@ -154,14 +174,15 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
 
     seed_everything(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings, settings.epochs * per_epoch))
     progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "best_weights": None,
                 "train_loss": float("nan")}
-    if resume and (state := _load_checkpoint(run, model, optimizer)):
+    if resume and (state := _load_checkpoint(run, model, optimizer, scheduler)):
         progress.update(state)
     if settings.patience and validate is None:
         raise ValueError("early stopping needs a validation function")
     started, stopped = time.perf_counter(), False
-    per_epoch = math.ceil(len(train_set) / settings.batch_size)
     bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=True)
     with bar:
@@ -180,11 +201,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
+                scheduler.step()
                 progress["step"] += 1
                 total, count = total + loss.item(), count + 1
                 bar.update(task, advance=1, epoch=epoch, loss=f"{loss.item():.4f}")
             row = {"step": progress["step"], "epoch": epoch, "loss": total / max(count, 1),
-                   "learning_rate": settings.learning_rate}
+                   "learning_rate": scheduler.get_last_lr()[0]}
             if validate is not None:
                 model.eval()
                 with torch.no_grad():
@@ -202,7 +224,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
             progress.update(epoch=epoch, train_loss=row["loss"])
             run.append_metrics(row)
             if settings.checkpoint_every and (epoch % settings.checkpoint_every == 0 or epoch == settings.epochs):
-                _save_checkpoint(run, model, optimizer, progress, settings)
+                _save_checkpoint(run, model, optimizer, scheduler, progress, settings)
             for callback in callbacks or []:
                 callback(epoch, row)
     if stopped:

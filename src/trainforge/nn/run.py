@@ -24,6 +24,8 @@ from trainforge.tracking.rundir import RunDir, atomic_write_json, read_json
 
 console = Console(stderr=True)
 INFO_FILE = "nn.json"
+HEADLINE = {"classification": "accuracy", "image-classification": "accuracy", "regression": "rmse",
+            "anomaly-detection": "roc_auc"}  # what `runs list` shows
 
 
 def is_nn(run: RunDir) -> bool:
@@ -212,6 +214,7 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
             errors = outputs(model, info, data.x["train"])["error"]
             info["threshold"] = float(np.quantile(errors, config.nn.anomaly_quantile))
         summary = {"task": config.task, "model": config.model.name, "method": "from-scratch",
+                   "metric": HEADLINE[config.task],
                    "parameters": params, "epochs": result.epochs, "steps": result.steps,
                    "train_loss": round(result.train_loss, 6), "train_seconds": result.seconds,
                    **{f"{p}_rows": n for p, n in data.sizes().items()}}
@@ -254,8 +257,8 @@ def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, 
     if "proba" in out:
         from sklearn.metrics import ConfusionMatrixDisplay
 
-        ConfusionMatrixDisplay.from_predictions(y, out["proba"].argmax(1), ax=ax, colorbar=False,
-                                                display_labels=[str(c) for c in info["classes"]])
+        ConfusionMatrixDisplay.from_predictions(y, out["proba"].argmax(1), labels=list(range(len(info["classes"]))),
+                                                display_labels=[str(c) for c in info["classes"]], ax=ax, colorbar=False)
         title = f"Confusion matrix ({part} split)"
     else:
         for label, name in ((0, "normal"), (1, "anomaly")):
