@@ -181,3 +181,13 @@ def test_autoencoder_separates_the_known_anomalies(runs_dir, tmp_path):
 def test_config_rejects_misfits(runs_dir, sections, message):
     with pytest.raises(ConfigError, match=message):
         nn_config(runs_dir, **sections)
+
+
+def test_tune_searches_the_learning_rate_of_a_network(runs_dir):
+    from trainforge.tuning.run import tune
+
+    run = tune(nn_config(runs_dir, name="tune-mlp", training={"epochs": 2},
+                         tuning={"strategy": "random", "trials": 3, "metric": "eval_accuracy", "pruning": False}))
+    trials = [row for row in run.metrics() if row.get("state") == "complete"]
+    assert len(trials) == 3 and all(0.5 <= t["score"] <= 1 for t in trials)
+    assert {k for t in trials for k in t["params"]} == {"training.learning_rate"}

@@ -665,6 +665,8 @@ class RunConfig(Section):
             if self.data.dataset and self.data.dataset != "digits":
                 raise ValueError(f"key `data.dataset` = {self.data.dataset!r} holds no images; the bundled image "
                                  "dataset is `digits`")
+            if "strategy" not in self.data.split.model_fields_set:
+                self.data.split.strategy = "stratified"  # every class in every split
         return self
 
     @model_validator(mode="after")

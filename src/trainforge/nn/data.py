@@ -132,12 +132,16 @@ def read_images(files: list[Path], size: list[int] | None, grayscale: bool) -> n
     return np.stack([read_image(f, tuple(size), grayscale) for f in files])
 
 
-def read_arrays(folder: Path) -> np.ndarray:
-    images = np.load(folder / "images.npy", allow_pickle=False).astype(np.float32)
+def read_npy_images(path: Path) -> np.ndarray:
+    """N×H×W or N×C×H×W numbers → N×C×H×W floats in [0, 1] (0–255 pixels are scaled)."""
+    try:
+        images = np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} is not a NumPy array of images ({err}).") from None
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
-        raise DataError(f"{folder / 'images.npy'} has shape {images.shape}; expected N×H×W or N×C×H×W.")
+        raise DataError(f"{path} has shape {images.shape}; expected N×H×W or N×C×H×W.")
     if images.max(initial=0) > 1.0:  # 0-255 pixels
         images = images / 255.0
     return images
@@ -151,7 +155,7 @@ def _folder(config: RunConfig) -> tuple[np.ndarray, np.ndarray, list]:
     if (folder / "images.npy").is_file():
         if not (folder / "labels.npy").is_file():
             raise DataError(f"{folder} holds images.npy but no labels.npy (one label per image).")
-        images, labels = read_arrays(folder), np.load(folder / "labels.npy", allow_pickle=False)
+        images, labels = read_npy_images(folder / "images.npy"), np.load(folder / "labels.npy", allow_pickle=False)
         if len(labels) != len(images):
             raise DataError(f"{folder}: images.npy holds {len(images)} images but labels.npy {len(labels)} labels.")
         classes = sorted(np.unique(labels).tolist(), key=str)

@@ -24,7 +24,11 @@ Interface (everything a new architecture/task needs):
   early-stopping state, best weights) and trainer_state.json, so `RunDir.last_checkpoint()` finds it.
 - `resume=True` continues from the last complete checkpoint (metrics.jsonl rewound to it); on CPU the final
   weights equal those of an uninterrupted run.
-- `callbacks`: callables `callback(epoch, row)` called after each logged epoch (tests stop a run with them).
+- `callbacks`: callables `callback(epoch, row)` called after each logged epoch (tests stop a run with them; tuning
+  reports `row[metric]` to its study and may raise optuna.TrialPruned).
+- `collate`: the DataLoader's `collate_fn`, e.g. to pad variable-length sequences (default: stack tensors).
+
+Everything runs on the CPU (the networks here are small); models and batches stay where the caller put them.
 
 The optimizer is AdamW with gradient-norm clipping and a per-step learning-rate schedule (`training.lr_scheduler`:
 cosine by default, linear, constant; `training.warmup_ratio`). A rich progress bar shows the steps.
@@ -168,7 +172,7 @@ def _improved(value: float, best: float | None, settings: LoopSettings) -> bool:
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
         train_set: torch.utils.data.Dataset, settings: LoopSettings, run: RunDir, *,
         validate: Callable[[torch.nn.Module], dict[str, float]] | None = None, resume: bool = False,
-        callbacks: list[Callable[[int, dict], None]] | None = None) -> FitResult:
+        callbacks: list[Callable[[int, dict], None]] | None = None, collate: Callable | None = None) -> FitResult:
     """Train `model` in place (see the module docstring); returns what happened."""
     from torch.utils.data import DataLoader
 
@@ -191,7 +195,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
         while progress["epoch"] < settings.epochs and not stopped:
             epoch = progress["epoch"] + 1
             order = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-            loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=order)
+            loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=order,
+                                collate_fn=collate)
             model.train()
             total, count = 0.0, 0
             for batch in loader:

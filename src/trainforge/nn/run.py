@@ -172,7 +172,7 @@ def _validate(config: RunConfig, data: Arrays, info: dict, loss_fn):
     return validate
 
 
-def _prepare(config: RunConfig) -> tuple[Arrays, object, dict]:
+def prepare_data(config: RunConfig) -> tuple[Arrays, object, dict]:
     if config.task == "image-classification":
         data, pipeline = load_images(config), None
     else:
@@ -193,13 +193,14 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
     """Train, evaluate, save and record one from-scratch network run; returns its run directory."""
     from trainforge.pipeline import finish_run, open_run, print_summary
 
-    data, pipeline, info = _prepare(config)  # input checks fail before a run directory exists
+    data, pipeline, info = prepare_data(config)  # input checks fail before a run directory exists
     console.print(f"[bold]data:[/] {data.source} → {data.sizes()}")
     if not config.name and not resume:
         config = config.model_copy(update={"name": f"{config.model.name}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"})
     config, run = open_run(config, resume, config.task)
     with run.failing_on_error():
-        torch.set_num_threads(config.training.threads or torch.get_num_threads())
+        if config.training.threads:
+            torch.set_num_threads(config.training.threads)
         seed_everything(config.training.seed)
         spec = _spec(config, data)
         model = models.build(spec)
@@ -295,10 +296,9 @@ def _image_inputs(info: dict, data: str, config: RunConfig) -> tuple[np.ndarray,
 
     path = Path(data)
     if path.suffix == ".npy":
-        from trainforge.nn.data import read_arrays
+        from trainforge.nn.data import read_npy_images
 
-        images = read_arrays(path.parent) if path.name == "images.npy" else np.load(path).astype(np.float32)
-        images = images[:, None] if images.ndim == 3 else images
+        images = read_npy_images(path)
         names = [f"{path.name}[{i}]" for i in range(len(images))]
     elif path.is_dir():
         files = image_files(path) or sorted(f for d in path.iterdir() if d.is_dir() for f in image_files(d))
@@ -352,6 +352,8 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
 
 def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
     """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder."""
+    import pandas as pd
+
     model, info, pipeline = load(run)
     config = load_config(run.file("config.yaml"))
     if data and info["task"] != "image-classification":
@@ -360,12 +362,19 @@ def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
         from trainforge.nn.data import table_inputs
 
         frame, source = read_table(data), f"Data file {data}"
-        target = info["target"]
+        target, task = info["target"], info["task"]
         x = table_inputs(pipeline, frame, source)
         if target not in frame.columns:
-            raise DataError(f"{source} has no column {target!r} (the target); evaluation needs the true values.")
-        y = (encode_labels(frame[target], info["classes"], target, source, frame.attrs.get("row_base", 1))
-             if info["task"] == "classification" else frame[target].to_numpy(dtype=np.float32))
+            if task != "anomaly-detection":
+                raise DataError(f"{source} has no column {target!r} (the target); evaluation needs the true values.")
+            return scores(info, model, x, None)  # errors and flags only
+        if task == "classification":
+            y = encode_labels(frame[target], info["classes"], target, source, frame.attrs.get("row_base", 1))
+        else:
+            y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=np.float32)
+            if np.isnan(y).any():
+                raise DataError(f"{source}, column {target!r} (the target) holds a value that is not a number in "
+                                f"row {int(np.flatnonzero(np.isnan(y))[0]) + frame.attrs.get('row_base', 1)}.")
         return scores(info, model, x, y)
     if data:
         from trainforge.nn.data import labelled_images
