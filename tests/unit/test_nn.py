@@ -191,3 +191,22 @@ def test_tune_searches_the_learning_rate_of_a_network(runs_dir):
     trials = [row for row in run.metrics() if row.get("state") == "complete"]
     assert len(trials) == 3 and all(0.5 <= t["score"] <= 1 for t in trials)
     assert {k for t in trials for k in t["params"]} == {"training.learning_rate"}
+
+
+def test_bad_image_data_names_the_folder(runs_dir, tmp_path):
+    from trainforge.errors import DataError
+
+    _digit_images(tmp_path / "one", per_class=2)
+    for extra in ("1", "7"):
+        for f in (tmp_path / "one" / extra).iterdir():
+            f.unlink()
+        (tmp_path / "one" / extra).rmdir()
+    (tmp_path / "arrays").mkdir()
+    np.save(tmp_path / "arrays" / "images.npy", np.zeros((5, 8, 8)))
+    np.save(tmp_path / "arrays" / "labels.npy", np.zeros(4))
+    for folder, message in (("one", "at least two subfolders"), ("arrays", "5 images but labels.npy 4")):
+        cfg = load_config(base={"task": "image-classification", "data": {"path": str(tmp_path / folder)},
+                                "tracking": {"runs_dir": str(runs_dir), "mlflow": False}})
+        with pytest.raises(DataError, match=message):
+            train(cfg)
+    assert not runs_dir.exists()  # refused before a run directory is made
