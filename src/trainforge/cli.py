@@ -140,11 +140,14 @@ def evaluate(
     from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
     from trainforge.multitask.run import evaluate_multitask_run, is_multitask
     from trainforge.pipeline import evaluate_run, fmt
+    from trainforge.nn.run import evaluate_nn_run, is_nn
     from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
-    if is_tabular(r):
+    if is_nn(r):  # networks trained from scratch: --data is a table, or an image folder
+        scores = evaluate_nn_run(r, data)
+    elif is_tabular(r):
         scores = evaluate_file(r, data) if data else evaluate_test_split(r)
     elif is_multitask(r):
         scores = evaluate_multitask_run(r, data)
@@ -303,6 +306,11 @@ def predict(
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
+    from trainforge.nn.run import is_nn, predict_nn_file
+
+    if is_nn(r):  # tables (autoencoder: error, anomaly flag, embedding), image folders or .npy
+        out.print(f"predictions written to [bold]{predict_nn_file(r, data, out_file)}[/]")
+        return
     if is_tabular(r):
         from trainforge.classical.predict import predict_file as predict_table
 

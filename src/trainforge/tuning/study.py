@@ -28,7 +28,9 @@ INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry 
 
 
 def objective_for(config: RunConfig):
-    if config.task in ("lm", "text-classification", "multi-task"):
+    from trainforge.config.schema import is_nn_run
+
+    if config.task in ("lm", "text-classification", "multi-task") or is_nn_run(config.task, config.model.name):
         from trainforge.tuning.neural import NeuralObjective
 
         return NeuralObjective(config)
