@@ -388,9 +388,7 @@ class GANConfig(Section):
 class AgentConfig(Section):
     """Task rl-agent: a policy network trained on a gymnasium environment (`data.env`)."""
 
-    algorithm: Literal["dqn", "reinforce"] = Field(
-        "dqn", description="dqn: Q-learning with replay buffer and target network; reinforce: policy gradient "
-        "with a learned value baseline, one update per episode.")
+    algorithm: Literal["dqn"] = Field("dqn", description="dqn: Q-learning with a replay buffer and a target network.")
     hidden: list[int] = Field([64, 64], min_length=1, description="Hidden widths of the network.")
     steps: int = Field(20000, gt=0, description="Environment steps to train for.")
     learning_rate: float = Field(1e-3, gt=0)
