@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainforge.agents import POLICY_DIR
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError
 from trainforge.loops import load_checkpoint, load_network, mlp, open_loop_run, save_checkpoint, save_network
 from trainforge.tracking.rundir import RunDir
 
-POLICY_DIR = "policy"
 
 
 def make_env(env_id: str):
@@ -198,9 +198,6 @@ def returns_png(metrics: list[dict]) -> bytes:
     ax.legend()
     return _png(fig)
 
-
-def is_agent(run: RunDir) -> bool:
-    return (run.path / POLICY_DIR / "config.json").is_file()
 
 
 def evaluate_agent_run(run: RunDir, episodes: int | None = None) -> dict[str, float]:

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from trainforge.config import RunConfig, load_config
+from trainforge.gan import GENERATOR_DIR
 from trainforge.gan.data import load_gan_rows, mode_scores
 from trainforge.loops import load_checkpoint, load_network, mlp, open_loop_run, save_checkpoint, save_network
 from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 
-GENERATOR_DIR = "generator"
 
 
 def discriminator_accuracy(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -96,8 +96,8 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
                    "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()]),
                    **{f"after.{k}": v for k, v in scores.items()}}
         finish_run(run, config, summary, None, figures=[("Losses", losses_png(run.metrics())), ("Samples", png)])
-    print_summary(run, summary, None, keys=("model", "data", "steps", "train_seconds", *summary.keys() - {
-        "model", "data", "steps", "train_seconds", "trainable_params"}))
+    print_summary(run, summary, None, keys=("model", "data", "steps", "train_seconds",
+                                            *[k for k in summary if k.startswith("after.")]))
     return run
 
 
@@ -135,9 +135,6 @@ def samples_png(points: np.ndarray, rows: np.ndarray, meta: dict, dataset: str |
     ax.set_xlabel(meta["columns"][x]), ax.set_ylabel(meta["columns"][y]), ax.legend(), ax.grid(alpha=0.3)
     return _png(fig)
 
-
-def is_gan(run: RunDir) -> bool:
-    return (run.path / GENERATOR_DIR / "config.json").is_file()
 
 
 def evaluate_gan_run(run: RunDir) -> dict[str, float]:
