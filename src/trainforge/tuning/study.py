@@ -28,6 +28,9 @@ INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry 
 
 
 def objective_for(config: RunConfig):
+    if config.task in ("gan", "rl-agent"):
+        raise ConfigError(f"`trainforge tune` does not search {config.task} runs yet (they report no validation "
+                          "score to optimise); train them with `trainforge train`.")
     if config.task in ("lm", "text-classification", "multi-task"):
         from trainforge.tuning.neural import NeuralObjective
 
