@@ -33,3 +33,26 @@ def test_agent_needs_an_environment():
         load_config(base={"task": "rl-agent", "data": {"task": "dates-json"}})
     with pytest.raises(ConfigError, match="gymnasium"):
         load_config(base={"task": "lm", "data": {"env": "CartPole-v1"}})
+
+
+def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
+    from trainforge import loops
+
+    original = loops.save_checkpoint
+
+    def crash_after_saving(run, step, weights, state):
+        original(run, step, weights, state)
+        raise KeyboardInterrupt
+
+    config = load_config(base={
+        "name": "short", "task": "rl-agent", "data": {"env": "CartPole-v1"},
+        "agent": {"steps": 1200, "learning_starts": 200, "save_steps": 600, "eval_episodes": 2},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}})
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", original)
+    run = train(config, resume=True)
+    summary = read_json(run.file("summary.json"))
+    steps = [m["step"] for m in run.metrics() if "episode_return" in m]
+    assert steps == sorted(steps) and steps[-1] > 600 and summary["episodes"] == len(steps)

@@ -57,3 +57,15 @@ def test_gan_resumes_from_its_checkpoint_to_the_same_result(runs_dir, monkeypatc
 def test_gan_rejects_lm_tasks(runs_dir):
     with pytest.raises(ConfigError, match="gaussian-mixture"):
         load_config(base={"task": "gan", "data": {"task": "dates-json"}})
+
+
+def test_gan_on_a_table_needs_numeric_columns(runs_dir, tmp_path):
+    from trainforge.errors import DataError
+
+    table = tmp_path / "words.csv"
+    table.write_text("word\nalpha\nbeta\n")
+    config = load_config(base={"task": "gan", "data": {"path": str(table)},
+                               "tracking": {"runs_dir": str(runs_dir), "mlflow": False}})
+    with pytest.raises(DataError, match="numeric columns"):
+        train(config)
+    assert not runs_dir.exists()  # refused before a run directory was made
