@@ -121,9 +121,11 @@ def evaluate(
     per_subject: int = typer.Option(25, "--per-subject", min=1, help="Questions per subject of a bundled benchmark."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     out_file: Optional[str] = typer.Option(None, "--out", help="Results JSON (default: the run's benchmark-<name>.json; models: evals/<model>-<name>.json)."),
+    episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="rl-agent runs: episodes to replay (default: the run's agent.eval_episodes)."),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
-    accuracy and F1, tabular runs their task metrics. With --benchmark: multiple-choice accuracy by log-likelihood,
+    accuracy and F1, tabular runs their task metrics, rl-agent runs replay their policy (mean return), gan runs
+    score fresh samples. With --benchmark: multiple-choice accuracy by log-likelihood,
     for a run or a base model alike (before/after in two commands)."""
     if benchmark:
         from trainforge.evaluation.benchmark import benchmark_source
@@ -137,7 +139,9 @@ def evaluate(
         out.print(table)
         out.print(f"results written to [bold]{path}[/]")
         return
+    from trainforge.agents import is_agent
     from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
+    from trainforge.gan import is_gan
     from trainforge.multitask.run import evaluate_multitask_run, is_multitask
     from trainforge.pipeline import evaluate_run, fmt
     from trainforge.nn.run import evaluate_nn_run, is_nn
@@ -147,6 +151,14 @@ def evaluate(
     r = find_run(run, runs_dir)
     if is_nn(r):  # networks trained from scratch: --data is a table, or an image folder
         scores = evaluate_nn_run(r, data)
+    elif is_agent(r):
+        from trainforge.agents.run import evaluate_agent_run
+
+        scores = evaluate_agent_run(r, episodes)
+    elif is_gan(r):
+        from trainforge.gan.run import evaluate_gan_run
+
+        scores = evaluate_gan_run(r)
     elif is_tabular(r):
         scores = evaluate_file(r, data) if data else evaluate_test_split(r)
     elif is_multitask(r):

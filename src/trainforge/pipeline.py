@@ -69,7 +69,12 @@ def prepare(config: RunConfig) -> Prepared:
                           "peft cannot merge its adapter into the base model; set `export.merge: false`.")
     splits = load_splits(config.data, config.training.seed)
     check_early_stopping(config, splits)
-    tokenizer = load_tokenizer(config.model.name)
+    if config.model.name == "scratch":  # a new tokenizer, learned from the training split
+        from trainforge.models.scratch import corpus_texts, train_tokenizer
+
+        tokenizer = train_tokenizer(config.model.tokenizer, corpus_texts(splits.train))
+    else:
+        tokenizer = load_tokenizer(config.model.name)
     t = config.training
 
     def tok(rows, held_out=True):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
@@ -184,6 +189,14 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         from trainforge.nn.run import train_nn
 
         return train_nn(config, resume=resume, callbacks=callbacks)
+    if config.task == "gan":  # a generator/discriminator pair on numeric rows, same run directory and tracking
+        from trainforge.gan.run import train_gan
+
+        return train_gan(config, resume=resume)
+    if config.task == "rl-agent":  # a policy trained in a gymnasium environment, same run directory and tracking
+        from trainforge.agents.run import train_agent
+
+        return train_agent(config, resume=resume)
     if config.task != "lm":  # tabular tasks: the classical engine, same run directory and tracking
         from trainforge.classical.run import refuse_resume, train_classical
 
@@ -206,8 +219,13 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     prep.config = config
     with run.failing_on_error():
         set_seed(config.training.seed)
-        model = load_language_model(config.model.name, config.training.objective,
-                                    quantization_config=prep.method.quantization_config())
+        if config.model.name == "scratch":
+            from trainforge.models.scratch import build_model
+
+            model = build_model(config.model.architecture, prep.tokenizer, config.training.max_length)
+        else:
+            model = load_language_model(config.model.name, config.training.objective,
+                                        quantization_config=prep.method.quantization_config())
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
@@ -365,6 +383,8 @@ def evaluate_run(run: RunDir, data: str | None = None) -> dict[str, float]:
     from trainforge.inference import load_run_model
 
     config = load_config(run.file("config.yaml"))
+    if config.model.name == "scratch":  # the run's own tokenizer, not one learned afresh from the data
+        config = config.model_copy(update={"model": config.model.__class__(name=str(run.path / "model"))})
     if data:  # the file serves as the test split; `train` must name a source but is not trained on here
         fields = {"path": None, "task": None, "validation": None, "train": data, "test": data}
         config = config.model_copy(update={"data": config.data.model_copy(update=fields)})

@@ -82,7 +82,9 @@ def run_stages(stages: list[Stage], resume: bool = False) -> list[RunDir]:
     for number, stage in enumerate(stages, start=1):
         config = stage.config
         if stage.inherits_model and previous is not None:
-            config = config.model_copy(update={"model": config.model.model_copy(update={"name": str(previous.resolve())})})
+            # a `scratch` model's shape and tokenizer options stay with the stage that built it
+            model = config.model.model_copy(update={"name": str(previous.resolve()), "architecture": None, "tokenizer": None})
+            config = config.model_copy(update={"model": model})
         existing = {r.name: r for r in list_runs(config.tracking.runs_dir)}.get(config.name)
         console.rule(f"[bold]stage {number}/{len(stages)}: {stage.name}[/] → run {config.name}")
         if resume and existing is not None and existing.status == "completed":

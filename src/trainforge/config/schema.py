@@ -17,11 +17,51 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ScratchArchitecture(Section):
+    """`model.name: scratch`: the shape of a causal LM (transformers' LlamaConfig) initialised at random."""
+
+    hidden_size: int = Field(128, gt=0)
+    layers: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="Grouped-query attention; default: `heads`.")
+    intermediate_size: int | None = Field(None, gt=0, description="Feed-forward width; default: 4 × hidden_size.")
+    max_position_embeddings: int = Field(512, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.heads or self.heads % (self.kv_heads or self.heads):
+            raise ValueError(f"`model.architecture`: heads ({self.heads}) must divide hidden_size ({self.hidden_size}) "
+                             f"and kv_heads ({self.kv_heads}) must divide heads")
+        return self
+
+
+class ScratchTokenizer(Section):
+    """`model.name: scratch`: a byte-level BPE tokenizer trained (with `tokenizers`) on the run's training split."""
+
+    vocab_size: int = Field(2000, ge=300, description="Target size, 256 bytes and the special tokens included.")
+    min_frequency: int = Field(2, gt=0, description="Merges need a pair seen at least this often.")
+
+
 class ModelConfig(Section):
     name: str = Field("smollm2-135m-instruct", description="A model alias (see `trainforge models`) or a local HF folder; "
-                      "for tabular tasks an estimator alias (random_forest, lightgbm, logistic_regression, ...).")
+                      "for tabular tasks an estimator alias (random_forest, lightgbm, logistic_regression, ...); "
+                      "`scratch` (task lm): a new causal LM shaped by `architecture`, with a tokenizer trained on the data.")
     trust_remote_code: bool = False
     params: dict[str, Any] = Field({}, description="Tabular tasks: keyword arguments of the estimator.")
+    architecture: ScratchArchitecture | None = Field(None, description="`name: scratch`: the model's shape.")
+    tokenizer: ScratchTokenizer | None = Field(None, description="`name: scratch`: the tokenizer to train.")
+
+    @model_validator(mode="after")
+    def _scratch_options(self):
+        if self.name == "scratch":
+            if self.architecture is None:  # assignment re-runs this validator: assign only what is missing
+                self.architecture = ScratchArchitecture()
+            if self.tokenizer is None:
+                self.tokenizer = ScratchTokenizer()
+        elif self.architecture is not None or self.tokenizer is not None:
+            raise ValueError("`model.architecture` and `model.tokenizer` shape a model trained from scratch; they need "
+                             f"`model.name: scratch` (got {self.name!r})")
+        return self
 
 
 class SplitFractions(Section):
@@ -52,7 +92,8 @@ class DataConfig(Section):
     train: str | None = Field(None, description="Training file, used as is.")
     validation: str | None = None
     test: str | None = None
-    task: str | None = Field(None, description="A bundled generated task, e.g. `dates-json`.")
+    task: str | None = Field(None, description="A bundled generated task, e.g. `dates-json`; task gan: "
+                             "`gaussian-mixture` (2-D points around a ring of modes).")
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
@@ -68,6 +109,7 @@ class DataConfig(Section):
     time_column: str | None = Field(None, description="Orders rows for time splits and time-series CV.")
     split: SplitFractions = SplitFractions()
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of each source (quick trials).")
+    env: str | None = Field(None, description="Task rl-agent: a gymnasium environment id, e.g. `CartPole-v1`.")
 
     @field_validator("dataset")
     @classmethod
@@ -78,11 +120,12 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self):
-        sources = [k for k in ("path", "train", "task", "dataset") if getattr(self, k)]
+        sources = [k for k in ("path", "train", "task", "dataset", "env") if getattr(self, k)]
         if len(sources) != 1:
             raise ValueError(
                 "give exactly one data source: `data.path` (split by fractions), `data.train` "
-                f"(with optional `data.validation` / `data.test` files), `data.task` or `data.dataset`; got {sources or 'none'}"
+                f"(with optional `data.validation` / `data.test` files), `data.task`, `data.dataset` or `data.env` "
+                f"(task rl-agent); got {sources or 'none'}"
             )
         if (self.validation or self.test) and not self.train:
             raise ValueError("`data.validation` / `data.test` files need `data.train` as the training file")
@@ -328,6 +371,42 @@ class ActiveConfig(Section):
     seed: int = 0
 
 
+class GANConfig(Section):
+    """Task gan: a generator and a discriminator MLP trained against each other on the data's numeric rows."""
+
+    latent_dim: int = Field(8, gt=0, description="Size of the generator's noise input.")
+    hidden: list[int] = Field([128, 128], min_length=1, description="Hidden widths of both networks.")
+    steps: int = Field(3000, gt=0, description="Generator updates (one discriminator update each).")
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of both optimizers.")
+    logging_steps: int = Field(100, gt=0)
+    save_steps: int = Field(1000, gt=0, description="Checkpoint every N steps (resumable with --resume).")
+    samples: int = Field(1000, gt=0, description="Generated points/images drawn for the report and the scores.")
+    seed: int = 0
+
+
+class AgentConfig(Section):
+    """Task rl-agent: a policy network trained on a gymnasium environment (`data.env`)."""
+
+    algorithm: Literal["dqn"] = Field("dqn", description="dqn: Q-learning with a replay buffer and a target network.")
+    hidden: list[int] = Field([64, 64], min_length=1, description="Hidden widths of the network.")
+    steps: int = Field(20000, gt=0, description="Environment steps to train for.")
+    learning_rate: float = Field(1e-3, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
+    batch_size: int = Field(64, gt=0, description="dqn: transitions per update.")
+    buffer_size: int = Field(20000, gt=0, description="dqn: replay buffer capacity.")
+    learning_starts: int = Field(500, ge=0, description="dqn: random steps before learning starts.")
+    target_update: int = Field(250, gt=0, description="dqn: steps between target-network syncs.")
+    epsilon_start: float = Field(1.0, ge=0, le=1)
+    epsilon_end: float = Field(0.05, ge=0, le=1)
+    epsilon_fraction: float = Field(0.3, gt=0, le=1, description="dqn: share of `steps` over which epsilon decays.")
+    train_every: int = Field(1, gt=0, description="dqn: environment steps per gradient update.")
+    eval_episodes: int = Field(10, gt=0, description="Greedy episodes scored after training (and by `trainforge eval`).")
+    save_steps: int = Field(5000, gt=0, description="Checkpoint every N environment steps (resumable with --resume).")
+    seed: int = 0
+
+
 class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
 
@@ -482,13 +561,14 @@ class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
     task: Literal["lm", "text-classification", "multi-task", "reward", "classification", "regression",
-                  "clustering", "image-classification", "anomaly-detection"] = Field(
+                  "clustering", "image-classification", "anomaly-detection", "gan", "rl-agent"] = Field(
         "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
         "multi-task: one shared encoder, one head per `multitask.tasks` entry; "
         "reward: a reward model (a language model with a one-score head) trained on preference pairs; "
         "image-classification: a CNN from scratch on images (model lenet); anomaly-detection: an autoencoder on a "
-        "table, scored by reconstruction error; the others run the classical (tabular) engine (or, with "
-        "model.name torch_mlp, an MLP trained from scratch).")
+        "table, scored by reconstruction error; gan: a generator/discriminator pair on numeric rows (see `gan:`); "
+        "rl-agent: a policy trained on a gymnasium environment (see `agent:`); the others run the classical "
+        "(tabular) engine (or, with model.name torch_mlp, an MLP trained from scratch).")
     model: ModelConfig = ModelConfig()
     data: DataConfig
     method: MethodConfig = MethodConfig()
@@ -506,6 +586,8 @@ class RunConfig(Section):
     rl: RLConfig = RLConfig()
     constitution: ConstitutionConfig = ConstitutionConfig()
     nn: NNConfig = NNConfig()
+    gan: GANConfig = GANConfig()
+    agent: AgentConfig = AgentConfig()
 
     @field_validator("name")
     @classmethod
@@ -595,8 +677,36 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _scratch_fits_task(self):
+        if self.model.name != "scratch":
+            return self
+        if self.task != "lm" or self.training.objective not in ("clm", "sft"):
+            raise ValueError("`model.name: scratch` builds a causal LM: it needs `task: lm` with `training.objective` "
+                             f"clm (pretraining) or sft; got task {self.task!r}, objective {self.training.objective!r}")
+        if "name" not in self.method.model_fields_set:
+            self.method.name = "full"
+        elif self.method.name != "full":
+            raise ValueError(f"`model.name: scratch` trains every weight of a new model; set `method.name: full` "
+                             f"(got {self.method.name!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _gan_and_agent_data(self):
+        if self.task == "rl-agent" and not self.data.env:
+            raise ValueError("task rl-agent learns by acting in an environment: set `data.env`, e.g. CartPole-v1")
+        if self.data.env and self.task != "rl-agent":
+            raise ValueError(f"`data.env` is a gymnasium environment for task rl-agent, not for task {self.task}")
+        if self.task == "gan":
+            from trainforge.gan.data import check_gan_data
+
+            check_gan_data(self.data)
+            if "format" not in self.data.model_fields_set:
+                self.data.format = "tabular"
+        return self
+
+    @model_validator(mode="after")
     def _tabular_fits_task(self):
-        if self.task in ("text-classification", "multi-task", "reward", "image-classification"):
+        if self.task in ("text-classification", "multi-task", "reward", "image-classification", "gan", "rl-agent"):
             return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:

@@ -28,6 +28,9 @@ INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry 
 
 
 def objective_for(config: RunConfig):
+    if config.task in ("gan", "rl-agent"):
+        raise ConfigError(f"`trainforge tune` does not search {config.task} runs yet (they report no validation "
+                          "score to optimise); train them with `trainforge train`.")
     from trainforge.config.schema import is_nn_run
 
     if config.task in ("lm", "text-classification", "multi-task") or is_nn_run(config.task, config.model.name):

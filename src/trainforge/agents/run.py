@@ -1,0 +1,209 @@
+"""DQN (Mnih et al. 2015) on a gymnasium environment with discrete actions: epsilon-greedy acting, a replay
+buffer, a target network and the Huber TD loss. Episode returns go to metrics.jsonl; the greedy policy is saved
+as policy/ (safetensors + JSON) and replayed by `trainforge eval`."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainforge.agents import POLICY_DIR
+from trainforge.config import RunConfig, load_config
+from trainforge.errors import ConfigError
+from trainforge.loops import load_checkpoint, load_network, mlp, open_loop_run, save_checkpoint, save_network
+from trainforge.tracking.rundir import RunDir
+
+
+
+def make_env(env_id: str):
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:
+        raise ConfigError(f"Key `data.env` = {env_id!r}: gymnasium cannot make it ({err}). Use an installed "
+                          "environment id such as CartPole-v1 or Acrobot-v1.") from None
+    if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
+        raise ConfigError(f"Key `data.env` = {env_id!r}: DQN needs discrete actions and a flat observation vector; "
+                          f"this environment has {env.action_space} and {env.observation_space}.")
+    return env
+
+
+class Replay:
+    """A ring buffer of transitions, kept as tensors so that checkpoints load with torch's safe loader."""
+
+    def __init__(self, capacity: int, obs_dim: int):
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.action = torch.zeros(capacity, dtype=torch.long)
+        self.reward = torch.zeros(capacity)
+        self.done = torch.zeros(capacity)
+        self.size = self.pos = 0
+
+    def add(self, obs, action, reward, next_obs, done) -> None:
+        i = self.pos
+        self.obs[i], self.next_obs[i] = torch.as_tensor(obs), torch.as_tensor(next_obs)
+        self.action[i], self.reward[i], self.done[i] = action, reward, float(done)
+        self.pos = (i + 1) % len(self.obs)
+        self.size = min(self.size + 1, len(self.obs))
+
+    def sample(self, n: int, gen: torch.Generator):
+        idx = torch.randint(0, self.size, (n,), generator=gen)
+        return self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("obs", "next_obs", "action", "reward", "done", "size", "pos")}
+
+    def load(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def greedy_returns(net: nn.Module, env_id: str, episodes: int, seed: int) -> list[float]:
+    """Undiscounted returns of the greedy policy over `episodes` seeded episodes."""
+    env, returns = make_env(env_id), []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            with torch.no_grad():
+                action = int(net(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def random_returns(env_id: str, episodes: int, seed: int) -> list[float]:
+    """The baseline: returns of uniformly random actions."""
+    env, returns = make_env(env_id), []
+    env.action_space.seed(seed)
+    for episode in range(episodes):
+        env.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + float(reward), terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def epsilon_at(step: int, a) -> float:
+    frac = min(1.0, step / max(1, a.epsilon_fraction * a.steps))
+    return a.epsilon_start + frac * (a.epsilon_end - a.epsilon_start)
+
+
+def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
+    from trainforge.pipeline import comparison_rows, console, finish_run, print_summary
+
+    a, env_id = config.agent, config.data.env
+    env = make_env(env_id)  # a bad id fails before the run directory exists
+    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+    sizes = [obs_dim, *a.hidden, n_actions]
+    config, run = open_loop_run(config, resume, f"dqn-{env_id}")
+    with run.failing_on_error():
+        torch.manual_seed(a.seed)
+        random.seed(a.seed)
+        q, target = mlp(sizes), mlp(sizes)
+        target.load_state_dict(q.state_dict())
+        optimizer = torch.optim.Adam(q.parameters(), lr=a.learning_rate)
+        replay, gen = Replay(a.buffer_size, obs_dim), torch.Generator().manual_seed(a.seed)
+        start, episode = 0, 0
+        restored = load_checkpoint(run) if resume else None
+        if restored:  # the environment restarts its episode; everything learned so far is restored
+            start, state = restored
+            q.load_state_dict(state["q"]), target.load_state_dict(state["target"])
+            optimizer.load_state_dict(state["optimizer"]), replay.load(state["replay"])
+            gen.set_state(state["generator"]), random.setstate(state["random"])
+            episode = state["episode"]
+        console.print(f"[bold]agent:[/] DQN on {env_id}, network {sizes}, {a.steps} environment steps"
+                      + (f", resuming at step {start}" if start else ""))
+        obs, _ = env.reset(seed=a.seed + episode)
+        episode_return, started = 0.0, time.perf_counter()
+        for step in range(start + 1, a.steps + 1):
+            eps = epsilon_at(step, a)
+            if random.random() < eps:
+                action = random.randrange(n_actions)
+            else:
+                with torch.no_grad():
+                    action = int(q(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            replay.add(obs, action, reward, next_obs, terminated)  # a time-limit cut is not a terminal state
+            obs, episode_return = next_obs, episode_return + float(reward)
+            if terminated or truncated:
+                episode += 1
+                run.append_metrics({"step": step, "episode": episode, "episode_return": episode_return,
+                                    "epsilon": round(eps, 4)})
+                obs, _ = env.reset(seed=a.seed + episode)
+                episode_return = 0.0
+            if step > a.learning_starts and step % a.train_every == 0:
+                o, act, r, o2, d = replay.sample(a.batch_size, gen)
+                with torch.no_grad():
+                    goal = r + a.gamma * (1 - d) * target(o2).max(dim=1).values
+                loss = nn.functional.smooth_l1_loss(q(o).gather(1, act[:, None]).squeeze(1), goal)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(q.parameters(), 10.0)
+                optimizer.step()
+                if step % 100 == 0:
+                    run.append_metrics({"step": step, "loss": round(loss.item(), 5)})
+            if step % a.target_update == 0:
+                target.load_state_dict(q.state_dict())
+            if step % a.save_steps == 0 and step < a.steps:
+                save_checkpoint(run, step, q.state_dict(), {
+                    "q": q.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
+                    "replay": replay.state(), "generator": gen.get_state(), "random": random.getstate(),
+                    "episode": episode})
+        env.close()
+        train_seconds = time.perf_counter() - started
+        save_network(run.path / POLICY_DIR, q, {"algorithm": "dqn", "env": env_id, "sizes": sizes})
+        after = greedy_returns(q.eval(), env_id, a.eval_episodes, seed=10_000 + a.seed)
+        before = random_returns(env_id, a.eval_episodes, seed=10_000 + a.seed)
+        scores_before = {"mean_return": float(np.mean(before))}
+        scores_after = {"mean_return": float(np.mean(after)), "min_return": float(np.min(after)),
+                        "max_return": float(np.max(after))}
+        summary = {"algorithm": "dqn", "env": env_id, "steps": a.steps, "episodes": episode,
+                   "train_seconds": round(train_seconds, 1),
+                   "trainable_params": sum(p.numel() for p in q.parameters()),
+                   "before.mean_return": scores_before["mean_return"],  # a uniformly random policy
+                   **{f"after.{k}": v for k, v in scores_after.items()}}
+        comparison = comparison_rows(scores_before, scores_after)
+        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))])
+    print_summary(run, summary, comparison, keys=("algorithm", "env", "steps", "episodes", "train_seconds",
+                                                  "before.mean_return", "after.mean_return"))
+    return run
+
+
+def returns_png(metrics: list[dict]) -> bytes:
+    from trainforge.classical.plots import _plt, _png
+
+    plt = _plt()
+    points = [(m["step"], m["episode_return"]) for m in metrics if "episode_return" in m]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    if points:
+        steps, returns = zip(*points)
+        ax.plot(steps, returns, alpha=0.35, label="episode return")
+        window = max(1, len(returns) // 20)
+        smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, label=f"mean of {window}")
+    ax.set_xlabel("environment step")
+    ax.set_ylabel("return")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+
+def evaluate_agent_run(run: RunDir, episodes: int | None = None) -> dict[str, float]:
+    """Replay the saved greedy policy for `episodes` (default: the run's `agent.eval_episodes`)."""
+    config = load_config(run.file("config.yaml"))
+    net, meta = load_network(run.path / POLICY_DIR)
+    returns = greedy_returns(net, meta["env"], episodes or config.agent.eval_episodes, seed=20_000 + config.agent.seed)
+    return {"episodes": len(returns), "mean_return": float(np.mean(returns)), "min_return": float(np.min(returns)),
+            "max_return": float(np.max(returns))}

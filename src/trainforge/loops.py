@@ -1,0 +1,74 @@
+"""What the hand-written PyTorch loops (task gan, task rl-agent) share: MLPs, the run directory opened or resumed,
+and checkpoints that `RunDir.last_checkpoint` recognises (trainer_state.json + weights + a torch state archive)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainforge.config import RunConfig
+from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
+
+STATE_FILE = "state.pt"
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers of the given widths with `activation` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def open_loop_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, RunDir]:
+    """The run directory, named `<kind>-<time>` unless `name` is set (or the unfinished run, with resume)."""
+    from trainforge.pipeline import open_run
+
+    if not config.name and not resume:
+        config = config.model_copy(update={"name": f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"})
+    return open_run(config, resume, kind)
+
+
+def save_checkpoint(run: RunDir, step: int, weights: dict[str, torch.Tensor], state: dict) -> None:
+    """checkpoints/checkpoint-<step>/: the weights (safetensors), the full training state, written atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(run.checkpoints / f"checkpoint-{step}") as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / STATE_FILE)
+        atomic_write_json(tmp / "trainer_state.json", {"global_step": step})
+
+
+def load_checkpoint(run: RunDir) -> tuple[int, dict] | None:
+    """(step, state) of the newest complete checkpoint (metrics rewound to it), or None."""
+    from trainforge.pipeline import resume_checkpoint
+
+    folder = resume_checkpoint(run, True)
+    if folder is None:
+        return None
+    return int(folder.name.rsplit("-", 1)[1]), torch.load(folder / STATE_FILE, weights_only=True)
+
+
+def save_network(folder: Path, net: nn.Module, meta: dict) -> None:
+    """A network as model.safetensors + config.json (what rebuilds it), in one atomic folder."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file(net.state_dict(), str(tmp / "model.safetensors"))
+        atomic_write_json(tmp / "config.json", meta)
+
+
+def load_network(folder: Path) -> tuple[nn.Sequential, dict]:
+    from safetensors.torch import load_file
+
+    from trainforge.tracking.rundir import read_json
+
+    meta = read_json(folder / "config.json")
+    net = mlp(meta["sizes"])
+    net.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return net.eval(), meta

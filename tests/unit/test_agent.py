@@ -1,0 +1,58 @@
+"""Task rl-agent: DQN on CartPole beats a random policy clearly; the saved policy replays with `trainforge eval`."""
+
+import pytest
+from typer.testing import CliRunner
+
+from trainforge.cli import app
+from trainforge.config import load_config
+from trainforge.errors import ConfigError
+from trainforge.pipeline import train
+from trainforge.tracking.rundir import read_json
+
+
+def test_dqn_on_cartpole_beats_a_random_policy_and_replays(runs_dir):
+    run = train(load_config(base={
+        "name": "cartpole", "task": "rl-agent", "data": {"env": "CartPole-v1"},
+        "agent": {"steps": 6000, "learning_starts": 500, "target_update": 200, "save_steps": 3000, "eval_episodes": 5},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True}}))
+    summary = read_json(run.file("summary.json"))
+    assert summary["before.mean_return"] < 30  # random actions keep the pole up ~20 steps
+    assert summary["after.mean_return"] > 3 * summary["before.mean_return"]
+    returns = [m["episode_return"] for m in run.metrics() if "episode_return" in m]
+    assert sum(returns[-10:]) > 2 * sum(returns[:10])  # learning shows in the training episodes too
+    assert (run.path / "policy" / "model.safetensors").is_file()
+    assert (run.path / "checkpoints" / "checkpoint-3000" / "state.pt").is_file()
+    result = CliRunner().invoke(app, ["eval", "cartpole", "--runs-dir", str(runs_dir), "--episodes", "3"])
+    assert result.exit_code == 0, result.output
+    replayed = float(result.output.split("mean_return")[1].split()[1])
+    assert replayed > 3 * summary["before.mean_return"]
+
+
+def test_agent_needs_an_environment():
+    with pytest.raises(ConfigError, match="data.env"):
+        load_config(base={"task": "rl-agent", "data": {"task": "dates-json"}})
+    with pytest.raises(ConfigError, match="gymnasium"):
+        load_config(base={"task": "lm", "data": {"env": "CartPole-v1"}})
+
+
+def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
+    from trainforge import loops
+
+    original = loops.save_checkpoint
+
+    def crash_after_saving(run, step, weights, state):
+        original(run, step, weights, state)
+        raise KeyboardInterrupt
+
+    config = load_config(base={
+        "name": "short", "task": "rl-agent", "data": {"env": "CartPole-v1"},
+        "agent": {"steps": 1200, "learning_starts": 200, "save_steps": 600, "eval_episodes": 2},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}})
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", original)
+    run = train(config, resume=True)
+    summary = read_json(run.file("summary.json"))
+    steps = [m["step"] for m in run.metrics() if "episode_return" in m]
+    assert steps == sorted(steps) and steps[-1] > 600 and summary["episodes"] == len(steps)
