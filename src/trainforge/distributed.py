@@ -10,14 +10,22 @@ there, which resuming needs) and stop after the training loop."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from trainforge.config import RunConfig
 from trainforge.config.schema import RL_OBJECTIVES
 from trainforge.errors import ConfigError, RunError, TrainforgeError
 from trainforge.tracking.rundir import RunDir
+
+
+def sharding() -> bool:
+    """Launched with an accelerate config for FSDP or DeepSpeed: weights (ZeRO-3 / FSDP) or optimizer state
+    (ZeRO-1/2) live in pieces on the ranks."""
+    return any(os.environ.get(k, "").lower() == "true" for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
 
 
 def world_size() -> int:
@@ -31,6 +39,8 @@ def is_main() -> bool:
 def check_supported(config: RunConfig, source: str = "the config") -> None:
     """Data-parallel training covers the Trainer-based runs: language models (not online RL, which has its own
     loop) and text classifiers trained end to end."""
+    from trainforge.methods import get_method
+    from trainforge.methods.base import Method
     from trainforge.textclass.run import estimator_name
 
     why = None
@@ -42,6 +52,9 @@ def check_supported(config: RunConfig, source: str = "the config") -> None:
         why = "distillation runs in one process"
     elif config.task == "text-classification" and estimator_name(config):
         why = "an embeddings → estimator run fits a classical estimator, not a network"
+    elif sharding() and type(get_method(config)).save is not Method.save:
+        why = (f"method {config.method.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; "
+               "use lora or full")
     if why:
         raise ConfigError(f"Data-parallel training (--nproc, or a torchrun / accelerate launch) of {source}: {why}. It covers `task: lm` with the Trainer objectives and "
                           "`task: text-classification` with a trained network; run this config in one process.")
@@ -89,6 +102,18 @@ def open_on_rank0(open_run: Callable[[], tuple[RunConfig, RunDir]]) -> tuple[Run
     if message is not None:
         raise RunError(f"Rank 0 could not open the run directory: {message}")
     return (config, path) if is_main() else (config, FollowerRun(path.path))
+
+
+def save_gathered(trainer, target: Path) -> None:
+    """FSDP / DeepSpeed: every rank takes part in gathering the weights (the Trainer's own save, which needs
+    `fsdp_state_dict_type: FULL_STATE_DICT` or ZeRO-3's `stage3_gather_16bit_weights_on_model_save`); rank 0
+    writes them to a staging folder that replaces `target` once complete."""
+    staging = target.parent / f".{target.name}.gathered"
+    trainer.save_model(str(staging))
+    if is_main():
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
 
 
 def launch(nproc: int, argv: list[str]) -> int:

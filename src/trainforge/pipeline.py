@@ -293,10 +293,14 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     with resource_errors(run, config.training):
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - started
+        target = run.path / ("adapter" if prep.method.saves_adapter else "model")
+        if distributed.sharding():
+            distributed.save_gathered(trainer, target)
         if not distributed.is_main():
             return trainer.model, {}
-        with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-            prep.method.save(trainer.model, prep.tokenizer, tmp)
+        if not distributed.sharding():
+            with atomic_dir(target) as tmp:
+                prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
         "method": config.method.name, "model": config.model.name, "steps": result.global_step,
         "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),

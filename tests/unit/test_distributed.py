@@ -68,3 +68,14 @@ def test_a_worker_of_an_unsupported_run_stops_before_the_run_directory(tmp_path,
     with pytest.raises(ConfigError, match="trains in one process"):
         train(config)
     assert not (tmp_path / "runs").exists()
+
+
+def test_fsdp_or_deepspeed_refuse_methods_whose_weights_they_cannot_gather(monkeypatch):
+    from trainforge.config import load_config
+    from trainforge.distributed import check_supported
+
+    examples = Path(__file__).parents[2] / "examples"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp.yaml` sets
+    with pytest.raises(ConfigError, match="FSDP / DeepSpeed cannot gather"):
+        check_supported(load_config(examples / "textcls-adapter.yaml"))
+    check_supported(load_config(examples / "lora-sft.yaml"))  # peft / full models: the Trainer gathers them
