@@ -74,6 +74,9 @@ class FollowerRun(RunDir):
     def append_metrics(self, row: dict[str, Any]) -> None:
         pass
 
+    def rewind_metrics(self, step: int) -> None:
+        pass
+
 
 def _broadcast(value: Any) -> Any:
     """Rank 0's `value` on every rank; sets up the process group the Trainer will then use."""
