@@ -44,7 +44,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path):
     expected, got = train_losses(one), train_losses(two)
     assert len(got) == len(expected) == STEPS
     # same global batch of 4, split 2 + 2: the losses agree to float32 rounding (tokens averaged across ranks)
-    assert got == pytest.approx(expected, abs=1e-4)
+    assert got == pytest.approx(expected, abs=1e-5)  # measured: 1e-6
     assert expected[-1] < expected[0]
     rows = [m for m in two.metrics() if "loss" in m]
     assert [m["step"] for m in rows] == list(range(1, STEPS + 1))  # one metrics row per step, not one per rank
