@@ -15,8 +15,10 @@ from trainforge.errors import TrainforgeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Config-driven training and fine-tuning.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, compare.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at data before training on it.")
+humaneval_app = typer.Typer(no_args_is_help=True, help="Human evaluation: export a blinded side-by-side sheet, import it filled.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+app.add_typer(humaneval_app, name="humaneval")
 out = Console()
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -121,20 +123,45 @@ def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value o
 
 @app.command("eval")
 def evaluate(
-    run: str = typer.Argument(..., help="Run name or directory."),
+    run: str = typer.Argument(..., help="Run name or directory (with --benchmark also a model alias or folder)."),
     data: Optional[str] = typer.Option(None, "--data", help="Held-out file in the run's data format (tabular runs: CSV / Parquet; default: the run's test split)."),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Multiple-choice benchmark: a CSV / JSONL file "
+                                            "(question, choices, answer, subject) or a bundled one (basics, arithmetic, "
+                                            "unit-conversion, capitals, dates)."),
+    fewshot: int = typer.Option(0, "--fewshot", min=0, help="Solved examples in each benchmark prompt."),
+    fewshot_from: Optional[str] = typer.Option(None, "--fewshot-from", help="Dev file the examples come from (default: the benchmark itself, never the question asked)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the bundled questions and the few-shot draw."),
+    per_subject: int = typer.Option(25, "--per-subject", min=1, help="Questions per subject of a bundled benchmark."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Results JSON (default: the run's benchmark-<name>.json; models: evals/<model>-<name>.json)."),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
-    accuracy and F1, tabular runs their task metrics."""
+    accuracy and F1, tabular runs their task metrics. With --benchmark: multiple-choice accuracy by log-likelihood,
+    for a run or a base model alike (before/after in two commands)."""
+    if benchmark:
+        from trainforge.evaluation.benchmark import benchmark_source
+
+        results, path = benchmark_source(run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size,
+                                         out_file, runs_dir)
+        table = Table("subject", "questions", "accuracy", "accuracy (per-token)", "chance",
+                      title=f"{results['model']} on {results['benchmark']} ({fewshot}-shot)")
+        for name, row in [*results["subjects"].items(), ("overall", results)]:
+            table.add_row(name, str(row["questions"]), f"{row['accuracy']:.3f}", f"{row['accuracy_norm']:.3f}", f"{row['chance']:.3f}")
+        out.print(table)
+        out.print(f"results written to [bold]{path}[/]")
+        return
     from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
     from trainforge.multitask.run import evaluate_multitask_run, is_multitask
     from trainforge.pipeline import evaluate_run, fmt
+    from trainforge.nn.run import evaluate_nn_run, is_nn
     from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
-    if is_tabular(r):
+    if is_nn(r):  # networks trained from scratch: --data is a table, or an image folder
+        scores = evaluate_nn_run(r, data)
+    elif is_tabular(r):
         scores = evaluate_file(r, data) if data else evaluate_test_split(r)
     elif is_multitask(r):
         scores = evaluate_multitask_run(r, data)
@@ -146,6 +173,76 @@ def evaluate(
     for key, value in scores.items():
         table.add_row(key, fmt(value))
     out.print(table)
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def judge(
+    a: str = typer.Argument(..., help="Run name / directory or model alias whose answers are A."),
+    b: str = typer.Argument(..., help="The other run or model (B)."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompts file (CSV / JSONL with a `prompt` column)."),
+    judge_model: str = typer.Option("smollm2-135m-instruct", "--judge", help="Judge: model alias, folder or run."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    runs_dir: str = typer.Option("runs", help="Where runs live."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Results JSON (default: evals/judge-A-vs-B.json)."),
+):
+    """LLM-as-judge: both answer every prompt; the judge compares each pair in both orders (A/B read from its
+    next-token probabilities); a verdict that flips with the order is a tie. Win / tie / loss rates of A."""
+    from trainforge.evaluation.judge import judge_sources
+
+    results, path = judge_sources(a, b, prompts, judge_model, runs_dir, max_new_tokens, out_file)
+    table = Table("", "value", title=f"{results['a']} vs {results['b']}, judged by {results['judge']}")
+    for key in ("prompts", "win_rate", "tie_rate", "loss_rate", "first_position_rate", "win_rate_decided",
+                "debiased_win_rate", "debiased_loss_rate"):
+        table.add_row(key, str(results[key]) if key == "prompts" else _rate(results[key]))
+    if results["ci95"]:
+        table.add_row("win_rate_decided 95% CI (Wilson)", f"{results['ci95'][0]:.3f} - {results['ci95'][1]:.3f}")
+    out.print(table)
+    out.print(f"results written to [bold]{path}[/]")
+
+
+@humaneval_app.command("export")
+def humaneval_export(
+    a: str = typer.Argument(..., help="Run name / directory or model alias."),
+    b: str = typer.Argument(..., help="The other run or model."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompts file (CSV / JSONL with a `prompt` column)."),
+    out_dir: str = typer.Option(..., "--out", help="Folder for sheet.csv, sheet.html and key.json."),
+    seed: int = typer.Option(0, "--seed", help="Seeds which side each model's answer is shown on."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    runs_dir: str = typer.Option("runs", help="Where runs live."),
+):
+    """Blinded side-by-side sheet: sheet.csv and sheet.html for annotators, key.json (who is A / B) kept apart."""
+    from trainforge.evaluation.humaneval import export_sources
+
+    folder = export_sources(a, b, prompts, out_dir, seed, max_new_tokens, runs_dir)
+    out.print(f"give annotators [bold]{folder / 'sheet.html'}[/] or [bold]{folder / 'sheet.csv'}[/]; "
+              f"keep [bold]{folder / 'key.json'}[/] from them")
+
+
+@humaneval_app.command("import")
+def humaneval_import(
+    sheet: str = typer.Argument(..., help="The filled sheet.csv (preference: A, B or tie on every row)."),
+    key: Optional[str] = typer.Option(None, "--key", help="key.json of the export (default: next to the sheet)."),
+):
+    """Unblind a filled sheet: wins, ties, losses and the win rate (ties excluded) with a 95% Wilson interval."""
+    from trainforge.evaluation.humaneval import import_sheet
+    from trainforge.tracking import atomic_write_json
+
+    results = import_sheet(sheet, key)
+    target = Path(sheet).with_name("results.json")
+    atomic_write_json(target, results)
+    table = Table("", "value", title=f"{results['a']} vs {results['b']}: human preferences")
+    for k in ("rated", "wins", "ties", "losses"):
+        table.add_row(k, str(results[k]))
+    table.add_row("tie rate", _rate(results["tie_rate"]))
+    table.add_row("win rate (ties excluded)", _rate(results["win_rate"]))
+    if results["ci95"]:
+        table.add_row("95% CI (Wilson)", f"{results['ci95'][0]:.3f} - {results['ci95'][1]:.3f}")
+    out.print(table)
+    out.print(f"results written to [bold]{target}[/]")
 
 
 @app.command()
@@ -223,6 +320,11 @@ def predict(
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
+    from trainforge.nn.run import is_nn, predict_nn_file
+
+    if is_nn(r):  # tables (autoencoder: error, anomaly flag, embedding), image folders or .npy
+        out.print(f"predictions written to [bold]{predict_nn_file(r, data, out_file)}[/]")
+        return
     if is_tabular(r):
         from trainforge.classical.predict import predict_file as predict_table
 
@@ -264,6 +366,21 @@ def serve(
 
 
 @app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (anything but localhost lets others launch runs)."),
+    port: int = typer.Option(8765, help="TCP port."),
+    runs_dir: str = typer.Option("runs", help="Where runs live (the same folder the CLI reads)."),
+    examples: Optional[Path] = typer.Option(None, help="Folder of example configs the form can start from "
+                                            "(default: ./examples when it exists)."),
+):
+    """Web dashboard: launch runs from a form built from the config schema, live curves, runs table and
+    comparison, chat with generative runs, tuning studies."""
+    from trainforge.ui import run_ui
+
+    run_ui(runs_dir, host, port, examples)
+
+
+@app.command()
 def models():
     """The known model aliases."""
     from trainforge.models import ALIASES
@@ -275,29 +392,16 @@ def models():
 
 
 # runs -------------------------------------------------------------------------------------------------------------
-SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity", "score")
-
-
-def _headline(summary: dict) -> str:
-    """Tabular and tuning runs: their metric on test (else CV, else the best trial) in one cell."""
-    metric = summary.get("metric")
-    for key in (f"test.{metric}", f"cv.{metric}.mean", f"best.{metric}", metric):
-        if metric and isinstance(summary.get(key), (int, float)):
-            return f"{key} {summary[key]:.4g}"
-    return ""
-
-
 @runs_app.command("list")
 def runs_list(runs_dir: str = "runs"):
     """All runs with their status and headline metrics."""
     from trainforge.pipeline import fmt
     from trainforge.tracking import list_runs
-    from trainforge.tracking.rundir import read_json
+    from trainforge.tracking.registry import SUMMARY_KEYS, listed_summary
 
     table = Table("run", "status", *SUMMARY_KEYS)
     for run in list_runs(runs_dir):
-        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
-        summary.setdefault("score", _headline(summary))
+        summary = listed_summary(run)
         table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in SUMMARY_KEYS))
     out.print(table)
 
@@ -323,23 +427,20 @@ def runs_show(run: str, runs_dir: str = "runs"):
 @runs_app.command("compare")
 def runs_compare(a: str, b: str, runs_dir: str = "runs"):
     """Two runs side by side: summaries and the config keys that differ."""
-    from trainforge.config import load_config
     from trainforge.pipeline import fmt
     from trainforge.tracking import find_run
-    from trainforge.tracking.mlflow_log import flatten
-    from trainforge.tracking.rundir import read_json
+    from trainforge.tracking.registry import compare
 
     ra, rb = find_run(a, runs_dir), find_run(b, runs_dir)
-    sa, sb = (read_json(r.file("summary.json")) if r.file("summary.json").is_file() else {} for r in (ra, rb))
+    rows = compare(ra, rb)
+    show = lambda v: "—" if v is None else fmt(v)  # noqa: E731
     table = Table("key", ra.name, rb.name, title="summary")
-    for key in dict.fromkeys([*sa, *sb]):
-        table.add_row(key, fmt(sa.get(key, "—")), fmt(sb.get(key, "—")))
+    for key, va, vb in rows["summary"]:
+        table.add_row(key, show(va), show(vb))
     out.print(table)
-    ca, cb = (flatten(load_config(r.file("config.yaml")).model_dump(mode="json")) for r in (ra, rb))
     diff = Table("config key", ra.name, rb.name, title="config differences")
-    for key in sorted(set(ca) | set(cb)):
-        if ca.get(key) != cb.get(key):
-            diff.add_row(key, fmt(ca.get(key, "—")), fmt(cb.get(key, "—")))
+    for key, va, vb in rows["config"]:
+        diff.add_row(key, show(va), show(vb))
     out.print(diff)
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from trainforge import distributed
 from trainforge.config import RunConfig, dump_config, load_config
-from trainforge.config.schema import PREFERENCE_OBJECTIVES, RL_OBJECTIVES
+from trainforge.config.schema import PREFERENCE_OBJECTIVES, RL_OBJECTIVES, is_nn_run
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
@@ -183,6 +183,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         from trainforge.reward import train_reward_model
 
         return train_reward_model(config, resume=resume, callbacks=callbacks)
+    if is_nn_run(config.task, config.model.name):  # networks trained from scratch: trainforge.nn's engine
+        from trainforge.nn.run import train_nn
+
+        return train_nn(config, resume=resume, callbacks=callbacks)
     if config.task != "lm":  # tabular tasks: the classical engine, same run directory and tracking
         from trainforge.classical.run import refuse_resume, train_classical
 

@@ -1,5 +1,5 @@
 """A run killed with SIGKILL (no cleanup code runs) and resumed ends exactly where an uninterrupted run ends:
-LoRA SFT through `trainforge train --resume`, and a tuning study through `trainforge tune --resume`."""
+LoRA SFT and LoRA DPO through `trainforge train --resume`, and a tuning study through `trainforge tune --resume`."""
 
 import os
 import signal
@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from safetensors.torch import load_file
 
 from _classical import tabular_config
@@ -72,21 +73,31 @@ def _step_rows(run):
     return [(m["step"], m["loss"], m.get("grad_norm"), m.get("learning_rate")) for m in run.metrics() if "loss" in m]
 
 
-def test_lora_run_killed_by_sigkill_resumes_to_identical_weights_and_metrics(runs_dir, tmp_path):
-    sections = {"method": {"lora": {"dropout": 0.1}}, "training": {"max_steps": 24, "save_steps": 4},
-                "evaluation": {"before_after": False, "generation": False}}
+# LoRA SFT, and DPO on preference pairs (its reference log-probs are recomputed on resume, so they must be identical).
+RESUMABLE_RUNS = {
+    "lora-sft": {"method": {"lora": {"dropout": 0.1}}, "training": {"max_steps": 24, "save_steps": 4}},
+    "lora-dpo": {"data": {"task": "constrained-answers", "format": "preference", "task_size": 48},
+                 "method": {"lora": {"dropout": 0.1}},
+                 "training": {"objective": "dpo", "max_steps": 12, "save_steps": 4, "max_length": 96}},
+}
+
+
+@pytest.mark.parametrize("kind", RESUMABLE_RUNS)
+def test_run_killed_by_sigkill_resumes_to_identical_weights_and_metrics(runs_dir, tmp_path, kind):
+    sections = {**RESUMABLE_RUNS[kind], "evaluation": {"before_after": False, "generation": False}}
+    steps = sections["training"]["max_steps"]
     straight = train(tiny_run_config(runs_dir, name="straight", **sections))
 
     cfg = tmp_path / "run.yaml"
     cfg.write_text(dump_config(tiny_run_config(runs_dir, name="killed", **sections)))
     run = RunDir(runs_dir / "killed")
-    checkpoint = run.checkpoints / "checkpoint-8"
+    checkpoint = run.checkpoints / "checkpoint-4"
     _kill_when(_cli(tmp_path, "train", str(cfg), delay=0.25),
                lambda: checkpoint.is_dir() and checkpoint_problem(checkpoint) is None)
     assert run.status == "interrupted"  # run.json still says running, but its process is gone
     assert not (run.path / "adapter").exists()
     killed_at = max(m["step"] for m in run.metrics())
-    assert 8 <= killed_at < 24
+    assert 4 <= killed_at < steps
 
     log = _finish(_cli(tmp_path, "train", str(cfg), "--resume"))
     assert "resuming" in log and run.status == "completed"
@@ -94,7 +105,7 @@ def test_lora_run_killed_by_sigkill_resumes_to_identical_weights_and_metrics(run
     b = load_file(run.path / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), "weights differ from the uninterrupted run"
     assert _step_rows(run) == _step_rows(straight)  # bitwise: every step's loss, grad norm and learning rate
-    assert [r[0] for r in _step_rows(run)] == list(range(1, 25))
+    assert [r[0] for r in _step_rows(run)] == list(range(1, steps + 1))
 
 
 def _complete_trials(db):

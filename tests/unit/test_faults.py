@@ -163,3 +163,36 @@ def test_resume_refuses_a_run_whose_process_is_alive(runs_dir):
     (run.path / "run.json").write_text(json.dumps(info))
     with pytest.raises(RunError, match="still running"):
         train(config, resume=True)
+
+
+def test_full_disk_while_saving_a_tabular_model_is_one_error(runs_dir, tmp_path, monkeypatch, capfd):
+    from _classical import tabular_config
+    from trainforge.classical import artifacts
+
+    def full_disk(pipeline, folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.skops"))
+
+    monkeypatch.setattr(artifacts, "save_model", full_disk)
+    cfg = tmp_path / "tab.yaml"
+    cfg.write_text(dump_config(tabular_config(runs_dir, name="tab")))
+    status, err = _cli_main(monkeypatch, capfd, "train", str(cfg))
+    flat = " ".join(err.split())
+    assert status == 2 and "Traceback" not in err and "Out of disk space" in flat and "train the run again" in flat
+    assert "model.skops" in err.replace("\n", "")  # the path, however the console wrapped it
+    assert RunDir(runs_dir / "tab").status == "failed"
+
+
+def test_out_of_memory_in_an_rl_run_is_one_error(runs_dir, tmp_path, monkeypatch, capfd):
+    from test_rl import rl_config
+    from trainforge.rl import ppo
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 96000000000 bytes.")
+
+    monkeypatch.setattr(ppo, "train_ppo", oom)
+    cfg = tmp_path / "rl.yaml"
+    cfg.write_text(dump_config(rl_config(runs_dir, "ppo", evaluation={"before_after": False}).model_copy(update={"name": "rl"})))
+    status, err = _cli_main(monkeypatch, capfd, "train", str(cfg))
+    flat = " ".join(err.split())
+    assert status == 2 and "Traceback" not in err and "Out of memory" in flat and "training.batch_size" in flat
+    assert RunDir(runs_dir / "rl").status == "failed"

@@ -20,6 +20,7 @@ from trainforge.classical.preprocessing import TableColumns, build_pipeline, det
 from trainforge.classical.splits import Holdout, cross_validate, cv_splitter, cv_strategy, holdout
 from trainforge.config import RunConfig, dump_config
 from trainforge.errors import RunError
+from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 console = Console(stderr=True)
@@ -137,7 +138,7 @@ def train_classical(config: RunConfig) -> RunDir:
     config = config.model_copy(update={"name": name})
     prep.config = config
     run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
-    with run.failing_on_error():
+    with run.failing_on_error(), resource_errors(run):
         summary, figures, tables = _fit_and_score(prep, run)
         if config.tracking.report:
             from trainforge.tracking.report import write_report

@@ -9,6 +9,7 @@ import time
 from trainforge.config import RunConfig
 from trainforge.errors import RunError
 from trainforge.rl.rewards import Scorer, load_reward, trl_reward_func
+from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
 
 SUMMARY_KEYS = ("method", "model", "objective", "steps", "train_seconds", "trainable_params", "first_reward",
@@ -106,7 +107,7 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
     config, run = open_run(config, False, t.objective)
-    with run.failing_on_error():
+    with run.failing_on_error(), resource_errors(run, t):
         set_seed(t.seed)
         model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())
         precision = hardware.precision

@@ -31,22 +31,30 @@ def _resume_hint(run: RunDir) -> str:
 
 
 @contextmanager
-def resource_errors(run: RunDir, training) -> Iterator[None]:
-    """Translate the faults of a training block; `training` is the run's TrainingConfig (for the OOM advice)."""
+def resource_errors(run: RunDir, training=None) -> Iterator[None]:
+    """Translate the faults of a training block; `training` is the run's TrainingConfig of a neural run (for the
+    OOM advice), None for a tabular one."""
+    # A tabular run keeps no checkpoints: it is simply trained again.
+    hint = (lambda: _resume_hint(run)) if training is not None else (lambda: "Then train the run again.")
     try:
         yield
     except OSError as err:
         where = f" ({err.filename})" if err.filename else ""
+        fewer_checkpoints = " (or set `training.save_total_limit` lower to keep fewer checkpoints)" if training else ""
         if err.errno in DISK_FULL:
-            raise RunError(f"Out of disk space while writing run {run.path}{where}. Free space (or set "
-                           f"`training.save_total_limit` lower to keep fewer checkpoints). {_resume_hint(run)}") from None
+            raise RunError(f"Out of disk space while writing run {run.path}{where}. Free space{fewer_checkpoints}. "
+                           f"{hint()}") from None
         if err.errno in NOT_WRITABLE:
             raise RunError(f"Run directory {run.path} is not writable{where}: {err.strerror}. Make it writable (or "
-                           f"point `tracking.runs_dir` elsewhere). {_resume_hint(run)}") from None
+                           f"point `tracking.runs_dir` elsewhere). {hint()}") from None
         raise
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
+        if training is None:
+            raise RunError(f"Out of memory while fitting run {run.path}. Use fewer rows or columns, or estimator "
+                           f"parameters that need less memory (fewer or shallower trees, fewer neighbours, a linear "
+                           f"kernel).") from None
         t = training
         raise RunError(
             f"Out of memory while training run {run.path} with `training.batch_size` {t.batch_size} and "

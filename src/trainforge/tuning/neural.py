@@ -26,7 +26,9 @@ class ValidationMetric:
 
 def default_space(config: RunConfig) -> dict[str, dict]:
     """Learning rate (log scale, around the method's usual range) and, for LoRA, the rank."""
-    method = config.method.name
+    from trainforge.config.schema import is_nn_run
+
+    method = "scratch" if is_nn_run(config.task, config.model.name) else config.method.name
     low, high = (1e-5, 3e-4) if method == "full" else (5e-5, 5e-3) if method in ("lora", "qlora", "adapter") else (1e-4, 3e-2)
     space = {"training.learning_rate": {"type": "float", "low": low, "high": high, "log": True}}
     if method in ("lora", "qlora"):
@@ -43,6 +45,11 @@ class _Report(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and self.metric in metrics:
             self.report(self.evaluations, float(metrics[self.metric]))  # raises optuna.TrialPruned to stop
+            self.evaluations += 1
+
+    def __call__(self, epoch: int, row: dict) -> None:  # trainforge.nn's loop: one row per epoch
+        if self.metric in row:
+            self.report(self.evaluations, float(row[self.metric]))
             self.evaluations += 1
 
 
@@ -63,8 +70,16 @@ class NeuralObjective:
 
     @staticmethod
     def _check_data(config: RunConfig) -> None:
+        from trainforge.config.schema import is_nn_run
         from trainforge.data.splits import load_splits
 
+        if is_nn_run(config.task, config.model.name):
+            from trainforge.nn.run import prepare_data
+
+            if not len(prepare_data(config)[0].x["validation"]):
+                raise ConfigError("Tuning a network scores each trial on its validation split, and the data has "
+                                  "none: give `data.split.validation` a share.")
+            return
         if config.task == "text-classification":
             from trainforge.textclass.data import load_labelled
 

@@ -40,7 +40,7 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
     p = plan(config, config.tuning.study_name or config.name, objective)
     study = create_study(p)
     if resume:
-        retried = retry_interrupted(study, socket.gethostname())
+        retried = retry_interrupted(p, socket.gethostname())
         p.resumed_after = len(study.get_trials(deepcopy=False))
         console.print(f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
                       + (f", {retried} interrupted one(s) queued again" if retried else ""))

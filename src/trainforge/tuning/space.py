@@ -21,7 +21,9 @@ def config_key(key: str) -> str:
 def search_space(config: RunConfig) -> dict[str, ParamSpace]:
     """The estimator's default space, then `tuning.space` on top (or instead, with `tuning.replace_space`)."""
     space: dict[str, ParamSpace] = {}
-    neural = config.task in ("lm", "text-classification")
+    from trainforge.config.schema import is_nn_run
+
+    neural = config.task in ("lm", "text-classification") or is_nn_run(config.task, config.model.name)
     if not config.tuning.replace_space:
         if neural:
             from trainforge.tuning.neural import default_space
@@ -35,7 +37,7 @@ def search_space(config: RunConfig) -> dict[str, ParamSpace]:
     for key, spec in config.tuning.space.items():
         if neural and "." not in key:
             raise ConfigError(f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
-                              "section (e.g. training.learning_rate, method.lora.r, training.epochs).")
+                              "section (e.g. training.learning_rate, method.lora.r, training.epochs, nn.dropout).")
         space[config_key(key)] = spec
     return space
 

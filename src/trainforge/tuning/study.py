@@ -28,7 +28,9 @@ INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry 
 
 
 def objective_for(config: RunConfig):
-    if config.task in ("lm", "text-classification", "multi-task"):
+    from trainforge.config.schema import is_nn_run
+
+    if config.task in ("lm", "text-classification", "multi-task") or is_nn_run(config.task, config.model.name):
         from trainforge.tuning.neural import NeuralObjective
 
         return NeuralObjective(config)
@@ -178,14 +180,18 @@ class Plan:
     resumed_after: int = 0  # trials the study held when this (resumed) search started
 
 
-def retry_interrupted(study, host: str) -> int:
+def retry_interrupted(p: Plan, host: str) -> int:
     """Trials left running by a dead process on this host (killed, crashed machine) are marked failed and
     `interrupted`, and their params queued again, so no finished trial is lost or repeated and the interrupted
     ones are evaluated once. Returns how many there were."""
+    import optuna
     from optuna.trial import TrialState
 
     from trainforge.tracking.rundir import _process_alive
 
+    storage = _storage(p.storage)
+    study = optuna.load_study(study_name=p.study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(p.study_name)
     stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(t.user_attrs.get("worker", ""))
@@ -193,8 +199,9 @@ def retry_interrupted(study, host: str) -> int:
         if who == host and pid.isdigit() and not _process_alive(int(pid)):
             stale.append(t)
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     return len(stale)
 

@@ -1,0 +1,45 @@
+"""What `runs list / compare` show, as data: the CLI prints it as tables, the web dashboard as HTML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainforge.tracking.rundir import RunDir, read_json
+
+SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity", "score")
+
+
+def summary_of(run: RunDir) -> dict[str, Any]:
+    return read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+
+
+def headline(summary: dict) -> str:
+    """Tabular and tuning runs: their metric on test (else CV, else the best trial) in one cell."""
+    metric = summary.get("metric")
+    for key in (f"test.{metric}", f"cv.{metric}.mean", f"best.{metric}", metric):
+        if metric and isinstance(summary.get(key), (int, float)):
+            return f"{key} {summary[key]:.4g}"
+    return ""
+
+
+def listed_summary(run: RunDir) -> dict[str, Any]:
+    """The summary with the `score` headline filled in, as `runs list` shows it."""
+    summary = summary_of(run)
+    summary.setdefault("score", headline(summary))
+    return summary
+
+
+def flat_config(run: RunDir) -> dict[str, Any]:
+    from trainforge.config import load_config
+    from trainforge.tracking.mlflow_log import flatten
+
+    return flatten(load_config(run.file("config.yaml")).model_dump(mode="json"))
+
+
+def compare(a: RunDir, b: RunDir) -> dict[str, list]:
+    """`summary`: [key, a's value, b's value] for every summary key; `config`: the config keys that differ."""
+    sa, sb = summary_of(a), summary_of(b)
+    summary = [[key, sa.get(key), sb.get(key)] for key in dict.fromkeys([*sa, *sb])]
+    ca, cb = flat_config(a), flat_config(b)
+    config = [[key, ca.get(key), cb.get(key)] for key in sorted(set(ca) | set(cb)) if ca.get(key) != cb.get(key)]
+    return {"summary": summary, "config": config}

@@ -1,0 +1,261 @@
+"""The dashboard's HTTP side: one static page (static/) and a JSON API over the run directories, the launcher,
+the optuna storage and a chat backend. Everything it shows is read from the same files the CLI reads."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from trainforge.config import RunConfig, validate
+from trainforge.config.loader import dump_config, parse_overrides, read_yaml
+from trainforge.errors import TrainforgeError
+from trainforge.tracking.registry import compare, listed_summary
+from trainforge.tracking.rundir import STATUS_FILE, RunDir, list_runs
+from trainforge.ui.launcher import Launcher, default_name
+
+STATIC = Path(__file__).parent / "static"
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a run / example / study name, never a path
+LOG_TAIL_BYTES = 20_000
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN / inf: they travel as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class LaunchRequest(BaseModel):
+    overrides: list[str] = Field(description="key=value pairs, read exactly as `trainforge train` reads them")
+    launch: bool = True  # False: validate only
+
+
+class ChatRequest(BaseModel):
+    run: str
+    messages: list[dict[str, str]] = Field(min_length=1)
+    max_tokens: int = Field(64, ge=1, le=1024)
+
+
+def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = None) -> FastAPI:
+    runs_dir = Path(runs_dir)
+    examples = Path(examples_dir) if examples_dir else None
+    launcher = Launcher(runs_dir)
+    generators: dict[Path, Any] = {}  # run path → loaded chat backend, loaded on first use
+    load_lock = threading.Lock()
+    app = FastAPI(title="trainforge", docs_url=None, redoc_url=None)
+    app.state.launcher = launcher
+
+    @app.exception_handler(TrainforgeError)
+    async def trainforge_error(request, err: TrainforgeError):
+        return JSONResponse({"error": str(err)}, status_code=400)
+
+    @app.middleware("http")
+    async def json_posts_only(request: Request, call_next):
+        # a page on another site can POST forms to localhost, but not JSON without a CORS preflight we never grant
+        if request.method == "POST" and request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return JSONResponse({"error": "POST bodies must be application/json."}, status_code=415)
+        return await call_next(request)
+
+    def run_named(name: str) -> RunDir:
+        if not _PLAIN.match(name) or not (runs_dir / name / STATUS_FILE).is_file():
+            raise HTTPException(404, f"No run {name!r} under {runs_dir}/.")
+        return RunDir(runs_dir / name)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):
+        return JSONResponse({"error": err.detail}, status_code=err.status_code)
+
+    # the page ----------------------------------------------------------------------------------------------------
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        path = STATIC / name
+        if not _PLAIN.match(name) or not path.is_file():
+            raise HTTPException(404, f"No file {name!r}.")
+        return FileResponse(path)
+
+    # launching ---------------------------------------------------------------------------------------------------
+    @app.get("/api/schema")
+    def schema():
+        return RunConfig.model_json_schema()
+
+    @app.get("/api/examples")
+    def example_list():
+        if not examples or not examples.is_dir():
+            return []
+        found = []
+        for path in sorted(examples.glob("*.yaml")):
+            try:
+                if "stages" not in read_yaml(path):  # a stage chain is not one form
+                    found.append(path.stem)
+            except TrainforgeError:
+                continue
+        return found
+
+    @app.get("/api/examples/{name}")
+    def example(name: str):
+        path = (examples / f"{name}.yaml") if examples and _PLAIN.match(name) else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"No example {name!r}.")
+        return read_yaml(path)
+
+    @app.post("/api/launch")
+    def launch(req: LaunchRequest):
+        data = parse_overrides(req.overrides)
+        data.setdefault("tracking", {})
+        if not isinstance(data["tracking"], dict):
+            raise HTTPException(400, "`tracking` must be a section.")
+        data["tracking"]["runs_dir"] = str(runs_dir)  # the dashboard shows the runs under its own folder
+        config = validate(data, "from the launch form")
+        if not config.name:
+            config = validate({**data, "name": default_name(config)}, "from the launch form")
+        if not req.launch:
+            return {"ok": True, "name": config.name, "yaml": dump_config(config)}
+        launch = launcher.launch(config)
+        return {"ok": True, "name": launch.name, "yaml": dump_config(config)}
+
+    # runs --------------------------------------------------------------------------------------------------------
+    @app.get("/api/runs")
+    def runs():
+        rows = []
+        for run in list_runs(runs_dir):
+            info = run.info()
+            rows.append({"name": run.name, "status": run.status, "started": info.get("started"),
+                         "summary": listed_summary(run), "generative": _generative(run)})
+        known = {r["name"] for r in rows}
+        for name, launch in launcher.launches.items():  # launched, run directory not there yet (or never)
+            if name not in known:
+                status = "starting" if launch.returncode is None else "failed"
+                rows.append({"name": name, "status": status, "started": launch.started, "summary": {},
+                             "generative": False})
+        return _finite(rows)
+
+    def log_tail(name: str) -> str:
+        for _ in range(3):  # the log may be moving into the run directory right now
+            path = launcher.log_of(name)
+            if path is None:
+                return ""
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+                    return f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                continue
+        return ""
+
+    @app.get("/api/runs/{name}")
+    def run_detail(name: str):
+        launch = launcher.launches.get(name)
+        if launch and not (runs_dir / name / STATUS_FILE).is_file():
+            status = "starting" if launch.returncode is None else "failed"
+            return {"name": name, "status": status, "info": {}, "summary": {}, "config": "", "metrics": [],
+                    "log": log_tail(name), "generative": False}
+        run = run_named(name)
+        config_text = run.file("config.yaml").read_text(encoding="utf-8") if run.file("config.yaml").is_file() else ""
+        return _finite({"name": run.name, "status": run.status, "info": run.info(), "summary": listed_summary(run),
+                        "config": config_text, "metrics": run.metrics(), "log": log_tail(name),
+                        "generative": _generative(run)})
+
+    @app.get("/api/compare")
+    def compare_runs(a: str, b: str):
+        ra, rb = run_named(a), run_named(b)
+        return _finite({**compare(ra, rb), "a": a, "b": b, "metrics": {a: ra.metrics(), b: rb.metrics()}})
+
+    # chat --------------------------------------------------------------------------------------------------------
+    @app.post("/api/chat")
+    def chat(req: ChatRequest):
+        from trainforge.serve.backends import Generator, Sampling
+
+        run = run_named(req.run)
+        if not _generative(run):
+            raise HTTPException(400, f"Run {run.name} is not a generative (causal LM) run; it cannot chat.")
+        with load_lock:  # one load per run, however many requests arrive while it loads
+            if run.path not in generators:
+                generators[run.path] = Generator(run)
+            backend = generators[run.path]
+        ids = backend.encode(backend.chat_prompt(req.messages))
+        completion = backend.complete(ids, Sampling(req.max_tokens))
+        return {"reply": completion.text, "completion_tokens": completion.completion_tokens,
+                "seconds": round(completion.seconds, 3)}
+
+    # tuning studies ----------------------------------------------------------------------------------------------
+    def storages() -> list[str]:
+        """The default storage of this runs folder, and every storage a tuning run recorded."""
+        urls = []
+        if (runs_dir / "optuna.db").is_file():
+            urls.append(f"sqlite:///{(runs_dir / 'optuna.db').resolve()}")
+        for run in list_runs(runs_dir):
+            url = listed_summary(run).get("storage")
+            if isinstance(url, str) and url not in urls:
+                urls.append(url)
+        return urls
+
+    @app.get("/api/studies")
+    def studies():
+        import optuna
+
+        found = []
+        for url in storages():
+            try:
+                summaries = optuna.get_all_study_summaries(url, include_best_trial=True)
+            except Exception as err:  # noqa: BLE001 - an unreachable storage is reported, not fatal
+                found.append({"storage": url, "error": str(err)})
+                continue
+            for s in summaries:
+                best = s.best_trial.value if s.best_trial else None
+                found.append({"storage": url, "name": s.study_name, "trials": s.n_trials, "best": best,
+                              "direction": s.direction.name.lower() if s.direction else None})
+        return _finite(found)
+
+    @app.get("/api/study")
+    def study(name: str, storage: str):
+        import optuna
+
+        if storage not in storages():
+            raise HTTPException(404, f"Unknown storage {storage!r}.")
+        try:
+            s = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise HTTPException(404, f"No study {name!r} in {storage}.") from None
+        trials = [{"number": t.number, "value": t.value, "state": t.state.name.lower(), "params": t.params}
+                  for t in s.get_trials(deepcopy=False)]
+        return _finite({"name": name, "storage": storage, "direction": s.direction.name.lower(), "trials": trials})
+
+    return app
+
+
+def _generative(run: RunDir) -> bool:
+    """A causal-LM run (task lm, not masked LM) with a saved model."""
+    from trainforge.config import load_config
+
+    try:
+        config = load_config(run.file("config.yaml"))
+    except TrainforgeError:
+        return False
+    return config.task == "lm" and config.training.objective != "mlm" and run.status == "completed"
+
+
+def host_exposed(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
+__all__ = ["create_app", "host_exposed"]
