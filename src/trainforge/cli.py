@@ -41,10 +41,24 @@ def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.learning_rate=1e-4"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on "
+                              "CPU, NCCL on GPUs); training.batch_size is per process."),
 ):
     """Train / fine-tune a model as the config says; writes runs/<name>/."""
+    import os
+
     from trainforge.pipeline import train_from_file
 
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches; the workers run without --nproc
+        from trainforge import distributed
+        from trainforge.config import load_config
+        from trainforge.config.loader import read_yaml, with_overrides
+
+        if "stages" in with_overrides(read_yaml(config), overrides or []):
+            distributed.refuse_stages(config)
+        distributed.check_supported(load_config(config, overrides or []), str(config))
+        code = distributed.launch(nproc, ["train", str(config), *(overrides or []), *(["--resume"] if resume else [])])
+        raise typer.Exit(code)
     train_from_file(config, overrides or [], resume=resume)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from trainforge import distributed
 from trainforge.config import RunConfig, dump_config, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES, RL_OBJECTIVES, is_nn_run
 from trainforge.data.splits import Splits, load_splits
@@ -169,6 +170,8 @@ def comparison_rows(before: dict, after: dict) -> list[list[str]]:
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one run; returns its run directory."""
+    if distributed.world_size() > 1:
+        distributed.check_supported(config)
     if config.distill.teacher:  # the task's run flow with a teacher's outputs in the loss
         from trainforge.distill.run import train_distilled
 
@@ -229,6 +232,8 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
+        if not distributed.is_main():  # rank 0 evaluates and records the run
+            return run
         after, samples = evaluate_lm(model, prep, "trained")
         atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
         throughputs = [m["tokens_per_second"] for m in run.metrics() if "tokens_per_second" in m]
@@ -262,7 +267,12 @@ def last_logged(run: RunDir, keys: tuple[str, ...]) -> dict:
 # The steps every trained (Trainer-based) task shares: LM runs here, text classification in textclass.run.
 
 def open_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, RunDir]:
-    """A new run directory named <method>-<kind>-<time> (or `name`), or the unfinished run to resume."""
+    """A new run directory named <method>-<kind>-<time> (or `name`), or the unfinished run to resume. Under
+    data-parallel training rank 0 opens it and the other ranks follow."""
+    return distributed.open_on_rank0(lambda: _open_run(config, resume, kind))
+
+
+def _open_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, RunDir]:
     if resume:
         run = _open_for_resume(config)
         config = config.model_copy(update={"name": run.name})
@@ -276,7 +286,7 @@ def open_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, Run
 
 def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
     """Scores of the untrained model (`evaluate()` → (scores, samples)), kept in eval_before.json across resumes."""
-    if not config.evaluation.before_after:
+    if not config.evaluation.before_after or not distributed.is_main():
         return {}
     before_file = run.file("eval_before.json")
     if before_file.is_file():
@@ -297,15 +307,22 @@ def train_and_save(model, prep, run: RunDir, build_trainer, callbacks: list | No
     config = prep.config
     if not trainer_wraps_adapter(config, prep.method):
         model = prep.method.prepare(model)
-    trainer = build_trainer(model, prep, run, [MetricsLogger(run), *(callbacks or [])])
+    logger = [MetricsLogger(run)] if distributed.is_main() else []
+    trainer = build_trainer(model, prep, run, [*logger, *(callbacks or [])])
     trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
     with resource_errors(run, config.training):
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - started
-        with atomic_dir(run.path / ("adapter" if prep.method.saves_adapter else "model")) as tmp:
-            prep.method.save(trainer.model, prep.tokenizer, tmp)
+        target = run.path / ("adapter" if prep.method.saves_adapter else "model")
+        if distributed.sharding():
+            distributed.save_gathered(trainer, target)
+        if not distributed.is_main():
+            return trainer.model, {}
+        if not distributed.sharding():
+            with atomic_dir(target) as tmp:
+                prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
         "method": config.method.name, "model": config.model.name, "steps": result.global_step,
         "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
@@ -405,6 +422,8 @@ def train_from_file(path: str | Path, overrides: list[str], resume: bool = False
 
     data = with_overrides(read_yaml(path), overrides)
     if "stages" in data:
+        if distributed.world_size() > 1:
+            distributed.refuse_stages(path)
         from trainforge.stages import parse_stages, run_stages
 
         return run_stages(parse_stages(data, str(path)), resume=resume)[-1]

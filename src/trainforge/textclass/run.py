@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError, ModelError, RunError
 from trainforge.pipeline import Prepared as LMPrepared
@@ -148,7 +149,8 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
     config, run = open_run(prep.config, resume, "textcls")
     prep.config = config
     with run.failing_on_error():
-        atomic_write_json(run.file(LABELS_FILE), {"classes": prep.classes, "multi_label": prep.multi_label})
+        if distributed.is_main():
+            atomic_write_json(run.file(LABELS_FILE), {"classes": prep.classes, "multi_label": prep.multi_label})
         set_seed(config.training.seed)
         model = load_classifier(config.model.name, prep.classes, prep.multi_label)
         before = baseline_scores(run, config, lambda: (evaluate(model, prep), []))
@@ -158,6 +160,8 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
         else:
             model, training = train_and_save(model, prep, run, build_trainer, callbacks, resume)
             summary = {**training, "task": config.task}
+            if not distributed.is_main():  # rank 0 evaluates and records the run
+                return run
         after = summary.pop("scores", None) or evaluate(model, prep)
         atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
         summary.update({**{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}})

@@ -59,10 +59,16 @@ def _storage(url: str):
     kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     if sqlite:
         _sqlite_wal(url)
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:  # noqa: BLE001 - sqlalchemy / driver errors
-        raise ConfigError(f"Key `tuning.storage` = {url!r}: Optuna cannot open this storage ({err}).") from None
+    for attempt in range(3):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            break
+        except Exception as err:  # noqa: BLE001 - sqlalchemy / driver errors
+            # workers starting together on an empty PostgreSQL database race to create Optuna's tables; the
+            # loser's CREATE fails and a retry finds the tables made
+            if attempt == 2:
+                raise ConfigError(f"Key `tuning.storage` = {url!r}: Optuna cannot open this storage ({err}).") from None
+            time.sleep(0.5 + attempt)
     if sqlite:
         from sqlalchemy import event
 
