@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − chunked CE (full logits)": ["training.chunked_loss=false"],
-    "  − bf16 autocast (fp32)": ["training.precision=fp32"],
+    "  − bf16 (fp32 autocast off, fp32 frozen weights)": ["training.precision=fp32"],
+    "  − eager attention (sdpa)": ["training.attention=sdpa"],
     "  + packing (padding-free)": ["training.packing=true"],
 }
 DPO_ABLATIONS = {
     "trainforge": [],
     "  − bf16 autocast (fp32)": ["training.precision=fp32"],
+    "  − eager attention (sdpa)": ["training.attention=sdpa"],
 }
 
 
@@ -51,10 +53,11 @@ def _probe():
 
     class Probe(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
-            self.started = time.perf_counter()
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
         def on_train_end(self, args, state, control, model=None, **kw):
             self.seconds = time.perf_counter() - self.started
+            self.cpu_seconds = time.process_time() - self.cpu_started  # all threads: robust to other jobs' load
             self.params = sum(p.numel() for p in model.parameters())
             self.tokens = state.num_input_tokens_seen
             self.steps = state.global_step
@@ -66,7 +69,7 @@ def _probe():
 
 def _result(probe, extra: dict, wall_started: float) -> None:
     print("RESULT " + json.dumps({
-        "train_seconds": round(probe.seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
+        "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
         "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}), flush=True)
 
@@ -184,7 +187,9 @@ def lm_rows(job: str, a: dict, peaks: dict) -> list[dict]:
         rows.append({
             "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "tokens": r["tokens"],
             "tokens_per_s": round(tps, 1), "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
-            "train_s": r["train_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
+            "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
+            "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
+            "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
             "achieved_gflops": round(achieved / 1e9, 1),
             "mfu_bf16": round(achieved / peaks["bf16"], 3), "mfu_fp32": round(achieved / peaks["fp32"], 3),
@@ -205,8 +210,8 @@ def print_table(rows: list[dict], peaks: dict) -> None:
 
     table = Table(title=f"trainforge vs TRL + peft defaults (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
                         f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
-    cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "peak_rss_mb", "rss_vs_trl",
-            "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32"]
+    cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
+            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32"]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
     for r in rows:

@@ -79,3 +79,21 @@ def test_training_curve_is_the_same_with_and_without_chunked_loss(runs_dir):
         curves.append(train_losses(train(config)))
     assert len(curves[0]) == 4
     assert curves[0] == pytest.approx(curves[1], abs=1e-4)
+
+
+def test_tuning_for_cpu_training_stores_only_frozen_weights_in_bf16():
+    from peft import LoraConfig, get_peft_model
+
+    from trainforge.hardware import tune_model_for_training
+
+    model = get_peft_model(_tiny_llama(True), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    tune_model_for_training(model, "auto", max_length=128, precision="bf16")
+    dtypes = {p.requires_grad: set() for p in model.parameters()}
+    for p in model.parameters():
+        dtypes[p.requires_grad].add(p.dtype)
+    assert dtypes == {True: {torch.float32}, False: {torch.bfloat16}}
+    assert model.get_base_model().config._attn_implementation == "eager"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = chunked_causal_lm_loss(model, _batch())
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

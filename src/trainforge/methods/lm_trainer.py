@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.hardware import tune_model_for_training
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -75,6 +76,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
 
         return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
+    tune_model_for_training(model, t.attention, t.max_length, t.precision)
     args = SFTConfig(
         **trainer_arguments(prep.config, run, has_eval),
         max_length=t.max_length,
