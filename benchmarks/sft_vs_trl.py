@@ -173,6 +173,8 @@ def lm_rows(job: str, a: dict, peaks: dict) -> list[dict]:
 
     shared = json.dumps(a)
     ablations = SFT_ABLATIONS if job == "sft" else DPO_ABLATIONS
+    if a["no_ablations"]:
+        ablations = {"trainforge": []}
     runs = {"TRL + peft defaults": spawn(["--child", "trl", job, shared])}
     Console().print(f"[dim]{job} TRL: {runs['TRL + peft defaults']}[/]")
     for label, overrides in ablations.items():
@@ -230,11 +232,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--examples", type=int, default=400, help="size of the bundled task generated")
+    p.add_argument("--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows")
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     a = p.parse_args()
     jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
     peaks = {d: matmul_peak(d) for d in ("bf16", "fp32")}
     shared = {"steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "examples": a.examples,
+              "no_ablations": a.no_ablations,
               "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-")}
     rows: list[dict] = []
     for job in jobs:
