@@ -81,7 +81,7 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
 
     example = "lora-sft.yaml" if job == "sft" else "dpo.yaml"
     budget = [f"training.max_steps={a['steps']}", f"training.batch_size={a['batch_size']}",
-              f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=5",
+              f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=1",
               f"training.save_steps={a['steps'] + 1}", f"data.task_size={a['examples']}", "training.warmup_ratio=0",
               "evaluation.before_after=false", "evaluation.perplexity=false", "evaluation.generation=false",
               f"tracking.runs_dir={a['runs_dir']}", "tracking.mlflow=false", "tracking.report=false"]
@@ -118,7 +118,7 @@ def child_trl(job: str, a: dict) -> None:
     data = _user_data(job, a["examples"])
     peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
     budget = dict(output_dir=a["runs_dir"] + f"/trl-{job}", max_steps=a["steps"], per_device_train_batch_size=a["batch_size"],
-                  learning_rate=a["lr"], max_length=a["max_length"], logging_steps=5, save_strategy="no",
+                  learning_rate=a["lr"], max_length=a["max_length"], logging_steps=1, save_strategy="no",
                   report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
                   use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU without it
     probe = _probe()
@@ -219,7 +219,7 @@ def print_table(rows: list[dict], peaks: dict) -> None:
     for r in rows:
         if "run" in r:
             table.add_row(*[str(r.get(c, "")) for c in cols])
-    Console().print(table)
+    Console(width=220).print(table)
 
 
 def main() -> None:
