@@ -68,6 +68,9 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     which casts them on every matmul anyway: no per-step casts and half their memory; trained weights stay fp32."""
     import torch
 
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return model  # kept as loaded: its in-run evaluation must match a reload of the saved prompt exactly
     if attention == "auto":
         attention = "eager" if not torch.cuda.is_available() and max_length <= 512 else None
     if attention:
