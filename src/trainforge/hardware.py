@@ -60,3 +60,30 @@ def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
     if not cuda:
         torch.set_num_threads(n)
     return Hardware(device, chosen, n, reason)
+
+
+def tune_model_for_training(model, attention: str, max_length: int, precision: str):
+    """Machine-dependent speed-ups of a model about to train. Attention: on CPU, for short sequences, the eager
+    kernel's backward is much faster than SDPA's flash kernel (whose bf16 backward dominates a step there), and its
+    T×T scores stay small. Frozen linear weights (an adapter's base) are stored in bf16 under bf16 autocast, which
+    casts them on every matmul anyway: no per-step casts and half their memory; trained weights stay fp32."""
+    import torch
+
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return model  # kept as loaded: its in-run evaluation must match a reload of the saved prompt exactly
+    if attention == "auto":
+        attention = "eager" if not torch.cuda.is_available() and max_length <= 512 else None
+    if attention:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.set_attn_implementation(attention)
+    if precision == "bf16":
+        # Only linear layers: autocast casts their weights to bf16 for every matmul anyway, so their numbers do not
+        # change. Embeddings (the residual stream) and norms stay fp32; a head tied to the embeddings is skipped.
+        embeddings = model.get_input_embeddings().weight
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight is not embeddings:
+                for param in module.parameters(recurse=False):
+                    if not param.requires_grad and param.dtype == torch.float32:
+                        param.data = param.data.to(torch.bfloat16)
+    return model

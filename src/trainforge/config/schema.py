@@ -213,7 +213,11 @@ class TrainingConfig(Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     max_length: int = Field(512, gt=0, description="Longer sequences are truncated.")
     packing: bool = Field(False, description="Padding-free packing of several examples per row.")
+    chunked_loss: bool = Field(True, description="sft / clm: cross-entropy only at label positions, in chunks, with "
+                               "the LM head recomputed in backward; full-vocabulary logits of the batch never exist.")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    attention: Literal["auto", "sdpa", "eager"] = Field("auto", description="auto: eager on CPU for max_length ≤ "
+                                                         "512 (faster backward there), else the model's default.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

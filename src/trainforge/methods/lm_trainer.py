@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.hardware import tune_model_for_training
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -75,6 +76,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
 
         return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
+    tune_model_for_training(model, t.attention, t.max_length, t.precision)
     args = SFTConfig(
         **trainer_arguments(prep.config, run, has_eval),
         max_length=t.max_length,
@@ -83,7 +85,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         activation_checkpointing=t.gradient_checkpointing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
-    return make_class(SFTTrainer)(
+    return make_class(chunked_loss_trainer(SFTTrainer) if t.chunked_loss else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prep.train_rows),
@@ -92,6 +94,24 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         callbacks=trainer_callbacks,
         **extra,
     )
+
+
+def chunked_loss_trainer(trainer_class):
+    """`trainer_class` whose training loss is the label-positions-only chunked cross-entropy (methods.chunked_loss)
+    for models that support it; evaluation, and other models, keep the class's own loss."""
+    from trainforge.methods.chunked_loss import chunked_causal_lm_loss, supports_chunked_loss
+
+    class ChunkedLossTrainer(trainer_class):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not model.training or not supports_chunked_loss(self.accelerator.unwrap_model(model)):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+            # like Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages gradients
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return loss
+
+    return ChunkedLossTrainer
 
 
 def build_mlm_trainer(model, prep, run, callbacks: list):

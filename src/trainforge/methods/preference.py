@@ -3,6 +3,7 @@ model (objectives dpo / orpo), RewardTrainer for a reward model (task reward). A
 
 from __future__ import annotations
 
+from trainforge.hardware import tune_model_for_training
 from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -25,6 +26,9 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     """DPO (reference: the base with adapters disabled, or log-probs precomputed once for full fine-tuning, so no
     second model copy stays in memory) or ORPO (no reference at all)."""
     config, t = prep.config, prep.config.training
+    if trainer_wraps_adapter(config, prep.method):
+        model.requires_grad_(False)  # the bare base, all of it frozen once DPOTrainer adds the adapter
+    tune_model_for_training(model, t.attention, t.max_length, t.precision)
     common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta,
                   activation_checkpointing=t.gradient_checkpointing)
     kwargs = dict(model=model, train_dataset=pair_dataset(prep.train_rows), eval_dataset=pair_dataset(prep.eval_rows),

@@ -1,0 +1,258 @@
+"""trainforge against the script a user would write with TRL + peft defaults, same job, one invocation.
+
+Jobs (--job): `sft` LoRA SFT (r=16, all linear layers) of SmolLM2-135M-Instruct on the bundled dates → JSON task;
+`dpo` LoRA DPO on the bundled constrained-answers pairs; `classical` runs benchmarks/classical_search.py
+(trainforge's search vs GridSearchCV); `all` runs the three. Both LM sides train the same number of optimizer steps
+with the same batch, sequence limit, learning rate and data; the TRL side leaves every other setting at the
+library default (TRL's SFTConfig/DPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each
+trainforge ablation (a feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
+memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment.
+
+Figures: trained tokens/s = non-padding input tokens the optimizer steps consumed / training seconds (model
+loading, data preparation and evaluation excluded; wall time includes them). MFU counts the standard 6·N·tokens
+FLOPs for forward+backward with N = all model parameters (a LoRA backward skips frozen-weight gradients, so this
+overstates the work a little, equally for both sides; attention's sequence-length term is left out). DPO also
+counts the reference forward as 2·N per token. The peak is this machine's dense matmul rate, measured here with
+torch.matmul in bf16 and fp32 on all cores.
+
+    PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
+    "trainforge": [],
+    "  − chunked CE (full logits)": ["training.chunked_loss=false"],
+    "  − bf16 (fp32 autocast off, fp32 frozen weights)": ["training.precision=fp32"],
+    "  − eager attention (sdpa)": ["training.attention=sdpa"],
+    "  + packing (padding-free)": ["training.packing=true"],
+}
+DPO_ABLATIONS = {
+    "trainforge": [],
+    "  − bf16 autocast (fp32)": ["training.precision=fp32"],
+    "  − eager attention (sdpa)": ["training.attention=sdpa"],
+}
+
+
+# ---- children: one training each, printing `RESULT {json}` ----
+
+def _probe():
+    """A Trainer callback that times training alone and keeps the trained-token count and last logged loss."""
+    from transformers import TrainerCallback
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
+
+        def on_train_end(self, args, state, control, model=None, **kw):
+            self.seconds = time.perf_counter() - self.started
+            self.cpu_seconds = time.process_time() - self.cpu_started  # all threads: robust to other jobs' load
+            self.params = sum(p.numel() for p in model.parameters())
+            self.tokens = state.num_input_tokens_seen
+            self.steps = state.global_step
+            losses = [row["loss"] for row in state.log_history if "loss" in row]
+            self.loss = losses[-1] if losses else None
+
+    return Probe()
+
+
+def _result(probe, extra: dict, wall_started: float) -> None:
+    print("RESULT " + json.dumps({
+        "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
+        "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}), flush=True)
+
+
+def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
+    started = time.perf_counter()
+    from trainforge.config.loader import load_config
+    from trainforge.pipeline import train
+
+    example = "lora-sft.yaml" if job == "sft" else "dpo.yaml"
+    budget = [f"training.max_steps={a['steps']}", f"training.batch_size={a['batch_size']}",
+              f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=1",
+              f"training.save_steps={a['steps'] + 1}", f"data.task_size={a['examples']}", "training.warmup_ratio=0",
+              "evaluation.before_after=false", "evaluation.perplexity=false", "evaluation.generation=false",
+              f"tracking.runs_dir={a['runs_dir']}", "tracking.mlflow=false", "tracking.report=false"]
+    config = load_config(ROOT / "examples" / example, [*budget, *overrides])
+    probe = _probe()
+    run = train(config, callbacks=[probe])
+    _result(probe, {"precision": json.loads(run.file("summary.json").read_text())["precision"]}, started)
+
+
+def _user_data(job: str, n: int):
+    """The bundled task's rows in the dataset shape TRL documents (conversational prompt/completion, or pairs)."""
+    from datasets import Dataset
+
+    from trainforge.data.tasks import generate_task
+
+    _, rows = generate_task("dates-json" if job == "sft" else "constrained-answers", n, 42)
+    if job == "sft":
+        return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
+    return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+
+def child_trl(job: str, a: dict) -> None:
+    """What a user writes: load the model, LoraConfig(r=16, all-linear), the trainer with the shared budget."""
+    started = time.perf_counter()
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainforge.models.registry import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = _user_data(job, a["examples"])
+    peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    budget = dict(output_dir=a["runs_dir"] + f"/trl-{job}", max_steps=a["steps"], per_device_train_batch_size=a["batch_size"],
+                  learning_rate=a["lr"], max_length=a["max_length"], logging_steps=1, save_strategy="no",
+                  report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
+                  use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU without it
+    probe = _probe()
+    if job == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(**budget)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             peft_config=peft_config, callbacks=[probe])
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**budget)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             peft_config=peft_config, callbacks=[probe])
+    trainer.train()
+    _result(probe, {"precision": "bf16" if args.bf16 else "fp32",
+                                   "gradient_checkpointing": bool(getattr(args, "gradient_checkpointing", False))}, started)
+
+
+# ---- parent ----
+
+def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+    """Dense matmul FLOP/s of this machine on all its cores: n×n @ n×n repeated for about `seconds`."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    x, y = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        torch.matmul(x, y)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        torch.matmul(x, y)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))  # best repeat: the least disturbed by other jobs
+    return best
+
+
+def spawn(args: list[str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def lm_rows(job: str, a: dict, peaks: dict) -> list[dict]:
+    from rich.console import Console
+
+    shared = json.dumps(a)
+    ablations = SFT_ABLATIONS if job == "sft" else DPO_ABLATIONS
+    if a["no_ablations"]:
+        ablations = {"trainforge": []}
+    runs = {"TRL + peft defaults": spawn(["--child", "trl", job, shared])}
+    Console().print(f"[dim]{job} TRL: {runs['TRL + peft defaults']}[/]")
+    for label, overrides in ablations.items():
+        runs[label] = spawn(["--child", "trainforge", job, shared, *overrides])
+        Console().print(f"[dim]{job} {label.strip()}: {runs[label]}[/]")
+    flops_per_token = 6 if job == "sft" else 8  # DPO: + the reference model's forward
+    base = runs["TRL + peft defaults"]
+    rows = []
+    for label, r in runs.items():
+        tps = r["tokens"] / r["train_seconds"]
+        achieved = flops_per_token * r["params"] * tps
+        rows.append({
+            "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "tokens": r["tokens"],
+            "tokens_per_s": round(tps, 1), "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
+            "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
+            "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
+            "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
+            "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
+            "achieved_gflops": round(achieved / 1e9, 1),
+            "mfu_bf16": round(achieved / peaks["bf16"], 3), "mfu_fp32": round(achieved / peaks["fp32"], 3),
+        })
+    return rows
+
+
+def classical_rows() -> list[dict]:
+    out = Path(tempfile.mkdtemp(prefix="classical-")) / "classical_search.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classical_search.py"), "--out", str(out)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    return [{"job": "classical", **json.loads(out.read_text())}]
+
+
+def print_table(rows: list[dict], peaks: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"trainforge vs TRL + peft defaults (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
+                        f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
+    cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
+            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32"]
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
+    for r in rows:
+        if "run" in r:
+            table.add_row(*[str(r.get(c, "")) for c in cols])
+    Console(width=220).print(table)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        side, job, shared, *overrides = sys.argv[2:]
+        return child_trl(job, json.loads(shared)) if side == "trl" else child_trainforge(job, json.loads(shared), overrides)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--job", choices=["sft", "dpo", "classical", "all"], default="sft")
+    p.add_argument("--steps", type=int, default=15, help="optimizer steps per LM run")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--examples", type=int, default=400, help="size of the bundled task generated")
+    p.add_argument("--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows")
+    p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    a = p.parse_args()
+    jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
+    peaks = {d: matmul_peak(d) for d in ("bf16", "fp32")}
+    shared = {"steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "examples": a.examples,
+              "no_ablations": a.no_ablations,
+              "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-")}
+    rows: list[dict] = []
+    for job in jobs:
+        if job == "classical":
+            rows += classical_rows()
+            continue
+        lr = 1e-3 if job == "sft" else 5e-5  # the example configs' rates, given to both sides
+        rows += lm_rows(job, {**shared, "lr": lr}, peaks)
+    print_table(rows, peaks)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_cores": len(os.sched_getaffinity(0)),
+            "load_average": os.getloadavg(), "peak_flops": peaks, "args": vars(a), "flops_per_token": "6·N (SFT), 8·N (DPO)"}
+    Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
