@@ -334,14 +334,17 @@ def _image_inputs(info: dict, data: str, config: RunConfig) -> tuple[np.ndarray,
 
 
 def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
-    """Predictions for a table (CSV next to it, with the input columns) or for images (CSV: file, prediction)."""
+    """Predictions for a table (CSV next to it, with the input columns), for images (CSV: file, prediction) or
+    for texts (seq.predict_frame)."""
     import pandas as pd
 
     from trainforge.classical.data import read_table
 
     model, info, pipeline = load(run)
     config = load_config(run.file("config.yaml"))
-    if info["task"] == "image-classification":
+    if info["task"] in seq.SEQ_TASKS:
+        frame = seq.predict_frame(model, info, config, data)
+    elif info["task"] == "image-classification":
         x, names = _image_inputs(info, data, config)
         frame = pd.DataFrame({"input": names})
     else:
@@ -350,7 +353,7 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
         frame = read_table(data)
         x = table_inputs(pipeline, frame, f"Data file {data}")
         frame = frame.copy()
-    out = outputs(model, info, x)
+    out = {} if info["task"] in seq.SEQ_TASKS else outputs(model, info, x)
     if "proba" in out:
         classes = np.asarray(info["classes"], dtype=object)
         frame["prediction"] = classes[out["proba"].argmax(1)]
@@ -358,7 +361,7 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
             frame[f"proba_{c}"] = out["proba"][:, i]
     elif "value" in out:
         frame["prediction"] = out["value"]
-    else:
+    elif "error" in out:
         frame["reconstruction_error"] = out["error"]
         frame["anomaly"] = out["error"] > info["threshold"]
         for i in range(out["embedding"].shape[1]):
@@ -370,11 +373,14 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
 
 
 def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
-    """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder."""
+    """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder /
+    labelled text file."""
     import pandas as pd
 
     model, info, pipeline = load(run)
     config = load_config(run.file("config.yaml"))
+    if info["task"] in seq.SEQ_TASKS:
+        return scores(info, model, *seq.eval_inputs(info, config, data))
     if data and info["task"] != "image-classification":
         from trainforge.classical.data import read_table
         from trainforge.classical.predict import encode_labels

@@ -208,3 +208,70 @@ def sample(model, info: dict, n: int, length: int, temperature: float, seed: int
                 logits, state = model(torch.tensor([[token]]), state)
             out.append(prompt + "".join(chars))
     return out
+
+
+# predict / eval ---------------------------------------------------------------------------------------------------
+
+def file_rows(config: RunConfig, path: str, labelled: bool) -> list[dict]:
+    """Checked rows of a data file for a finished run: with labels / targets (eval) or inputs only (predict)."""
+    from trainforge.data.formats import normalize_rows
+    from trainforge.data.readers import read_rows
+
+    numbered = read_rows(path)
+    if config.task == "text-classification" and labelled:
+        from trainforge.textclass.data import normalizer
+
+        return normalizer(config.data)(numbered, path)
+    if config.task == "seq2seq" and labelled:
+        return normalize_rows(numbered, "seq2seq", path)
+    rows = normalize_rows(numbered, "text", path, "source" if config.task == "seq2seq" else config.data.text_field)
+    return [{"source": r["text"]} if config.task == "seq2seq" else r for r in rows]
+
+
+def check_labels(info: dict, rows: list[dict]) -> None:
+    known = set(info["classes"])
+    for row in rows:
+        if row["labels"][0] not in known:
+            raise DataError(f"Data {row['where']}: label {row['labels'][0]!r} was not among the training labels "
+                            f"({', '.join(info['classes'])}); the network cannot score it.")
+
+
+def eval_inputs(info: dict, config: RunConfig, data: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of the run's own test split (re-read from its config) or of a labelled file."""
+    from trainforge.errors import RunError
+
+    if data:
+        rows = file_rows(config, data, labelled=True)
+    else:
+        rows = rows_of(config)[0].test
+        if not rows:
+            raise RunError("The run has no test split; evaluate it on a file with --data.")
+    if info["task"] == "text-classification":
+        check_labels(info, rows)
+    return encode_rows(info, rows)
+
+
+def predict_frame(model, info: dict, config: RunConfig, data: str):
+    """A table of predictions for the texts of `data`: a label (with probabilities), a translation, or a
+    continuation sampled from each text as a prompt."""
+    import pandas as pd
+
+    rows = file_rows(config, data, labelled=False)
+    task = info["task"]
+    if task == "text-classification":
+        x, _ = encode_rows(info, [{"text": r["text"]} for r in rows])
+        with torch.no_grad():
+            proba = model(torch.from_numpy(x)).softmax(-1).numpy() if len(x) else np.zeros((0, len(info["classes"])))
+        frame = pd.DataFrame({"text": [r["text"] for r in rows],
+                              "prediction": [info["classes"][i] for i in proba.argmax(1)]})
+        for i, c in enumerate(info["classes"]):
+            frame[f"proba_{c}"] = proba[:, i]
+        return frame
+    if task == "seq2seq":
+        x = encode([r["source"] for r in rows], info["vocab"], "char", info["length"])
+        return pd.DataFrame({"source": [r["source"] for r in rows], "prediction": greedy_texts(model, info, x)})
+    nn_cfg = config.nn
+    return pd.DataFrame({"prompt": [r["text"] for r in rows],
+                         "continuation": [sample(model, info, 1, nn_cfg.sample_length, nn_cfg.temperature,
+                                                 config.training.seed + i, r["text"])[0][len(r["text"]):]
+                                          for i, r in enumerate(rows)]})
