@@ -180,7 +180,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         from trainforge.multitask.run import train_multitask
 
         return train_multitask(config, resume=resume, callbacks=callbacks)
-    if config.task == "text-classification":  # an encoder + classification head, same run flow and tracking
+    if config.task == "text-classification" and not is_nn_run(config.task, config.model.name):  # an encoder + head
         from trainforge.textclass.run import train_text_classification
 
         return train_text_classification(config, resume=resume, callbacks=callbacks)

@@ -97,8 +97,9 @@ class DataConfig(Section):
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
     dataset: str | None = Field(None, description="Tabular tasks: a scikit-learn bundled dataset by name "
                                 f"({', '.join(BUNDLED_DATASETS)}).")
-    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification"] = Field(
-        "chat", description="preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
+    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification", "seq2seq"] = Field(
+        "chat", description="seq2seq: `source` / `target` string rows (task seq2seq); "
+        "preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
         "objectives dpo / orpo and task reward.")
     text_field: str = "text"
     target: str | None = Field(None, description="Tabular tasks: the column to predict (bundled datasets: `target`); "
@@ -528,6 +529,23 @@ class NNConfig(Section):
     anomaly_quantile: float = Field(0.95, gt=0, lt=1, description="autoencoder: rows whose reconstruction error is "
                                     "above this quantile of the training rows' errors are flagged as anomalies.")
     checkpoint_every: int = Field(1, ge=0, description="Write a resumable checkpoint every N epochs (0: never).")
+    # sequence networks: lstm / gru / rnn (text-classification), char-lstm (sequence-generation), seq2seq
+    cell: Literal["rnn", "lstm", "gru"] | None = Field(None, description="char-lstm / seq2seq: the recurrent cell "
+                                                       "(default lstm / gru); lstm, gru, rnn name their own.")
+    embedding: int = Field(64, gt=0, description="Sequence networks: token embedding size.")
+    hidden_size: int = Field(128, gt=0, description="Sequence networks: recurrent state size.")
+    layers: int = Field(1, gt=0, description="lstm / gru / rnn / char-lstm: stacked recurrent layers.")
+    bidirectional: bool = Field(True, description="lstm / gru / rnn: read texts both ways.")
+    tokens: Literal["word", "char"] = Field("word", description="lstm / gru / rnn: vocabulary of words or characters "
+                                            "(char-lstm and seq2seq are character level).")
+    min_count: int = Field(1, gt=0, description="Vocabulary: tokens seen fewer times in training become <unk>.")
+    sequence_length: int = Field(64, gt=1, description="Tokens per text (longer ones are cut); char-lstm: the "
+                                 "training window.")
+    attention: Literal["dot", "additive"] = Field("additive", description="seq2seq: Luong dot-product (general) or "
+                                                  "Bahdanau additive scores over the encoder states.")
+    samples: int = Field(5, ge=0, description="char-lstm: samples written to samples.txt after training.")
+    sample_length: int = Field(200, gt=0, description="char-lstm: characters per sample.")
+    temperature: float = Field(0.8, gt=0, description="char-lstm: sampling temperature.")
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -538,8 +556,11 @@ class NNConfig(Section):
 
 
 NN_MODELS = {"torch_mlp": ("classification", "regression"), "lenet": ("image-classification",),
-             "autoencoder": ("anomaly-detection",)}  # from-scratch networks (trainforge.nn) and their tasks
-NN_TASKS = ("image-classification", "anomaly-detection")  # tasks only trainforge.nn trains
+             "autoencoder": ("anomaly-detection",), "lstm": ("text-classification",), "gru": ("text-classification",),
+             "rnn": ("text-classification",), "char-lstm": ("sequence-generation",),
+             "seq2seq": ("seq2seq",)}  # from-scratch networks (trainforge.nn) and their tasks
+NN_TASKS = ("image-classification", "anomaly-detection", "sequence-generation", "seq2seq")  # only trainforge.nn trains
+SEQ_DEFAULT_MODEL = {"sequence-generation": "char-lstm", "seq2seq": "seq2seq"}
 NN_DEFAULTS = {"epochs": 20, "batch_size": 64, "learning_rate": 1e-3}  # from scratch, not LLM fine-tuning
 
 
@@ -565,13 +586,16 @@ class RunConfig(Section):
     name: str | None = Field(None, description="Run directory name; default: <method>-<objective>-<timestamp>.")
     description: str = ""
     task: Literal["lm", "text-classification", "multi-task", "reward", "classification", "regression",
-                  "clustering", "image-classification", "anomaly-detection", "gan", "rl-agent"] = Field(
+                  "clustering", "image-classification", "anomaly-detection", "gan", "rl-agent",
+                  "sequence-generation", "seq2seq"] = Field(
         "lm", description="lm: train a language model; text-classification: fine-tune an encoder on labelled texts; "
         "multi-task: one shared encoder, one head per `multitask.tasks` entry; "
         "reward: a reward model (a language model with a one-score head) trained on preference pairs; "
         "image-classification: a CNN from scratch on images (model lenet); anomaly-detection: an autoencoder on a "
         "table, scored by reconstruction error; gan: a generator/discriminator pair on numeric rows (see `gan:`); "
-        "rl-agent: a policy trained on a gymnasium environment (see `agent:`); the others run the classical "
+        "rl-agent: a policy trained on a gymnasium environment (see `agent:`); sequence-generation: a character-level "
+        "recurrent LM from scratch (model char-lstm); seq2seq: an encoder-decoder with attention on source/target "
+        "rows (model seq2seq); the others run the classical "
         "(tabular) engine (or, with model.name torch_mlp, an MLP trained from scratch).")
     model: ModelConfig = ModelConfig()
     data: DataConfig
@@ -604,7 +628,7 @@ class RunConfig(Section):
     def _method_fits_task(self):
         from trainforge.methods import method_tasks
 
-        if self.task in NEURAL_TASKS:
+        if self.task in NEURAL_TASKS and not is_nn_run(self.task, self.model.name):
             if self.task == "multi-task" and "name" not in self.method.model_fields_set:
                 self.method.name = "full"
             supported = method_tasks(self.method.name)
@@ -712,6 +736,10 @@ class RunConfig(Section):
     def _tabular_fits_task(self):
         if self.task in ("text-classification", "multi-task", "reward", "image-classification", "gan", "rl-agent"):
             return self
+        if self.task in SEQ_DEFAULT_MODEL:
+            self._text_rows("seq2seq" if self.task == "seq2seq" else "text",
+                            "source/target rows" if self.task == "seq2seq" else "texts")
+            return self
         if self.task == "lm":
             if self.data.format == "tabular" or self.data.dataset:
                 raise ValueError("`data.format: tabular` and `data.dataset` are for tabular tasks; set `task` to "
@@ -757,6 +785,8 @@ class RunConfig(Section):
     def _nn_fits_task(self):
         if self.task == "image-classification" and "name" not in self.model.model_fields_set:
             self.model.name = "lenet"
+        if self.task in SEQ_DEFAULT_MODEL and "name" not in self.model.model_fields_set:
+            self.model.name = SEQ_DEFAULT_MODEL[self.task]
         if not is_nn_run(self.task, self.model.name):
             if self.nn != NNConfig():
                 raise ValueError("the `nn` section is for networks trained from scratch (model.name "

@@ -122,7 +122,12 @@ def normalize_preference(row: dict, source: str, number: int, **_: Any) -> dict:
     return out
 
 
-NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat, "preference": normalize_preference}
+def normalize_seq2seq(row: dict, source: str, number: int, text_field: str = "text") -> dict:
+    return {"source": _text(row, "source", source, number), "target": _text(row, "target", source, number)}
+
+
+NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat, "preference": normalize_preference,
+               "seq2seq": normalize_seq2seq}
 
 
 def normalize_rows(numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text") -> list[dict]:

@@ -256,7 +256,30 @@ def satisfies(row: dict, answer: str) -> bool:
     raise ValueError(f"unknown constraint kind {constraint['kind']!r}")
 
 
+def reverse_letters(n: int, seed: int) -> list[dict]:
+    """Strings of 3-8 letters from a-j → the same letters reversed (a sequence-to-sequence task)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 8)))
+        rows.append({"source": word, "target": word[::-1]})
+    return rows
+
+
+def dates_iso(n: int, seed: int) -> list[dict]:
+    """A date in one of seven formats (e.g. "March 5, 2021") → ISO 8601 ("2021-03-05")."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        y, m = rng.randint(1950, 2035), rng.randint(1, 12)
+        d = rng.randint(1, calendar.monthrange(y, m)[1])
+        rows.append({"source": rng.choice(DATE_FORMATS)(y, m, d), "target": f"{y}-{m:02d}-{d:02d}"})
+    return rows
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
+    "dates-iso": ("seq2seq", dates_iso),
+    "reverse-letters": ("seq2seq", reverse_letters),
     "constrained-answers": ("preference", constrained_answers),
     "dates-json": ("chat", dates_json),
     "support-tickets": ("classification", support_tickets),

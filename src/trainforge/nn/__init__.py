@@ -1,4 +1,5 @@
 """Networks trained from scratch in plain PyTorch: engine.py (the training loop every task here shares: AdamW,
-early stopping, atomic checkpoints, exact resume, metrics.jsonl), models.py (MLP, LeNet-style CNN, autoencoder;
-safetensors + architecture.json), data.py (tables via the classical engine's preprocessing, images) and run.py
-(the torch_mlp, image-classification and anomaly-detection runs, predict and eval)."""
+early stopping, atomic checkpoints, exact resume, metrics.jsonl), models.py (MLP, LeNet-style CNN, autoencoder,
+recurrent classifier, character LM, attention seq2seq; safetensors + architecture.json), data.py (tables via the
+classical engine's preprocessing, images), seq.py (vocabularies, text / seq2seq data, perplexity, exact match) and
+run.py (every task's run, predict and eval)."""

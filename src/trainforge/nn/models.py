@@ -75,7 +75,116 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet": LeNet, "autoencoder": Autoencoder}
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+PAD, UNK, BOS, EOS = 0, 1, 2, 3  # token ids every sequence vocabulary starts with
+
+
+def _run_packed(rnn: nn.RNNBase, embedded: torch.Tensor, ids: torch.Tensor):
+    """Run `rnn` over padded sequences (id 0 = padding) so padding never reaches the state; (outputs, state)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    lengths = (ids != PAD).sum(1).clamp(min=1).cpu()
+    out, state = rnn(pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False))
+    return pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])[0], state
+
+
+class RNNClassifier(nn.Module):
+    """Token ids → embedding → RNN / LSTM / GRU (optionally both ways) → mean over the tokens → class logits."""
+
+    def __init__(self, vocab: int, classes: int, cell: str, embedding: int, hidden: int, layers: int = 1,
+                 bidirectional: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embedding, padding_idx=PAD)
+        self.rnn = CELLS[cell](embedding, hidden, layers, batch_first=True, bidirectional=bidirectional,
+                               dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
+
+    def forward(self, ids):
+        out, _ = _run_packed(self.rnn, self.drop(self.embed(ids)), ids)
+        mask = (ids != PAD).unsqueeze(-1).float()
+        return self.head(self.drop((out * mask).sum(1) / mask.sum(1).clamp(min=1)))
+
+
+class CharLM(nn.Module):
+    """Next-token model: embedding → recurrent layers → logits over the vocabulary at every position."""
+
+    def __init__(self, vocab: int, cell: str, embedding: int, hidden: int, layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embedding)
+        self.rnn = CELLS[cell](embedding, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, ids, state=None):
+        out, state = self.rnn(self.drop(self.embed(ids)), state)
+        return self.head(self.drop(out)), state
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder with attention: a bidirectional encoder reads the source; the decoder (started from the
+    encoder's final states) attends over all encoder states at every output step (Luong-style: the decoder output
+    queries, scored by a dot product through a learned matrix or by Bahdanau's additive score), and the
+    [decoder output; context] mix predicts the next token. Trained with teacher forcing, decoded greedily."""
+
+    def __init__(self, vocab: int, cell: str, embedding: int, hidden: int, attention: str = "additive",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embedding, padding_idx=PAD)  # one vocabulary for source and target
+        self.encoder = CELLS[cell](embedding, hidden, batch_first=True, bidirectional=True)
+        self.bridge = nn.Linear(2 * hidden, hidden)
+        self.decoder = CELLS[cell](embedding, hidden, batch_first=True)
+        self.additive = attention == "additive"
+        self.keys = nn.Linear(2 * hidden, hidden, bias=self.additive)
+        if self.additive:
+            self.query = nn.Linear(hidden, hidden, bias=False)
+            self.score = nn.Linear(hidden, 1, bias=False)
+        self.mix = nn.Linear(3 * hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, vocab)
+
+    def _start(self, state):
+        """Both directions' final encoder states → the decoder's initial state (h, and c for an LSTM)."""
+        if isinstance(state, tuple):
+            return tuple(self._start(s) for s in state)
+        return torch.tanh(self.bridge(torch.cat([state[0], state[1]], -1))).unsqueeze(0)
+
+    def encode(self, src):
+        memory, state = _run_packed(self.encoder, self.drop(self.embed(src)), src)
+        return memory, src != PAD, self._start(state)
+
+    def step(self, tokens, memory, mask, state):
+        """Decode `tokens` (B × T, teacher-forced or one at a time) → logits, new state, attention weights."""
+        out, state = self.decoder(self.drop(self.embed(tokens)), state)
+        keys = self.keys(memory)
+        if self.additive:
+            scores = self.score(torch.tanh(self.query(out).unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
+        else:
+            scores = out @ keys.transpose(1, 2)
+        weights = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+        mixed = torch.tanh(self.mix(torch.cat([out, weights @ memory], -1)))
+        return self.out(self.drop(mixed)), state, weights
+
+    def forward(self, src, tgt_in):
+        return self.step(tgt_in, *self.encode(src))[0]
+
+    def greedy(self, src, max_len: int):
+        """Most likely token at each step until every row has produced EOS (or `max_len` tokens)."""
+        memory, mask, state = self.encode(src)
+        token = torch.full((len(src), 1), BOS, dtype=torch.long)
+        out, done = [], torch.zeros(len(src), dtype=torch.bool)
+        for _ in range(max_len):
+            logits, state, _ = self.step(token, memory, mask, state)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(token)
+            done |= token[:, 0] == EOS
+            if done.all():
+                break
+        return torch.cat(out, 1)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet": LeNet, "autoencoder": Autoencoder,
+                                             "rnn_classifier": RNNClassifier, "char_lm": CharLM, "seq2seq": Seq2Seq}
 
 
 def build(spec: dict) -> nn.Module:

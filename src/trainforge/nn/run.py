@@ -1,5 +1,6 @@
 """Runs of the from-scratch networks: torch_mlp (tabular classification / regression), lenet (image
-classification) and autoencoder (anomaly detection, embeddings). Each task is a `Task`: how to build the network,
+classification), autoencoder (anomaly detection, embeddings) and the sequence networks of seq.py (lstm / gru / rnn
+text classification, char-lstm generation, seq2seq). Each task is a `Task`: how to build the network,
 its loss, its validation scores and its held-out scores; the engine (engine.py) trains it, and the run directory,
 report and MLflow steps are the pipeline's. Artifacts: model/ (safetensors + architecture.json), nn.json (task,
 classes, threshold, ...) and, for tables, preprocess/ (the fitted scikit-learn preprocessing pipeline)."""
@@ -20,12 +21,15 @@ from trainforge.errors import ConfigError, DataError, RunError
 from trainforge.nn import models
 from trainforge.nn.data import Arrays, load_images, load_tabular
 from trainforge.nn.engine import LoopSettings, fit, seed_everything
-from trainforge.tracking.rundir import RunDir, atomic_write_json, read_json
+from trainforge.nn import seq
+from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 console = Console(stderr=True)
 INFO_FILE = "nn.json"
 HEADLINE = {"classification": "accuracy", "image-classification": "accuracy", "regression": "rmse",
-            "anomaly-detection": "roc_auc"}  # what `runs list` shows
+            "anomaly-detection": "roc_auc", "text-classification": "accuracy", "sequence-generation": "perplexity",
+            "seq2seq": "exact_match"}  # what `runs list` shows
+CLASSIFIERS = ("classification", "image-classification", "text-classification")
 
 
 def is_nn(run: RunDir) -> bool:
@@ -82,7 +86,7 @@ def outputs(model, info: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     embeddings."""
     model.eval()
     task = info["task"]
-    if task in ("classification", "image-classification"):
+    if task in CLASSIFIERS:
         return {"proba": _batched(lambda b: model(b).softmax(-1), x)}
     if task == "regression":
         return {"value": _batched(lambda b: model(b)[:, 0], x) * info["y_scale"] + info["y_mean"]}
@@ -90,8 +94,10 @@ def outputs(model, info: dict, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def scores(info: dict, model, x: np.ndarray, y: np.ndarray | None) -> dict[str, float]:
+    if info["task"] in ("sequence-generation", "seq2seq"):
+        return seq.scores(info, model, x, y)
     out, task = outputs(model, info, x), info["task"]
-    if task in ("classification", "image-classification"):
+    if task in CLASSIFIERS:
         return classification_scores(y, out["proba"])
     if task == "regression":
         return regression_scores(y, out["value"])
@@ -117,6 +123,8 @@ def augment(images: torch.Tensor, shift: int, rotate: float) -> torch.Tensor:
 # the three tasks ------------------------------------------------------------------------------------------------
 
 def _spec(config: RunConfig, data: Arrays) -> dict:
+    if config.task in seq.SEQ_TASKS:
+        return seq.spec(config, data.extra, data.classes)
     nn_cfg, shape = config.nn, data.x["train"].shape
     common = {"activation": nn_cfg.activation, "dropout": nn_cfg.dropout}
     if config.task == "image-classification":
@@ -132,6 +140,8 @@ def _spec(config: RunConfig, data: Arrays) -> dict:
 
 def _loss_fn(config: RunConfig, info: dict):
     task, aug = config.task, config.nn.augment
+    if task in seq.SEQ_TASKS:
+        return seq.loss_fn(task)
     if task in ("classification", "image-classification"):
         def loss(model, batch):
             x, y = batch
@@ -175,6 +185,8 @@ def _validate(config: RunConfig, data: Arrays, info: dict, loss_fn):
 def prepare_data(config: RunConfig) -> tuple[Arrays, object, dict]:
     if config.task == "image-classification":
         data, pipeline = load_images(config), None
+    elif config.task in seq.SEQ_TASKS:
+        data, pipeline = seq.load_sequences(config), None
     else:
         data, pipeline = load_tabular(config)
     if not len(data.x["train"]):
@@ -223,6 +235,8 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
             summary.update(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
         if config.task == "anomaly-detection":
             summary["threshold"] = round(info["threshold"], 6)
+        if config.task in seq.SEQ_TASKS:
+            summary["vocabulary"] = len(info["vocab"])
         for part, prefix in (("validation", "val"), ("test", "test")):
             if len(data.x[part]):
                 summary.update({f"{prefix}.{k}": v for k, v in scores(info, model, data.x[part], data.y[part]).items()})
@@ -235,6 +249,11 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
         if data.split is not None:
             atomic_write_json(run.file("splits.json"), data.split.to_json())
         atomic_write_json(run.file(INFO_FILE), {**info, "architecture": spec})
+        if config.task == "sequence-generation" and config.nn.samples:
+            texts = seq.sample(model, info, config.nn.samples, config.nn.sample_length, config.nn.temperature,
+                               config.training.seed)
+            atomic_write_text(run.file("samples.txt"), "\n---\n".join(texts) + "\n")
+            console.print(f"[bold]sample:[/] {texts[0][:120]!r} (all in {run.file('samples.txt')})")
         shown = "test" if len(data.x["test"]) else "validation"
         figures = _figures(info, model, data.x[shown], data.y[shown], shown)
         finish_run(run, config, summary, None, figures=figures)
@@ -244,7 +263,7 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
 
 def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, bytes]]:
     """A confusion matrix (classifiers) or the reconstruction-error histogram (autoencoder) on the held-out split."""
-    if not len(x) or y is None or info["task"] == "regression":
+    if not len(x) or y is None or info["task"] in ("regression", "sequence-generation", "seq2seq"):
         return []
     import io
 
@@ -283,7 +302,7 @@ def load(run: RunDir):
     model, _ = models.load(run.path / "model")
     info = read_json(run.file(INFO_FILE))
     pipeline = None
-    if info["task"] != "image-classification":
+    if run.file("preprocess").is_dir():
         from trainforge.classical.artifacts import load_model
 
         pipeline = load_model(run.file("preprocess"))
@@ -315,14 +334,17 @@ def _image_inputs(info: dict, data: str, config: RunConfig) -> tuple[np.ndarray,
 
 
 def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
-    """Predictions for a table (CSV next to it, with the input columns) or for images (CSV: file, prediction)."""
+    """Predictions for a table (CSV next to it, with the input columns), for images (CSV: file, prediction) or
+    for texts (seq.predict_frame)."""
     import pandas as pd
 
     from trainforge.classical.data import read_table
 
     model, info, pipeline = load(run)
     config = load_config(run.file("config.yaml"))
-    if info["task"] == "image-classification":
+    if info["task"] in seq.SEQ_TASKS:
+        frame = seq.predict_frame(model, info, config, data)
+    elif info["task"] == "image-classification":
         x, names = _image_inputs(info, data, config)
         frame = pd.DataFrame({"input": names})
     else:
@@ -331,7 +353,7 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
         frame = read_table(data)
         x = table_inputs(pipeline, frame, f"Data file {data}")
         frame = frame.copy()
-    out = outputs(model, info, x)
+    out = {} if info["task"] in seq.SEQ_TASKS else outputs(model, info, x)
     if "proba" in out:
         classes = np.asarray(info["classes"], dtype=object)
         frame["prediction"] = classes[out["proba"].argmax(1)]
@@ -339,7 +361,7 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
             frame[f"proba_{c}"] = out["proba"][:, i]
     elif "value" in out:
         frame["prediction"] = out["value"]
-    else:
+    elif "error" in out:
         frame["reconstruction_error"] = out["error"]
         frame["anomaly"] = out["error"] > info["threshold"]
         for i in range(out["embedding"].shape[1]):
@@ -351,11 +373,14 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
 
 
 def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
-    """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder."""
+    """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder /
+    labelled text file."""
     import pandas as pd
 
     model, info, pipeline = load(run)
     config = load_config(run.file("config.yaml"))
+    if info["task"] in seq.SEQ_TASKS:
+        return scores(info, model, *seq.eval_inputs(info, config, data))
     if data and info["task"] != "image-classification":
         from trainforge.classical.data import read_table
         from trainforge.classical.predict import encode_labels
