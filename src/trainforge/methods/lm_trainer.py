@@ -103,9 +103,13 @@ def chunked_loss_trainer(trainer_class):
 
     class ChunkedLossTrainer(trainer_class):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not model.training or not supports_chunked_loss(self.accelerator.unwrap_model(model)):
+            # Under DDP the forward must go through the wrapper (it arms the gradient all-reduce): the plain loss then.
+            if (return_outputs or not model.training or self.accelerator.num_processes > 1
+                    or not supports_chunked_loss(self.accelerator.unwrap_model(model))):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss = chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+            # The backbone is called directly, not through the forward that accelerate wrapped in autocast.
+            with self.accelerator.autocast():
+                loss = chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
             # like Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages gradients
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
