@@ -1,4 +1,4 @@
-"""What the hand-written PyTorch loops (task gan, task rl-agent) share: MLPs, the run directory opened or resumed,
+"""What the hand-written PyTorch loops (task gan, task rl-agent) share: the run directory opened or resumed,
 and checkpoints that `RunDir.last_checkpoint` recognises (trainer_state.json + weights + a torch state archive)."""
 
 from __future__ import annotations
@@ -10,19 +10,10 @@ import torch
 from torch import nn
 
 from trainforge.config import RunConfig
+from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
 
 STATE_FILE = "state.pt"
-
-
-def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers of the given widths with `activation` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
 
 
 def open_loop_run(config: RunConfig, resume: bool, kind: str) -> tuple[RunConfig, RunDir]:
@@ -69,6 +60,6 @@ def load_network(folder: Path) -> tuple[nn.Sequential, dict]:
     from trainforge.tracking.rundir import read_json
 
     meta = read_json(folder / "config.json")
-    net = mlp(meta["sizes"])
+    net = linear_stack(meta["sizes"])
     net.load_state_dict(load_file(str(folder / "model.safetensors")))
     return net.eval(), meta

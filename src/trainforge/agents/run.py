@@ -14,7 +14,8 @@ from torch import nn
 from trainforge.agents import POLICY_DIR
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError
-from trainforge.loops import load_checkpoint, load_network, mlp, open_loop_run, save_checkpoint, save_network
+from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
+from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir
 
 
@@ -110,7 +111,7 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
     with run.failing_on_error():
         torch.manual_seed(a.seed)
         random.seed(a.seed)
-        q, target = mlp(sizes), mlp(sizes)
+        q, target = linear_stack(sizes), linear_stack(sizes)
         target.load_state_dict(q.state_dict())
         optimizer = torch.optim.Adam(q.parameters(), lr=a.learning_rate)
         replay, gen = Replay(a.buffer_size, obs_dim), torch.Generator().manual_seed(a.seed)

@@ -14,7 +14,8 @@ from torch import nn
 from trainforge.config import RunConfig, load_config
 from trainforge.gan import GENERATOR_DIR
 from trainforge.gan.data import load_gan_rows, mode_scores
-from trainforge.loops import load_checkpoint, load_network, mlp, open_loop_run, save_checkpoint, save_network
+from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
+from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 
 
@@ -50,7 +51,7 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
     config, run = open_loop_run(config, resume, "gan")
     with run.failing_on_error():
         torch.manual_seed(g.seed)
-        gen, disc = mlp(meta["sizes"]), mlp([dim, *g.hidden, 1], nn.LeakyReLU)
+        gen, disc = linear_stack(meta["sizes"]), linear_stack([dim, *g.hidden, 1], "leaky_relu")
         opt_g = torch.optim.Adam(gen.parameters(), lr=g.learning_rate, betas=g.betas)
         opt_d = torch.optim.Adam(disc.parameters(), lr=g.learning_rate, betas=g.betas)
         rng, start = torch.Generator().manual_seed(g.seed), 0

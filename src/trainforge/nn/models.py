@@ -15,11 +15,11 @@ from torch import nn
 from trainforge.errors import RunError
 from trainforge.tracking.rundir import atomic_dir, atomic_write_json
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 SPEC_FILE, WEIGHTS_FILE = "architecture.json", "model.safetensors"
 
 
-def _stack(sizes: list[int], activation: str, dropout: float, last_plain: bool = True) -> nn.Sequential:
+def linear_stack(sizes: list[int], activation: str = "relu", dropout: float = 0.0, last_plain: bool = True) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, each but (when `last_plain`) the last followed by act + dropout."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
@@ -36,7 +36,7 @@ class MLP(nn.Module):
 
     def __init__(self, inputs: int, outputs: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0):
         super().__init__()
-        self.net = _stack([inputs, *hidden, outputs], activation, dropout)
+        self.net = linear_stack([inputs, *hidden, outputs], activation, dropout)
 
     def forward(self, x):
         return self.net(x)
@@ -54,7 +54,7 @@ class LeNet(nn.Module):
         self.features = nn.Sequential(*blocks, nn.Flatten())
         with torch.no_grad():
             flat = self.features(torch.zeros(1, in_channels, height, width)).shape[1]
-        self.head = _stack([flat, dense, classes], activation, dropout)
+        self.head = linear_stack([flat, dense, classes], activation, dropout)
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -65,8 +65,8 @@ class Autoencoder(nn.Module):
 
     def __init__(self, inputs: int, hidden: list[int], bottleneck: int, activation: str = "relu", dropout: float = 0.0):
         super().__init__()
-        self.encoder = _stack([inputs, *hidden, bottleneck], activation, dropout)
-        self.decoder = _stack([bottleneck, *reversed(hidden), inputs], activation, dropout)
+        self.encoder = linear_stack([inputs, *hidden, bottleneck], activation, dropout)
+        self.decoder = linear_stack([bottleneck, *reversed(hidden), inputs], activation, dropout)
 
     def encode(self, x):
         return self.encoder(x)
