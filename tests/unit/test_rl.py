@@ -125,3 +125,54 @@ def test_dates_json_reward_grades_answers():
     assert reward("", '```json\n{"year": 1999, "month": 13, "day": 2}\n```') == 0.75  # month out of range
     assert reward("", '{"year": 2020, "month": 3, "da') == 0.5  # cut short: no complete object
     assert reward("", "March 4, 2020") == 0.0
+
+
+class Crash(Exception):
+    pass
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_dir, monkeypatch):
+    """Checkpoints every 2 steps; a crash in step 5 leaves checkpoint-4; --resume ends bit for bit (CPU, one
+    thread) where an uninterrupted run ends: adapter, value head and every logged number."""
+    from trainforge.rl import ppo
+
+    def config(name):
+        return rl_config(runs_dir, "ppo", training={"max_steps": 6, "batch_size": 4, "save_steps": 2,
+                                                    "save_total_limit": 2},
+                         evaluation={"before_after": False, "max_samples": 2}).model_copy(update={"name": name})
+
+    whole = train(config("whole"))
+    step, calls = ppo.PPO.step, []
+
+    def crashing(self, prompts):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Crash("killed in step 5")
+        return step(self, prompts)
+
+    monkeypatch.setattr(ppo.PPO, "step", crashing)
+    with pytest.raises(Crash):
+        train(config("cut"))
+    cut_dir = runs_dir / "cut"
+    assert sorted(p.name for p in (cut_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert {"model.safetensors", "state.pt", "trainer_state.json"} <= {p.name for p in (cut_dir / "checkpoints" / "checkpoint-4").iterdir()}
+    calls.clear()
+    monkeypatch.setattr(ppo.PPO, "step", lambda self, prompts: calls.append(1) or step(self, prompts))
+    resumed = train(config("cut"), resume=True)
+    assert len(calls) == 2  # steps 5 and 6 only: 1-4 came from checkpoint-4
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert [m["step"] for m in resumed.metrics()] == [1, 2, 3, 4, 5, 6]
+    assert strip(resumed.metrics()) == strip(whole.metrics())
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        a, b = _tensors(whole.path / "adapter" / name), _tensors(resumed.path / "adapter" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    head = _tensors(whole.path / "adapter" / "value_head.safetensors")
+    assert head["weight"].abs().sum() > 0  # trained away from its zero init
+    assert resumed.info()["status"] == "completed"

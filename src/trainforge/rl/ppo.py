@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainforge.errors import RunError
 from trainforge.rl.rewards import Scorer
 
 
@@ -74,6 +75,29 @@ class PPO:
         updates = steps * self.rl.ppo_epochs * self.rl.minibatches
         self.scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=int(t.warmup_ratio * updates),
                                        num_training_steps=updates)
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """The policy's trained weights (the adapter's under LoRA), by parameter name."""
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def state(self) -> dict:
+        return {"value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state(self, weights_file, state: dict) -> None:
+        """Restores what `trainable()` (a safetensors file) and `state()` saved."""
+        from safetensors.torch import load_file
+
+        weights, params = load_file(str(weights_file)), self.trainable()
+        if weights.keys() != params.keys():
+            raise RunError(f"{weights_file} holds other weights than this run trains ({len(weights)} tensors, "
+                           f"{len(params)} expected); resume it with the config it was started with.")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(weights[name])
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def _autocast(self):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -165,15 +189,26 @@ class PPO:
         }
 
 
-def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str, log) -> dict:
-    """Runs `training.max_steps` (else epochs over the prompts) PPO steps; `log(row)` gets each step's metrics.
+def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str, run,
+              resume: bool = False) -> dict:
+    """Runs `training.max_steps` (else epochs over the prompts) PPO steps, each step's metrics appended to the run,
+    a checkpoint every `training.save_steps` steps; with `resume`, continues from the run's last complete one.
     Returns the number of steps and the trained value head."""
+    from trainforge.loops import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+
     t = config.training
     steps = t.max_steps or max(1, int(t.epochs * len(prompts) / t.batch_size))
-    ppo = PPO(model, tokenizer, reward, config, steps, precision)
+    ppo = PPO(model, tokenizer, reward, config, steps, precision)  # before any restore: the reference is the start
     order: list[int] = []
-    rng = random.Random(t.seed)
-    for step in range(1, steps + 1):
+    rng, start = random.Random(t.seed), 0
+    restored = load_checkpoint(run) if resume else None
+    if restored:
+        start, state = restored
+        ppo.load_state(run.checkpoints / f"checkpoint-{start}" / "model.safetensors", state)
+        order, rng_state = state["order"], state["prompt_rng"]
+        rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
+        restore_rng_states(state["rng"])
+    for step in range(start + 1, steps + 1):
         batch = []
         while len(batch) < t.batch_size:  # cycle through shuffled prompts, epoch after epoch
             if not order:
@@ -181,5 +216,8 @@ def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], confi
                 rng.shuffle(order)
             batch.append(prompts[order.pop()])
         row = ppo.step(batch)
-        log({"step": step, "epoch": round(step * t.batch_size / len(prompts), 4), **row})
+        run.append_metrics({"step": step, "epoch": round(step * t.batch_size / len(prompts), 4), **row})
+        if step % t.save_steps == 0 and step < steps:
+            save_checkpoint(run, step, ppo.trainable(), {**ppo.state(), "order": order, "prompt_rng": rng.getstate(),
+                                                         "rng": rng_states()}, keep=t.save_total_limit)
     return {"steps": steps, "value_head": ppo.value_head}

@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 from trainforge.config import RunConfig
-from trainforge.errors import RunError
 from trainforge.rl.rewards import Scorer, load_reward, trl_reward_func
 from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
 
+VALUE_HEAD_FILE = "value_head.safetensors"  # PPO's value head, beside the policy's adapter/ or model/
 SUMMARY_KEYS = ("method", "model", "objective", "steps", "train_seconds", "trainable_params", "first_reward",
                 "last_reward", "last_kl", "precision")
 
@@ -89,13 +89,12 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
 
     from trainforge.data.splits import load_splits
     from trainforge.models import load_causal_lm, load_tokenizer
+    from safetensors.torch import save_file
+
     from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     report_parameters, resolve_run)
+                                     report_parameters, resolve_run, resume_checkpoint)
     from trainforge.tracking.callbacks import MetricsLogger
 
-    if resume:
-        raise RunError("RL runs (objectives ppo, grpo, rloo) keep no mid-run checkpoints to resume from; start the "
-                       "run again without --resume.")
     config, hardware, method = resolve_run(config)
     t = config.training
     splits = load_splits(config.data, t.seed)
@@ -106,7 +105,7 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
     heldout = prompts_of(held[: config.evaluation.max_samples] if config.evaluation.max_samples else held)
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
-    config, run = open_run(config, False, t.objective)
+    config, run = open_run(config, resume, t.objective)
     with run.failing_on_error(), resource_errors(run, t):
         set_seed(t.seed)
         model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())
@@ -119,15 +118,19 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
         if t.objective == "ppo":
             from trainforge.rl.ppo import train_ppo
 
-            steps = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run.append_metrics)["steps"]
+            trained = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run, resume)
+            steps, value_head = trained["steps"], trained["value_head"]
         else:
             trainer = build_trl_trainer(model, tokenizer, reward, train_prompts, config, run,
                                         [MetricsLogger(run), *(callbacks or [])])
-            steps = trainer.train().global_step
-            model = trainer.model
+            checkpoint = resume_checkpoint(run, resume)  # the Trainer restores weights, optimizer, RNG, data order
+            steps = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).global_step
+            model, value_head = trainer.model, None
         train_seconds = time.perf_counter() - started
         with atomic_dir(run.path / ("adapter" if method.saves_adapter else "model")) as tmp:
             method.save(model, tokenizer, tmp)
+            if value_head is not None:  # with the policy, so that PPO can go on from this run
+                save_file(value_head.state_dict(), str(tmp / VALUE_HEAD_FILE))
         after, samples = reward_eval(model, tokenizer, reward, heldout, config, precision)
         atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
         logged = [m for m in run.metrics() if "reward" in m]
