@@ -176,3 +176,37 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     head = _tensors(whole.path / "adapter" / "value_head.safetensors")
     assert head["weight"].abs().sum() > 0  # trained away from its zero init
     assert resumed.info()["status"] == "completed"
+
+
+def test_a_grpo_run_resumes_through_the_trainer_checkpoint(runs_dir):
+    from transformers import TrainerCallback
+
+    class CrashAtStep3(TrainerCallback):
+        steps = 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.steps += 1
+            if state.global_step == 2 and self.crash:
+                raise Crash("killed in step 3")
+
+        def __init__(self, crash):
+            self.crash = crash
+
+    def config(name):
+        return rl_config(runs_dir, "grpo", training={"max_steps": 3, "batch_size": 1, "save_steps": 2},
+                         rl={"num_generations": 2},
+                         evaluation={"before_after": False, "max_samples": 2}).model_copy(update={"name": name})
+
+    whole = train(config("whole"))
+    with pytest.raises(Crash):
+        train(config("cut"), callbacks=[CrashAtStep3(crash=True)])
+    assert (runs_dir / "cut" / "checkpoints" / "checkpoint-2").is_dir()
+    counter = CrashAtStep3(crash=False)
+    resumed = train(config("cut"), resume=True, callbacks=[counter])
+    assert counter.steps == 1  # step 3 only
+    rewards = lambda run: [(m["step"], m["reward"], m["kl"]) for m in run.metrics() if "reward" in m]  # noqa: E731
+    assert [s for s, *_ in rewards(resumed)] == [1, 2, 3]
+    assert rewards(resumed) == rewards(whole)
+    a = _tensors(whole.path / "adapter" / "adapter_model.safetensors")
+    b = _tensors(resumed.path / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
