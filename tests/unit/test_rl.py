@@ -1,5 +1,5 @@
 """RL objectives on the tiny LLaMA: GAE against a hand computation; PPO raises a toy reward with bounded KL;
-GRPO and RLOO (TRL) run with the same reward and log it."""
+GRPO and RLOO (TRL) run with the same reward and log it; PPO and GRPO runs crashed mid-way resume bit for bit."""
 
 import functools
 import json

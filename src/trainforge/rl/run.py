@@ -85,12 +85,11 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
 
 
 def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    from safetensors.torch import save_file
     from transformers import set_seed
 
     from trainforge.data.splits import load_splits
     from trainforge.models import load_causal_lm, load_tokenizer
-    from safetensors.torch import save_file
-
     from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
                                      report_parameters, resolve_run, resume_checkpoint)
     from trainforge.tracking.callbacks import MetricsLogger
