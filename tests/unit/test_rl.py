@@ -138,8 +138,9 @@ def _tensors(path):
 
 
 def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_dir, monkeypatch):
-    """Checkpoints every 2 steps; a crash in step 5 leaves checkpoint-4; --resume ends bit for bit (CPU, one
-    thread) where an uninterrupted run ends: adapter, value head and every logged number."""
+    """Checkpoints every 2 steps; a crash in step 5 leaves checkpoint-4 (made unreadable here, so checkpoint-2 is
+    used); --resume ends bit for bit (CPU, one thread) where an uninterrupted run ends: adapter, value head and
+    every logged number."""
     from trainforge.rl import ppo
 
     def config(name):
@@ -162,10 +163,12 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     cut_dir = runs_dir / "cut"
     assert sorted(p.name for p in (cut_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert {"model.safetensors", "state.pt", "trainer_state.json"} <= {p.name for p in (cut_dir / "checkpoints" / "checkpoint-4").iterdir()}
+    state = cut_dir / "checkpoints" / "checkpoint-4" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # as if the crash came during the save: skipped on resume
     calls.clear()
     monkeypatch.setattr(ppo.PPO, "step", lambda self, prompts: calls.append(1) or step(self, prompts))
     resumed = train(config("cut"), resume=True)
-    assert len(calls) == 2  # steps 5 and 6 only: 1-4 came from checkpoint-4
+    assert len(calls) == 4  # steps 3-6 only: 1-2 came from checkpoint-2
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert [m["step"] for m in resumed.metrics()] == [1, 2, 3, 4, 5, 6]
