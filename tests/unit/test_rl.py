@@ -1,5 +1,5 @@
 """RL objectives on the tiny LLaMA: GAE against a hand computation; PPO raises a toy reward with bounded KL;
-GRPO and RLOO (TRL) run with the same reward and log it; PPO and GRPO runs crashed mid-way resume bit for bit."""
+GRPO and RLOO (TRL) run with the same reward and log it; PPO, GRPO and RLOO runs crashed mid-way resume bit for bit."""
 
 import functools
 import json
@@ -181,7 +181,8 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     assert resumed.info()["status"] == "completed"
 
 
-def test_a_grpo_run_resumes_through_the_trainer_checkpoint(runs_dir):
+@pytest.mark.parametrize("objective", ["grpo", "rloo"])
+def test_a_trl_run_resumes_through_the_trainer_checkpoint(runs_dir, objective):
     from transformers import TrainerCallback
 
     class CrashAtStep3(TrainerCallback):
@@ -196,7 +197,7 @@ def test_a_grpo_run_resumes_through_the_trainer_checkpoint(runs_dir):
             self.crash = crash
 
     def config(name):
-        return rl_config(runs_dir, "grpo", training={"max_steps": 3, "batch_size": 1, "save_steps": 2},
+        return rl_config(runs_dir, objective, training={"max_steps": 3, "batch_size": 1, "save_steps": 2},
                          rl={"num_generations": 2},
                          evaluation={"before_after": False, "max_samples": 2}).model_copy(update={"name": name})
 
