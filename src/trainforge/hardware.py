@@ -86,4 +86,36 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
                 for param in module.parameters(recurse=False):
                     if not param.requires_grad and param.dtype == torch.float32:
                         param.data = param.data.to(torch.bfloat16)
+        release_weight_file(model)
     return model
+
+
+def release_weight_file(model) -> None:
+    """Copy the tensors still backed by the memory-mapped weight file (from_pretrained maps safetensors files and
+    its tensors view the mapping) into ordinary memory, so that the mapping closes. Otherwise every page of the
+    fp32 file read while making the bf16 copies stays resident for the whole run, next to those copies."""
+    import torch
+
+    mapped = _mapped_ranges()
+    if not mapped:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            ptr = tensor.untyped_storage().data_ptr()
+            if any(lo <= ptr < hi for lo, hi in mapped):
+                tensor.data = tensor.data.clone()
+
+
+def _mapped_ranges() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory-mapped weight files (Linux /proc/self/maps; none elsewhere)."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].endswith((".safetensors", ".bin")):
+                    lo, hi = fields[0].split("-")
+                    ranges.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        pass
+    return ranges

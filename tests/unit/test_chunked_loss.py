@@ -72,13 +72,32 @@ def test_a_batch_without_label_tokens_gives_zero_loss_and_gradients():
 
 
 def test_training_curve_is_the_same_with_and_without_chunked_loss(runs_dir):
-    curves = []
+    curves, eval_losses = [], []
     for chunked in (True, False):
         config = tiny_run_config(runs_dir, name=f"chunked-{chunked}", evaluation={"before_after": False},
                                  training={"max_steps": 4, "precision": "fp32", "chunked_loss": chunked})
-        curves.append(train_losses(train(config)))
+        run = train(config)
+        curves.append(train_losses(run))
+        eval_losses.append([m["eval_loss"] for m in run.metrics() if "eval_loss" in m])
     assert len(curves[0]) == 4
     assert curves[0] == pytest.approx(curves[1], abs=1e-4)
+    assert eval_losses[0] and eval_losses[0] == pytest.approx(eval_losses[1], abs=1e-4)  # the eval loss too
+
+
+def test_bf16_tuning_closes_the_memory_mapped_weight_file(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from trainforge.hardware import _mapped_ranges, tune_model_for_training
+
+    _tiny_llama(True).save_pretrained(tmp_path)
+    model = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    model.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tune_model_for_training(model, "auto", max_length=128, precision="bf16")
+    mapped = _mapped_ranges()
+    assert not any(lo <= p.untyped_storage().data_ptr() < hi for p in model.parameters() for lo, hi in mapped)
+    for name, p in model.named_parameters():  # the same numbers: fp32 ones copied, linear ones cast as before
+        assert torch.equal(p, before[name].to(p.dtype))
 
 
 def test_tuning_for_cpu_training_stores_only_frozen_linear_weights_in_bf16():
