@@ -10,12 +10,16 @@ from trainforge.pipeline import train
 from trainforge.tracking.rundir import read_json
 
 
-def test_dqn_on_cartpole_beats_a_random_policy_and_replays(runs_dir):
+def test_dqn_on_cartpole_beats_a_random_policy_keeps_its_best_and_replays(runs_dir):
     run = train(load_config(base={
         "name": "cartpole", "task": "rl-agent", "data": {"env": "CartPole-v1"},
-        "agent": {"steps": 6000, "learning_starts": 500, "target_update": 200, "save_steps": 3000, "eval_episodes": 5},
+        "agent": {"steps": 6000, "learning_starts": 500, "target_update": 200, "save_steps": 3000, "eval_episodes": 5,
+                  "keep_best_every": 1500},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True}}))
     summary = read_json(run.file("summary.json"))
+    scored = {m["step"]: m["greedy_return"] for m in run.metrics() if "greedy_return" in m}
+    assert sorted(scored) == [1500, 3000, 4500, 6000]
+    assert summary["policy_step"] == max(scored, key=scored.get)  # the best policy is saved, not the last
     assert summary["before.mean_return"] < 30  # random actions keep the pole up ~20 steps
     assert summary["after.mean_return"] > 3 * summary["before.mean_return"]
     returns = [m["episode_return"] for m in run.metrics() if "episode_return" in m]

@@ -116,13 +116,14 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
         optimizer = torch.optim.Adam(q.parameters(), lr=a.learning_rate)
         replay, gen = Replay(a.buffer_size, obs_dim), torch.Generator().manual_seed(a.seed)
         start, episode = 0, 0
+        best = {"step": None, "mean_return": float("-inf"), "q": None}  # with keep_best_every: the policy saved
         restored = load_checkpoint(run) if resume else None
         if restored:  # the environment restarts its episode; everything learned so far is restored
             start, state = restored
             q.load_state_dict(state["q"]), target.load_state_dict(state["target"])
             optimizer.load_state_dict(state["optimizer"]), replay.load(state["replay"])
             gen.set_state(state["generator"]), random.setstate(state["random"])
-            episode = state["episode"]
+            episode, best = state["episode"], state.get("best", best)
         console.print(f"[bold]agent:[/] DQN on {env_id}, network {sizes}, {a.steps} environment steps"
                       + (f", resuming at step {start}" if start else ""))
         obs, _ = env.reset(seed=a.seed + episode)
@@ -156,13 +157,21 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
                     run.append_metrics({"step": step, "loss": round(loss.item(), 5)})
             if step % a.target_update == 0:
                 target.load_state_dict(q.state_dict())
+            if a.keep_best_every and (step % a.keep_best_every == 0 or step == a.steps):
+                # seeds apart from the final evaluation's, so the policy is not picked on the episodes it is scored on
+                score = float(np.mean(greedy_returns(q, env_id, a.eval_episodes, seed=20_000 + a.seed)))
+                run.append_metrics({"step": step, "greedy_return": score})
+                if score > best["mean_return"]:
+                    best = {"step": step, "mean_return": score, "q": {k: v.clone() for k, v in q.state_dict().items()}}
             if step % a.save_steps == 0 and step < a.steps:
                 save_checkpoint(run, step, q.state_dict(), {
                     "q": q.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
                     "replay": replay.state(), "generator": gen.get_state(), "random": random.getstate(),
-                    "episode": episode})
+                    "episode": episode, "best": best})
         env.close()
         train_seconds = time.perf_counter() - started
+        if best["q"] is not None:  # DQN's greedy return swings between updates: keep the best policy seen
+            q.load_state_dict(best["q"])
         save_network(run.path / POLICY_DIR, q, {"algorithm": "dqn", "env": env_id, "sizes": sizes})
         after = greedy_returns(q.eval(), env_id, a.eval_episodes, seed=10_000 + a.seed)
         before = random_returns(env_id, a.eval_episodes, seed=10_000 + a.seed)
@@ -170,6 +179,7 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
         scores_after = {"mean_return": float(np.mean(after)), "min_return": float(np.min(after)),
                         "max_return": float(np.max(after))}
         summary = {"algorithm": "dqn", "env": env_id, "steps": a.steps, "episodes": episode,
+                   "policy_step": best["step"] or a.steps,
                    "train_seconds": round(train_seconds, 1),
                    "trainable_params": sum(p.numel() for p in q.parameters()),
                    "before.mean_return": scores_before["mean_return"],  # a uniformly random policy

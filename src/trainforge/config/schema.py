@@ -409,6 +409,8 @@ class AgentConfig(Section):
     train_every: int = Field(1, gt=0, description="dqn: environment steps per gradient update.")
     eval_episodes: int = Field(10, gt=0, description="Greedy episodes scored after training (and by `trainforge eval`).")
     save_steps: int = Field(5000, gt=0, description="Checkpoint every N environment steps (resumable with --resume).")
+    keep_best_every: int = Field(0, ge=0, description="dqn: every N environment steps score the greedy policy on "
+                                 "`eval_episodes` held-out episodes and save the best one, not the last (0: last).")
     seed: int = 0
 
 
