@@ -6,11 +6,11 @@ distilled 0.98 / 0.975 / 0.99, hard labels 0.985 / 0.975 / 0.985 (teacher 1.0). 
 teacher's soft targets add nothing the labels lack (T=1 / alpha 0.5 and T=4 / alpha 1 did not win either), so the test
 asserts a draw within DRAW rather than a win the data do not show."""
 
-import json
-
 import pytest
 
-from conftest import load_config, merge
+from conftest import merge
+from test_textclass_minilm import _summary
+from test_textclass_minilm import minilm_config as textclass_config
 from trainforge.pipeline import train
 
 pytestmark = pytest.mark.e2e
@@ -22,20 +22,10 @@ STUDENT_STEPS = 8  # short: at 20 steps both students reach the teacher, the com
 
 
 def minilm_config(runs_dir, name, **sections):
-    base = {
-        "name": name, "task": "text-classification", "model": {"name": "minilm-l6"},
-        "data": {"task": "support-tickets", "task_size": 400, "split": {"train": 0.4, "validation": 0.1, "test": 0.5}},
-        "method": {"name": "full"},
-        "training": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-4, "max_length": 40, "logging_steps": 5,
-                     "save_steps": 1000, "precision": "fp32"},
-        "evaluation": {"batch_size": 64},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
-    }
-    return load_config(base=merge(base, sections))
-
-
-def _summary(run):
-    return json.loads(run.file("summary.json").read_text())
+    """The text-classification e2e config, as a full fine-tune on a smaller, harder split (fewer training rows)."""
+    return textclass_config(runs_dir, **merge({
+        "name": name, "data": {"task_size": 400, "split": {"train": 0.4, "validation": 0.1, "test": 0.5}},
+        "method": {"name": "full"}, "training": {"epochs": 3, "learning_rate": 3e-4}}, sections))
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,18 @@ DATES_INSTRUCTION = (
 )
 
 
+def random_date(rng: random.Random) -> tuple[int, int, int]:
+    """A valid (year, month, day) between 1950 and 2035; draws from `rng` in a fixed order (seeded tasks)."""
+    y, m = rng.randint(1950, 2035), rng.randint(1, 12)
+    return y, m, rng.randint(1, calendar.monthrange(y, m)[1])
+
+
 def dates_json(n: int, seed: int) -> list[dict]:
     """Free-text dates in seven formats → {"year": .., "month": .., "day": ..}. Chat rows, exactly checkable."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        y, m = rng.randint(1950, 2035), rng.randint(1, 12)
-        d = rng.randint(1, calendar.monthrange(y, m)[1])
+        y, m, d = random_date(rng)
         text = rng.choice(SENTENCES).format(date=rng.choice(DATE_FORMATS)(y, m, d))
         answer = json.dumps({"year": y, "month": m, "day": d})
         rows.append({"messages": [
@@ -271,8 +276,7 @@ def dates_iso(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        y, m = rng.randint(1950, 2035), rng.randint(1, 12)
-        d = rng.randint(1, calendar.monthrange(y, m)[1])
+        y, m, d = random_date(rng)
         rows.append({"source": rng.choice(DATE_FORMATS)(y, m, d), "target": f"{y}-{m:02d}-{d:02d}"})
     return rows
 
