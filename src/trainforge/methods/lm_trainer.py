@@ -97,8 +97,9 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
 
 
 def chunked_loss_trainer(trainer_class):
-    """`trainer_class` whose training loss is the label-positions-only chunked cross-entropy (methods.chunked_loss)
-    for models that support it; evaluation, and other models, keep the class's own loss."""
+    """`trainer_class` whose training loss, and evaluation loss when only the loss is asked for, is the
+    label-positions-only chunked cross-entropy (methods.chunked_loss) for models that support it; other models,
+    and evaluations that want logits, keep the class's own loss."""
     from trainforge.methods.chunked_loss import chunked_causal_lm_loss, supports_chunked_loss
 
     class ChunkedLossTrainer(trainer_class):
@@ -107,9 +108,7 @@ def chunked_loss_trainer(trainer_class):
             if (return_outputs or not model.training or self.accelerator.num_processes > 1
                     or not supports_chunked_loss(self.accelerator.unwrap_model(model))):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # The backbone is called directly, not through the forward that accelerate wrapped in autocast.
-            with self.accelerator.autocast():
-                loss = chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+            loss = self._chunked_loss(model, inputs, num_items_in_batch)
             # like Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages gradients
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
@@ -121,10 +120,14 @@ def chunked_loss_trainer(trainer_class):
             unwrapped = self.accelerator.unwrap_model(model)
             if not prediction_loss_only or "labels" not in inputs or not supports_chunked_loss(unwrapped):
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-            inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.accelerator.autocast():
-                loss = chunked_causal_lm_loss(unwrapped, inputs)
+            with torch.no_grad():
+                loss = self._chunked_loss(model, self._prepare_inputs(inputs))
             return loss.detach(), None, None
+
+        def _chunked_loss(self, model, inputs, num_items_in_batch=None):
+            # The backbone is called directly, not through the forward that accelerate wrapped in autocast.
+            with self.accelerator.autocast():
+                return chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
 
     return ChunkedLossTrainer
 
