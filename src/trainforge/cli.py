@@ -491,10 +491,10 @@ def main() -> None:
         sys.exit(130)
     except (typer.Abort, typer.Exit) as err:
         sys.exit(getattr(err, "exit_code", 1))
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:
+        # Usage errors: newer typer vendors click, so take ClickException from typer's own class tree.
+        click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+        if isinstance(err, click_exception):
             err.show()
             sys.exit(err.exit_code)
         raise

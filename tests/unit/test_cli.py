@@ -27,6 +27,12 @@ def test_bad_data_file_stops_before_the_run_dir(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_unknown_option_is_a_usage_error_not_a_traceback(tmp_path):
+    result = run_cli("train", "run.yaml", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "No such option: --output-dir" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unknown_model_lists_aliases(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"model: {{name: gpt2}}\ndata: {{task: dates-json}}\ntracking: {{runs_dir: {tmp_path / 'runs'}}}\n")
