@@ -47,3 +47,11 @@ def test_data_validate_and_inspect(tmp_path):
     assert ok.returncode == 0 and "1 valid chat rows" in ok.stdout
     shown = run_cli("data", "inspect", str(data), "--model", "tiny-llama")
     assert shown.returncode == 0 and "p50" in shown.stdout and "<|im_start|>assistant" in shown.stdout
+
+
+def test_library_start_up_noise_is_filtered():
+    # peft imports torchao and bitsandbytes, whose CPU builds log kernels they cannot load on every start.
+    result = subprocess.run([sys.executable, "-c", "import trainforge, peft, bitsandbytes, trl"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr
