@@ -123,4 +123,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run `trainforge <argv>` in `nproc` local processes under torchrun; returns its exit code."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "trainforge.cli", *argv]
-    return subprocess.call(command)
+    # torchrun would give each process one thread; share the cores out instead (a user's setting still wins)
+    from trainforge.hardware import physical_cores
+
+    env = {"OMP_NUM_THREADS": str(max(1, physical_cores() // nproc)), **os.environ}
+    return subprocess.call(command, env=env)

@@ -55,8 +55,11 @@ def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
         chosen, reason = "bf16", "CPU has native bf16 (AVX512-BF16/AMX): bf16 autocast"
     else:
         chosen, reason = "fp32", "CPU lacks native bf16 instructions: bf16 would be emulated and slow"
-    # data-parallel processes on this machine (torchrun's LOCAL_WORLD_SIZE) share its cores
-    n = threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    # A user's OMP_NUM_THREADS wins over the default, as it does for torch itself; data-parallel processes on this
+    # machine (torchrun's LOCAL_WORLD_SIZE) share its cores.
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    default = int(omp) if omp.isdigit() and int(omp) > 0 else physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    n = threads or max(1, default)
     if not cuda:
         torch.set_num_threads(n)
     return Hardware(device, chosen, n, reason)

@@ -55,3 +55,17 @@ def test_library_start_up_noise_is_filtered():
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr
+
+
+def test_omp_num_threads_sets_the_default_thread_count(monkeypatch):
+    import torch
+
+    from trainforge.hardware import choose
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert choose().threads == 1 and torch.get_num_threads() == 1
+        assert choose(threads=2).threads == 2  # the config's training.threads wins
+    finally:
+        torch.set_num_threads(before)

@@ -229,7 +229,7 @@ class TrainingConfig(Section):
     save_total_limit: int | None = Field(2, gt=0)
     early_stopping: EarlyStopping = EarlyStopping()
     gradient_checkpointing: bool = False
-    threads: int | None = Field(None, gt=0, description="CPU threads; default: one per physical core.")
+    threads: int | None = Field(None, gt=0, description="CPU threads; default: OMP_NUM_THREADS when set, else one per physical core.")
     seed: int = 42
 
 
