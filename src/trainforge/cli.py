@@ -482,7 +482,8 @@ def data_validate(file: str, format: str = typer.Option("chat", "--format", help
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        if app(standalone_mode=False) == 130:  # typer turns Ctrl-C into Exit(130), which this mode returns
+            raise KeyboardInterrupt
     except TrainforgeError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)
