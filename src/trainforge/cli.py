@@ -136,6 +136,9 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     out_file: Optional[str] = typer.Option(None, "--out", help="Results JSON (default: the run's benchmark-<name>.json; models: evals/<model>-<name>.json)."),
     episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="rl-agent runs: episodes to replay (default: the run's agent.eval_episodes)."),
+    prompt_format: str = typer.Option("plain", "--prompt-format", help="Benchmark prompts: plain (question, then "
+                                      "'Answer: <choice>') or chat (the question as a user turn of the tokenizer's "
+                                      "chat template, each choice scored as the assistant's reply)."),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics, rl-agent runs replay their policy (mean return), gan runs
@@ -145,9 +148,9 @@ def evaluate(
         from trainforge.evaluation.benchmark import benchmark_source
 
         results, path = benchmark_source(run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size,
-                                         out_file, runs_dir)
+                                         out_file, runs_dir, prompt_format)
         table = Table("subject", "questions", "accuracy", "accuracy (per-token)", "chance",
-                      title=f"{results['model']} on {results['benchmark']} ({fewshot}-shot)")
+                      title=f"{results['model']} on {results['benchmark']} ({fewshot}-shot, {prompt_format} prompts)")
         for name, row in [*results["subjects"].items(), ("overall", results)]:
             table.add_row(name, str(row["questions"]), f"{row['accuracy']:.3f}", f"{row['accuracy_norm']:.3f}", f"{row['chance']:.3f}")
         out.print(table)
@@ -482,7 +485,8 @@ def data_validate(file: str, format: str = typer.Option("chat", "--format", help
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        if app(standalone_mode=False) == 130:  # typer turns Ctrl-C into Exit(130), which this mode returns
+            raise KeyboardInterrupt
     except TrainforgeError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)

@@ -148,3 +148,16 @@ def test_tuning_study_plot(server, page, runs_dir):
     page.wait_for_selector('svg.chart[data-metric="trial value"]')
     assert points(page, "trial value") == 10  # 5 trial values + 5 best-so-far points
     assert page.locator("table tr").count() == 6
+
+
+def test_stage_chain_example_opens_as_yaml_and_validates(server, page):
+    page.goto(server + "#launch")
+    page.select_option("#example", "sft-dpo")
+    page.wait_for_function("() => document.querySelector('#yaml-text').value.includes('stages:')")
+    page.fill('[data-key="training.batch_size"]', "4")  # a form field overrides the file, as on the command line
+    page.click("#validate-btn")
+    assert page.locator(".ok").inner_text() == "Valid: stage chain sft-dpo, runs sft-dpo-sft, sft-dpo-dpo."
+    assert "batch_size: 4" in page.locator("#launch-yaml").inner_text()
+    page.fill("#yaml-text", page.locator("#yaml-text").input_value().replace("objective: dpo", "objective: nope"))
+    page.click("#validate-btn")
+    assert "stage 2 (dpo)" in page.locator("#config-error").inner_text()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
-from trainforge.errors import DataError
+from trainforge.errors import DataError, TrainforgeError
+from trainforge.evaluation import benchmark
 from trainforge.evaluation.benchmark import (Question, build_prompt, bundled_questions, load_questions, loglikelihoods,
                                              run_benchmark)
 from trainforge.evaluation.humaneval import import_sheet, wilson, write_sheet
@@ -119,6 +120,36 @@ def test_batched_loglikelihoods_match_one_at_a_time(tiny):
         assert n == len(tokenizer(cont, add_special_tokens=False)["input_ids"])
         assert total == pytest.approx(answer_logprob(model, tokenizer, ctx, ctx + cont), abs=1e-4)
         assert total < 0
+
+
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_chat_prompt_format_scores_choices_as_the_assistant_reply(tmp_path):
+    from trainforge.evaluation.benchmark import benchmark_source
+    from trainforge.evaluation.sources import load_source
+
+    (tmp_path / "b.csv").write_text(CSV_BENCH)
+    source = load_source("tiny-llama")
+    source.tokenizer.chat_template = None
+    with pytest.raises(TrainforgeError, match="needs a tokenizer with a chat template"):
+        benchmark_source(source, str(tmp_path / "b.csv"), prompt_format="chat", out=str(tmp_path / "r.json"))
+    source.tokenizer.chat_template = TEMPLATE
+    seen = []
+    real = benchmark.loglikelihoods
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(benchmark, "loglikelihoods", lambda m, t, reqs, b: seen.extend(reqs) or real(m, t, reqs, b))
+        chat, _ = benchmark_source(source, str(tmp_path / "b.csv"), fewshot=1, prompt_format="chat",
+                                   out=str(tmp_path / "chat.json"))
+        plain, _ = benchmark_source(source, str(tmp_path / "b.csv"), fewshot=1, out=str(tmp_path / "plain.json"))
+    context, reply = seen[0]
+    assert context.startswith("<|user|>The following are multiple choice") and context.endswith("<|end|>\n<|assistant|>")
+    assert context.count("Answer:") == 1 and "What is 2 plus 2?<|end|>" in context  # the shot answered, not the question
+    assert [r for _, r in seen[:4]] == ["3<|end|>\n", "4<|end|>\n", "5<|end|>\n", "6<|end|>\n"]
+    assert seen[16][0].endswith("What is 2 plus 2?\nAnswer:") and seen[16][1] == " 3"  # plain keeps its text
+    assert (chat["prompt_format"], plain["prompt_format"]) == ("chat", "plain")
+    assert chat["items"][0]["logprobs"] != plain["items"][0]["logprobs"] and chat["questions"] == 4
 
 
 def test_bundled_benchmark_is_seeded_and_correct():

@@ -18,7 +18,7 @@ def test_resume_gives_the_same_final_weights(runs_dir):
         train(interrupted, callbacks=[StopAtStep(5)])
     run_dir = runs_dir / "interrupted"
     assert (run_dir / "checkpoints" / "checkpoint-3").is_dir()
-    assert '"failed"' in (run_dir / "run.json").read_text()
+    assert '"interrupted"' in (run_dir / "run.json").read_text()
 
     resumed = train(interrupted, resume=True)
     assert resumed.path == run_dir and resumed.status == "completed"

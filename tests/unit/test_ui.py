@@ -1,14 +1,21 @@
 """The dashboard's JSON API without a browser: the form's schema, the loader's errors, launch naming, the
 comparison data shared with `runs compare`, and the refusals."""
 
+import time
+
 import pytest
+import yaml
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import tiny_run_config  # noqa: E402
 from trainforge.config import load_config  # noqa: E402
+from trainforge.config.loader import dump_config  # noqa: E402
 from trainforge.pipeline import train  # noqa: E402
+from trainforge.tracking.rundir import RunDir  # noqa: E402
 from trainforge.ui import build_app  # noqa: E402
+from trainforge.ui.app import terminal_text  # noqa: E402
 
 
 def forest(runs_dir, name, trees):
@@ -29,7 +36,8 @@ def client(runs_dir, tmp_path):
 def test_schema_examples_and_validation_errors(client):
     schema = client.get("/api/schema").json()
     assert {"model", "data", "method", "training", "tuning"} <= set(schema["properties"])
-    assert client.get("/api/examples").json() == ["one"]  # a stage chain is not one form
+    assert client.get("/api/examples").json() == [{"name": "chain", "stages": True}, {"name": "one", "stages": False}]
+    assert client.get("/api/examples/chain/yaml").json() == {"yaml": "stages: []\n"}  # a chain opens as its text
     assert client.get("/api/examples/one").json() == {"task": "classification", "data": {"dataset": "iris"}}
     assert client.get("/api/examples/..%2Fone").status_code == 404
     bad = client.post("/api/launch", json={"overrides": ['data.task="dates-json"', "training.max_steps=oops"],
@@ -53,3 +61,61 @@ def test_runs_compare_and_chat_refusal(client, runs_dir):
     assert client.get("/api/runs/nope").status_code == 404
     refused = client.post("/api/chat", json={"run": "small", "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 400 and "not a generative" in refused.json()["error"]
+
+
+def chain_yaml(runs_dir, first_steps=2):
+    """A two-stage tiny-llama chain (SFT on dates, then more SFT from its model), as a config file's text."""
+    base = yaml.safe_load(dump_config(tiny_run_config(runs_dir, training={"save_steps": 2})))
+    base["tracking"]["runs_dir"] = "elsewhere"  # the dashboard puts it under its own runs folder
+    return yaml.safe_dump({**{k: v for k, v in base.items() if k not in ("name", "training")}, "name": "chain",
+                           "stages": [{"name": "one", "training": {**base["training"], "max_steps": first_steps}},
+                                      {"name": "two", "training": {**base["training"], "max_steps": 2}}]})
+
+
+def test_a_stage_chain_is_checked_stage_by_stage_as_the_cli_does(client, runs_dir):
+    ok = client.post("/api/launch", json={"yaml": chain_yaml(runs_dir), "overrides": ["method.lora.r=2"],
+                                          "launch": False}).json()
+    assert ok["name"] == "chain" and ok["stages"] == ["chain-one", "chain-two"]
+    shown = yaml.safe_load(ok["yaml"])
+    assert shown["tracking"]["runs_dir"] == str(runs_dir) and shown["method"]["lora"]["r"] == 2
+    bad = chain_yaml(runs_dir).replace("max_steps: 2", "max_steps: oops", 1)
+    err = client.post("/api/launch", json={"yaml": bad, "overrides": [], "launch": False}).json()["error"]
+    assert err.startswith("Invalid config from the launch form stage 1 (one): key `training.max_steps` = 'oops'")
+    assert "not valid YAML at line 1" in client.post("/api/launch", json={"yaml": "a: [", "overrides": []}).json()["error"]
+
+
+def test_stop_a_launched_chain_like_ctrl_c(client, runs_dir):
+    """Launched for real (a child process), stopped while its first stage trains: the process ends, the stage's
+    run reads `interrupted` with a checkpoint to resume from, the chain row reads `interrupted`."""
+    assert client.post("/api/launch", json={"yaml": chain_yaml(runs_dir, first_steps=100_000), "overrides": []}).json()["ok"]
+    stage = RunDir(runs_dir / "chain-one")
+    launch = client.app.state.launcher.launches["chain"]
+    deadline = time.time() + 240
+    while stage.last_checkpoint() is None and launch.returncode is None and time.time() < deadline:
+        time.sleep(0.5)
+    try:
+        assert stage.last_checkpoint() is not None, client.get("/api/runs/chain").json()["log"]
+        assert client.get("/api/runs/chain").json()["stoppable"]
+        assert client.post("/api/runs/chain/stop", json={}).json()["ok"]
+        assert launch.process.wait(120) == 130  # the CLI's Ctrl-C exit
+    finally:
+        if launch.returncode is None:
+            launch.process.kill()
+    assert stage.status == "interrupted" and "KeyboardInterrupt" in stage.info()["error"]
+    assert stage.last_checkpoint() is not None and not (runs_dir / "chain-two").exists()
+    runs = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert runs["chain"]["status"] == runs["chain-one"]["status"] == "interrupted"
+    assert client.post("/api/runs/chain/stop", json={}).status_code == 400  # not running any more
+    assert client.post("/api/runs/chain-one/stop", json={}).status_code == 404  # not launched as such
+
+
+def test_log_panel_shows_what_a_terminal_shows(client, runs_dir):
+    raw = ("\x1b[1mstep\x1b[0m 1\n"
+           "  0%|          | 0/8 [00:00<?, ?it/s]\r 50%|#####     | 4/8\r100%|##########| 8/8 [00:01, 6.1it/s]\n"
+           "\x1b[32mdone\x1b[0m\r\n"
+           "abcdef\rXY\n"
+           "tail 10%\x1b[A\r tail 20%")
+    assert terminal_text(raw) == ("step 1\n100%|##########| 8/8 [00:01, 6.1it/s]\ndone\nXYcdef\n tail 20%")
+    train(forest(runs_dir, "logged", 3))
+    (runs_dir / "logged" / "train.log").write_text(raw)
+    assert client.get("/api/runs/logged").json()["log"] == terminal_text(raw)

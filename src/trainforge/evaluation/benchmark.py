@@ -1,5 +1,10 @@
 """Multiple-choice benchmarks (MMLU-style): each choice is scored by its log-likelihood as the continuation of the
-prompt, the most likely choice is the model's answer. Files are CSV or JSONL; a bundled benchmark is generated here."""
+prompt, the most likely choice is the model's answer. Files are CSV or JSONL; a bundled benchmark is generated here.
+
+Prompt formats: `plain` (default) is the classic "...\nAnswer:" text continued by " <choice>"; `chat` puts the
+same text (few-shot examples included) in a user turn of the tokenizer's chat template and scores each choice as
+the assistant's whole reply, end-of-turn marker included. Plain stays the default so that a base model and its
+fine-tuned run (whose tokenizer may carry a template the base lacks) are scored on the same text."""
 
 from __future__ import annotations
 
@@ -14,9 +19,10 @@ from typing import Callable
 import torch
 
 from trainforge.data.readers import read_rows
-from trainforge.errors import DataError
+from trainforge.errors import ConfigError, DataError
 
 LETTERS = string.ascii_uppercase
+PROMPT_FORMATS = ("plain", "chat")
 Scorer = Callable[[list[tuple[str, str]]], list[tuple[float, int]]]  # (context, continuation) → (sum log-prob, tokens)
 
 
@@ -216,18 +222,41 @@ def _fewshot(question: Question, index: int, pool: list[Question], k: int, seed:
     return random.Random(f"{seed}:{index}").sample(candidates, k)
 
 
-def build_prompt(question: Question, shots: list[Question]) -> str:
+def build_question(question: Question, shots: list[Question]) -> str:
     body = "".join(f"{q.question}\nAnswer: {q.choices[q.answer]}\n\n" for q in shots)
-    return f"{_header(question.subject)}{body}{question.question}\nAnswer:"
+    return f"{_header(question.subject)}{body}{question.question}"
+
+
+def build_prompt(question: Question, shots: list[Question]) -> str:
+    return build_question(question, shots) + "\nAnswer:"
+
+
+def chat_request(tokenizer, user: str, reply: str) -> tuple[str, str]:
+    """(context, continuation) of `reply` as the assistant's answer to `user`, both as the chat template renders
+    them: the context ends with the generation prompt, the continuation is the reply with its end-of-turn marker."""
+    from trainforge.data.tokenize import render
+
+    turn = [{"role": "user", "content": user}]
+    prompt = render(tokenizer, turn, add_generation_prompt=True)
+    full = render(tokenizer, [*turn, {"role": "assistant", "content": reply}])
+    if not full.startswith(prompt):  # a template that rewrites earlier turns once a reply follows
+        raise DataError("The tokenizer's chat template renders a conversation with the assistant's reply differently "
+                        "from the prompt alone, so a reply cannot be scored after it; use --prompt-format plain.")
+    return prompt, full[len(prompt):]
 
 
 def run_benchmark(questions: list[Question], scorer: Scorer, fewshot: int = 0, pool: list[Question] | None = None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, chat_tokenizer=None) -> dict:
     """Accuracy overall and per subject, by summed log-likelihood (`accuracy`) and by per-token log-likelihood
-    (`accuracy_norm`, which does not favour short choices), plus each question's scores."""
+    (`accuracy_norm`, which does not favour short choices), plus each question's scores. With `chat_tokenizer`,
+    prompts and choices go through its chat template (the `chat` prompt format)."""
     pool = questions if pool is None else pool
-    prompts = [build_prompt(q, _fewshot(q, i, pool, fewshot, seed)) for i, q in enumerate(questions)]
-    requests = [(p, f" {c}") for p, q in zip(prompts, questions) for c in q.choices]
+    shots = [_fewshot(q, i, pool, fewshot, seed) for i, q in enumerate(questions)]
+    if chat_tokenizer is None:
+        prompts = [build_prompt(q, s) for q, s in zip(questions, shots)]
+        requests = [(p, f" {c}") for p, q in zip(prompts, questions) for c in q.choices]
+    else:
+        requests = [chat_request(chat_tokenizer, build_question(q, s), c) for q, s in zip(questions, shots) for c in q.choices]
     scores = iter(scorer(requests))
     items = []
     for q in questions:
@@ -244,7 +273,7 @@ def run_benchmark(questions: list[Question], scorer: Scorer, fewshot: int = 0, p
                 "chance": sum(1 / len(r["choices"]) for r in rows) / len(rows)}
 
     subjects = sorted({r["subject"] for r in items})
-    return {**summary(items), "fewshot": fewshot, "seed": seed,
+    return {**summary(items), "fewshot": fewshot, "seed": seed, "prompt_format": "plain" if chat_tokenizer is None else "chat",
             "subjects": {s: summary([r for r in items if r["subject"] == s]) for s in subjects}, "items": items}
 
 
@@ -286,19 +315,24 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
 
 def benchmark_source(source, spec: str, fewshot: int = 0, fewshot_from: str | None = None, seed: int = 0,
                      per_subject: int = 25, batch_size: int = 8, out: str | None = None,
-                     runs_dir: str = "runs") -> tuple[dict, Path]:
+                     runs_dir: str = "runs", prompt_format: str = "plain") -> tuple[dict, Path]:
     """Run a benchmark on a run or model (a loaded Source, or its name: loaded once the files are found valid) and
     write the results as JSON: into the run's directory for a run (benchmark-<name>.json), else to `out` (default
     evals/<model>-<name>.json)."""
     from trainforge.evaluation.sources import load_source
     from trainforge.tracking import atomic_write_json
 
+    if prompt_format not in PROMPT_FORMATS:
+        raise ConfigError(f"Prompt format {prompt_format!r} is not one of {', '.join(PROMPT_FORMATS)}.")
     name, questions = resolve_benchmark(spec, per_subject, seed)
     pool = load_questions(fewshot_from) if fewshot_from else None
     if isinstance(source, str):
         source = load_source(source, runs_dir)
+    if prompt_format == "chat" and not getattr(source.tokenizer, "chat_template", None):
+        raise ConfigError(f"--prompt-format chat needs a tokenizer with a chat template; {source.label}'s has none "
+                          "(use --prompt-format plain).")
     results = run_benchmark(questions, lambda reqs: loglikelihoods(source.model, source.tokenizer, reqs, batch_size),
-                            fewshot, pool, seed)
+                            fewshot, pool, seed, source.tokenizer if prompt_format == "chat" else None)
     results = {"benchmark": name, "model": source.label, **results}
     if out:
         target = Path(out)

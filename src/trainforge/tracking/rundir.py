@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from trainforge.errors import RunError
 
-STATUS_FILE = "run.json"  # status: running | failed | completed; `runs list` reads it
+STATUS_FILE = "run.json"  # status: running | failed | interrupted | completed; `runs list` reads it
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -163,11 +163,13 @@ class RunDir:
 
     @contextmanager
     def failing_on_error(self) -> Iterator["RunDir"]:
-        """Mark the run failed, with the error, if the block raises; the error goes on to the caller."""
+        """Mark the run failed, with the error, if the block raises (interrupted, on Ctrl-C / SIGINT); the error goes
+        on to the caller."""
         try:
             yield self
         except BaseException as err:
-            self.set_status("failed", error=f"{type(err).__name__}: {err}")
+            self.set_status("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                            error=f"{type(err).__name__}: {err}")
             raise
 
     @property

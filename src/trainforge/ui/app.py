@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from trainforge.config import RunConfig, validate
-from trainforge.config.loader import dump_config, parse_overrides, read_yaml
+from trainforge.config.loader import dump_config, parse_overrides, read_yaml, with_overrides
 from trainforge.errors import TrainforgeError
 from trainforge.tracking.registry import compare, listed_summary
 from trainforge.tracking.rundir import STATUS_FILE, RunDir, list_runs
@@ -22,7 +23,21 @@ from trainforge.ui.launcher import Launcher, default_name
 
 STATIC = Path(__file__).parent / "static"
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a run / example / study name, never a path
-LOG_TAIL_BYTES = 20_000
+LOG_TAIL_BYTES = 200_000  # read, then cleaned of progress-bar redraws down to LOG_SHOWN_CHARS
+LOG_SHOWN_CHARS = 20_000
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def terminal_text(raw: str) -> str:
+    """What a terminal shows for `raw`: escape sequences (colours, cursor moves) dropped, and each carriage
+    return overwriting its line from the start, as progress bars redraw themselves."""
+    lines = []
+    for line in _ANSI.sub("", raw).split("\n"):
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        lines.append(shown)
+    return "\n".join(lines)
 
 
 def _finite(value: Any) -> Any:
@@ -38,6 +53,7 @@ def _finite(value: Any) -> Any:
 
 class LaunchRequest(BaseModel):
     overrides: list[str] = Field(description="key=value pairs, read exactly as `trainforge train` reads them")
+    yaml: str | None = Field(None, description="a config file's text (a stage chain too); the overrides apply over it")
     launch: bool = True  # False: validate only
 
 
@@ -100,8 +116,7 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
         found = []
         for path in sorted(examples.glob("*.yaml")):
             try:
-                if "stages" not in read_yaml(path):  # a stage chain is not one form
-                    found.append(path.stem)
+                found.append({"name": path.stem, "stages": "stages" in read_yaml(path)})  # a chain opens as YAML
             except TrainforgeError:
                 continue
         return found
@@ -113,13 +128,21 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             raise HTTPException(404, f"No example {name!r}.")
         return read_yaml(path)
 
+    @app.get("/api/examples/{name}/yaml")
+    def example_text(name: str):
+        example(name)  # the same checks
+        return {"yaml": (examples / f"{name}.yaml").read_text(encoding="utf-8")}
+
     @app.post("/api/launch")
     def launch(req: LaunchRequest):
-        data = parse_overrides(req.overrides)
-        data.setdefault("tracking", {})
-        if not isinstance(data["tracking"], dict):
-            raise HTTPException(400, "`tracking` must be a section.")
-        data["tracking"]["runs_dir"] = str(runs_dir)  # the dashboard shows the runs under its own folder
+        data = with_overrides(_yaml_text(req.yaml), req.overrides) if req.yaml else parse_overrides(req.overrides)
+        for section in (data, *(s for s in data.get("stages") or [] if isinstance(s, dict) and "tracking" in s)):
+            section.setdefault("tracking", {})
+            if not isinstance(section["tracking"], dict):
+                raise HTTPException(400, "`tracking` must be a section.")
+            section["tracking"]["runs_dir"] = str(runs_dir)  # the dashboard shows the runs under its own folder
+        if "stages" in data:
+            return launch_chain(data, req.launch)
         config = validate(data, "from the launch form")
         if not config.name:
             config = validate({**data, "name": default_name(config)}, "from the launch form")
@@ -127,6 +150,28 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             return {"ok": True, "name": config.name, "yaml": dump_config(config)}
         launch = launcher.launch(config)
         return {"ok": True, "name": launch.name, "yaml": dump_config(config)}
+
+    def launch_chain(data: dict[str, Any], start: bool):
+        """A `stages:` config: checked stage by stage as `trainforge train` checks it, run as that file."""
+        import yaml
+
+        from trainforge.stages import parse_stages
+
+        data.setdefault("name", f"stages-{time.strftime('%Y%m%d-%H%M%S')}")
+        stages = parse_stages(data, "from the launch form")
+        text = yaml.safe_dump(data, sort_keys=False)
+        names = [s.config.name for s in stages]
+        if start:
+            launcher.launch_chain(data["name"], text, names)
+        return {"ok": True, "name": data["name"], "yaml": text, "stages": names}
+
+    @app.post("/api/runs/{name}/stop")
+    def stop(name: str):
+        if name not in launcher.launches:
+            raise HTTPException(404, f"Run {name!r} was not launched from this dashboard; stop it where it runs.")
+        if not launcher.stop(name):
+            raise HTTPException(400, f"Run {name!r} is not running.")
+        return {"ok": True, "name": name}
 
     # runs --------------------------------------------------------------------------------------------------------
     @app.get("/api/runs")
@@ -137,10 +182,10 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             rows.append({"name": run.name, "status": run.status, "started": info.get("started"),
                          "summary": listed_summary(run), "generative": _generative(run)})
         known = {r["name"] for r in rows}
-        for name, launch in launcher.launches.items():  # launched, run directory not there yet (or never)
+        for name, launch in launcher.launches.items():  # launched, run directory not there yet (or a chain)
             if name not in known:
-                status = "starting" if launch.returncode is None else "failed"
-                rows.append({"name": name, "status": status, "started": launch.started, "summary": {},
+                rows.append({"name": name, "status": launch.status, "started": launch.started,
+                             "summary": {"stages": ", ".join(launch.stages)} if launch.stages else {},
                              "generative": False})
         return _finite(rows)
 
@@ -152,7 +197,7 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             try:
                 with open(path, "rb") as f:
                     f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-                    return f.read().decode("utf-8", "replace")
+                    return terminal_text(f.read().decode("utf-8", "replace"))[-LOG_SHOWN_CHARS:]
             except FileNotFoundError:
                 continue
         return ""
@@ -160,15 +205,17 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
     @app.get("/api/runs/{name}")
     def run_detail(name: str):
         launch = launcher.launches.get(name)
+        stoppable = launch is not None and launch.returncode is None
         if launch and not (runs_dir / name / STATUS_FILE).is_file():
-            status = "starting" if launch.returncode is None else "failed"
-            return {"name": name, "status": status, "info": {}, "summary": {}, "config": "", "metrics": [],
-                    "log": log_tail(name), "generative": False}
+            config_text = launch.config_file.read_text(encoding="utf-8") if launch.stages else ""
+            return {"name": name, "status": launch.status, "info": {}, "stages": launch.stages, "summary": {},
+                    "config": config_text, "metrics": [], "log": log_tail(name), "generative": False,
+                    "stoppable": stoppable}
         run = run_named(name)
         config_text = run.file("config.yaml").read_text(encoding="utf-8") if run.file("config.yaml").is_file() else ""
         return _finite({"name": run.name, "status": run.status, "info": run.info(), "summary": listed_summary(run),
                         "config": config_text, "metrics": run.metrics(), "log": log_tail(name),
-                        "generative": _generative(run)})
+                        "generative": _generative(run), "stoppable": stoppable})
 
     @app.get("/api/compare")
     def compare_runs(a: str, b: str):
@@ -236,6 +283,16 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
         return _finite({"name": name, "storage": storage, "direction": s.direction.name.lower(), "trials": trials})
 
     return app
+
+
+def _yaml_text(text: str) -> dict[str, Any]:
+    """A config file's text, read by the loader that reads config files (same checks, same messages)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "launch-form.yaml"
+        path.write_text(text, encoding="utf-8")
+        return read_yaml(path)
 
 
 def _generative(run: RunDir) -> bool:

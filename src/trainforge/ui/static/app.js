@@ -116,8 +116,14 @@ async function showRun(name) {
       view.innerHTML = `<div class="error">${esc(e.message)}</div>`; return false;
     }
     document.getElementById("run-status").innerHTML = statusBadge(run.status);
-    document.getElementById("run-links").innerHTML = run.generative
-      ? `<a href="#chat/${encodeURIComponent(name)}">Chat with this run</a>` : "";
+    document.getElementById("run-links").innerHTML = (run.stoppable ? `<button id="stop-btn" title="Ctrl-C: the last checkpoint stays resumable">Stop</button>` : "")
+      + (run.stages || []).map(s => `<a href="#run/${encodeURIComponent(s)}">${esc(s)}</a>`).join(" → ")
+      + (run.generative ? `<a href="#chat/${encodeURIComponent(name)}">Chat with this run</a>` : "");
+    const stop = document.getElementById("stop-btn");
+    if (stop) stop.onclick = async () => {
+      stop.disabled = true;
+      try { await api(`/api/runs/${encodeURIComponent(name)}/stop`, {}); } catch (e) { stop.title = e.message; }
+    };
     const c = curves(run.metrics);
     document.getElementById("charts").innerHTML = curveKeys(c).map(k => lineChart(k, [{label: k, points: c[k]}])).join("")
       || `<p class="muted">No metrics yet.</p>`;
@@ -214,26 +220,36 @@ async function showLaunch() {
     <p class="muted">The form is the run config's schema: empty fields keep their defaults, as keys left out of a YAML file do.
       It is checked by the same loader as <code>trainforge train</code>. <code>tracking.runs_dir</code> is this dashboard's runs folder.</p>
     <div class="toolbar"><label>Start from example <select id="example"><option value="">(none)</option>
-      ${examples.map(e => `<option>${esc(e)}</option>`).join("")}</select></label>
+      ${examples.map(e => `<option value="${esc(e.name)}" data-stages="${e.stages}">${esc(e.name)}${e.stages ? " (stage chain)" : ""}</option>`).join("")}</select></label>
       <button id="expand-btn">Expand all</button><button id="validate-btn">Validate</button><button id="launch-btn" class="primary">Launch</button></div>
     <div id="launch-error"></div>
+    <details class="section" id="yaml-section"><summary>from YAML (a config file's text; needed for <code>stages:</code> chains)</summary>
+      <div class="muted">When set, this is the config, and the fields below override it, as <code>trainforge train FILE key=value</code> does.</div>
+      <textarea id="yaml-text" rows="14" spellcheck="false"></textarea></details>
     <form id="launch-form" onsubmit="return false">
       <details class="section" open><summary>run</summary>${top.filter(([, v]) => kindOf(resolve(v)) !== "section")
         .map(([k, v]) => fieldHtml(k, v, (schema.required || []).includes(k))).join("")}</details>
       ${top.filter(([, v]) => kindOf(resolve(v)) === "section").map(([k, v]) => fieldHtml(k, v, (schema.required || []).includes(k))).join("")}
     </form><h3>Config</h3><pre id="launch-yaml" class="muted">Validate to see the full config.</pre>`;
+  const yamlText = document.getElementById("yaml-text");
   document.getElementById("example").onchange = async e => {
     document.getElementById("launch-form").reset();
-    if (e.target.value) fill(await api(`/api/examples/${encodeURIComponent(e.target.value)}`));
+    yamlText.value = "";
+    const picked = e.target.selectedOptions[0];
+    if (!e.target.value) return;
+    if (picked.dataset.stages === "true") {  // a chain is not one form: its file's text, edited as YAML
+      yamlText.value = (await api(`/api/examples/${encodeURIComponent(e.target.value)}/yaml`)).yaml;
+      document.getElementById("yaml-section").open = true;
+    } else fill(await api(`/api/examples/${encodeURIComponent(e.target.value)}`));
   };
   const submit = async launch => {
     const box = document.getElementById("launch-error");
     box.innerHTML = "";
     try {
-      const res = await api("/api/launch", {overrides: overrides(), launch});
+      const res = await api("/api/launch", {overrides: overrides(), launch, yaml: yamlText.value.trim() ? yamlText.value : null});
       document.getElementById("launch-yaml").textContent = res.yaml;
       if (launch) location.hash = `#run/${encodeURIComponent(res.name)}`;
-      else box.innerHTML = `<p class="ok">Valid: run ${esc(res.name)}.</p>`;
+      else box.innerHTML = `<p class="ok">Valid: ${res.stages ? `stage chain ${esc(res.name)}, runs ${esc(res.stages.join(", "))}` : `run ${esc(res.name)}`}.</p>`;
     } catch (err) { box.innerHTML = `<div class="error" id="config-error">${esc(err.message)}</div>`; }
     box.scrollIntoView({block: "nearest"});
   };
