@@ -485,8 +485,12 @@ def data_validate(file: str, format: str = typer.Option("chat", "--format", help
 
 def main() -> None:
     try:
-        if app(standalone_mode=False) == 130:  # typer turns Ctrl-C into Exit(130), which this mode returns
+        # In this mode typer returns an Exit's code instead of raising it (Ctrl-C arrives as Exit(130))
+        code = app(standalone_mode=False)
+        if code == 130:
             raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TrainforgeError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)

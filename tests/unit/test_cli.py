@@ -69,3 +69,11 @@ def test_omp_num_threads_sets_the_default_thread_count(monkeypatch):
         assert choose(threads=2).threads == 2  # the config's training.threads wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_command_exit_code_reaches_the_shell():
+    # `train --nproc` ends with typer.Exit(<workers' code>); a failed worker must not exit 0
+    script = ("import sys, typer\nfrom trainforge import cli\n\n"
+              "@cli.app.command('fail-with')\ndef fail_with(code: int):\n    raise typer.Exit(code)\n\n"
+              "sys.argv = ['trainforge', 'fail-with', '3']\ncli.main()\n")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).returncode == 3
