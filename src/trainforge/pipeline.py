@@ -340,15 +340,9 @@ def report_parameters(model, method: str) -> tuple[int, int]:
 
 def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
-    if not resume:
-        return None
-    def skip(folder: Path, problem: str) -> None:
-        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
+    from trainforge.checkpoints import latest_checkpoint
 
-    checkpoint = run.last_checkpoint(on_skip=skip)
-    console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
-    run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
-    return checkpoint
+    return latest_checkpoint(run) if resume else None
 
 
 def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
