@@ -194,7 +194,8 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
                    "before.mean_return": scores_before["mean_return"],  # a uniformly random policy
                    **{f"after.{k}": v for k, v in scores_after.items()}}
         comparison = comparison_rows(scores_before, scores_after)
-        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))])
+        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))],
+                   artifacts=[run.path / POLICY_DIR])
     print_summary(run, summary, comparison, keys=("algorithm", "env", "steps", "episodes", "train_seconds",
                                                   "before.mean_return", "after.mean_return"))
     return run

@@ -112,8 +112,10 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
         summary = {"model": "gan", "data": source, "steps": g.steps, "train_seconds": round(train_seconds, 1),
                    "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()]),
                    **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in scores.items()}}
-        finish_run(run, config, summary, comparison_rows(before, scores), figures=[("Losses", losses_png(run.metrics())), ("Samples", png)])
-    print_summary(run, summary, comparison_rows(before, scores), keys=("model", "data", "steps", "train_seconds",
+        comparison = comparison_rows(before, scores)
+        finish_run(run, config, summary, comparison, figures=[("Losses", losses_png(run.metrics())), ("Samples", png)],
+                   artifacts=[run.path / GENERATOR_DIR, run.file("samples.png")])
+    print_summary(run, summary, comparison, keys=("model", "data", "steps", "train_seconds",
                                             *[k for k in summary if k.startswith("after.")]))
     return run
 
