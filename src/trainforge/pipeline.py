@@ -340,38 +340,33 @@ def report_parameters(model, method: str) -> tuple[int, int]:
 
 def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
     """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
-    if not resume:
-        return None
-    def skip(folder: Path, problem: str) -> None:
-        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
+    from trainforge.checkpoints import latest_checkpoint
 
-    checkpoint = run.last_checkpoint(on_skip=skip)
-    console.print(f"[bold]resuming[/] from {checkpoint or 'the start (no complete checkpoint yet)'}")
-    run.rewind_metrics(int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
-    return checkpoint
+    return latest_checkpoint(run) if resume else None
 
 
 def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None,
                tables: list[tuple[str, list[list], list[str]]] | None = None,
-               figures: list[tuple[str, bytes]] | None = None) -> None:
-    """summary.json, the report (with extra `tables` and `figures` sections), MLflow, and the completed status."""
+               figures: list[tuple[str, bytes]] | None = None, artifacts: list[Path] | None = None) -> None:
+    """summary.json, the report (with extra `tables` and `figures` sections), MLflow (with extra `artifacts`: files
+    or folders, e.g. a small network's weights), and the completed status."""
     atomic_write_json(run.file("summary.json"), summary)
     if config.tracking.report:
         from trainforge.tracking.report import write_report
         write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
     if config.tracking.mlflow:
-        summary["mlflow_run_id"] = _track(run, config, summary)
+        summary["mlflow_run_id"] = _track(run, config, summary, artifacts or [])
     run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
 
 
-def _track(run: RunDir, config: RunConfig, summary: dict) -> str:
+def _track(run: RunDir, config: RunConfig, summary: dict, artifacts: list[Path]) -> str:
     from trainforge.tracking.mlflow_log import log_run, tracking_uri
 
     uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
     files = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "eval_before.json", "eval_after.json")]
     if (run.path / "adapter").is_dir():
         files.append(run.path / "adapter")
-    return log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files)
+    return log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files + artifacts)
 
 
 SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params", "precision")

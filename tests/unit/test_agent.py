@@ -60,3 +60,42 @@ def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
     summary = read_json(run.file("summary.json"))
     steps = [m["step"] for m in run.metrics() if "episode_return" in m]
     assert steps == sorted(steps) and steps[-1] > 600 and summary["episodes"] == len(steps)
+
+
+def test_dqn_resumed_mid_episode_is_bit_identical_to_an_uninterrupted_run(runs_dir, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from trainforge import loops
+
+    original = loops.save_checkpoint
+
+    def crash_after_saving(run, step, weights, state):
+        original(run, step, weights, state)
+        raise KeyboardInterrupt
+
+    def config(folder):
+        return load_config(base={
+            "name": "exact", "task": "rl-agent", "data": {"env": "CartPole-v1"},
+            "agent": {"steps": 500, "learning_starts": 100, "target_update": 50, "save_steps": 250,
+                      "eval_episodes": 1},
+            "tracking": {"runs_dir": str(folder), "mlflow": False, "report": False}})
+
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(runs_dir / "cut"))
+    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", original)
+    resumed = train(config(runs_dir / "cut"), resume=True)
+    whole = train(config(runs_dir / "whole"))
+
+    def episodes(run):
+        return [(m["step"], m["episode_return"]) for m in run.metrics() if "episode_return" in m]
+
+    def losses(run):
+        return [(m["step"], m["loss"]) for m in run.metrics() if "loss" in m]
+
+    assert 250 not in {step for step, _ in episodes(whole)}  # the checkpoint fell mid-episode
+    assert episodes(resumed) == episodes(whole) and len(episodes(whole)) > 5
+    assert losses(resumed) == losses(whole) and len(losses(whole)) == 4
+    a, b = (load_file(str(r.path / "policy" / "model.safetensors")) for r in (resumed, whole))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -77,6 +77,22 @@ def test_mlp_regression_beats_the_mean(runs_dir):
     assert read_json(run.file("summary.json"))["test.r2"] >= 0.3
 
 
+def test_mlflow_records_the_network_folder(runs_dir, tmp_path):
+    import mlflow
+
+    run = train(nn_config(runs_dir, name="tracked", training={"epochs": 2}, tracking={"mlflow": True}))
+    summary = read_json(run.file("summary.json"))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}")
+    recorded = client.get_run(run.info()["mlflow_run_id"])
+    assert recorded.data.metrics["final.test.accuracy"] == pytest.approx(summary["test.accuracy"])
+    logged = {a.path for a in client.list_artifacts(recorded.info.run_id, "model")}
+    assert logged == {"model/model.safetensors", "model/architecture.json"}
+    assert {"nn.json", "preprocess"} <= {a.path for a in client.list_artifacts(recorded.info.run_id)}
+    copy = client.download_artifacts(recorded.info.run_id, "model/model.safetensors", str(tmp_path))
+    weights, saved = load_file(copy), load_file(str(run.path / "model" / "model.safetensors"))
+    assert weights.keys() == saved.keys() and all(torch.equal(weights[k], saved[k]) for k in saved)
+
+
 def test_resume_gives_the_weights_of_an_uninterrupted_run(runs_dir):
     cfg = dict(training={"epochs": 4}, nn={"dropout": 0.2, "checkpoint_every": 1})  # dropout: RNG state must resume
     whole = train(nn_config(runs_dir / "a", name="whole", **cfg))

@@ -115,19 +115,27 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
         target.load_state_dict(q.state_dict())
         optimizer = torch.optim.Adam(q.parameters(), lr=a.learning_rate)
         replay, gen = Replay(a.buffer_size, obs_dim), torch.Generator().manual_seed(a.seed)
-        start, episode = 0, 0
+        start, episode, actions = 0, 0, []  # actions: those of the episode in progress
         best = {"step": None, "mean_return": float("-inf"), "q": None}  # with keep_best_every: the policy saved
         restored = load_checkpoint(run) if resume else None
-        if restored:  # the environment restarts its episode; everything learned so far is restored
+        if restored:
             start, state = restored
             q.load_state_dict(state["q"]), target.load_state_dict(state["target"])
             optimizer.load_state_dict(state["optimizer"]), replay.load(state["replay"])
             gen.set_state(state["generator"]), random.setstate(state["random"])
-            episode, best = state["episode"], state.get("best", best)
+            episode, best, actions = state["episode"], state.get("best", best), state.get("episode_actions", [])
         console.print(f"[bold]agent:[/] DQN on {env_id}, network {sizes}, {a.steps} environment steps"
                       + (f", resuming at step {start}" if start else ""))
+        # A resumed run continues the episode in progress by replaying its actions from the episode's seeded reset:
+        # gymnasium environments are deterministic given the reset seed and the actions, so this rebuilds the exact
+        # state (physics, wrapper counters such as the time limit, np_random) of any environment, where saving
+        # `env.unwrapped.state` would be specific to each environment and miss the wrappers.
         obs, _ = env.reset(seed=a.seed + episode)
-        episode_return, started = 0.0, time.perf_counter()
+        episode_return = 0.0
+        for action in actions:
+            obs, reward, *_ = env.step(action)
+            episode_return += float(reward)
+        started = time.perf_counter()
         for step in range(start + 1, a.steps + 1):
             eps = epsilon_at(step, a)
             if random.random() < eps:
@@ -138,12 +146,13 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
             next_obs, reward, terminated, truncated, _ = env.step(action)
             replay.add(obs, action, reward, next_obs, terminated)  # a time-limit cut is not a terminal state
             obs, episode_return = next_obs, episode_return + float(reward)
+            actions.append(action)
             if terminated or truncated:
                 episode += 1
                 run.append_metrics({"step": step, "episode": episode, "episode_return": episode_return,
                                     "epsilon": round(eps, 4)})
                 obs, _ = env.reset(seed=a.seed + episode)
-                episode_return = 0.0
+                episode_return, actions = 0.0, []
             if step > a.learning_starts and step % a.train_every == 0:
                 o, act, r, o2, d = replay.sample(a.batch_size, gen)
                 with torch.no_grad():
@@ -167,7 +176,7 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
                 save_checkpoint(run, step, q.state_dict(), {
                     "q": q.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
                     "replay": replay.state(), "generator": gen.get_state(), "random": random.getstate(),
-                    "episode": episode, "best": best})
+                    "episode": episode, "episode_actions": actions, "best": best})
         env.close()
         train_seconds = time.perf_counter() - started
         if best["q"] is not None:  # DQN's greedy return swings between updates: keep the best policy seen
@@ -185,7 +194,8 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
                    "before.mean_return": scores_before["mean_return"],  # a uniformly random policy
                    **{f"after.{k}": v for k, v in scores_after.items()}}
         comparison = comparison_rows(scores_before, scores_after)
-        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))])
+        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))],
+                   artifacts=[run.path / POLICY_DIR])
     print_summary(run, summary, comparison, keys=("algorithm", "env", "steps", "episodes", "train_seconds",
                                                   "before.mean_return", "after.mean_return"))
     return run

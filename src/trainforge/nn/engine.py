@@ -47,11 +47,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
+from trainforge.checkpoints import load_checkpoint, load_weights, restore_rng_states, rng_states, save_checkpoint
+from trainforge.tracking.rundir import RunDir
 
 console = Console(stderr=True)
-STATE_FILE = "state.pt"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -99,16 +98,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
@@ -128,38 +117,19 @@ def lr_factor(settings: LoopSettings, total_steps: int) -> Callable[[int], float
 
 
 def _save_checkpoint(run: RunDir, model, optimizer, scheduler, progress: dict, settings: LoopSettings) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_dir(run.checkpoints / f"checkpoint-{progress['step']}") as tmp:
-        save_file(_cpu_state(model), str(tmp / WEIGHTS_FILE))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                    **progress}, tmp / STATE_FILE)
-        atomic_write_json(tmp / "trainer_state.json", {"epoch": progress["epoch"], "global_step": progress["step"]})
-    if settings.keep_checkpoints:
-        import shutil
-
-        found = sorted(run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-        for old in found[: -settings.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+    save_checkpoint(run, progress["step"], model.state_dict(),
+                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states(),
+                     **progress}, keep=settings.keep_checkpoints, meta={"epoch": progress["epoch"]})
 
 
 def _load_checkpoint(run: RunDir, model, optimizer, scheduler) -> dict | None:
-    from safetensors.torch import load_file
-
-    def skip(folder, problem):
-        console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
-
-    folder = run.last_checkpoint(on_skip=skip)
-    console.print(f"[bold]resuming[/] from {folder or 'the start (no complete checkpoint yet)'}")
-    if folder is None:
-        run.rewind_metrics(0)
+    if (restored := load_checkpoint(run)) is None:
         return None
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    state = torch.load(folder / STATE_FILE, weights_only=False)  # our own file, written by _save_checkpoint
+    step, state = restored
+    model.load_state_dict(load_weights(run, step))
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
-    _set_rng_state(state.pop("rng"))
-    run.rewind_metrics(state["step"])
+    restore_rng_states(state.pop("rng"))
     return state
 
 

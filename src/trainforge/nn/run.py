@@ -256,7 +256,9 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
             console.print(f"[bold]sample:[/] {texts[0][:120]!r} (all in {run.file('samples.txt')})")
         shown = "test" if len(data.x["test"]) else "validation"
         figures = _figures(info, model, data.x[shown], data.y[shown], shown)
-        finish_run(run, config, summary, None, figures=figures)
+        # the network and what reloads it, as classical runs log their fitted pipeline
+        finish_run(run, config, summary, None, figures=figures,
+                   artifacts=[run.path / "model", run.file(INFO_FILE), run.file("preprocess")])
     print_summary(run, summary, None, keys=list(summary))
     return run
 
