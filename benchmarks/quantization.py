@@ -1,10 +1,13 @@
 """Quantized exports, measured: the same model as fp32 / bf16 / int8 (torchao weight-only) / int4 (bitsandbytes
-NF4), each written by `trainforge export`'s code and loaded back from disk. Prints size on disk, inference speed
+NF4) / ONNX int8 (onnxruntime dynamic quantization), each written by `trainforge export`'s code and loaded back from
+disk. Prints size on disk, inference speed
 (forward tokens/s, or rows/s for a classifier) and quality on the same held-out rows: perplexity on the answers of
 held-out dates-json rows for a causal LM (SmolLM2-135M-Instruct by default), accuracy for a text-classification run.
 
     PYTHONPATH=src python benchmarks/quantization.py [--model smollm2-135m-instruct] [--rows 48]
     PYTHONPATH=src python benchmarks/quantization.py --run runs/textcls-full      # a MiniLM classifier run
+
+Both write their section of benchmarks/quantization.json and .txt (the other kind's numbers stay).
 """
 
 from __future__ import annotations
@@ -18,11 +21,51 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("fp32", "bf16", "int8", "int4")
+KINDS = ("fp32", "bf16", "int8", "int4", "onnx-int8")
 
 
 def _size_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".onnx")) / 2**20
+
+
+class OnnxLogits:
+    """An exported ONNX model behind the slice of the transformers model interface that the measurements call."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def eval(self):
+        return self
+
+    def parameters(self):
+        yield torch.zeros(())  # only read for its device: CPU
+
+    def __call__(self, input_ids, attention_mask, **_):
+        from types import SimpleNamespace
+
+        logits = self.session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})[0]
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+def _export(src: Path, auto, kind: str, out: Path) -> Path:
+    """The `kind` folder written from the fp32 folder `src` by the export code."""
+    from trainforge.export.quantize import quantize_folder
+
+    if kind == "fp32":
+        return src
+    if kind == "onnx-int8":
+        from transformers import AutoTokenizer
+
+        from trainforge.export.onnx import export_onnx
+
+        return export_onnx(auto.from_pretrained(src, dtype=torch.float32), AutoTokenizer.from_pretrained(src), out, "int8")
+    return quantize_folder(src, auto, kind, out)
+
+
+def _load(folder: Path, auto, kind: str):
+    return OnnxLogits(folder) if kind.startswith("onnx") else auto.from_pretrained(folder, device_map="cpu").eval()
 
 
 def _lm_rows(tokenizer, n: int, seed: int = 7):
@@ -36,12 +79,9 @@ def _lm_rows(tokenizer, n: int, seed: int = 7):
     return tokenize_examples(tokenizer, splits.test[:n], "sft", 256)
 
 
-def _measure_lm(folder: Path, rows, pad_id: int) -> dict:
-    from transformers import AutoModelForCausalLM
-
+def _measure_lm(model, rows, pad_id: int) -> dict:
     from trainforge.evaluation.lm import perplexity
 
-    model = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu").eval()
     perplexity(model, rows[:2], pad_id, 8)  # warm-up
     started = time.perf_counter()
     ppl = perplexity(model, rows, pad_id, 8)
@@ -49,13 +89,11 @@ def _measure_lm(folder: Path, rows, pad_id: int) -> dict:
     return {"speed": sum(len(r["input_ids"]) for r in rows) / seconds, "quality": ppl}
 
 
-def _measure_classifier(folder: Path, rows, tokenizer) -> dict:
+def _measure_classifier(model, rows, tokenizer) -> dict:
     import numpy as np
-    from transformers import AutoModelForSequenceClassification
 
     from trainforge.textclass.run import predict_logits
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder, device_map="cpu").eval()
     predict_logits(model, tokenizer, rows[:2])
     started = time.perf_counter()
     logits = predict_logits(model, tokenizer, rows)
@@ -74,7 +112,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from trainforge.export.quantize import quantize_folder, run_model
+    from trainforge.export.quantize import run_model
     from trainforge.models import load_tokenizer, resolve_model
     from trainforge.tracking import find_run
 
@@ -96,19 +134,19 @@ def main() -> None:
             raw, _ = _rows_for(run, None, json.loads(run.file("labels.json").read_text())["classes"])
             classes = json.loads(run.file("labels.json").read_text())["classes"]
             rows = encode(tokenizer, raw, classes, False, 128)
-            measure, speed_unit, quality_name = (lambda f: _measure_classifier(f, rows, tokenizer)), "rows/s", "accuracy"
+            measure, speed_unit, quality_name = (lambda m: _measure_classifier(m, rows, tokenizer)), "rows/s", "accuracy"
             subject = f"{run.name} ({len(rows)} test rows)"
         else:
             src, auto = resolve_model(args.model), AutoModelForCausalLM
             tokenizer = load_tokenizer(args.model)
             rows = _lm_rows(tokenizer, args.rows)
-            measure = lambda f: _measure_lm(f, rows, tokenizer.pad_token_id)  # noqa: E731
+            measure = lambda m: _measure_lm(m, rows, tokenizer.pad_token_id)  # noqa: E731
             speed_unit, quality_name = "tokens/s", "perplexity"
             subject = f"{args.model} ({len(rows)} held-out dates-json rows, perplexity on the answers)"
         results = {}
         for kind in KINDS:
-            folder = src if kind == "fp32" else quantize_folder(src, auto, kind, work / kind)
-            results[kind] = {"size_mb": _size_mb(folder), **measure(folder)}
+            folder = _export(src, auto, kind, work / kind)
+            results[kind] = {"size_mb": _size_mb(folder), **measure(_load(folder, auto, kind))}
             print(f"{kind}: {results[kind]}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -121,8 +159,12 @@ def main() -> None:
         lines.append(f"| {kind} | {r['size_mb']:.1f} | {r['size_mb'] / base['size_mb']:.0%} | {r['speed']:.0f} | "
                      f"{r['quality']:.4g} | {r['quality'] - base['quality']:+.4g} |")
     print("\n".join(lines))
-    Path(args.out).write_text(json.dumps({"subject": subject, "results": results}, indent=2))
-    Path(args.out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    # one section per kind of model (lm, text-classification): measuring one keeps the other's numbers
+    out = Path(args.out)
+    sections = json.loads(out.read_text()) if out.is_file() else {}
+    sections["text-classification" if args.run else "lm"] = {"subject": subject, "results": results, "table": lines}
+    out.write_text(json.dumps(sections, indent=2))
+    out.with_suffix(".txt").write_text("\n\n".join("\n".join(s["table"]) for s in sections.values()) + "\n")
 
 
 if __name__ == "__main__":

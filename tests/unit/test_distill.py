@@ -97,8 +97,10 @@ def test_lm_student_from_teacher_layers(tmp_path, mode):
                           distill={"teacher": "tiny-llama", "student_layers": [1], "mode": mode, "alpha": 1.0})
     run = train(cfg)
     summary = read_json(run.file("summary.json"))
+    assert summary["teacher.teacher_kl"] == pytest.approx(0, abs=1e-5)
     if mode == "logits":
         _kl_fell(run)
+        assert summary["after.teacher_kl"] < summary["before.teacher_kl"]  # held out, not only the training KL
     else:
         rows = [json.loads(line) for line in run.file("distill_data.jsonl").read_text().splitlines()]
         assert rows and all(r["messages"][-1]["role"] == "assistant" for r in rows)

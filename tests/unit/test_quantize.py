@@ -87,3 +87,22 @@ def test_onnx_int8_export_is_smaller_and_close(lm_run):
     ids, mask = _batch()
     ref, got = torch.from_numpy(onnx_logits(fp32, ids, mask)), torch.from_numpy(onnx_logits(int8, ids, mask))
     assert torch.nn.functional.cosine_similarity(got[mask.bool()], ref[mask.bool()], dim=-1).min() >= 0.98  # activations are quantized too
+
+
+def test_int4_classifier_keeps_its_head_and_runs(tmp_path):
+    """bitsandbytes' CPU 4-bit kernel wants out_features divisible by 32: a 4-class head stays in full precision."""
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    from trainforge.export.quantize import quantize_folder
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_labels=4)).save_pretrained(tmp_path / "fp32")
+    out = quantize_folder(tmp_path / "fp32", AutoModelForSequenceClassification, "int4", tmp_path / "int4")
+    model = AutoModelForSequenceClassification.from_pretrained(out, device_map="cpu").eval()
+    assert type(model.classifier) is torch.nn.Linear and model.classifier.out_features == 4
+    assert any("4bit" in type(m).__name__ for m in model.modules())  # the encoder's Linear layers are quantized
+    ids, mask = _batch()
+    with torch.no_grad():
+        logits = model(input_ids=ids % 1000, attention_mask=mask).logits
+    assert logits.shape == (4, 4) and torch.isfinite(logits).all()

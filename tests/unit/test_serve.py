@@ -1,7 +1,11 @@
 """The HTTP API on a tiny random LLaMA run and an iris logistic-regression run: OpenAI response shapes, greedy
-answers equal to local generation, streaming, request validation, API keys, tabular prediction."""
+answers equal to local generation, streaming, concurrent requests, request validation, API keys, tabular
+prediction."""
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -185,7 +189,9 @@ def test_a_closed_stream_stops_generating(lm_run):
     stream = backend.stream(ids, Sampling(max_tokens=1000))
     assert isinstance(next(stream), str)
     stream.close()  # what the server does when the client disconnects
-    assert backend.lock.acquire(timeout=60)
+    deadline = time.monotonic() + 60
+    while not produced and time.monotonic() < deadline:  # the generating thread ends by itself
+        time.sleep(0.05)
     assert produced[0].shape[1] - len(ids) < 100  # stopped soon after the close, far from max_tokens
 
 
@@ -202,3 +208,66 @@ def test_cli_serve_passes_options_and_reads_the_key_from_the_environment(lm_run,
     (run, host, port, key), limits = calls[0]
     assert (run.path, host, port, key) == (lm_run.path, "127.0.0.1", 9001, "abc")
     assert limits == {"max_tokens_limit": 4096, "max_body_bytes": 1_000_000}
+
+
+def test_concurrent_requests_answer_as_if_alone_and_are_not_queued_behind_a_long_stream(lm_run):
+    from urllib.request import Request, urlopen
+
+    import uvicorn
+
+    from trainforge.serve.app import create_app
+    from trainforge.serve.backends import load_backend
+
+    backend = load_backend(lm_run)
+    backend.model.register_forward_pre_hook(lambda *_: time.sleep(0.02))  # a slow model: the long stream takes seconds
+    server = uvicorn.Server(uvicorn.Config(create_app(backend, lm_run.name), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+    def post(path, body):  # a client of its own per call: an HTTP connection each
+        request = Request(url + path, json.dumps(body).encode(), {"content-type": "application/json"})
+        return urlopen(request, timeout=120)
+
+    def text(path, body):
+        choice = json.load(post(path, body))["choices"][0]
+        return choice["message"]["content"] if "message" in choice else choice["text"]
+
+    long = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 120, "stream": True}
+    short = {"model": lm_run.name, "messages": QUESTION, "max_tokens": 6}
+    sampled = [{"model": lm_run.name, "prompt": "Today", "max_tokens": 6, "temperature": 1.5, "seed": seed}
+               for seed in (1, 2)]
+
+    def stream_long(events: dict):
+        pieces = []
+        for line in post("/v1/completions", long):  # server-sent events, line by line as they arrive
+            if line.startswith(b"data: {"):
+                pieces.append(json.loads(line[6:])["choices"][0]["text"])
+                events["first_piece"].set()
+        events["long"] = ("".join(pieces), time.monotonic())
+
+    try:
+        alone = {"short": text("/v1/chat/completions", short), "sampled": [text("/v1/completions", b) for b in sampled]}
+        events = {"first_piece": threading.Event()}
+        stream_long(events)
+        alone["long"] = events["long"][0]
+        assert len(backend.encode(alone["long"])) > 60  # long enough to be overtaken (120 tokens × 20 ms)
+        events = {"first_piece": threading.Event()}
+        streaming = threading.Thread(target=stream_long, args=(events,))
+        streaming.start()
+        assert events["first_piece"].wait(60)
+        with ThreadPoolExecutor(2) as pool:
+            health = json.load(urlopen(url + "/health", timeout=120))
+            health_answered = "long" not in events
+            together = pool.map(lambda b: text("/v1/completions", b), sampled)
+            short_answer, short_done = text("/v1/chat/completions", short), time.monotonic()
+            together = list(together)
+        streaming.join(120)
+    finally:
+        server.should_exit = True
+    assert health["status"] == "ok" and health_answered  # /health answers while the stream runs
+    assert short_answer == alone["short"] and short_done < events["long"][1]  # the short one overtook the stream
+    assert events["long"][0] == alone["long"]
+    assert together == alone["sampled"]  # seeded sampling repeats with other requests running

@@ -158,6 +158,13 @@ def train_distilled(config: RunConfig, resume: bool = False, callbacks: list | N
                   f"{'layers ' + str(d.student_layers) if d.student_layers is not None else prep.config.model.name}, "
                   f"{d.mode}, T={d.temperature:g}, alpha={d.alpha:g}")
     teacher = load_teacher(prep.config, classes)
+    if not textcls:  # the student's held-out distance to the teacher, before / after (the teacher's own is 0)
+        from trainforge.evaluation.lm import teacher_kl
+
+        lm_scores = evaluate
+        evaluate = lambda model: {**lm_scores(model), "teacher_kl": teacher_kl(  # noqa: E731
+            model, teacher, prep.heldout_rows, prep.tokenizer.pad_token_id, prep.config.evaluation.batch_size,
+            prep.hardware.precision)}
     config, run = open_run(prep.config, resume, "distill")
     prep.config = config
     with run.failing_on_error():

@@ -15,15 +15,9 @@ def _autocast(precision: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-@torch.no_grad()
-def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32",
-               causal: bool = True) -> float:
-    """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM, the
-    masked tokens for MLM, where a position predicts itself rather than the next token)."""
-    model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # length-grouped: less padding
-    total_nll, total_tokens = 0.0, 0
+def padded_batches(rows: list[dict], pad_id: int, batch_size: int):
+    """Tokenized rows as right-padded (input_ids, labels, attention_mask) batches, grouped by length (less padding)."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     for start in range(0, len(order), batch_size):
         batch = [rows[i] for i in order[start : start + batch_size]]
         width = max(len(r["input_ids"]) for r in batch)
@@ -33,6 +27,19 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
         for j, r in enumerate(batch):
             n = len(r["input_ids"])
             ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        yield ids, labels, mask
+
+
+@torch.no_grad()
+def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32",
+               causal: bool = True) -> float:
+    """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM, the
+    masked tokens for MLM, where a position predicts itself rather than the next token)."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    for ids, labels, mask in padded_batches(rows, pad_id, batch_size):
+        width = ids.size(1)
         with _autocast(precision):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logits = logits[:, logits.size(1) - width :]  # prompt tuning prepends its virtual-token positions
@@ -44,6 +51,26 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
         total_nll += nll.item()
         total_tokens += int((shift_labels != IGNORE).sum())
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
+
+
+@torch.no_grad()
+def teacher_kl(model, teacher, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32") -> float:
+    """Mean KL(teacher ‖ model) of the next-token distributions (T=1) over the label tokens of tokenized rows: how
+    close a distilled student is to its teacher on held-out answers (0 when they agree)."""
+    from trainforge.distill.trainer import distillation_kl
+
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for ids, labels, mask in padded_batches(rows, pad_id, batch_size):
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        with _autocast(precision):
+            ours, theirs = model(**inputs).logits[:, :-1], teacher(**inputs).logits[:, :-1]
+        selected = labels[:, 1:].to(device) != IGNORE
+        n = int(selected.sum())
+        total += distillation_kl(ours, theirs, 1.0, selected).item() * n
+        tokens += n
+    return total / tokens if tokens else float("nan")
 
 
 @torch.no_grad()

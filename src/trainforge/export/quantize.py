@@ -42,6 +42,10 @@ def quantize_folder(src: Path, auto_class, kind: str, out: Path) -> Path:
     from transformers.utils import logging as hf_logging
 
     config = quantization_config(kind)
+    if kind == "int4" and "CausalLM" not in auto_class.__name__:
+        # A classifier's head stays in full precision: it is tiny, and bitsandbytes' CPU kernel wants out_features
+        # divisible by 32 (a 4-class head fails at the first forward).
+        config.llm_int8_skip_modules = ["classifier", "score"]
     kwargs = {"dtype": torch.bfloat16} if config is None else {"dtype": torch.float32, "quantization_config": config,
                                                                "device_map": "cpu"}
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its CUDA-only kernels fail to load on CPU, harmlessly

@@ -3,6 +3,7 @@ text-classification or tabular run predicts. Each is loaded once, when the serve
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -54,9 +55,13 @@ class _Cancelled(StoppingCriteria):
 
 
 class Generator:
+    """Generations run side by side, each in its request's thread with its own KV cache (the weights are only read),
+    so a short request is not queued behind a long stream. Sampled ones take turns: they draw from torch's global
+    RNG, and a seeded request must repeat whatever else is running."""
+
     kind = "generative"
 
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, max_concurrent: int = 4):
         from trainforge.inference import load_run_model
 
         if load_config(run.file("config.yaml")).training.objective == "mlm":
@@ -64,7 +69,8 @@ class Generator:
                            "only causal-LM runs (sft, clm objectives) can be served for completions.")
         self.model, self.tokenizer = load_run_model(run)
         self.context = getattr(self.model.config, "max_position_embeddings", None)
-        self.lock = threading.Lock()  # one generation at a time: they share the model and the CPU cores
+        self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
+        self.sampling = threading.Lock()
 
     def chat_prompt(self, messages: list[dict]) -> str:
         from trainforge.data.tokenize import render
@@ -88,7 +94,8 @@ class Generator:
         return kwargs
 
     def _generate(self, ids: list[int], sampling: Sampling, **extra) -> torch.Tensor:
-        with self.lock, torch.no_grad():
+        turn = contextlib.nullcontext() if sampling.greedy else self.sampling
+        with turn, self.slots, torch.no_grad():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             return self.model.generate(**self._kwargs(ids, sampling), **extra)[0, len(ids):]
