@@ -23,7 +23,9 @@ def load_run_model(run: RunDir):
         from peft import PeftModel
 
         base = load_language_model(config.model.name, objective)
-        model = PeftModel.from_pretrained(base, run.path / "adapter")
+        from trainforge.methods.lora import decode_virtual_tokens_without_cache
+
+        model = decode_virtual_tokens_without_cache(PeftModel.from_pretrained(base, run.path / "adapter"))
         tokenizer = load_tokenizer(config.model.name)
     elif (run.path / "model").is_dir():
         model = load_language_model(str(run.path / "model"), objective)

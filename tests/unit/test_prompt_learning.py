@@ -48,6 +48,31 @@ def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
         merge_run(run)
 
 
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_generation_decodes_what_the_training_forward_predicts(method):
+    """Greedy `generate` (the KV-cache path the evaluation, `predict` and the server use) must give the tokens that
+    the full forward, as in training, picks one at a time."""
+    from trainforge.evaluation.lm import generate
+    from trainforge.methods import get_method
+    from trainforge.models import load_causal_lm, load_tokenizer
+
+    torch.manual_seed(0)
+    model = get_method(_config("unused", method)).prepare(load_causal_lm("tiny-llama")).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "prompt_encoder" in name:
+                param.mul_(50)  # virtual tokens large enough to change every prediction of the random model
+    tokenizer = load_tokenizer("tiny-llama")
+    prompt = "The year 1999"
+    seq = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    prompt_len = seq.shape[1]
+    with torch.no_grad():
+        for _ in range(10):
+            seq = torch.cat([seq, model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    expected = tokenizer.decode(seq[0, prompt_len:], skip_special_tokens=True).strip()
+    assert generate(model, tokenizer, [prompt], max_new_tokens=10) == [expected]
+
+
 def test_merge_on_export_is_refused_before_the_run_starts(runs_dir):
     with pytest.raises(ConfigError, match="`export.merge`: method 'prompt'"):
         train(_config(runs_dir, "prompt", export={"merge": True}))

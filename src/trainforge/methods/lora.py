@@ -21,7 +21,17 @@ class PeftMethod(Method):
     def prepare(self, model):
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+        return decode_virtual_tokens_without_cache(get_peft_model(model, self.peft_config()))
+
+
+def decode_virtual_tokens_without_cache(model):
+    """Prefix and prompt tuning decode wrong tokens after the first one when `generate` uses the KV cache (peft
+    with transformers 5 miscounts the cached virtual positions); without the cache, generation gives the tokens
+    that the training forward predicts. Other models are returned unchanged."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        model.generation_config.use_cache = False
+    return model
 
 
 @register
