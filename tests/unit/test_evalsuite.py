@@ -193,6 +193,24 @@ def test_trained_run_and_its_base_model_on_one_benchmark(tmp_path):
     assert json.loads((folder / "key.json").read_text())["models"] == ["tuned", "tiny-llama"]
 
 
+def test_a_run_named_like_a_model_alias_is_used_and_named(tmp_path, caplog):
+    from trainforge.evaluation.sources import load_source
+    from trainforge.pipeline import train
+
+    runs = tmp_path / "runs"
+    train(tiny_run_config(runs, name="tiny-llama", training={"max_steps": 2}))
+    with caplog.at_level("WARNING", logger="trainforge.evaluation"):
+        assert load_source("tiny-llama", runs).run is not None
+    assert "'tiny-llama' names both the run" in caplog.text and "rename the run" in caplog.text
+    caplog.clear()
+    assert load_source(str(runs / "tiny-llama"), runs).run is not None and not caplog.text  # a path is not ambiguous
+    (tmp_path / "b.csv").write_text(CSV_BENCH)
+    result = cli("eval", "tiny-llama", "--runs-dir", str(runs), "--benchmark", str(tmp_path / "b.csv"))
+    assert result.returncode == 0, result.stderr
+    assert f"names both the run {runs / 'tiny-llama'} and a model alias; using the run" in " ".join(result.stderr.split())
+    assert (runs / "tiny-llama" / "benchmark-b.json").is_file()
+
+
 def _taught_quiz(folder, n=10):
     """A capitals benchmark whose wrong choices are other questions' answers (so no answer is likelier a priori),
     and chat rows that teach each question's answer."""
