@@ -1,6 +1,6 @@
 """The dashboard driven in headless Chromium (Debian's `chromium`, Playwright's Python client): launch a tiny run
-from the schema-generated form and watch its loss curve grow, stop one with its button, compare two runs, chat with a generative run, look
-at a tuning study. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
+from the schema-generated form and watch its loss curve grow, stop one with its button, compare two runs, chat with
+a generative run, look at a tuning study. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
 
 import shutil
 import socket
