@@ -139,18 +139,35 @@ def evaluate(
     prompt_format: str = typer.Option("plain", "--prompt-format", help="Benchmark prompts: plain (question, then "
                                       "'Answer: <choice>') or chat (the question as a user turn of the tokenizer's "
                                       "chat template, each choice scored as the assistant's reply)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="With --benchmark: also score this run or model "
+                                           "(e.g. the base model) the same way and print both accuracies per subject "
+                                           "with the difference; its results go to its own default file."),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics, rl-agent runs replay their policy (mean return), gan runs
     score fresh samples. With --benchmark: multiple-choice accuracy by log-likelihood,
-    for a run or a base model alike (before/after in two commands)."""
+    for a run or a base model alike (--baseline BASE: before/after in one table)."""
     if benchmark:
         from trainforge.evaluation.benchmark import benchmark_source
 
         results, path = benchmark_source(run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size,
                                          out_file, runs_dir, prompt_format)
+        setting = f"{results['benchmark']} ({fewshot}-shot, {prompt_format} prompts)"
+        if baseline:
+            from trainforge.evaluation.benchmark import compare
+
+            before, before_path = benchmark_source(baseline, benchmark, fewshot, fewshot_from, seed, per_subject,
+                                                   batch_size, None, runs_dir, prompt_format)
+            table = Table("subject", "questions", before["model"], results["model"], "delta",
+                          title=f"accuracy on {setting}")
+            for row in compare(before, results):
+                table.add_row(row["subject"], str(row["questions"]), f"{row['before']:.3f}", f"{row['after']:.3f}",
+                              f"{row['delta']:+.3f}")
+            out.print(table)
+            out.print(f"results written to [bold]{before_path}[/] and [bold]{path}[/]")
+            return
         table = Table("subject", "questions", "accuracy", "accuracy (per-token)", "chance",
-                      title=f"{results['model']} on {results['benchmark']} ({fewshot}-shot, {prompt_format} prompts)")
+                      title=f"{results['model']} on {setting}")
         for name, row in [*results["subjects"].items(), ("overall", results)]:
             table.add_row(name, str(row["questions"]), f"{row['accuracy']:.3f}", f"{row['accuracy_norm']:.3f}", f"{row['chance']:.3f}")
         out.print(table)

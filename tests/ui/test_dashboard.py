@@ -1,6 +1,6 @@
 """The dashboard driven in headless Chromium (Debian's `chromium`, Playwright's Python client): launch a tiny run
-from the schema-generated form and watch its loss curve grow, compare two runs, chat with a generative run, look
-at a tuning study. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
+from the schema-generated form and watch its loss curve grow, stop one with its button, compare two runs, chat with
+a generative run, look at a tuning study. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
 
 import shutil
 import socket
@@ -82,17 +82,24 @@ def points(page, metric: str) -> int:
     return int(chart.get_attribute("data-points")) if chart.count() else 0
 
 
-def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
+TINY_FORM = {"model.name": "tiny-llama", "data.task": "dates-json", "data.task_size": "64", "method.lora.r": "4",
+             "training.batch_size": "4", "training.learning_rate": "1e-2", "training.max_length": "96",
+             "training.logging_steps": "1", "training.save_steps": "100", "evaluation.max_new_tokens": "4",
+             "evaluation.max_samples": "4"}
+
+
+def fill_launch_form(page, server, fields: dict):
+    """The launch form, all fields shown, for a tiny-llama LoRA run (no MLflow, no report) with `fields` on top."""
     page.goto(server + "#launch")
     page.click("#expand-btn")
-    fields = {"name": "ui-tiny", "model.name": "tiny-llama", "data.task": "dates-json", "data.task_size": "64",
-              "method.lora.r": "4", "training.max_steps": "oops", "training.batch_size": "4",
-              "training.learning_rate": "1e-2", "training.max_length": "96", "training.logging_steps": "1",
-              "training.save_steps": "100", "evaluation.max_new_tokens": "4", "evaluation.max_samples": "4"}
-    for key, value in fields.items():
+    for key, value in {**TINY_FORM, **fields}.items():
         page.fill(f'[data-key="{key}"]', value)
     for key in ("tracking.mlflow", "tracking.report"):
         page.select_option(f'[data-key="{key}"]', "false")
+
+
+def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
+    fill_launch_form(page, server, {"name": "ui-tiny", "training.max_steps": "oops"})
     page.click("#validate-btn")  # the loader's ConfigError text, as the CLI prints it
     assert "key `training.max_steps` = 'oops'" in page.locator("#config-error").inner_text()
 
@@ -109,6 +116,23 @@ def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
     assert points(page, "loss") == 10 > first, "the curve did not grow while the run trained"
     assert (runs_dir / "ui-tiny" / "train.log").is_file() and "ui-tiny" in page.locator("#log").inner_text()
     assert "tiny-llama" in page.locator("#config").inner_text()
+
+
+def test_stop_button_interrupts_a_launched_run(server, page, runs_dir):
+    fill_launch_form(page, server, {"name": "ui-stop", "training.max_steps": "100000"})
+    page.click("#launch-btn")
+    page.wait_for_url("**#run/ui-stop")
+    page.wait_for_function("() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
+                           " || document.querySelector('#run-status .failed')", timeout=180_000)
+    assert page.locator("#run-status .failed").count() == 0, page.locator("#log").inner_text()
+    page.click("#stop-btn")
+    page.wait_for_function("() => document.querySelector('#run-status').innerText.trim() === 'interrupted'",
+                           timeout=90_000)
+    page.wait_for_selector("#stop-btn", state="detached", timeout=90_000)  # gone once the process has exited
+    from trainforge.tracking import find_run
+
+    run = find_run("ui-stop", runs_dir)
+    assert run.status == "interrupted" and points(page, "loss") < 100000
 
 
 def test_compare_two_runs_highlights_config_differences(server, page, runs_dir):

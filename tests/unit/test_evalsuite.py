@@ -193,6 +193,80 @@ def test_trained_run_and_its_base_model_on_one_benchmark(tmp_path):
     assert json.loads((folder / "key.json").read_text())["models"] == ["tuned", "tiny-llama"]
 
 
+def test_a_run_named_like_a_model_alias_is_used_and_named(tmp_path, caplog):
+    from trainforge.evaluation.sources import load_source
+    from trainforge.pipeline import train
+
+    runs = tmp_path / "runs"
+    train(tiny_run_config(runs, name="tiny-llama", training={"max_steps": 2}))
+    with caplog.at_level("WARNING", logger="trainforge.evaluation"):
+        assert load_source("tiny-llama", runs).run is not None
+    assert "'tiny-llama' names both the run" in caplog.text and "rename the run" in caplog.text
+    caplog.clear()
+    assert load_source(str(runs / "tiny-llama"), runs).run is not None and not caplog.text  # a path is not ambiguous
+    (tmp_path / "b.csv").write_text(CSV_BENCH)
+    result = cli("eval", "tiny-llama", "--runs-dir", str(runs), "--benchmark", str(tmp_path / "b.csv"))
+    assert result.returncode == 0, result.stderr
+    assert f"names both the run {runs / 'tiny-llama'} and a model alias; using the run" in " ".join(result.stderr.split())
+    assert (runs / "tiny-llama" / "benchmark-b.json").is_file()
+
+
+def _taught_quiz(folder, n=10):
+    """A capitals benchmark whose wrong choices are other questions' answers (so no answer is likelier a priori),
+    and chat rows that teach each question's answer."""
+    import random
+
+    rng, countries = random.Random(0), list(benchmark.CAPITALS)[:n]
+    questions, lessons = [], []
+    for country in countries:
+        answer = benchmark.CAPITALS[country]
+        choices = [answer, *rng.sample([benchmark.CAPITALS[c] for c in countries if c != country], 3)]
+        rng.shuffle(choices)
+        text = f"What is the capital of {country}?"
+        questions.append({"question": text, "choices": choices, "answer": choices.index(answer), "subject": "capitals"})
+        lessons.append({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]})
+    for name, rows in [("quiz.jsonl", questions), ("lessons.jsonl", lessons)]:
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "quiz.jsonl", folder / "lessons.jsonl"
+
+
+def test_lora_run_taught_the_answers_beats_its_base_on_the_benchmark(tmp_path):
+    from trainforge.evaluation.benchmark import benchmark_source, compare
+    from trainforge.pipeline import train
+
+    quiz, lessons = _taught_quiz(tmp_path)
+    # a random model learns through adapters alone only with a wide rank and full-batch steps
+    train(tiny_run_config(tmp_path / "runs", name="taught", data={"task": None, "train": str(lessons)},
+                          method={"lora": {"r": 64, "alpha": 128}},
+                          training={"max_steps": 60, "batch_size": 10, "learning_rate": 5e-3, "precision": "fp32"}))
+    # the run learnt chat turns, so both are scored as chat replies: the same call for the base and the run
+    scores = {name: benchmark_source(name, str(quiz), runs_dir=str(tmp_path / "runs"), prompt_format="chat",
+                                     out=str(tmp_path / f"{name}.json"))[0] for name in ("tiny-llama", "taught")}
+    before, after = scores["tiny-llama"], scores["taught"]
+    assert after["model"] == "taught" and before["model"] == "tiny-llama" and before["chance"] == 0.25
+    assert before["accuracy"] <= 0.4  # 10 questions: near chance
+    assert after["accuracy"] >= 0.7 and after["accuracy"] - before["accuracy"] >= 0.3
+    assert all(a["logprobs"] != b["logprobs"] for a, b in zip(after["items"], before["items"]))  # adapter applied
+    [capitals, overall] = compare(before, after)
+    assert capitals["subject"] == "capitals" and overall["delta"] == pytest.approx(after["accuracy"] - before["accuracy"])
+
+    # the same before/after as one command, printed as one table
+    result = cli("eval", "taught", "--runs-dir", str(tmp_path / "runs"), "--benchmark", str(quiz),
+                 "--prompt-format", "chat", "--baseline", "tiny-llama", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "overall" in line)
+    assert re.findall(r"\d\.\d{3}", row)[:2] == [f"{before['accuracy']:.3f}", f"{after['accuracy']:.3f}"]
+    assert f"{overall['delta']:+.3f}" in row
+    assert json.loads((tmp_path / "evals" / "tiny-llama-quiz.json").read_text())["accuracy"] == before["accuracy"]
+
+
+def test_compare_refuses_results_of_different_questions():
+    a = run_benchmark([Question("q1", ("x", "y"), 0)], lambda reqs: [(0.0, 1)] * len(reqs))
+    b = run_benchmark([Question("q2", ("x", "y"), 0)], lambda reqs: [(0.0, 1)] * len(reqs))
+    with pytest.raises(DataError, match="different questions"):
+        benchmark.compare({**a, "model": "A"}, {**b, "model": "B"})
+
+
 # --- judge -------------------------------------------------------------------------------------------------------
 
 PROMPTS = [f"prompt {i}" for i in range(6)]

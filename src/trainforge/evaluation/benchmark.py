@@ -277,6 +277,17 @@ def run_benchmark(questions: list[Question], scorer: Scorer, fewshot: int = 0, p
             "subjects": {s: summary([r for r in items if r["subject"] == s]) for s in subjects}, "items": items}
 
 
+def compare(baseline: dict, results: dict) -> list[dict]:
+    """Accuracy of a baseline and of the compared source per subject and overall, with the difference (after -
+    before); both must be results of the same questions."""
+    if [i["question"] for i in baseline["items"]] != [i["question"] for i in results["items"]]:
+        raise DataError(f"{baseline['model']} and {results['model']} were scored on different questions; "
+                        "compare results of the same benchmark, seed and --per-subject.")
+    rows = [*((s, baseline["subjects"][s], results["subjects"][s]) for s in results["subjects"]), ("overall", baseline, results)]
+    return [{"subject": name, "questions": after["questions"], "before": before["accuracy"], "after": after["accuracy"],
+             "delta": after["accuracy"] - before["accuracy"]} for name, before, after in rows]
+
+
 @torch.no_grad()
 def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8, max_length: int = 1024,
                    precision: str = "fp32") -> list[tuple[float, int]]:

@@ -3,6 +3,7 @@ and the prompt sets they answer."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from trainforge.data.readers import read_rows
@@ -19,9 +20,10 @@ class Source:
 
 
 def load_source(name: str, runs_dir: str = "runs") -> Source:
-    """A run (name or directory) if one exists, else a model alias or local HF folder (a causal LM)."""
+    """A run (name or directory) if one exists, else a model alias or local HF folder (a causal LM). A run named
+    like a model alias wins, and a warning says so: results would otherwise be silently the wrong model's."""
     from trainforge.inference import load_run_model
-    from trainforge.models import load_causal_lm, load_tokenizer
+    from trainforge.models import ALIASES, load_causal_lm, load_tokenizer
     from trainforge.tracking import find_run
 
     try:
@@ -29,6 +31,10 @@ def load_source(name: str, runs_dir: str = "runs") -> Source:
     except RunError:
         run = None
     if run is not None:
+        if name in ALIASES:
+            logging.getLogger("trainforge.evaluation").warning(
+                "%r names both the run %s and a model alias; using the run. To score the model alias, rename the "
+                "run or point --runs-dir elsewhere.", name, run.path)
         model, tokenizer = load_run_model(run)
         return Source(run.name, model, tokenizer, run)
     model = load_causal_lm(name)  # unknown names fail here, listing the aliases

@@ -133,7 +133,8 @@ async function showRun(name) {
     const log = document.getElementById("log");
     log.textContent = run.log;
     log.scrollTop = log.scrollHeight;
-    return run.status === "running" || run.status === "starting";
+    // a stopped run's status is final before its process has exited: poll until the Stop button can go
+    return run.status === "running" || run.status === "starting" || run.stoppable;
   };
   if (await refresh()) {
     timer = setInterval(async () => { if (!(await refresh())) { clearInterval(timer); timer = null; } }, 1000);
