@@ -77,6 +77,10 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     if attention:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.set_attn_implementation(attention)
+    if not torch.cuda.is_available():
+        from trainforge.methods.mask_dropout import use_mask_dropout
+
+        use_mask_dropout(model)
     if precision == "bf16":
         # Only linear layers: autocast casts their weights to bf16 for every matmul anyway, so their numbers do not
         # change. Embeddings (the residual stream) and norms stay fp32; a head tied to the embeddings is skipped.
@@ -119,3 +123,4 @@ def _mapped_ranges() -> list[tuple[int, int]]:
     except OSError:
         pass
     return ranges
+
