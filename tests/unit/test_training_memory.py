@@ -28,3 +28,12 @@ def test_lora_dropout_layers_are_swapped():
     use_mask_dropout(model)
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(isinstance(m, MaskDropout) and m.p == 0.1 for m in dropouts)
+
+
+def test_large_allocations_are_mapped_on_glibc():
+    import platform
+
+    from trainforge.hardware import mmap_large_allocations
+
+    if platform.libc_ver()[0] == "glibc":
+        assert mmap_large_allocations()
