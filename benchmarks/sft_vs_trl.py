@@ -36,6 +36,7 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − chunked CE (full logits)": ["training.chunked_loss=false"],
     "  − bf16 (fp32 autocast off, fp32 frozen weights)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
+    "  − mmap'd large allocations (glibc heap)": ["training.mmap_large_allocations=false"],
     "  + packing (padding-free)": ["training.packing=true"],
 }
 DPO_ABLATIONS = {
@@ -84,7 +85,8 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
               f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=1",
               f"training.save_steps={a['steps'] + 1}", f"data.task_size={a['examples']}", "training.warmup_ratio=0",
               "evaluation.before_after=false", "evaluation.perplexity=false", "evaluation.generation=false",
-              f"tracking.runs_dir={a['runs_dir']}", "tracking.mlflow=false", "tracking.report=false"]
+              f"tracking.runs_dir={tempfile.mkdtemp(dir=a['runs_dir'])}", "tracking.mlflow=false", "tracking.report=false"]
+    # each row its own runs_dir: every row's run has the example's `name`
     config = load_config(ROOT / "examples" / example, [*budget, *overrides])
     probe = _probe()
     run = train(config, callbacks=[probe])

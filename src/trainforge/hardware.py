@@ -65,6 +65,21 @@ def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
     return Hardware(device, chosen, n, reason)
 
 
+def mmap_large_allocations(threshold: int = 128 * 1024) -> bool:
+    """glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so activation-sized tensors
+    soon come from the heap, whose freed pages stay resident: the peak memory then counts every step's transient
+    tensors too. A fixed threshold keeps each large tensor in its own mapping, unmapped when freed. False where the
+    C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD; setting it turns off the dynamic threshold
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def tune_model_for_training(model, attention: str, max_length: int, precision: str):
     """Machine-dependent speed-ups of a model about to train. Attention: on CPU, for short sequences, the eager
     kernel's backward is much faster than SDPA's flash kernel (whose bf16 backward dominates a step there), and its
@@ -80,6 +95,10 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     if attention:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.set_attn_implementation(attention)
+    if not torch.cuda.is_available():
+        from trainforge.methods.mask_dropout import use_mask_dropout
+
+        use_mask_dropout(model)
     if precision == "bf16":
         # Only linear layers: autocast casts their weights to bf16 for every matmul anyway, so their numbers do not
         # change. Embeddings (the residual stream) and norms stay fp32; a head tied to the embeddings is skipped.
@@ -122,3 +141,4 @@ def _mapped_ranges() -> list[tuple[int, int]]:
     except OSError:
         pass
     return ranges
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
-from trainforge.hardware import tune_model_for_training
+from trainforge.hardware import mmap_large_allocations, tune_model_for_training
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -77,6 +77,8 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
     tune_model_for_training(model, t.attention, t.max_length, t.precision)
+    if t.mmap_large_allocations and not torch.cuda.is_available():
+        mmap_large_allocations()
     args = SFTConfig(
         **trainer_arguments(prep.config, run, has_eval),
         max_length=t.max_length,
