@@ -9,7 +9,8 @@ from pathlib import Path
 
 from torch import nn
 
-from trainforge.checkpoints import cpu_weights, load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: F401
+from trainforge.checkpoints import cpu_weights
+from trainforge.checkpoints import load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: F401
 from trainforge.config import RunConfig
 from trainforge.hardware import pick_device
 from trainforge.nn.models import linear_stack

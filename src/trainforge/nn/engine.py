@@ -193,7 +193,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
                                      f"{', '.join(k for k in row if k.startswith('eval_'))}")
                 value = row[settings.monitor]
                 if _improved(value, progress["best"], settings):
-                    progress.update(best=value, best_epoch=epoch, bad_epochs=0, best_weights=cpu_weights(model.state_dict()))
+                    progress.update(best=value, best_epoch=epoch, bad_epochs=0,
+                                    best_weights=cpu_weights(model.state_dict()))
                 else:
                     progress["bad_epochs"] += 1
                     stopped = bool(settings.patience and progress["bad_epochs"] >= settings.patience)
