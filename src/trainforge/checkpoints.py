@@ -5,6 +5,9 @@
                                                         plain Python only, so torch's safe loader reads it
                                     trainer_state.json  {"global_step": step, ...}, written last
 
+Everything is saved as CPU tensors and loaded onto the CPU (the caller's `load_state_dict` puts it where its
+model is), so a run trained on a GPU resumes, or is used, on a machine without one and the other way round.
+
 Folders are written atomically, so `RunDir.last_checkpoint` (shared with the Trainer's checkpoints) finds the newest
 complete one after a crash."""
 
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from trainforge.hardware import to_device
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
 
 console = Console(stderr=True)
@@ -29,6 +33,12 @@ def checkpoint_step(folder: Path) -> int:
     return int(folder.name.rsplit("-", 1)[1])
 
 
+def cpu_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as CPU copies (contiguous, sharing no storage), as safetensors saves them: a GPU-trained network
+    loads anywhere."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
+
+
 def save_checkpoint(run: RunDir, step: int, weights: dict[str, torch.Tensor], state: dict,
                     keep: int | None = None, meta: dict | None = None) -> None:
     """checkpoints/checkpoint-<step>/ written atomically (`meta` goes into trainer_state.json); with `keep`, only
@@ -36,8 +46,8 @@ def save_checkpoint(run: RunDir, step: int, weights: dict[str, torch.Tensor], st
     from safetensors.torch import save_file
 
     with atomic_dir(run.checkpoints / f"checkpoint-{step}") as tmp:
-        save_file({k: v.detach().clone().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
-        torch.save(state, tmp / STATE_FILE)
+        save_file(cpu_weights(weights), str(tmp / WEIGHTS_FILE))
+        torch.save(to_device(state, "cpu"), tmp / STATE_FILE)
         atomic_write_json(tmp / "trainer_state.json", {**(meta or {}), "global_step": step})
     if keep:
         for old in sorted(run.checkpoints.glob("checkpoint-*"), key=checkpoint_step)[:-keep]:
@@ -61,13 +71,13 @@ def load_checkpoint(run: RunDir) -> tuple[int, dict] | None:
     folder = latest_checkpoint(run)
     if folder is None:
         return None
-    return checkpoint_step(folder), torch.load(folder / STATE_FILE, weights_only=True)
+    return checkpoint_step(folder), torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
 
 
 def load_weights(run: RunDir, step: int) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(run.checkpoints / f"checkpoint-{step}" / WEIGHTS_FILE))
+    return load_file(str(run.checkpoints / f"checkpoint-{step}" / WEIGHTS_FILE), device="cpu")
 
 
 def rng_states() -> dict:

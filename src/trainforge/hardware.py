@@ -40,11 +40,37 @@ class Hardware:
         return f"device={self.device} precision={self.precision} threads={self.threads} ({self.reason})"
 
 
+def pick_device() -> str:
+    """Where torch runs train and predict: the GPU when there is one. The one place that decides it."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_of(model) -> "torch.device":
+    """The device a module's weights are on (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
+def to_device(obj, device):
+    """Tensors anywhere in nested tuples / lists / dicts (a batch, an optimizer's state) moved to `device`; other
+    values as they are. A no-op for tensors already there."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
     import torch
 
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
+    device = pick_device()
+    cuda = device == "cuda"
     if precision != "auto":
         reason = "as configured"
         chosen = precision

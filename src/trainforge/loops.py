@@ -1,5 +1,6 @@
 """What the hand-written PyTorch loops (task gan, task rl-agent) share: the run directory opened or resumed, and
-networks saved as safetensors + JSON. Checkpoints live in trainforge.checkpoints (re-exported here)."""
+networks saved as safetensors + JSON (CPU tensors; loaded onto `hardware.pick_device()`). Checkpoints live in
+trainforge.checkpoints (re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from torch import nn
 
+from trainforge.checkpoints import cpu_weights
 from trainforge.checkpoints import load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: F401
 from trainforge.config import RunConfig
+from trainforge.hardware import pick_device
 from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
 
@@ -28,7 +31,7 @@ def save_network(folder: Path, net: nn.Module, meta: dict) -> None:
     from safetensors.torch import save_file
 
     with atomic_dir(folder) as tmp:
-        save_file(net.state_dict(), str(tmp / "model.safetensors"))
+        save_file(cpu_weights(net.state_dict()), str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "config.json", meta)
 
 
@@ -39,5 +42,5 @@ def load_network(folder: Path) -> tuple[nn.Sequential, dict]:
 
     meta = read_json(folder / "config.json")
     net = linear_stack(meta["sizes"])
-    net.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return net.eval(), meta
+    net.load_state_dict(load_file(str(folder / "model.safetensors"), device="cpu"))
+    return net.to(pick_device()).eval(), meta

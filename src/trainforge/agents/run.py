@@ -14,6 +14,7 @@ from torch import nn
 from trainforge.agents import POLICY_DIR
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError
+from trainforge.hardware import device_of, pick_device, to_device
 from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
 from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir
@@ -52,9 +53,11 @@ class Replay:
         self.pos = (i + 1) % len(self.obs)
         self.size = min(self.size + 1, len(self.obs))
 
-    def sample(self, n: int, gen: torch.Generator):
+    def sample(self, n: int, gen: torch.Generator, device="cpu"):
+        """A batch drawn with the seeded CPU generator from the buffer (kept on the CPU), moved to `device`."""
         idx = torch.randint(0, self.size, (n,), generator=gen)
-        return self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]
+        return to_device((self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]),
+                         device)
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("obs", "next_obs", "action", "reward", "done", "size", "pos")}
@@ -64,6 +67,11 @@ class Replay:
             setattr(self, k, v)
 
 
+def greedy_action(net: nn.Module, obs) -> int:
+    with torch.no_grad():
+        return int(net(torch.as_tensor(obs, dtype=torch.float32, device=device_of(net))).argmax())
+
+
 def greedy_returns(net: nn.Module, env_id: str, episodes: int, seed: int) -> list[float]:
     """Undiscounted returns of the greedy policy over `episodes` seeded episodes."""
     env, returns = make_env(env_id), []
@@ -71,8 +79,7 @@ def greedy_returns(net: nn.Module, env_id: str, episodes: int, seed: int) -> lis
         obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            with torch.no_grad():
-                action = int(net(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+            action = greedy_action(net, obs)
             obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
@@ -111,7 +118,8 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
     with run.failing_on_error():
         torch.manual_seed(a.seed)
         random.seed(a.seed)
-        q, target = linear_stack(sizes), linear_stack(sizes)
+        device = pick_device()
+        q, target = linear_stack(sizes).to(device), linear_stack(sizes).to(device)
         target.load_state_dict(q.state_dict())
         optimizer = torch.optim.Adam(q.parameters(), lr=a.learning_rate)
         replay, gen = Replay(a.buffer_size, obs_dim), torch.Generator().manual_seed(a.seed)
@@ -141,8 +149,7 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
             if random.random() < eps:
                 action = random.randrange(n_actions)
             else:
-                with torch.no_grad():
-                    action = int(q(torch.as_tensor(obs, dtype=torch.float32)).argmax())
+                action = greedy_action(q, obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             replay.add(obs, action, reward, next_obs, terminated)  # a time-limit cut is not a terminal state
             obs, episode_return = next_obs, episode_return + float(reward)
@@ -154,7 +161,7 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
                 obs, _ = env.reset(seed=a.seed + episode)
                 episode_return, actions = 0.0, []
             if step > a.learning_starts and step % a.train_every == 0:
-                o, act, r, o2, d = replay.sample(a.batch_size, gen)
+                o, act, r, o2, d = replay.sample(a.batch_size, gen, device)
                 with torch.no_grad():
                     goal = r + a.gamma * (1 - d) * target(o2).max(dim=1).values
                 loss = nn.functional.smooth_l1_loss(q(o).gather(1, act[:, None]).squeeze(1), goal)

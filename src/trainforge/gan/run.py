@@ -14,6 +14,7 @@ from torch import nn
 from trainforge.config import RunConfig, load_config
 from trainforge.gan import GENERATOR_DIR
 from trainforge.gan.data import load_gan_rows, mode_scores
+from trainforge.hardware import device_of, pick_device
 from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
 from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir, atomic_write_bytes
@@ -22,6 +23,7 @@ from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 
 def discriminator_accuracy(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
     """Share of real rows scored real and fake rows scored fake: near 0.5 when the generator fools it."""
+    real, fake = real.to(device_of(disc)), fake.to(device_of(disc))
     with torch.no_grad():
         return ((disc(real) > 0).float().mean().item() + (disc(fake) <= 0).float().mean().item()) / 2
 
@@ -30,7 +32,7 @@ def sample(gen: nn.Module, meta: dict, n: int, seed: int) -> np.ndarray:
     """n generated rows in the data's own units."""
     noise = torch.randn(n, meta["latent_dim"], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        out = gen(noise).numpy()
+        out = gen(noise.to(device_of(gen))).cpu().numpy()
     return out * np.asarray(meta["std"], dtype=np.float32) + np.asarray(meta["mean"], dtype=np.float32)
 
 
@@ -66,7 +68,10 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
     config, run = open_loop_run(config, resume, "gan")
     with run.failing_on_error():
         torch.manual_seed(g.seed)
-        gen, disc = linear_stack(meta["sizes"]), linear_stack([dim, *g.hidden, 1], "leaky_relu")
+        # The data and noise stay on the CPU, drawn from the seeded CPU generator (the same draws on any machine);
+        # each batch goes to the device.
+        device = pick_device()
+        gen, disc = linear_stack(meta["sizes"]).to(device), linear_stack([dim, *g.hidden, 1], "leaky_relu").to(device)
         before = moment_gaps(sample(gen, meta, g.samples, seed=g.seed + 1), rows)  # the untrained generator
         opt_g = torch.optim.Adam(gen.parameters(), lr=g.learning_rate, betas=g.betas)
         opt_d = torch.optim.Adam(disc.parameters(), lr=g.learning_rate, betas=g.betas)
@@ -80,10 +85,10 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
         console.print(f"[bold]gan:[/] generator {meta['sizes']}, discriminator {[dim, *g.hidden, 1]}, {g.steps} steps"
                       + (f", resuming at step {start}" if start else ""))
         bce, started = nn.BCEWithLogitsLoss(), time.perf_counter()
-        ones, zeros = torch.ones(g.batch_size, 1), torch.zeros(g.batch_size, 1)
+        ones, zeros = torch.ones(g.batch_size, 1, device=device), torch.zeros(g.batch_size, 1, device=device)
         for step in range(start + 1, g.steps + 1):
-            real = data[torch.randint(0, len(data), (g.batch_size,), generator=rng)]
-            fake = gen(torch.randn(g.batch_size, g.latent_dim, generator=rng))
+            real = data[torch.randint(0, len(data), (g.batch_size,), generator=rng)].to(device)
+            fake = gen(torch.randn(g.batch_size, g.latent_dim, generator=rng).to(device))
             d_loss = bce(disc(real), ones) + bce(disc(fake.detach()), zeros)
             opt_d.zero_grad()
             d_loss.backward()

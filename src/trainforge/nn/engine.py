@@ -28,7 +28,8 @@ Interface (everything a new architecture/task needs):
   reports `row[metric]` to its study and may raise optuna.TrialPruned).
 - `collate`: the DataLoader's `collate_fn`, e.g. to pad variable-length sequences (default: stack tensors).
 
-Everything runs on the CPU (the networks here are small); models and batches stay where the caller put them.
+The model and every batch go to `hardware.pick_device()` (the GPU when there is one); `loss_fn` and `validate` get
+them there. Checkpoints and the best epoch's weights are kept as CPU tensors, so a run resumes on either device.
 
 The optimizer is AdamW with gradient-norm clipping and a per-step learning-rate schedule (`training.lr_scheduler`:
 cosine by default, linear, constant; `training.warmup_ratio`). A rich progress bar shows the steps.
@@ -47,7 +48,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from trainforge.checkpoints import load_checkpoint, load_weights, restore_rng_states, rng_states, save_checkpoint
+from trainforge.checkpoints import (cpu_weights, load_checkpoint, load_weights, restore_rng_states, rng_states,
+                                    save_checkpoint)
+from trainforge.hardware import pick_device, to_device
 from trainforge.tracking.rundir import RunDir
 
 console = Console(stderr=True)
@@ -98,10 +101,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-
-
 def lr_factor(settings: LoopSettings, total_steps: int) -> Callable[[int], float]:
     """The learning-rate multiplier at each optimizer step (transformers' schedules of the same names)."""
     warmup = int(settings.warmup_ratio * total_steps)
@@ -147,6 +146,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
     from torch.utils.data import DataLoader
 
     seed_everything(settings.seed)
+    device = pick_device()
+    model.to(device)  # before the optimizer exists, so its state is made on the device too
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train_set) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings, settings.epochs * per_epoch))
@@ -170,7 +171,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
             model.train()
             total, count = 0.0, 0
             for batch in loader:
-                loss = loss_fn(model, batch)
+                loss = loss_fn(model, to_device(batch, device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if settings.max_grad_norm:
@@ -178,8 +179,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
                 optimizer.step()
                 scheduler.step()
                 progress["step"] += 1
-                total, count = total + loss.item(), count + 1
-                bar.update(task, advance=1, epoch=epoch, loss=f"{loss.item():.4f}")
+                value = loss.item()  # one device-to-host sync per step
+                total, count = total + value, count + 1
+                bar.update(task, advance=1, epoch=epoch, loss=f"{value:.4f}")
             row = {"step": progress["step"], "epoch": epoch, "loss": total / max(count, 1),
                    "learning_rate": scheduler.get_last_lr()[0]}
             if validate is not None:
@@ -191,7 +193,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
                                      f"{', '.join(k for k in row if k.startswith('eval_'))}")
                 value = row[settings.monitor]
                 if _improved(value, progress["best"], settings):
-                    progress.update(best=value, best_epoch=epoch, bad_epochs=0, best_weights=_cpu_state(model))
+                    progress.update(best=value, best_epoch=epoch, bad_epochs=0,
+                                    best_weights=cpu_weights(model.state_dict()))
                 else:
                     progress["bad_epochs"] += 1
                     stopped = bool(settings.patience and progress["bad_epochs"] >= settings.patience)

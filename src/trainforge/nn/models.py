@@ -1,6 +1,7 @@
 """Small plain-PyTorch architectures, built from a JSON-able spec and saved as safetensors + architecture.json.
 
-`build({"kind": "mlp", "params": {...}})` makes a model; `save(model, spec, folder)` / `load(folder)` round-trip it.
+`build({"kind": "mlp", "params": {...}})` makes a model; `save(model, spec, folder)` / `load(folder)` round-trip it
+(saved as CPU tensors; loaded onto `hardware.pick_device()`, the GPU when there is one).
 A new architecture is a Module class whose constructor takes JSON-able keyword arguments, added to ARCHITECTURES.
 """
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainforge.checkpoints import cpu_weights
 from trainforge.errors import RunError
+from trainforge.hardware import pick_device
 from trainforge.tracking.rundir import atomic_dir, atomic_write_json
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
@@ -171,8 +174,8 @@ class Seq2Seq(nn.Module):
     def greedy(self, src, max_len: int):
         """Most likely token at each step until every row has produced EOS (or `max_len` tokens)."""
         memory, mask, state = self.encode(src)
-        token = torch.full((len(src), 1), BOS, dtype=torch.long)
-        out, done = [], torch.zeros(len(src), dtype=torch.bool)
+        token = torch.full((len(src), 1), BOS, dtype=torch.long, device=src.device)
+        out, done = [], torch.zeros(len(src), dtype=torch.bool, device=src.device)
         for _ in range(max_len):
             logits, state, _ = self.step(token, memory, mask, state)
             token = logits[:, -1].argmax(-1, keepdim=True)
@@ -196,7 +199,7 @@ def save(model: nn.Module, spec: dict, folder: Path) -> Path:
     from safetensors.torch import save_file
 
     with atomic_dir(Path(folder)) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        save_file(cpu_weights(model.state_dict()), str(tmp / WEIGHTS_FILE))
         atomic_write_json(tmp / SPEC_FILE, spec)
     return Path(folder)
 
@@ -210,5 +213,5 @@ def load(folder: Path) -> tuple[nn.Module, dict]:
         model = build(spec)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunError(f"{folder / SPEC_FILE} does not describe a trainforge network ({err}); did the run finish?") from None
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    return model.eval(), spec
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device="cpu"))
+    return model.to(pick_device()).eval(), spec

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError, DataError, RunError
+from trainforge.hardware import device_of, to_device
 from trainforge.nn import models
 from trainforge.nn.data import Arrays, load_images, load_tabular
 from trainforge.nn.engine import LoopSettings, fit, seed_everything
@@ -75,22 +76,23 @@ def anomaly_scores(y: np.ndarray | None, errors: np.ndarray, threshold: float) -
 
 # batched inference ----------------------------------------------------------------------------------------------
 
-def _batched(fn, x: np.ndarray, size: int = 512) -> np.ndarray:
+def _batched(fn, x: np.ndarray, device, size: int = 512) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([fn(torch.from_numpy(x[i:i + size])).numpy() for i in range(0, len(x), size)]) \
-            if len(x) else np.zeros((0,))
+        return np.concatenate([fn(torch.from_numpy(x[i:i + size]).to(device)).cpu().numpy()
+                               for i in range(0, len(x), size)]) if len(x) else np.zeros((0,))
 
 
 def outputs(model, info: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     """What a trained network says about inputs `x`: class probabilities, values, or reconstruction errors and
     embeddings."""
     model.eval()
-    task = info["task"]
+    task, device = info["task"], device_of(model)
     if task in CLASSIFIERS:
-        return {"proba": _batched(lambda b: model(b).softmax(-1), x)}
+        return {"proba": _batched(lambda b: model(b).softmax(-1), x, device)}
     if task == "regression":
-        return {"value": _batched(lambda b: model(b)[:, 0], x) * info["y_scale"] + info["y_mean"]}
-    return {"error": _batched(lambda b: ((model(b) - b) ** 2).mean(1), x), "embedding": _batched(model.encode, x)}
+        return {"value": _batched(lambda b: model(b)[:, 0], x, device) * info["y_scale"] + info["y_mean"]}
+    return {"error": _batched(lambda b: ((model(b) - b) ** 2).mean(1), x, device),
+            "embedding": _batched(model.encode, x, device)}
 
 
 def scores(info: dict, model, x: np.ndarray, y: np.ndarray | None) -> dict[str, float]:
@@ -111,8 +113,10 @@ def augment(images: torch.Tensor, shift: int, rotate: float) -> torch.Tensor:
     if not shift and not rotate:
         return images
     n, _, h, w = images.shape
-    angle = (torch.rand(n) * 2 - 1) * math.radians(rotate)
-    move = torch.randint(-shift, shift + 1, (n, 2)).float() if shift else torch.zeros(n, 2)
+    device = images.device
+    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(rotate)
+    move = (torch.randint(-shift, shift + 1, (n, 2), device=device).float() if shift
+            else torch.zeros(n, 2, device=device))
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack([torch.stack([cos, -sin, move[:, 0] * 2 / w], 1),
                          torch.stack([sin, cos, move[:, 1] * 2 / h], 1)], 1)
@@ -176,7 +180,7 @@ def _validate(config: RunConfig, data: Arrays, info: dict, loss_fn):
     dataset = _dataset(config, Arrays({"train": x}, {"train": y}, data.source), info)
 
     def validate(model):
-        batch = dataset.tensors
+        batch = to_device(dataset.tensors, device_of(model))
         return {"loss": float(loss_fn(model, batch)),
                 **({} if config.task == "anomaly-detection" else scores(info, model, x, y))}
     return validate

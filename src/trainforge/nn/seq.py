@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from trainforge.config import RunConfig
 from trainforge.errors import DataError
+from trainforge.hardware import device_of
 from trainforge.nn.data import Arrays
 from trainforge.nn.models import BOS, EOS, PAD, UNK
 
@@ -166,10 +167,15 @@ def loss_fn(task: str):
     return seq2seq_loss
 
 
+def _on(model, ids) -> torch.Tensor:
+    """Token ids (an array or nested lists) as a tensor on the model's device."""
+    return torch.as_tensor(ids, device=device_of(model))
+
+
 def greedy_texts(model, info: dict, x: np.ndarray, size: int = 256) -> list[str]:
     with torch.no_grad():
         return [decode(row, info["vocab"]) for i in range(0, len(x), size)
-                for row in model.greedy(torch.from_numpy(x[i:i + size]), info["max_output"]).numpy()]
+                for row in model.greedy(_on(model, x[i:i + size]), info["max_output"]).cpu().numpy()]
 
 
 def scores(info: dict, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -177,8 +183,8 @@ def scores(info: dict, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     model.eval()
     if info["task"] == "sequence-generation":
         with torch.no_grad():
-            total = sum(float(F.cross_entropy(model(torch.from_numpy(x[i:i + 256]))[0].flatten(0, 1),
-                                              torch.from_numpy(y[i:i + 256]).flatten(), reduction="sum"))
+            total = sum(float(F.cross_entropy(model(_on(model, x[i:i + 256]))[0].flatten(0, 1),
+                                              _on(model, y[i:i + 256]).flatten(), reduction="sum"))
                         for i in range(0, len(x), 256))
         loss = total / max(y.size, 1)
         return {"loss": loss, "perplexity": math.exp(loss), "uniform_perplexity": float(len(info["vocab"]))}
@@ -198,14 +204,14 @@ def sample(model, info: dict, n: int, length: int, temperature: float, seed: int
     model.eval()
     with torch.no_grad():
         for _ in range(n):
-            logits, state = model(torch.tensor([start]))
+            logits, state = model(_on(model, [start]))
             chars = []
             for _ in range(length):
-                probs = (logits[0, -1] / temperature).softmax(-1)
+                probs = (logits[0, -1] / temperature).softmax(-1).cpu()  # the seeded generator is a CPU one
                 probs[:4] = 0  # never the specials
                 token = int(torch.multinomial(probs, 1, generator=generator))
                 chars.append(info["vocab"][token])
-                logits, state = model(torch.tensor([[token]]), state)
+                logits, state = model(_on(model, [[token]]), state)
             out.append(prompt + "".join(chars))
     return out
 
@@ -261,7 +267,7 @@ def predict_frame(model, info: dict, config: RunConfig, data: str):
     if task == "text-classification":
         x, _ = encode_rows(info, [{"text": r["text"]} for r in rows])
         with torch.no_grad():
-            proba = model(torch.from_numpy(x)).softmax(-1).numpy() if len(x) else np.zeros((0, len(info["classes"])))
+            proba = model(_on(model, x)).softmax(-1).cpu().numpy() if len(x) else np.zeros((0, len(info["classes"])))
         frame = pd.DataFrame({"text": [r["text"] for r in rows],
                               "prediction": [info["classes"][i] for i in proba.argmax(1)]})
         for i, c in enumerate(info["classes"]):
