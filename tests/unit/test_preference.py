@@ -95,6 +95,16 @@ def test_dpo_and_orpo_loss_falls_and_margin_grows(runs_dir, objective, beta):
     assert not (run.path / "adapter" / "ref").exists()  # DPO's reference is the base, not a saved adapter copy
 
 
+def test_dpo_sft_weight_holds_the_chosen_answers_likelihood_up(runs_dir):
+    def chosen_logps(run):
+        return [m["logps/chosen"] for m in run.metrics() if "logps/chosen" in m]
+
+    plain = chosen_logps(_preference_run(runs_dir / "plain", "dpo", beta=0.1))
+    with_sft = chosen_logps(_preference_run(runs_dir / "rpo", "dpo", beta=0.1, dpo_sft_weight=1.0))
+    assert plain[0] == pytest.approx(with_sft[0])  # same start
+    assert sum(with_sft[-3:]) / 3 > sum(plain[-3:]) / 3 + 1.0, (plain, with_sft)
+
+
 def test_reward_model_beats_chance_on_held_out_pairs(runs_dir):
     config = tiny_run_config(
         runs_dir, task="reward", data={"task": "constrained-answers", "task_size": 96},

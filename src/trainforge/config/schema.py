@@ -206,6 +206,9 @@ class TrainingConfig(Section):
         "model against `reward:` on the data's prompts (see `rl:`).")
     beta: float = Field(0.1, gt=0, description="dpo: the KL strength of the implicit reward; orpo: the weight "
                         "(lambda) of the odds-ratio term.")
+    dpo_sft_weight: float = Field(0.0, ge=0, description="dpo: weight of an added NLL loss on the chosen answers "
+                                  "(RPO; TRL's `loss_type: [sigmoid, sft]`), which keeps their likelihood from falling "
+                                  "while the margin grows; 0: plain DPO.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")

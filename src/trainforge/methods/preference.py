@@ -41,7 +41,9 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     from trl import DPOConfig, DPOTrainer
 
     adapter = prep.method.saves_adapter  # then `model` is the bare base (see trainer_wraps_adapter)
-    args = DPOConfig(**common, precompute_ref_log_probs=not adapter)
+    # DPO alone can raise the margin by lowering both answers' likelihoods; the SFT term holds the chosen one up
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.dpo_sft_weight]} if t.dpo_sft_weight else {}
+    args = DPOConfig(**common, precompute_ref_log_probs=not adapter, **losses)
     return DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
 
 
