@@ -224,12 +224,16 @@ def _max_words_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, 
     field, question = rng.choice([("job", "what does {name} do for a living"), ("city", "where does {name} live")])
     question = question.format(**profile)
     prompt = f"In at most {limit} words, {question}?\nText: {text}"
-    chosen = f"{profile['name']} is a {profile['job']}." if field == "job" else f"{profile['name']} lives in {profile['city']}."
-    if len(chosen.split()) > limit:
+    sentence = f"{profile['name']} is a {profile['job']}." if field == "job" else f"{profile['name']} lives in {profile['city']}."
+    if len(sentence.split()) > limit:
+        # The full sentence is the near miss a tuned model makes (one word over): the pair teaches exactly that.
         chosen = f"A {profile['job']}." if field == "job" else f"In {profile['city']}."
-    rejected = (f"According to the text, {profile['name']}, who is {profile['age']} years old, "
-                + (f"works as a {profile['job']} in {profile['city']}." if field == "job"
-                   else f"lives in {profile['city']} and works as a {profile['job']}."))
+        rejected = sentence
+    else:
+        chosen = sentence
+        rejected = (f"According to the text, {profile['name']}, who is {profile['age']} years old, "
+                    + (f"works as a {profile['job']} in {profile['city']}." if field == "job"
+                       else f"lives in {profile['city']} and works as a {profile['job']}."))
     return prompt, chosen, rejected, {"kind": "max_words", "max_words": limit}
 
 
