@@ -36,7 +36,7 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − chunked CE (full logits)": ["training.chunked_loss=false"],
     "  − bf16 (fp32 autocast off, fp32 frozen weights)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
-    "  − mmap'd large allocations (glibc heap)": ["training.mmap_large_allocations=false"],
+    "  + mmap'd large allocations (opt-in)": ["training.mmap_large_allocations=true"],
     "  + packing (padding-free)": ["training.packing=true"],
 }
 DPO_ABLATIONS = {

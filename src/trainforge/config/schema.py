@@ -232,9 +232,10 @@ class TrainingConfig(Section):
     save_total_limit: int | None = Field(2, gt=0)
     early_stopping: EarlyStopping = EarlyStopping()
     gradient_checkpointing: bool = False
-    mmap_large_allocations: bool = Field(True, description="CPU (glibc): tensors of 128 KiB and more get their own "
+    mmap_large_allocations: bool = Field(False, description="CPU (glibc): tensors of 128 KiB and more get their own "
                                          "mapping, returned to the system when freed, instead of heap memory that "
-                                         "stays resident: a lower peak memory for some page-fault time.")
+                                         "stays resident: ~0.45 GB lower peak for a LoRA SFT of SmolLM2 at 8x128 "
+                                         "tokens, but ~2x the CPU time per step in page faults.")
     threads: int | None = Field(None, gt=0, description="CPU threads; default: OMP_NUM_THREADS when set, else one per physical core.")
     seed: int = 42
 
