@@ -50,8 +50,8 @@ def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
 
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_generation_decodes_what_the_training_forward_predicts(method):
-    """Greedy `generate` (the KV-cache path the evaluation, `predict` and the server use) must give the tokens that
-    the full forward, as in training, picks one at a time."""
+    """The evaluation's `generate` must give the tokens that the full forward, as in training, picks one at a time
+    (peft's own `generate` does not for these methods), batched or not."""
     from trainforge.evaluation.lm import generate
     from trainforge.methods import get_method
     from trainforge.models import load_causal_lm, load_tokenizer
@@ -71,6 +71,10 @@ def test_generation_decodes_what_the_training_forward_predicts(method):
             seq = torch.cat([seq, model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     expected = tokenizer.decode(seq[0, prompt_len:], skip_special_tokens=True).strip()
     assert generate(model, tokenizer, [prompt], max_new_tokens=10) == [expected]
+    # batched with left padding, a prompt decodes as it does alone
+    longer = "The museum opened in the year 1999 and"
+    alone = generate(model, tokenizer, [longer], max_new_tokens=10)
+    assert generate(model, tokenizer, [prompt, longer], max_new_tokens=10, batch_size=2) == [expected, *alone]
 
 
 def test_merge_on_export_is_refused_before_the_run_starts(runs_dir):

@@ -83,21 +83,56 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     outputs: list[str] = [""] * len(prompts)
+    if "PROMPT_TUNING" in (_virtual_token_method(model) or ""):
+        batch_size = 1  # peft drops a prompt-tuned model's position ids, so left padding would shift a row's positions
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with _autocast(precision):
-                out = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id, **(sampling or {"do_sample": False}),
-                )
-            for i, seq in zip(idx, out[:, enc["input_ids"].shape[1] :]):
+                if _virtual_token_method(model):
+                    new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {})
+                else:
+                    out = model.generate(
+                        **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, **(sampling or {"do_sample": False}),
+                    )
+                    new = out[:, enc["input_ids"].shape[1] :]
+            for i, seq in zip(idx, new):
                 outputs[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
     finally:
         tokenizer.padding_side = side
     return outputs
+
+
+def _virtual_token_method(model) -> str | None:
+    peft_config = getattr(model, "active_peft_config", None)
+    return str(peft_config.peft_type) if peft_config is not None and peft_config.is_prompt_learning else None
+
+
+def _decode_by_forward(model, enc, max_new_tokens: int, tokenizer, sampling: dict) -> torch.Tensor:
+    """New tokens by one full forward per token, as in training, for prefix / prompt tuning: peft's `generate`
+    decodes wrong tokens for them on some models (prefix tuning on SmolLM2, even without the KV cache). Greedy, or
+    temperature sampling when `sampling["do_sample"]`."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    prefix = "PREFIX" in _virtual_token_method(model)  # peft shifts prefix models' positions past the prefix itself
+    finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    new = []
+    for _ in range(max_new_tokens):
+        positions = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if prefix else {}
+        logits = model(input_ids=ids, attention_mask=mask, **positions).logits[:, -1].float()
+        if sampling.get("do_sample"):
+            token = torch.multinomial(torch.softmax(logits / sampling.get("temperature", 1.0), -1), 1).squeeze(-1)
+        else:
+            token = logits.argmax(-1)
+        token = token.masked_fill(finished, tokenizer.pad_token_id)
+        finished |= token == tokenizer.eos_token_id
+        new.append(token)
+        ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        if finished.all():
+            break
+    return torch.stack(new, 1)
 
 
 def generation_scores(model, tokenizer, examples: list[dict], metrics: list[str], max_new_tokens: int,
