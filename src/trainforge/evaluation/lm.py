@@ -83,7 +83,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     outputs: list[str] = [""] * len(prompts)
-    if "PROMPT_TUNING" in (_virtual_token_method(model) or ""):
+    if "PROMPT_TUNING" in (virtual_token_method(model) or ""):
         batch_size = 1  # peft drops a prompt-tuned model's position ids, so left padding would shift a row's positions
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     try:
@@ -91,7 +91,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
             idx = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with _autocast(precision):
-                if _virtual_token_method(model):
+                if virtual_token_method(model):
                     new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {})
                 else:
                     out = model.generate(
@@ -106,7 +106,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     return outputs
 
 
-def _virtual_token_method(model) -> str | None:
+def virtual_token_method(model) -> str | None:
     peft_config = getattr(model, "active_peft_config", None)
     return str(peft_config.peft_type) if peft_config is not None and peft_config.is_prompt_learning else None
 
@@ -116,7 +116,7 @@ def _decode_by_forward(model, enc, max_new_tokens: int, tokenizer, sampling: dic
     decodes wrong tokens for them on some models (prefix tuning on SmolLM2, even without the KV cache). Greedy, or
     temperature sampling when `sampling["do_sample"]`."""
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    prefix = "PREFIX" in _virtual_token_method(model)  # peft shifts prefix models' positions past the prefix itself
+    prefix = "PREFIX" in virtual_token_method(model)  # peft shifts prefix models' positions past the prefix itself
     finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     new = []
     for _ in range(max_new_tokens):

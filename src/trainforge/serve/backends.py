@@ -62,12 +62,17 @@ class Generator:
     kind = "generative"
 
     def __init__(self, run: RunDir, max_concurrent: int = 4):
+        from trainforge.evaluation.lm import virtual_token_method
         from trainforge.inference import load_run_model
 
         if load_config(run.file("config.yaml")).training.objective == "mlm":
             raise RunError(f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
                            "only causal-LM runs (sft, clm objectives) can be served for completions.")
         self.model, self.tokenizer = load_run_model(run)
+        if "PREFIX_TUNING" in (virtual_token_method(self.model) or ""):
+            raise RunError(f"Run {run.path} is prefix-tuned, and peft's `generate`, which streaming and sampling here "
+                           "rely on, decodes prefix-tuned models wrong (trainforge's evaluation and `predict` decode "
+                           "them right): score it with `trainforge eval` / `predict`, or serve a LoRA or prompt-tuned run.")
         self.context = getattr(self.model.config, "max_position_embeddings", None)
         self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
         self.sampling = threading.Lock()
