@@ -44,3 +44,14 @@ class FrozenWeightsWatch(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         after = dict(model.named_parameters())
         self.changed = [n for n, before in self.before.items() if not torch.equal(before, after[n].detach())]
+
+
+class StopAtEpoch:
+    """An epoch callback of the from-scratch engine that interrupts the run, as Ctrl-C would, at one epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, epoch, row):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import StopAtEpoch
 from trainforge import checkpoints, hardware
 from trainforge.config import load_config
 from trainforge.config.loader import merge
@@ -53,15 +54,6 @@ def test_cpu_weights_are_copies():
     with torch.no_grad():
         net[0].weight.add_(1)
     assert not torch.equal(saved["0.weight"], net[0].weight)
-
-
-class StopAtEpoch:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def __call__(self, epoch, row):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(runs_dir, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import StopAtEpoch
 from trainforge.config import load_config
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError
@@ -25,15 +26,6 @@ def nn_config(runs_dir, **sections):
 
 def losses(run):
     return [m["loss"] for m in run.metrics() if "loss" in m]
-
-
-class StopAtEpoch:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def __call__(self, epoch, row):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
