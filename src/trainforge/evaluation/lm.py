@@ -83,7 +83,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     outputs: list[str] = [""] * len(prompts)
-    if "PROMPT_TUNING" in (virtual_token_method(model) or ""):
+    virtual_tokens = virtual_token_method(model)
+    if virtual_tokens == "PROMPT_TUNING":
         batch_size = 1  # peft drops a prompt-tuned model's position ids, so left padding would shift a row's positions
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     try:
@@ -91,8 +92,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
             idx = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with _autocast(precision):
-                if virtual_token_method(model):
-                    new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {})
+                if virtual_tokens:
+                    new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {},
+                                             positions=virtual_tokens == "PREFIX_TUNING")
                 else:
                     out = model.generate(
                         **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -107,21 +109,22 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
 
 
 def virtual_token_method(model) -> str | None:
+    """peft's type name ("PREFIX_TUNING", "PROMPT_TUNING", ...) of a prompt-learning model; None for any other."""
     peft_config = getattr(model, "active_peft_config", None)
-    return str(peft_config.peft_type) if peft_config is not None and peft_config.is_prompt_learning else None
+    return peft_config.peft_type.value if peft_config is not None and peft_config.is_prompt_learning else None
 
 
-def _decode_by_forward(model, enc, max_new_tokens: int, tokenizer, sampling: dict) -> torch.Tensor:
+def _decode_by_forward(model, enc, max_new_tokens: int, tokenizer, sampling: dict, positions: bool) -> torch.Tensor:
     """New tokens by one full forward per token, as in training, for prefix / prompt tuning: peft's `generate`
     decodes wrong tokens for them on some models (prefix tuning on SmolLM2, even without the KV cache). Greedy, or
-    temperature sampling when `sampling["do_sample"]`."""
+    temperature sampling when `sampling["do_sample"]`. `positions`: pass each row's position ids (prefix tuning,
+    whose positions peft shifts past the prefix itself), so left padding does not move them."""
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    prefix = "PREFIX" in virtual_token_method(model)  # peft shifts prefix models' positions past the prefix itself
     finished = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
     new = []
     for _ in range(max_new_tokens):
-        positions = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if prefix else {}
-        logits = model(input_ids=ids, attention_mask=mask, **positions).logits[:, -1].float()
+        position_ids = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if positions else {}
+        logits = model(input_ids=ids, attention_mask=mask, **position_ids).logits[:, -1].float()
         if sampling.get("do_sample"):
             token = torch.multinomial(torch.softmax(logits / sampling.get("temperature", 1.0), -1), 1).squeeze(-1)
         else:

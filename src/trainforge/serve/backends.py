@@ -69,7 +69,7 @@ class Generator:
             raise RunError(f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
                            "only causal-LM runs (sft, clm objectives) can be served for completions.")
         self.model, self.tokenizer = load_run_model(run)
-        if "PREFIX_TUNING" in (virtual_token_method(self.model) or ""):
+        if virtual_token_method(self.model) == "PREFIX_TUNING":
             raise RunError(f"Run {run.path} is prefix-tuned, and peft's `generate`, which streaming and sampling here "
                            "rely on, decodes prefix-tuned models wrong (trainforge's evaluation and `predict` decode "
                            "them right): score it with `trainforge eval` / `predict`, or serve a LoRA or prompt-tuned run.")
