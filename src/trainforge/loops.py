@@ -1,6 +1,6 @@
 """What the hand-written PyTorch loops (task gan, task rl-agent) share: the run directory opened or resumed, and
 networks saved as safetensors + JSON (CPU tensors; loaded onto `hardware.pick_device()`). Checkpoints live in
-trainforge.checkpoints (re-exported here)."""
+trainforge.checkpoints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 from torch import nn
 
 from trainforge.checkpoints import cpu_weights
-from trainforge.checkpoints import load_checkpoint, restore_rng_states, rng_states, save_checkpoint  # noqa: F401
 from trainforge.config import RunConfig
 from trainforge.hardware import pick_device
 from trainforge.nn.models import linear_stack

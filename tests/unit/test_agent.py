@@ -40,9 +40,9 @@ def test_agent_needs_an_environment():
 
 
 def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
-    from trainforge import loops
+    from trainforge import checkpoints
 
-    original = loops.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def crash_after_saving(run, step, weights, state):
         original(run, step, weights, state)
@@ -66,9 +66,9 @@ def test_dqn_resumed_mid_episode_is_bit_identical_to_an_uninterrupted_run(runs_d
     import torch
     from safetensors.torch import load_file
 
-    from trainforge import loops
+    from trainforge import checkpoints
 
-    original = loops.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def crash_after_saving(run, step, weights, state):
         original(run, step, weights, state)

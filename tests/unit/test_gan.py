@@ -36,10 +36,10 @@ def test_gan_covers_the_modes_without_a_collapsed_discriminator(runs_dir):
 
 
 def test_gan_resumes_from_its_checkpoint_to_the_same_result(runs_dir, monkeypatch):
-    from trainforge import loops
+    from trainforge import checkpoints
 
     calls = []
-    original = loops.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def crash_after_first(run, step, weights, state):  # a crash right after the first checkpoint
         original(run, step, weights, state)

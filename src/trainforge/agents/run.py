@@ -15,7 +15,8 @@ from trainforge.agents import POLICY_DIR
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError
 from trainforge.hardware import device_of, pick_device, to_device
-from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
+from trainforge.checkpoints import load_checkpoint, save_checkpoint
+from trainforge.loops import load_network, open_loop_run, save_network
 from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir
 

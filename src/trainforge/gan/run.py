@@ -15,7 +15,8 @@ from trainforge.config import RunConfig, load_config
 from trainforge.gan import GENERATOR_DIR
 from trainforge.gan.data import load_gan_rows, mode_scores
 from trainforge.hardware import device_of, pick_device
-from trainforge.loops import load_checkpoint, load_network, open_loop_run, save_checkpoint, save_network
+from trainforge.checkpoints import load_checkpoint, save_checkpoint
+from trainforge.loops import load_network, open_loop_run, save_network
 from trainforge.nn.models import linear_stack
 from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 

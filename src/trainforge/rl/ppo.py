@@ -194,7 +194,7 @@ def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], confi
     """Runs `training.max_steps` (else epochs over the prompts) PPO steps, each step's metrics appended to the run,
     a checkpoint every `training.save_steps` steps; with `resume`, continues from the run's last complete one.
     Returns the number of steps and the trained value head."""
-    from trainforge.loops import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+    from trainforge.checkpoints import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 
     t = config.training
     steps = t.max_steps or max(1, int(t.epochs * len(prompts) / t.batch_size))
