@@ -3,6 +3,7 @@ LoRA SFT and LoRA DPO through `trainforge train --resume`, and a tuning study th
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -149,3 +150,26 @@ def test_tuning_study_killed_by_sigkill_resumes_to_its_budget_without_losing_or_
     summary = read_json(runs_dir / "study" / "summary.json")
     assert summary["trials"] == 8 and summary["complete"] == 8 and summary["interrupted"] == len(interrupted)
     assert [r["trial"] for r in RunDir(runs_dir / "study").metrics()] == sorted(t.number for t in complete)
+
+
+def test_resume_requeues_a_trial_whose_worker_died_before_tagging_it(runs_dir, monkeypatch):
+    """A kill between `ask` and the worker tag leaves a running trial with no owner: the resume must still retry it,
+    or the study ends one trial short of its budget. A tagged trial of a live worker is left running."""
+    import optuna
+
+    from trainforge.tuning import study as study_module
+
+    config = tabular_config(runs_dir, name="orphan", tuning={"strategy": "random", "trials": 4, "pruning": False})
+    p = study_module.plan(config, "orphan", study_module.objective_for(config))
+    study = study_module.create_study(p)
+    orphan = study.ask({"model.params.C": optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)})
+    live = study.ask()
+    live.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    monkeypatch.setattr(study_module, "ORPHAN_GRACE_SECONDS", 0.0)
+
+    assert study_module.retry_interrupted(p, socket.gethostname()) == 1
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[orphan.number].state.name == "FAIL" and trials[orphan.number].user_attrs["interrupted"]
+    assert trials[live.number].state.name == "RUNNING"
+    queued = [t for t in trials.values() if t.state.name == "WAITING"]
+    assert [(t.system_attrs["fixed_params"], t.user_attrs["retry_of"]) for t in queued] == [(trials[orphan.number].params, orphan.number)]

@@ -25,6 +25,7 @@ from trainforge.tuning.space import grid, same, search_space, suggest
 console = Console(stderr=True)
 SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used up by other workers
 INTERRUPTED = "interrupted"  # user attr of a trial whose process died; a retry with its params replaces it
+ORPHAN_GRACE_SECONDS = 3.0  # how long a resume waits for an untagged running trial to get its worker tag
 
 
 def objective_for(config: RunConfig):
@@ -195,12 +196,22 @@ def retry_interrupted(p: Plan, host: str) -> int:
     storage = _storage(p.storage)
     study = optuna.load_study(study_name=p.study_name, storage=storage)
     study_id = storage.get_study_id_from_name(p.study_name)
+
+    def running():
+        return study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))
+
     stale = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in running():
         owner = str(t.user_attrs.get("worker", ""))
         who, _, pid = owner.partition("/")[0].rpartition(":")
         if who == host and pid.isdigit() and not _process_alive(int(pid)):
             stale.append(t)
+    # A worker tags its trial right after asking for it; one killed in between leaves a trial nobody owns. A live
+    # worker's untagged trial gets its tag within moments, so one still untagged a little later is orphaned.
+    untagged = {t.number for t in running() if "worker" not in t.user_attrs}
+    if untagged:
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        stale += [t for t in running() if t.number in untagged and "worker" not in t.user_attrs]
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
