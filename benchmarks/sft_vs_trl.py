@@ -41,6 +41,7 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
 }
 DPO_ABLATIONS = {
     "trainforge": [],
+    "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
     "  − bf16 autocast (fp32)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
 }
@@ -102,7 +103,10 @@ def _user_data(job: str, n: int):
     _, rows = generate_task("dates-json" if job == "sft" else "constrained-answers", n, 42)
     if job == "sft":
         return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
-    return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    # conversational pairs, so the chat template applies as on trainforge's side (plain text would skip it)
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
+                               **{k: [{"role": "assistant", "content": r[k]}] for k in ("chosen", "rejected")}}
+                              for r in rows])
 
 
 def child_trl(job: str, a: dict) -> None:

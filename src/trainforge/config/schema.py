@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from trainforge.errors import ConfigError
 
@@ -219,6 +219,8 @@ class TrainingConfig(Section):
     packing: bool = Field(False, description="Padding-free packing of several examples per row.")
     chunked_loss: bool = Field(True, description="sft / clm: cross-entropy only at label positions, in chunks, with "
                                "the LM head recomputed in backward; full-vocabulary logits of the batch never exist.")
+    shared_prompt: bool = Field(True, description="dpo: each pair's common prefix (its prompt) goes through the model "
+                                "once instead of once per answer, and the LM head runs only on answer tokens.")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     attention: Literal["auto", "sdpa", "eager"] = Field("auto", description="auto: eager on CPU for max_length ≤ "
                                                          "512 (faster backward there), else the model's default.")
@@ -231,7 +233,9 @@ class TrainingConfig(Section):
     save_steps: int = Field(100, gt=0)
     save_total_limit: int | None = Field(2, gt=0)
     early_stopping: EarlyStopping = EarlyStopping()
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | PositiveInt = Field(False, description="Recompute activations in backward instead "
+                                                      "of keeping them: true for every layer; N for every N-th layer "
+                                                      "only (less memory saved, much less recompute).")
     mmap_large_allocations: bool = Field(False, description="CPU (glibc): tensors of 128 KiB and more get their own "
                                          "mapping, returned to the system when freed, instead of heap memory that "
                                          "stays resident: ~0.45 GB lower peak for a LoRA SFT of SmolLM2 at 8x128 "

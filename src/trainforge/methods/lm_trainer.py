@@ -51,6 +51,9 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         report_to="none",
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",  # trained tokens/s in metrics.jsonl for every Trainer
+        activation_checkpointing=bool(t.gradient_checkpointing),
+        activation_checkpointing_kwargs={"use_reentrant": False, "every_n_layers": int(t.gradient_checkpointing)}
+        if t.gradient_checkpointing else None,
         disable_tqdm=False,
     )
 
@@ -84,7 +87,6 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         max_length=t.max_length,
         packing=t.packing,
         padding_free=t.packing,
-        activation_checkpointing=t.gradient_checkpointing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
     return make_class(chunked_loss_trainer(SFTTrainer) if t.chunked_loss else SFTTrainer)(
@@ -148,8 +150,7 @@ def build_mlm_trainer(model, prep, run, callbacks: list):
     def collate(features):
         return premasked(features) if "labels" in features[0] else masking(features)
 
-    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
-                             activation_checkpointing=prep.config.training.gradient_checkpointing)
+    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval))
     return Trainer(
         model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None, data_collator=collate,

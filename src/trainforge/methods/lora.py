@@ -71,7 +71,7 @@ class QLora(Lora):
     def prepare(self, model):
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.config.training.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.config.training.gradient_checkpointing))
         return super().prepare(model)
 
 

@@ -4,6 +4,7 @@ model (objectives dpo / orpo), RewardTrainer for a reward model (task reward). A
 from __future__ import annotations
 
 from trainforge.hardware import tune_model_for_training
+from trainforge.methods import shared_prefix
 from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -29,8 +30,7 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     if trainer_wraps_adapter(config, prep.method):
         model.requires_grad_(False)  # the bare base, all of it frozen once DPOTrainer adds the adapter
     tune_model_for_training(model, t.attention, t.max_length, t.precision)
-    common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta,
-                  activation_checkpointing=t.gradient_checkpointing)
+    common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta)
     kwargs = dict(model=model, train_dataset=pair_dataset(prep.train_rows), eval_dataset=pair_dataset(prep.eval_rows),
                   processing_class=prep.tokenizer, callbacks=with_early_stopping(config, callbacks))
     if t.objective == "orpo":
@@ -44,7 +44,10 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     # DPO alone can raise the margin by lowering both answers' likelihoods; the SFT term holds the chosen one up
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.dpo_sft_weight]} if t.dpo_sft_weight else {}
     args = DPOConfig(**common, precompute_ref_log_probs=not adapter, **losses)
-    return DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
+    trainer = DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
+    if t.shared_prompt and shared_prefix.usable(trainer.model):
+        shared_prefix.share_pair_prefixes(trainer.model)
+    return trainer
 
 
 def build_reward_trainer(model, prep, run, callbacks: list):
@@ -52,8 +55,7 @@ def build_reward_trainer(model, prep, run, callbacks: list):
     from trl import RewardConfig, RewardTrainer
 
     config = prep.config
-    args = RewardConfig(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=config.training.max_length,
-                        activation_checkpointing=config.training.gradient_checkpointing)
+    args = RewardConfig(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=config.training.max_length)
     return RewardTrainer(model=model, args=args, train_dataset=pair_dataset(prep.train_rows),
                          eval_dataset=pair_dataset(prep.eval_rows), processing_class=prep.tokenizer,
                          callbacks=with_early_stopping(config, callbacks))

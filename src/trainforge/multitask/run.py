@@ -174,8 +174,7 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
         return task_scores(specs, list(outputs), np.asarray(p.label_ids, dtype=float))
 
     has_eval = bool(prep.eval_rows)
-    args = TrainingArguments(**trainer_arguments(cfg, run, has_eval), label_names=["labels"],
-                             activation_checkpointing=cfg.training.gradient_checkpointing)
+    args = TrainingArguments(**trainer_arguments(cfg, run, has_eval), label_names=["labels"])
     return MultiTaskTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,

@@ -123,8 +123,7 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list, make_clas
     from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
 
     has_eval = bool(prep.eval_rows)
-    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval),
-                             activation_checkpointing=prep.config.training.gradient_checkpointing)
+    args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval))
     return make_class(Trainer)(
         model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
