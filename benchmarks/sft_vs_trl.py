@@ -38,12 +38,15 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
     "  + mmap'd large allocations (opt-in)": ["training.mmap_large_allocations=true"],
     "  + packing (padding-free)": ["training.packing=true"],
+    "  + checkpointing every 3rd layer (opt-in)": ["training.gradient_checkpointing=3"],
+    "  + checkpointing every 2nd layer (opt-in)": ["training.gradient_checkpointing=2"],
 }
 DPO_ABLATIONS = {
     "trainforge": [],
     "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
     "  − bf16 autocast (fp32)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
+    "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
 }
 
 
