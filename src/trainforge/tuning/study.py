@@ -216,7 +216,8 @@ def retry_interrupted(p: Plan, host: str) -> int:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if t.params:  # one killed before drawing its point has nothing to re-run: a fresh trial takes its slot
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     return len(stale)
 
 
