@@ -52,6 +52,11 @@ def device_of(model) -> "torch.device":
     return next(model.parameters()).device
 
 
+def unwrapped(model):
+    """The transformers model under a peft wrapper; the model itself when it has none."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def to_device(obj, device):
     """Tensors anywhere in nested tuples / lists / dicts (a batch, an optimizer's state) moved to `device`; other
     values as they are. A no-op for tensors already there."""
@@ -119,7 +124,7 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     if attention == "auto":
         attention = "eager" if not torch.cuda.is_available() and max_length <= 512 else None
     if attention:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = unwrapped(model)
         base.set_attn_implementation(attention)
     if not torch.cuda.is_available():
         from trainforge.methods.mask_dropout import use_mask_dropout

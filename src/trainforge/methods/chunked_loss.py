@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from trainforge.hardware import unwrapped
+
 IGNORE = -100
 CHUNK_POSITIONS = 1024  # at most 1024 × vocab fp32 logits alive at once (≈200 MB for a 49k vocabulary)
 
@@ -41,7 +43,7 @@ def supports_chunked_loss(model) -> bool:
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and peft_config.is_prompt_learning:
         return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     config = base.config.get_text_config()
     if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         return False
@@ -50,7 +52,7 @@ def supports_chunked_loss(model) -> bool:
 
 def chunked_causal_lm_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
     """Backbone forward, then `label_positions_loss` on the LM head (for a model `supports_chunked_loss` accepts)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     features = {k: v for k, v in inputs.items() if k != "labels"}
     hidden = base.base_model(**features, use_cache=False).last_hidden_state
     return label_positions_loss(hidden, base.get_output_embeddings(), inputs["labels"], num_items_in_batch)

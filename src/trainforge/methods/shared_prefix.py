@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from trainforge.hardware import unwrapped
 from trainforge.methods.chunked_loss import CHUNK_POSITIONS, IGNORE, supports_chunked_loss
 
 PREFIX, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
@@ -80,7 +81,7 @@ def _token_stats(hidden, weight, bias, targets):
 
 def usable(model) -> bool:
     """Plain causal LMs whose attention takes an explicit 4D mask (eager or SDPA; not flash attention)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     return supports_chunked_loss(model) and base.config._attn_implementation in ("eager", "sdpa")
 
 
@@ -89,7 +90,7 @@ def share_pair_prefixes(model) -> None:
     `fused_lm_head=True` calls on a preference batch run each pair's common prefix once."""
     from trl.trainer.utils import FusedCausalLMOutput
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     fused = base.forward
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, num_items_in_batch=None,

@@ -200,15 +200,16 @@ def retry_interrupted(p: Plan, host: str) -> int:
     def running():
         return study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))
 
-    stale = []
+    stale, untagged = [], set()
     for t in running():
         owner = str(t.user_attrs.get("worker", ""))
         who, _, pid = owner.partition("/")[0].rpartition(":")
         if who == host and pid.isdigit() and not _process_alive(int(pid)):
             stale.append(t)
+        elif "worker" not in t.user_attrs:
+            untagged.add(t.number)
     # A worker tags its trial right after asking for it; one killed in between leaves a trial nobody owns. A live
     # worker's untagged trial gets its tag within moments, so one still untagged a little later is orphaned.
-    untagged = {t.number for t in running() if "worker" not in t.user_attrs}
     if untagged:
         time.sleep(ORPHAN_GRACE_SECONDS)
         stale += [t for t in running() if t.number in untagged and "worker" not in t.user_attrs]
