@@ -1,25 +1,41 @@
-"""Adapter dropout whose backward keeps a 1-byte mask. On CPU, torch's dropout draws a float noise tensor
-(bernoulli_, then ÷ (1-p)), multiplies, and keeps that noise for backward: a float copy of every dropped input, 4x
-the mask. With LoRA on every linear layer that is one per adapted module per layer (≈0.6 GB for 8×128 tokens of
-SmolLM2-135M). Same draw, same product, so the numbers are those of nn.Dropout; CUDA's fused kernel is left alone."""
+"""Adapter dropout for CPU that is cheaper in memory and time than torch's. Torch's CPU dropout draws a float noise
+tensor with `bernoulli_` (one Mersenne-Twister draw per element, on one thread), multiplies, and keeps that noise
+for backward: a float copy of every dropped input. With LoRA on every linear layer that is one per adapted module
+per layer (≈0.6 GB for 8×128 tokens of SmolLM2-135M), and the draws were a fifth of a LoRA SFT step. Here the keep
+mask comes from numpy's PCG64 (16 random bits per element, several times faster), seeded from torch's generator so
+`torch.manual_seed` and a resumed run's restored RNG state fix it, and backward keeps the 1-byte mask. The drop
+rate is p rounded to 1/65536, and the scale 1/(1 - that rate) keeps the expectation exact. CUDA's fused kernel is
+left alone."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+LEVELS = 1 << 16
+
+
+def keep_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
+    """A bool tensor of `shape`, each element True with probability 1 - p (p rounded to 1/65536), and the scale
+    that keeps the mean of a masked input unchanged."""
+    dropped_levels = min(round(p * LEVELS), LEVELS - 1)
+    seed = int(torch.randint(0, 2**62, (1,)))
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(0, LEVELS, size=shape.numel(), dtype=np.uint16)
+    return torch.from_numpy(bits >= dropped_levels).view(shape), LEVELS / (LEVELS - dropped_levels)
 
 
 class _BoolMaskDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p):
-        noise = torch.empty_like(x).bernoulli_(1 - p)
-        ctx.save_for_backward(noise.bool())
-        ctx.p = p
-        return x * noise.div_(1 - p)
+        keep, scale = keep_mask(x.shape, p)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x.mul(keep).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad * mask.to(grad.dtype).div_(1 - ctx.p), None
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
 
 
 class MaskDropout(torch.nn.Dropout):
