@@ -1,5 +1,6 @@
-"""DPO's shared-prompt forward (methods.shared_prefix) returns what TRL's fused LM head returns for the batch's two
-rows per pair, gradients included, and runs the backbone on fewer tokens."""
+"""Prompts run once (methods.shared_prefix). DPO: the shared-prompt forward returns what TRL's fused LM head returns
+for the batch's two rows per pair, gradients included, and runs the backbone on fewer tokens. SFT: a batch's common
+first tokens run once and the chunked loss and its gradients stay those of the plain forward."""
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
 from conftest import tiny_run_config
-from trainforge.methods.shared_prefix import pair_layout, share_pair_prefixes, usable
+from trainforge.methods.chunked_loss import chunked_causal_lm_loss
+from trainforge.methods.shared_prefix import common_start, pair_layout, share_pair_prefixes, shared_start_hidden, usable
 from trainforge.models.registry import resolve_model
 from trainforge.pipeline import train
 
@@ -81,3 +83,67 @@ def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir):
     assert len(shared) == 6 and shared == pytest.approx(two_rows, rel=1e-3, abs=1e-4)
     assert shared[-1] < shared[0]
 
+
+
+def _sft_batch():
+    """Right-padded rows with 10 common first tokens; labels from the last common position on (its hidden state
+    scores each row's first own token) up to each row's end."""
+    start = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38]
+    rests = [[46, 26, 43], [38, 32, 79, 50, 28, 84, 19], [71, 69], [39, 93, 75, 10, 58]]
+    width = len(start) + max(map(len, rests))
+    input_ids = torch.zeros(len(rests), width, dtype=torch.long)
+    attention_mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
+    for i, rest in enumerate(rests):
+        row = start + rest
+        input_ids[i, :len(row)], attention_mask[i, :len(row)] = torch.tensor(row), 1
+        labels[i, len(start) - 1:len(row)] = input_ids[i, len(start) - 1:len(row)]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@pytest.mark.parametrize("attention,checkpointing", [("eager", None), ("sdpa", None), ("eager", 1), ("sdpa", 2)])
+def test_sft_shared_start_gives_the_plain_loss_and_gradients(attention, checkpointing):
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"), attn_implementation=attention)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).train()
+    if checkpointing:  # layers replayed in backward must see the same cached start
+        model.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=checkpointing)
+    batch = _sft_batch()
+    assert shared_start_hidden(base, {k: batch[k] for k in ("input_ids", "attention_mask")}) is not None
+
+    def loss_and_grads(share):
+        model.zero_grad()
+        loss = chunked_causal_lm_loss(model, batch, share_start=share)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain_loss, plain_grads = loss_and_grads(False)
+    shared_loss, shared_grads = loss_and_grads(True)
+    torch.testing.assert_close(shared_loss, plain_loss, atol=1e-5, rtol=1e-5)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert any(g.abs().sum() > 0 for g in plain_grads.values())
+
+
+def test_common_start_leaves_each_row_a_token_and_odd_batches_run_plainly():
+    batch = _sft_batch()
+    assert common_start(batch["input_ids"], batch["attention_mask"]) == 10
+    same = batch["input_ids"][:1, :10].repeat(2, 1)
+    assert common_start(same, torch.ones_like(same)) == 9
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"))
+    features = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    left_padded = {"input_ids": features["input_ids"], "attention_mask": features["attention_mask"].flip(1)}
+    assert shared_start_hidden(base, left_padded) is None
+    assert shared_start_hidden(base, {**features, "position_ids": torch.arange(13)[None]}) is None
+
+
+def test_sft_with_a_shared_start_trains_like_the_plain_forward(runs_dir):
+    """The same SFT run (the dates task's rows share the chat template's system prompt and the instruction) with
+    and without the shared start: the same losses step by step."""
+    def run(name, shared):
+        config = tiny_run_config(runs_dir, name=name, training={"shared_prompt": shared, "precision": "fp32", "max_steps": 6},
+                                 evaluation={"before_after": False, "generation": False})
+        return [m["loss"] for m in train(config).metrics() if "loss" in m]
+
+    shared, plain = run("shared", True), run("plain", False)
+    assert len(shared) == 6 and shared == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    assert shared[-1] < shared[0]

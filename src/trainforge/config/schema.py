@@ -220,7 +220,10 @@ class TrainingConfig(Section):
     chunked_loss: bool = Field(True, description="sft / clm: cross-entropy only at label positions, in chunks, with "
                                "the LM head recomputed in backward; full-vocabulary logits of the batch never exist.")
     shared_prompt: bool = Field(True, description="dpo: each pair's common prefix (its prompt) goes through the model "
-                                "once instead of once per answer, and the LM head runs only on answer tokens.")
+                                "once instead of once per answer, and the LM head runs only on answer tokens; "
+                                "sft / clm (with chunked_loss): the first tokens all rows of a batch share (a system "
+                                "prompt, an instruction template) run once, the rest of each row attends to their "
+                                "cached keys and values.")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     attention: Literal["auto", "sdpa", "eager"] = Field("auto", description="auto: eager on CPU for max_length ≤ "
                                                          "512 (faster backward there), else the model's default.")

@@ -89,7 +89,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         padding_free=t.packing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
-    return make_class(chunked_loss_trainer(SFTTrainer) if t.chunked_loss else SFTTrainer)(
+    return make_class(chunked_loss_trainer(SFTTrainer, t.shared_prompt) if t.chunked_loss else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prep.train_rows),
@@ -100,13 +100,16 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
     )
 
 
-def chunked_loss_trainer(trainer_class):
+def chunked_loss_trainer(trainer_class, share_start: bool):
     """`trainer_class` whose training loss, and evaluation loss when only the loss is asked for, is the
     label-positions-only chunked cross-entropy (methods.chunked_loss) for models that support it; other models,
-    and evaluations that want logits, keep the class's own loss."""
+    and evaluations that want logits, keep the class's own loss. `share_start`: a batch's common first tokens
+    run once."""
     from trainforge.methods.chunked_loss import chunked_causal_lm_loss, supports_chunked_loss
 
     class ChunkedLossTrainer(trainer_class):
+        shared_start = share_start
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Under DDP the forward must go through the wrapper (it arms the gradient all-reduce): the plain loss then.
             if (return_outputs or not model.training or self.accelerator.num_processes > 1
@@ -131,7 +134,8 @@ def chunked_loss_trainer(trainer_class):
         def _chunked_loss(self, model, inputs, num_items_in_batch=None):
             # The backbone is called directly, not through the forward that accelerate wrapped in autocast.
             with self.accelerator.autocast():
-                return chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
+                return chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch,
+                                              share_start=self.shared_start)
 
     return ChunkedLossTrainer
 

@@ -1,19 +1,28 @@
-"""DPO with each pair's prompt run once. TRL's preference collator puts every prompt in the batch twice: row i is
-prompt + chosen answer, row B + i prompt + rejected answer, and both go through the whole model. Here one row per
-pair holds their common prefix, then the rest of the chosen answer, then the rest of the rejected one, whose
-positions restart where the prefix ends and whose attention skips the chosen part. Each token thus sees exactly
-the context it has in its own row. The hidden states are gathered back into the batch's two-row layout, and the
-LM head runs only where a label is scored, so the output is what TRL's fused LM head returns for the two rows.
-With prompts of 60 tokens and answers of 20, a pair costs 100 tokens of forward and backward instead of 160."""
+"""Prompts run once where a batch repeats them.
+
+DPO: TRL's preference collator puts every prompt in the batch twice: row i is prompt + chosen answer, row B + i
+prompt + rejected answer, and both go through the whole model. Here one row per pair holds their common prefix,
+then the rest of the chosen answer, then the rest of the rejected one, whose positions restart where the prefix
+ends and whose attention skips the chosen part. Each token thus sees exactly the context it has in its own row.
+The hidden states are gathered back into the batch's two-row layout, and the LM head runs only where a label is
+scored, so the output is what TRL's fused LM head returns for the two rows. With prompts of 60 tokens and answers
+of 20, a pair costs 100 tokens of forward and backward instead of 160.
+
+SFT: rows that start alike (a system prompt, an instruction template) share those tokens; they run once, as one
+row, and every row's remainder attends to their keys and values through the model's KV cache (built here so that
+layers under gradient checkpointing can replay it)."""
 
 from __future__ import annotations
 
+import inspect
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from transformers.cache_utils import Cache, DynamicLayer
 
 from trainforge.hardware import unwrapped
 from trainforge.methods.chunked_loss import CHUNK_POSITIONS, IGNORE, supports_chunked_loss
@@ -65,6 +74,90 @@ def attention_bias(layout: PairLayout, dtype: torch.dtype, boolean: bool) -> tor
     if boolean:
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=part.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+MIN_SHARED_TOKENS = 8  # a shorter common start is not worth the extra backbone call
+
+
+def common_start(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many first tokens all rows of a right-padded batch have in common, leaving each row one of its own."""
+    agree = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)
+    return min(int(agree.long().cumprod(dim=0).sum()), int(attention_mask.sum(dim=1).min()) - 1)
+
+
+def caches_full_attention(base) -> bool:
+    """The backbone takes a KV cache and every layer attends to the whole past, so a cached prefix stands in for
+    the prefix tokens themselves (sliding-window layers would keep only its tail)."""
+    if "cache" not in inspect.signature(base.base_model.forward).parameters:
+        return False
+    config = base.config.get_text_config()
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return all(kind == "full_attention" for kind in layer_types)
+    return not getattr(config, "sliding_window", None)
+
+
+class _StartLayerCache(DynamicLayer):
+    """The shared start's cache layer: keeps the first keys and values it is given. A checkpointed layer replayed
+    in backward gets its own states back, and nothing is stored twice."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self.is_initialized:
+            return key_states, value_states
+        return super().update(key_states, value_states, *args, **kwargs)
+
+
+class _AfterStartLayerCache(DynamicLayer):
+    """A layer's cache for the rows' remainders: the shared start's keys and values, broadcast to every row, before
+    the new ones. Nothing is stored, so a replay in backward sees the same."""
+
+    def __init__(self, start: DynamicLayer):
+        super().__init__()
+        self.keys, self.values, self.device, self.is_initialized = start.keys, start.values, start.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        rows = key_states.size(0)
+        return (torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
+                torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2))
+
+
+@contextmanager
+def _cache_through_checkpoints(base):
+    """Let checkpointed layers keep the cache argument (they drop it by default, as a replay would write a cache
+    twice; the caches above are replay-safe)."""
+    checkpointed = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False)]
+    for module in checkpointed:
+        module._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for module in checkpointed:
+            del module._can_checkpoint_with_cache
+
+
+def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
+    """The backbone's last hidden states for a right-padded batch whose rows share their first tokens: those run
+    once, as one row, and the rest of every row attends to their keys and values. None where the batch does not
+    qualify (one row, a short common start, explicit positions or embeddings, sliding-window layers)."""
+    input_ids, attention_mask = features.get("input_ids"), features.get("attention_mask")
+    if (input_ids is None or attention_mask is None or attention_mask.dim() != 2 or input_ids.size(0) < 2
+            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)):
+        return None
+    rows, width = input_ids.shape
+    right_padded = attention_mask.sum(dim=1, keepdim=True) > torch.arange(width, device=input_ids.device)
+    if not torch.equal(attention_mask.bool(), right_padded):
+        return None
+    shared = common_start(input_ids, attention_mask)
+    if shared < MIN_SHARED_TOKENS:
+        return None
+    start_cache = Cache(layer_class_to_replicate=_StartLayerCache)
+    with _cache_through_checkpoints(base):
+        start = base.base_model(input_ids=input_ids[:1, :shared], cache=start_cache, use_cache=True).last_hidden_state
+        rest_cache = Cache(layers=[_AfterStartLayerCache(layer) for layer in start_cache.layers])
+        positions = torch.arange(shared, width, device=input_ids.device)[None].expand(rows, -1)
+        rest = base.base_model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+                               cache=rest_cache, use_cache=True).last_hidden_state
+    return torch.cat([start.expand(rows, -1, -1), rest], dim=1)
 
 
 def _token_stats(hidden, weight, bias, targets):
