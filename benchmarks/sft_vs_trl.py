@@ -3,9 +3,10 @@
 Jobs (--job): `sft` LoRA SFT (r=16, all linear layers) of SmolLM2-135M-Instruct on the bundled dates → JSON task;
 `dpo` LoRA DPO on the bundled constrained-answers pairs; `classical` runs benchmarks/classical_search.py
 (trainforge's search vs GridSearchCV); `all` runs the three. Both LM sides train the same number of optimizer steps
-with the same batch, sequence limit, learning rate and data; the TRL side leaves every other setting at the
-library default (TRL's SFTConfig/DPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each
-trainforge ablation (a feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
+with the same batch, sequence limit, learning rate, data and adapter (the example config's LoRA rank, alpha and
+dropout, or --lora-dropout on both sides); the TRL side leaves every other setting at the library default (TRL's
+SFTConfig/DPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each trainforge ablation (a
+feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
 memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment.
 
 Figures: trained tokens/s = non-padding input tokens the optimizer steps consumed / training seconds (model
@@ -31,15 +32,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml"}
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
+    "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
     "  − chunked CE (full logits)": ["training.chunked_loss=false"],
     "  − bf16 (fp32 autocast off, fp32 frozen weights)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
     "  + mmap'd large allocations (opt-in)": ["training.mmap_large_allocations=true"],
     "  + packing (padding-free)": ["training.packing=true"],
-    "  + checkpointing every 3rd layer (opt-in)": ["training.gradient_checkpointing=3"],
-    "  + checkpointing every 2nd layer (opt-in)": ["training.gradient_checkpointing=2"],
+    "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
+    "  checkpointing every 2nd layer instead": ["training.gradient_checkpointing=2"],
 }
 DPO_ABLATIONS = {
     "trainforge": [],
@@ -84,17 +87,25 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     from trainforge.config.loader import load_config
     from trainforge.pipeline import train
 
-    example = "lora-sft.yaml" if job == "sft" else "dpo.yaml"
     budget = [f"training.max_steps={a['steps']}", f"training.batch_size={a['batch_size']}",
               f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=1",
               f"training.save_steps={a['steps'] + 1}", f"data.task_size={a['examples']}", "training.warmup_ratio=0",
               "evaluation.before_after=false", "evaluation.perplexity=false", "evaluation.generation=false",
               f"tracking.runs_dir={tempfile.mkdtemp(dir=a['runs_dir'])}", "tracking.mlflow=false", "tracking.report=false"]
     # each row its own runs_dir: every row's run has the example's `name`
-    config = load_config(ROOT / "examples" / example, [*budget, *overrides])
+    if a["lora_dropout"] is not None:
+        budget.append(f"method.lora.dropout={a['lora_dropout']}")
+    config = load_config(ROOT / "examples" / EXAMPLES[job], [*budget, *overrides])
     probe = _probe()
     run = train(config, callbacks=[probe])
     _result(probe, {"precision": json.loads(run.file("summary.json").read_text())["precision"]}, started)
+
+
+def example_lora(job: str):
+    """The adapter settings of the job's example config, which both sides train with."""
+    from trainforge.config.loader import load_config
+
+    return load_config(ROOT / "examples" / EXAMPLES[job]).method.lora
 
 
 def _user_data(job: str, n: int):
@@ -113,7 +124,8 @@ def _user_data(job: str, n: int):
 
 
 def child_trl(job: str, a: dict) -> None:
-    """What a user writes: load the model, LoraConfig(r=16, all-linear), the trainer with the shared budget."""
+    """What a user writes: load the model, LoraConfig with the example's adapter, the trainer with the shared
+    budget."""
     started = time.perf_counter()
     import torch
     from peft import LoraConfig
@@ -125,7 +137,10 @@ def child_trl(job: str, a: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     data = _user_data(job, a["examples"])
-    peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = example_lora(job)
+    dropout = lora.dropout if a["lora_dropout"] is None else a["lora_dropout"]
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout, target_modules="all-linear",
+                             task_type="CAUSAL_LM")
     budget = dict(output_dir=a["runs_dir"] + f"/trl-{job}", max_steps=a["steps"], per_device_train_batch_size=a["batch_size"],
                   learning_rate=a["lr"], max_length=a["max_length"], logging_steps=1, save_strategy="no",
                   report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
@@ -241,13 +256,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--examples", type=int, default=400, help="size of the bundled task generated")
+    p.add_argument("--lora-dropout", type=float, help="LoRA dropout on both sides (default: the example config's)")
     p.add_argument("--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows")
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     a = p.parse_args()
     jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
     peaks = {d: matmul_peak(d) for d in ("bf16", "fp32")}
     shared = {"steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "examples": a.examples,
-              "no_ablations": a.no_ablations,
+              "no_ablations": a.no_ablations, "lora_dropout": a.lora_dropout,
               "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-")}
     rows: list[dict] = []
     for job in jobs:
