@@ -69,11 +69,21 @@ def test_the_backbone_sees_each_prompt_once():
     assert layout.input_ids.size(0) == len(PAIRS) and layout.input_ids.size(1) < batch["input_ids"].size(1) * 2
 
 
-def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir):
-    """The same DPO run with and without the shared prompt: the same losses step by step (up to float rounding)."""
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir, method, monkeypatch):
+    """The same DPO run with and without the shared prompt: the same losses step by step (up to float rounding).
+    Full fine-tuning precomputes the reference log-probs while the trainer is built: that pass shares too."""
+    from trainforge.methods import shared_prefix
+
+    layouts_without_grad = []
+    real_layout = shared_prefix.pair_layout
+    monkeypatch.setattr(shared_prefix, "pair_layout", lambda *a: layouts_without_grad.append(
+        not torch.is_grad_enabled()) or real_layout(*a))
+
     def run(name, shared):
         config = tiny_run_config(runs_dir, name=name, data={"task": "constrained-answers", "format": "preference",
                                                            "task_size": 48},
+                                 method={"name": method},
                                  training={"objective": "dpo", "max_steps": 6, "max_length": 96, "learning_rate": 5e-3,
                                            "shared_prompt": shared, "precision": "fp32", "logging_steps": 1},
                                  evaluation={"before_after": False, "generation": False})
@@ -82,7 +92,10 @@ def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir):
     shared, two_rows = run("shared", True), run("two-rows", False)
     assert len(shared) == 6 and shared == pytest.approx(two_rows, rel=1e-3, abs=1e-4)
     assert shared[-1] < shared[0]
-
+    assert layouts_without_grad.count(False) == 6  # the policy forward of each training step
+    # without gradient: LoRA's reference (the adapter disabled) each step; full fine-tuning's reference log-probs of
+    # all 36 training pairs, 4 a batch, precomputed while the trainer is built
+    assert layouts_without_grad.count(True) >= (6 if method == "lora" else 36 // 4)
 
 
 def _sft_batch():

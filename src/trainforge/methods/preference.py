@@ -44,10 +44,25 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     # DPO alone can raise the margin by lowering both answers' likelihoods; the SFT term holds the chosen one up
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.dpo_sft_weight]} if t.dpo_sft_weight else {}
     args = DPOConfig(**common, precompute_ref_log_probs=not adapter, **losses)
-    trainer = DPOTrainer(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
+    trainer_class = shared_prompt_dpo_trainer(DPOTrainer) if t.shared_prompt else DPOTrainer
+    trainer = trainer_class(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
     if t.shared_prompt and shared_prefix.usable(trainer.model):
         shared_prefix.share_pair_prefixes(trainer.model)
     return trainer
+
+
+def shared_prompt_dpo_trainer(dpo_trainer):
+    """A DPOTrainer whose reference log-probs, precomputed for full fine-tuning while the trainer is built, also
+    run each pair's prompt once (the training forward is wrapped once the trainer exists)."""
+
+    class SharedPromptDPOTrainer(dpo_trainer):
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            reference = self.ref_model or self.model
+            if shared_prefix.usable(reference):
+                shared_prefix.share_pair_prefixes(reference)
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return SharedPromptDPOTrainer
 
 
 def build_reward_trainer(model, prep, run, callbacks: list):

@@ -180,10 +180,12 @@ def usable(model) -> bool:
 
 def share_pair_prefixes(model) -> None:
     """Wrap the causal LM under `model` (TRL's DPOTrainer has patched it with its fused LM head) so that
-    `fused_lm_head=True` calls on a preference batch run each pair's common prefix once."""
+    `fused_lm_head=True` calls on a preference batch run each pair's common prefix once. Wrapping twice is a no-op."""
     from trl.trainer.utils import FusedCausalLMOutput
 
     base = unwrapped(model)
+    if getattr(base.forward, "shares_pair_prefixes", False):
+        return
     fused = base.forward
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, num_items_in_batch=None,
@@ -219,4 +221,5 @@ def share_pair_prefixes(model) -> None:
                                    log_sum_sq_probs=log_sum_sq, mean_logits=mean_logits, is_top1=is_top1.bool(),
                                    label_mask=mask)
 
+    forward.shares_pair_prefixes = True
     base.forward = types.MethodType(forward, base)
