@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from trainforge.hardware import unwrapped
 from trainforge.methods.chunked_loss import CHUNK_POSITIONS, IGNORE, supports_chunked_loss
@@ -121,11 +122,15 @@ class _AfterStartLayerCache(DynamicLayer):
                 torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2))
 
 
+def _checkpointed_layers(base) -> list:
+    return [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+
+
 @contextmanager
 def _cache_through_checkpoints(base):
     """Let checkpointed layers keep the cache argument (they drop it by default, as a replay would write a cache
     twice; the caches above are replay-safe)."""
-    checkpointed = [m for m in base.modules() if getattr(m, "gradient_checkpointing", False)]
+    checkpointed = _checkpointed_layers(base)
     for module in checkpointed:
         module._can_checkpoint_with_cache = True
     try:
@@ -138,10 +143,12 @@ def _cache_through_checkpoints(base):
 def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
     """The backbone's last hidden states for a right-padded batch whose rows share their first tokens: those run
     once, as one row, and the rest of every row attends to their keys and values. None where the batch does not
-    qualify (one row, a short common start, explicit positions or embeddings, sliding-window layers)."""
+    qualify (one row, a short common start, explicit positions or embeddings, sliding-window layers, checkpointed
+    layers of a transformers version that cannot be told to keep the cache)."""
     input_ids, attention_mask = features.get("input_ids"), features.get("attention_mask")
     if (input_ids is None or attention_mask is None or attention_mask.dim() != 2 or input_ids.size(0) < 2
-            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)):
+            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)
+            or (_checkpointed_layers(base) and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"))):
         return None
     rows, width = input_ids.shape
     right_padded = attention_mask.sum(dim=1, keepdim=True) > torch.arange(width, device=input_ids.device)
