@@ -45,21 +45,24 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.dpo_sft_weight]} if t.dpo_sft_weight else {}
     args = DPOConfig(**common, precompute_ref_log_probs=not adapter, **losses)
     trainer_class = shared_prompt_dpo_trainer(DPOTrainer) if t.shared_prompt else DPOTrainer
-    trainer = trainer_class(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
-    if t.shared_prompt and shared_prefix.usable(trainer.model):
-        shared_prefix.share_pair_prefixes(trainer.model)
-    return trainer
+    return trainer_class(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
 
 
 def shared_prompt_dpo_trainer(dpo_trainer):
-    """A DPOTrainer whose reference log-probs, precomputed for full fine-tuning while the trainer is built, also
-    run each pair's prompt once (the training forward is wrapped once the trainer exists)."""
+    """A DPOTrainer that runs each pair's prompt once (methods.shared_prefix) in training and in the reference
+    log-probs it precomputes for full fine-tuning while it is being built."""
+
+    def share(model):
+        if shared_prefix.usable(model):
+            shared_prefix.share_pair_prefixes(model)  # a no-op for a model already wrapped
 
     class SharedPromptDPOTrainer(dpo_trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            share(self.model)
+
         def _precompute_ref_logps(self, dataset, name, batch_size):
-            reference = self.ref_model or self.model
-            if shared_prefix.usable(reference):
-                shared_prefix.share_pair_prefixes(reference)
+            share(self.ref_model or self.model)
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return SharedPromptDPOTrainer

@@ -127,10 +127,9 @@ def _checkpointed_layers(base) -> list:
 
 
 @contextmanager
-def _cache_through_checkpoints(base):
+def _cache_through_checkpoints(checkpointed: list):
     """Let checkpointed layers keep the cache argument (they drop it by default, as a replay would write a cache
     twice; the caches above are replay-safe)."""
-    checkpointed = _checkpointed_layers(base)
     for module in checkpointed:
         module._can_checkpoint_with_cache = True
     try:
@@ -147,8 +146,10 @@ def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
     layers of a transformers version that cannot be told to keep the cache)."""
     input_ids, attention_mask = features.get("input_ids"), features.get("attention_mask")
     if (input_ids is None or attention_mask is None or attention_mask.dim() != 2 or input_ids.size(0) < 2
-            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)
-            or (_checkpointed_layers(base) and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"))):
+            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)):
+        return None
+    checkpointed = _checkpointed_layers(base)
+    if checkpointed and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
         return None
     rows, width = input_ids.shape
     right_padded = attention_mask.sum(dim=1, keepdim=True) > torch.arange(width, device=input_ids.device)
@@ -158,7 +159,7 @@ def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
     if shared < MIN_SHARED_TOKENS:
         return None
     start_cache = Cache(layer_class_to_replicate=_StartLayerCache)
-    with _cache_through_checkpoints(base):
+    with _cache_through_checkpoints(checkpointed):
         start = base.base_model(input_ids=input_ids[:1, :shared], cache=start_cache, use_cache=True).last_hidden_state
         rest_cache = Cache(layers=[_AfterStartLayerCache(layer) for layer in start_cache.layers])
         positions = torch.arange(shared, width, device=input_ids.device)[None].expand(rows, -1)
