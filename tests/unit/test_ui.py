@@ -1,6 +1,7 @@
 """The dashboard's JSON API without a browser: the form's schema, the loader's errors, launch naming, the
 comparison data shared with `runs compare`, and the refusals."""
 
+import signal
 import time
 
 import pytest
@@ -86,8 +87,14 @@ def test_a_stage_chain_is_checked_stage_by_stage_as_the_cli_does(client, runs_di
 
 def test_stop_a_launched_chain_like_ctrl_c(client, runs_dir):
     """Launched for real (a child process), stopped while its first stage trains: the process ends, the stage's
-    run reads `interrupted` with a checkpoint to resume from, the chain row reads `interrupted`."""
-    assert client.post("/api/launch", json={"yaml": chain_yaml(runs_dir, first_steps=100_000), "overrides": []}).json()["ok"]
+    run reads `interrupted` with a checkpoint to resume from, the chain row reads `interrupted`. The dashboard
+    ignores SIGINT here, as one started as a background job does: the child must hear the Stop all the same."""
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert client.post("/api/launch", json={"yaml": chain_yaml(runs_dir, first_steps=100_000),
+                                                "overrides": []}).json()["ok"]
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     stage = RunDir(runs_dir / "chain-one")
     launch = client.app.state.launcher.launches["chain"]
     deadline = time.time() + 240

@@ -1,8 +1,9 @@
-"""Runs launched from the dashboard: each is `python -m trainforge.cli train <config>` in the background, exactly
-what a user would type. Its output goes to <runs_dir>/.ui/<name>.log until the run directory exists, then the
-open log is moved into it as train.log (a rename: the process keeps writing to the same file). A stage chain
-(`stages:`) keeps its log in the staging folder: its stages are ordinary runs named `<name>-<stage>`.
-Stopping sends SIGINT to the run's process group, as Ctrl-C does, so its last checkpoint stays resumable."""
+"""Runs launched from the dashboard: each is `trainforge train <config>` in the background, exactly what a user
+would type (started through `trainforge.ui.launched`, so that SIGINT is heard). Its output goes to
+<runs_dir>/.ui/<name>.log until the run directory exists, then the open log is moved into it as train.log (a
+rename: the process keeps writing to the same file). A stage chain (`stages:`) keeps its log in the staging
+folder: its stages are ordinary runs named `<name>-<stage>`. Stopping sends SIGINT to the run's process group, as
+Ctrl-C does, so its last checkpoint stays resumable."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ class Launcher:
             atomic_write_text(config_file, yaml_text)
             log = self.staging / f"{name}.log"
             with open(log, "wb") as out:
-                process = subprocess.Popen([sys.executable, "-m", "trainforge.cli", "train", str(config_file)],
+                process = subprocess.Popen([sys.executable, "-m", "trainforge.ui.launched", "train", str(config_file)],
                                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
             launch = Launch(name, self.runs_dir / name, log, process, stages)
