@@ -116,3 +116,35 @@ def test_tuning_for_cpu_training_stores_only_frozen_linear_weights_in_bf16():
         loss = chunked_causal_lm_loss(model, _batch())
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_bf16_tuning_casts_each_pre_norm_output_once():
+    """Under autocast each linear layer casts its fp32 input to bf16, and peft's LoRA path casts it to fp32 and back
+    again; the tuned model casts each pre-norm's output once, forward and backward, with the same loss."""
+    from peft import LoraConfig, get_peft_model
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from trainforge.hardware import tune_model_for_training
+
+    class ActivationCasts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].dim() == 3 and args[0].shape[-1] == 32:
+                self.count += 1  # a (batch, seq, hidden) activation or its gradient changing dtype
+            return func(*args, **(kwargs or {}))
+
+    def step(model):
+        with ActivationCasts() as casts:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = chunked_causal_lm_loss(model, _batch())
+            loss.backward()
+        return casts.count, loss.item()
+
+    model = get_peft_model(_tiny_llama(True), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    before, loss_before = step(model)
+    tune_model_for_training(model, "sdpa", max_length=128, precision="bf16")
+    after, loss_after = step(model)
+    layers = model.config.num_hidden_layers
+    assert before - after >= 15 * layers  # 23 a layer before, 4 after (two norms, each way)
+    assert loss_after == pytest.approx(loss_before, rel=1e-2)

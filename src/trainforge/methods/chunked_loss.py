@@ -29,9 +29,12 @@ def label_positions_loss(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels:
     labels = labels[:, 1:].to(hidden.device)
     mask = labels != IGNORE
     picked, targets = hidden[:, :-1][mask], labels[mask]
+    weight, device = lm_head.weight, hidden.device.type
+    if torch.is_autocast_enabled(device):  # cast once, not in every chunk's forward and again in its recompute
+        weight = weight.to(torch.get_autocast_dtype(device))
     total = picked.sum() * 0.0  # keeps a batch without label tokens connected to the graph: a zero gradient
     for start in range(0, targets.numel(), chunk_size):
-        total = total + checkpoint(_chunk_nll, picked[start : start + chunk_size], lm_head.weight, lm_head.bias,
+        total = total + checkpoint(_chunk_nll, picked[start : start + chunk_size], weight, lm_head.bias,
                                    targets[start : start + chunk_size], use_reentrant=False)
     count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(count, device=total.device)
