@@ -116,7 +116,7 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     kernel's backward is much faster than SDPA's flash kernel (whose bf16 backward dominates a step there), and its
     T×T scores stay small. Frozen linear weights (an adapter's base) are stored in bf16 under bf16 autocast, which
     casts them on every matmul anyway: no per-step casts and half their memory; trained weights stay fp32. And
-    each pre-norm's output is cast to bf16 once instead of in every layer it feeds (`cast_pre_norm_outputs`)."""
+    each pre-norm's output is cast to bf16 once instead of in every layer it feeds (`cast_outputs_to_compute_dtype`)."""
     import torch
 
     peft_config = getattr(model, "active_peft_config", None)
@@ -141,32 +141,37 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
                     if not param.requires_grad and param.dtype == torch.float32:
                         param.data = param.data.to(torch.bfloat16)
         release_weight_file(model)
-        cast_pre_norm_outputs(model)
+        cast_outputs_to_compute_dtype(model)
     return model
 
 
-# The norms at the head of each decoder layer's branches: their outputs feed only linear layers, never the
-# residual stream itself (a post-norm branch output, as in Gemma 2, is still only added to it).
-PRE_NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "ln_1", "ln_2")
+# Modules whose fp32 outputs only feed bf16 matmuls under autocast: the norms at the head of each decoder layer's
+# branches (never the residual stream itself; a post-norm branch output, as in Gemma 2, is only added to it) and the
+# rotary embedding's cos/sin tables (fp32 tables made the rotated queries and keys fp32, cast back for attention).
+CAST_OUTPUTS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "ln_1", "ln_2",
+                "rotary_emb")
 
 
-def cast_pre_norm_outputs(model) -> None:
+def cast_outputs_to_compute_dtype(model) -> None:
     """Under bf16 autocast each linear layer casts its fp32 input to bf16 itself, and peft's LoRA path first casts
     it to the adapter's fp32 and autocast then back: with five projections reading the two pre-norms' outputs, a
-    Llama layer made 14 casts forward and 14 in backward, ~15% of a LoRA SFT step on CPU. Here each pre-norm's
-    output is cast once (the norm still computes in fp32, the residual stream stays fp32) and LoRA layers leave the
-    input's dtype to autocast: 2 casts each way."""
+    Llama layer made 14 casts forward and 14 in backward, ~15% of a LoRA SFT step on CPU, and the rotary step
+    turned queries and keys to fp32 and back. Here each of those outputs is cast once (the norms still compute in
+    fp32, the residual stream stays fp32) and LoRA layers leave the input's dtype to autocast."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     def to_autocast_dtype(module, args, output):
-        device = output.device.type
-        if torch.is_autocast_enabled(device) and output.is_floating_point():
-            return output.to(torch.get_autocast_dtype(device))
-        return None
+        tensors = output if isinstance(output, tuple) else (output,)
+        device = tensors[0].device.type
+        if not torch.is_autocast_enabled(device):
+            return None
+        dtype = torch.get_autocast_dtype(device)
+        cast = tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
+        return cast if isinstance(output, tuple) else cast[0]
 
     for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in PRE_NORMS:
+        if name.rsplit(".", 1)[-1] in CAST_OUTPUTS:
             module.register_forward_hook(to_autocast_dtype)
         if isinstance(module, BaseTunerLayer):
             module.cast_input_dtype_enabled = False  # peft's own switch (peft.helpers.disable_input_dtype_casting)

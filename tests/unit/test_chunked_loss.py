@@ -119,8 +119,9 @@ def test_tuning_for_cpu_training_stores_only_frozen_linear_weights_in_bf16():
 
 
 def test_bf16_tuning_casts_each_pre_norm_output_once():
-    """Under autocast each linear layer casts its fp32 input to bf16, and peft's LoRA path casts it to fp32 and back
-    again; the tuned model casts each pre-norm's output once, forward and backward, with the same loss."""
+    """Under autocast each linear layer casts its fp32 input to bf16, peft's LoRA path casts it to fp32 and back
+    again, and fp32 rotary tables turn queries and keys to fp32 and back; the tuned model casts each pre-norm's
+    output and the tables once, forward and backward, with the same loss."""
     from peft import LoraConfig, get_peft_model
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -130,8 +131,8 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
         count = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._to_copy.default and args[0].dim() == 3 and args[0].shape[-1] == 32:
-                self.count += 1  # a (batch, seq, hidden) activation or its gradient changing dtype
+            if func is torch.ops.aten._to_copy.default and args[0].dim() >= 3:
+                self.count += 1  # an activation (batch, seq, …) or its gradient changing dtype
             return func(*args, **(kwargs or {}))
 
     def step(model):
@@ -146,5 +147,5 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
     tune_model_for_training(model, "sdpa", max_length=128, precision="bf16")
     after, loss_after = step(model)
     layers = model.config.num_hidden_layers
-    assert before - after >= 15 * layers  # 23 a layer before, 4 after (two norms, each way)
+    assert before >= 30 * layers and after <= 8 * layers  # here 71 → 14: the two norms and the tables, each way
     assert loss_after == pytest.approx(loss_before, rel=1e-2)
