@@ -116,7 +116,8 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     kernel's backward is much faster than SDPA's flash kernel (whose bf16 backward dominates a step there), and its
     T×T scores stay small. Frozen linear weights (an adapter's base) are stored in bf16 under bf16 autocast, which
     casts them on every matmul anyway: no per-step casts and half their memory; trained weights stay fp32. And
-    each pre-norm's output is cast to bf16 once instead of in every layer it feeds (`cast_outputs_to_compute_dtype`)."""
+    the pre-norms' outputs and the rotary tables are cast to bf16 once, not in every op that reads them
+    (`cast_outputs_to_compute_dtype`)."""
     import torch
 
     peft_config = getattr(model, "active_peft_config", None)
