@@ -7,7 +7,8 @@ with the same batch, sequence limit, learning rate, data and adapter (the exampl
 dropout, or --lora-dropout on both sides); the TRL side leaves every other setting at the library default (TRL's
 SFTConfig/DPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each trainforge ablation (a
 feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
-memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment.
+memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment. On a
+shared host whose speed drifts, `--repeats N` runs every row N times round-robin and pools them.
 
 Figures: trained tokens/s = non-padding input tokens the optimizer steps consumed / training seconds (model
 loading, data preparation and evaluation excluded; wall time includes them). MFU counts the standard 6·N·tokens
@@ -192,6 +193,15 @@ def spawn(args: list[str]) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+def pooled(results: list[dict]) -> dict:
+    """One row's repeats as one run: tokens and seconds summed (so tokens/s is over all of them), the highest peak
+    memory, the first run's loss (the runs are seeded alike)."""
+    first = results[0]
+    summed = {k: round(sum(r[k] for r in results), 2) for k in ("train_seconds", "train_cpu_seconds", "tokens",
+                                                                 "wall_seconds")}
+    return {**first, **summed, "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "repeats": len(results)}
+
+
 def lm_rows(job: str, a: dict) -> list[dict]:
     from rich.console import Console
 
@@ -199,11 +209,14 @@ def lm_rows(job: str, a: dict) -> list[dict]:
     ablations = SFT_ABLATIONS if job == "sft" else DPO_ABLATIONS
     if a["no_ablations"]:
         ablations = {"trainforge": []}
-    runs = {"TRL + peft defaults": spawn(["--child", "trl", job, shared])}
-    Console().print(f"[dim]{job} TRL: {runs['TRL + peft defaults']}[/]")
-    for label, overrides in ablations.items():
-        runs[label] = spawn(["--child", "trainforge", job, shared, *overrides])
-        Console().print(f"[dim]{job} {label.strip()}: {runs[label]}[/]")
+    children = {"TRL + peft defaults": ["--child", "trl", job, shared],
+                **{label: ["--child", "trainforge", job, shared, *overrides] for label, overrides in ablations.items()}}
+    repeats: dict[str, list[dict]] = {label: [] for label in children}
+    for _ in range(a["repeats"]):  # round-robin: the host's drift falls on every row alike
+        for label, args in children.items():
+            repeats[label].append(spawn(args))
+            Console().print(f"[dim]{job} {label.strip()}: {repeats[label][-1]}[/]")
+    runs = {label: pooled(results) for label, results in repeats.items()}
     flops_per_token = 6 if job == "sft" else 8  # DPO: + the reference model's forward
     base = runs["TRL + peft defaults"]
     rows = []
@@ -211,7 +224,8 @@ def lm_rows(job: str, a: dict) -> list[dict]:
         tps = r["tokens"] / r["train_seconds"]
         achieved = flops_per_token * r["params"] * tps
         rows.append({
-            "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "tokens": r["tokens"],
+            "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "repeats": r["repeats"],
+            "tokens": r["tokens"],
             "tokens_per_s": round(tps, 1), "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
             "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
             "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
@@ -257,12 +271,13 @@ def main() -> None:
     p.add_argument("--examples", type=int, default=400, help="size of the bundled task generated")
     p.add_argument("--lora-dropout", type=float, help="LoRA dropout on both sides (default: the example config's)")
     p.add_argument("--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each row, taken round-robin and pooled")
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     a = p.parse_args()
     jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
     peaks_before = {d: matmul_peak(d) for d in ("bf16", "fp32")}
     shared = {"steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "examples": a.examples,
-              "no_ablations": a.no_ablations, "lora_dropout": a.lora_dropout,
+              "no_ablations": a.no_ablations, "lora_dropout": a.lora_dropout, "repeats": a.repeats,
               "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-")}
     rows: list[dict] = []
     for job in jobs:
