@@ -156,9 +156,10 @@ CAST_OUTPUTS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_
 def cast_outputs_to_compute_dtype(model) -> None:
     """Under bf16 autocast each linear layer casts its fp32 input to bf16 itself, and peft's LoRA path first casts
     it to the adapter's fp32 and autocast then back: with five projections reading the two pre-norms' outputs, a
-    Llama layer made 14 casts forward and 14 in backward, ~15% of a LoRA SFT step on CPU, and the rotary step
-    turned queries and keys to fp32 and back. Here each of those outputs is cast once (the norms still compute in
-    fp32, the residual stream stays fp32) and LoRA layers leave the input's dtype to autocast."""
+    Llama layer made 14 casts forward and most of them again for the gradients, ~15% of a LoRA SFT step on CPU,
+    and the rotary step turned queries and keys to fp32 and back. Here each of those outputs is cast once (the
+    norms still compute in fp32, the residual stream stays fp32) and LoRA layers leave the input's dtype to
+    autocast."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 

@@ -49,8 +49,9 @@ def build_preference_trainer(model, prep, run, callbacks: list):
 
 
 def shared_prompt_dpo_trainer(dpo_trainer):
-    """A DPOTrainer that runs each pair's prompt once (methods.shared_prefix) in training and in the reference
-    log-probs it precomputes for full fine-tuning while it is being built."""
+    """A DPOTrainer subclass that runs each pair's prompt once (methods.shared_prefix) in training and in the
+    reference log-probs it precomputes for full fine-tuning while it is being built. Built from the class passed in
+    because trl is imported only when a preference trainer is."""
 
     def share(model):
         if shared_prefix.usable(model):
