@@ -74,6 +74,38 @@ def test_clm_with_packing_trains_and_eval_loss_falls(runs_dir, tmp_path):
     assert run.info()["status"] == "completed"
 
 
+def test_packed_rows_stay_rows_with_the_loss_of_examples_alone():
+    """Packing for eager / SDPA attention: each packed row stays a row (not one batch-long row, whose attention
+    square is batch² times a row's), and its loss is that of its examples trained alone: no attention across them."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from trainforge.methods.chunked_loss import chunked_causal_lm_loss
+    from trainforge.methods.lm_trainer import keep_packed_rows_apart
+    from trainforge.models import load_causal_lm
+
+    torch.manual_seed(0)
+    model = load_causal_lm("tiny-llama").eval()
+    examples = [torch.randint(3, 200, (n,)).tolist() for n in (7, 5, 9, 4)]
+    rows = [{"input_ids": examples[0] + examples[1], "seq_lengths": [7, 5]},
+            {"input_ids": examples[2] + examples[3], "seq_lengths": [9, 4]}]
+    collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)  # what TRL's packing sets up
+    keep_packed_rows_apart(collator)
+    batch = collator(rows)
+    assert batch["input_ids"].shape == (2, 13) and "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [[*range(7), *range(5), 0], [*range(9), *range(4)]]
+
+    def nll_sum(ids):  # summed next-token loss of one example alone
+        ids = torch.tensor([ids])
+        return chunked_causal_lm_loss(model, {"input_ids": ids, "labels": ids}) * (ids.size(1) - 1)
+
+    with torch.no_grad():
+        packed = chunked_causal_lm_loss(model, batch)
+        alone = sum(nll_sum(ids) for ids in examples) / sum(len(ids) - 1 for ids in examples)
+        leaky = dict(batch, position_ids=torch.arange(13).expand(2, 13))  # one sequence per row: attends across
+        assert not torch.allclose(chunked_causal_lm_loss(model, leaky), alone, atol=1e-3)
+    assert torch.allclose(packed, alone, atol=1e-5)
+
+
 def test_early_stopping_ends_the_run_after_patience_evaluations(runs_dir):
     # A threshold no change can beat: every evaluation after the first counts as "no improvement".
     config = tiny_run_config(runs_dir, training={

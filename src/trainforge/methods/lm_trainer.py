@@ -89,7 +89,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         padding_free=t.packing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
-    return make_class(chunked_loss_trainer(SFTTrainer, t.shared_prompt) if t.chunked_loss else SFTTrainer)(
+    trainer = make_class(chunked_loss_trainer(SFTTrainer, t.shared_prompt) if t.chunked_loss else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prep.train_rows),
@@ -98,6 +98,27 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         callbacks=trainer_callbacks,
         **extra,
     )
+    if t.packing and "flash" not in str(getattr(model.config, "_attn_implementation", "")):
+        keep_packed_rows_apart(trainer.data_collator)
+    return trainer
+
+
+def keep_packed_rows_apart(collator) -> None:
+    """TRL's padding-free collator joins a batch's packed rows into one row of batch × max_length tokens, which
+    varlen flash-attention kernels split by sequence; eager and SDPA attention instead mask that row's full square
+    (a packing row of 8 × 128 tokens: 64× one row's attention scores, 8× the batch's). Here each packed row stays a
+    row: position ids restart at every example and no 2D attention mask is passed, from which transformers builds
+    each row's block-diagonal causal mask; the first token of each example gets no label, as in TRL's own."""
+    collator.padding_free, collator.return_position_ids = False, True
+    collate = collator.torch_call
+
+    def torch_call(examples):
+        batch = collate(examples)
+        del batch["attention_mask"]  # transformers looks for packed examples only when no 2D mask is given
+        batch["labels"][batch["position_ids"] == 0] = -100
+        return batch
+
+    collator.torch_call = torch_call
 
 
 def chunked_loss_trainer(trainer_class, share_start: bool):
