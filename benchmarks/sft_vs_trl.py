@@ -1,7 +1,9 @@
 """trainforge against the script a user would write with TRL + peft defaults, same job, one invocation.
 
 Jobs (--job): `sft` LoRA SFT (r=16, all linear layers) of SmolLM2-135M-Instruct on the bundled dates → JSON task;
-`dpo` LoRA DPO on the bundled constrained-answers pairs; `classical` runs benchmarks/classical_search.py
+`dpo` LoRA DPO on the bundled constrained-answers pairs; `packing` LoRA SFT with packing
+(`examples/sft-own-data.yaml`: the bundled alpaca rows, packed into rows of max_length), against TRL's SFTTrainer
+with `packing=True`; `classical` runs benchmarks/classical_search.py
 (trainforge's search vs GridSearchCV); `all` runs the three. Both LM sides train the same number of optimizer steps
 with the same batch, sequence limit, learning rate, data and adapter (the example config's LoRA rank, alpha and
 dropout, or --lora-dropout on both sides); the TRL side leaves every other setting at the library default (TRL's
@@ -33,7 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml"}
+EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.yaml"}
+JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
@@ -45,6 +48,15 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
     "  checkpointing every 2nd layer instead": ["training.gradient_checkpointing=2"],
 }
+def packing_ablations(batch_size: int) -> dict:
+    return {
+        "trainforge": [],
+        "  − packed rows kept apart (one joined row, as TRL builds it)": [JOINED_ROW],
+        # about as many tokens a step: the bundled rows are ~56 tokens, a packed row holds ~8 of them
+        f"  − packing (padded batches of {8 * batch_size} rows)": ["training.packing=false", f"training.batch_size={8 * batch_size}"],
+    }
+
+
 DPO_ABLATIONS = {
     "trainforge": [],
     "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
@@ -96,6 +108,13 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     # each row its own runs_dir: every row's run has the example's `name`
     if a["lora_dropout"] is not None:
         budget.append(f"method.lora.dropout={a['lora_dropout']}")
+    if job == "packing":  # every row trains: no validation split, whose evaluation at each epoch's end would be timed
+        budget.append("data.split={train: 0.9, validation: 0.0, test: 0.1}")
+    if JOINED_ROW in overrides:
+        import trainforge.methods.lm_trainer as lm_trainer
+
+        overrides = [o for o in overrides if o != JOINED_ROW]
+        lm_trainer.keep_packed_rows_apart = lambda collator: None
     config = load_config(ROOT / "examples" / EXAMPLES[job], [*budget, *overrides])
     probe = _probe()
     run = train(config, callbacks=[probe])
@@ -115,6 +134,10 @@ def _user_data(job: str, n: int):
 
     from trainforge.data.tasks import generate_task
 
+    if job == "packing":  # the example's alpaca rows as chat turns, as trainforge's alpaca format renders them
+        rows = [json.loads(line) for line in (ROOT / "examples" / "data" / "alpaca.jsonl").read_text().splitlines()]
+        return Dataset.from_list([{"prompt": [{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}],
+                                   "completion": [{"role": "assistant", "content": r["output"]}]} for r in rows])
     _, rows = generate_task("dates-json" if job == "sft" else "constrained-answers", n, 42)
     if job == "sft":
         return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
@@ -147,10 +170,10 @@ def child_trl(job: str, a: dict) -> None:
                   report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
                   use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU without it
     probe = _probe()
-    if job == "sft":
+    if job in ("sft", "packing"):
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**budget)
+        args = SFTConfig(**budget, packing=job == "packing")
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[probe])
     else:
@@ -206,7 +229,7 @@ def lm_rows(job: str, a: dict) -> list[dict]:
     from rich.console import Console
 
     shared = json.dumps(a)
-    ablations = SFT_ABLATIONS if job == "sft" else DPO_ABLATIONS
+    ablations = {"sft": SFT_ABLATIONS, "dpo": DPO_ABLATIONS, "packing": packing_ablations(a["batch_size"])}[job]
     if a["no_ablations"]:
         ablations = {"trainforge": []}
     children = {"TRL + peft defaults": ["--child", "trl", job, shared],
@@ -217,7 +240,7 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             repeats[label].append(spawn(args))
             Console().print(f"[dim]{job} {label.strip()}: {repeats[label][-1]}[/]")
     runs = {label: pooled(results) for label, results in repeats.items()}
-    flops_per_token = 6 if job == "sft" else 8  # DPO: + the reference model's forward
+    flops_per_token = 8 if job == "dpo" else 6  # DPO: + the reference model's forward
     base = runs["TRL + peft defaults"]
     rows = []
     for label, r in runs.items():
@@ -264,7 +287,7 @@ def main() -> None:
         side, job, shared, *overrides = sys.argv[2:]
         return child_trl(job, json.loads(shared)) if side == "trl" else child_trainforge(job, json.loads(shared), overrides)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--job", choices=["sft", "dpo", "classical", "all"], default="sft")
+    p.add_argument("--job", choices=["sft", "dpo", "packing", "classical", "all"], default="sft")
     p.add_argument("--steps", type=int, default=15, help="optimizer steps per LM run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
@@ -284,7 +307,7 @@ def main() -> None:
         if job == "classical":
             rows += classical_rows()
             continue
-        lr = 1e-3 if job == "sft" else 5e-5  # the example configs' rates, given to both sides
+        lr = {"sft": 1e-3, "dpo": 5e-5, "packing": 5e-4}[job]  # the example configs' rates, given to both sides
         rows += lm_rows(job, {**shared, "lr": lr})
     # The host's matmul rate swings between runs (other guests): MFU is taken against the higher of the peaks
     # measured before and after the rows, never flattered by one slow measurement.

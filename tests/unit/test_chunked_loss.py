@@ -149,3 +149,15 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
     layers = model.config.num_hidden_layers
     assert before >= 30 * layers and after <= 8 * layers  # here 71 → 14: the two norms and the tables, each way
     assert loss_after == pytest.approx(loss_before, rel=1e-2)
+
+
+@pytest.mark.parametrize("max_length, packed, expected", [(512, False, "eager"), (128, True, "eager"),
+                                                          (256, True, "sdpa"), (512, True, "sdpa")])
+def test_auto_attention_on_cpu_follows_how_long_rows_get(max_length, packed, expected):
+    """Padded rows are as long as a batch's longest example, packed rows as long as max_length: eager attention's
+    T×T scores pay only for short rows."""
+    from trainforge.hardware import tune_model_for_training
+
+    model = _tiny_llama(True)
+    tune_model_for_training(model, "auto", max_length=max_length, precision="fp32", packed=packed)
+    assert model.config._attn_implementation == expected

@@ -226,7 +226,8 @@ class TrainingConfig(Section):
                                 "cached keys and values.")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     attention: Literal["auto", "sdpa", "eager"] = Field("auto", description="auto: eager on CPU for max_length ≤ "
-                                                         "512 (faster backward there), else the model's default.")
+                                                         "512 (faster backward there; ≤ 128 with packing, whose rows "
+                                                         "are max_length long), else the model's default.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

@@ -79,7 +79,7 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
 
         return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
-    tune_model_for_training(model, t.attention, t.max_length, t.precision)
+    tune_model_for_training(model, t.attention, t.max_length, t.precision, packed=t.packing)
     if t.mmap_large_allocations and not torch.cuda.is_available():
         mmap_large_allocations()
     args = SFTConfig(
