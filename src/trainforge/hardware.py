@@ -131,9 +131,11 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
         base = unwrapped(model)
         base.set_attn_implementation(attention)
     if not torch.cuda.is_available():
+        from trainforge.methods.fused_lora import use_fused_lora
         from trainforge.methods.mask_dropout import use_mask_dropout
 
         use_mask_dropout(model)
+        use_fused_lora(model)
     if precision == "bf16":
         # Only linear layers: autocast casts their weights to bf16 for every matmul anyway, so their numbers do not
         # change. Embeddings (the residual stream) and norms stay fp32; a head tied to the embeddings is skipped.

@@ -15,15 +15,23 @@ import torch
 LEVELS = 1 << 16
 
 
+def _dropped_levels(p: float) -> int:
+    return min(round(p * LEVELS), LEVELS - 1)
+
+
+def keep_scale(p: float) -> float:
+    """The scale that keeps the mean of an input masked at rate p (rounded to 1/65536) unchanged."""
+    return LEVELS / (LEVELS - _dropped_levels(p))
+
+
 def keep_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
     """A bool tensor of `shape`, each element True with probability 1 - p (p rounded to 1/65536), and the scale
     that keeps the mean of a masked input unchanged."""
-    dropped_levels = min(round(p * LEVELS), LEVELS - 1)
     seed = int(torch.randint(0, 2**62, (1,)))
     numel = shape.numel()
     # each raw 64-bit output read as four 16-bit draws: half the time of Generator.integers' bounded draws
     bits = np.random.PCG64(seed).random_raw(-(-numel // 4)).view(np.uint16)[:numel]
-    return torch.from_numpy(bits >= dropped_levels).view(shape), LEVELS / (LEVELS - dropped_levels)
+    return torch.from_numpy(bits >= _dropped_levels(p)).view(shape), keep_scale(p)
 
 
 def _masked(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -32,24 +40,35 @@ def _masked(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 class _BoolMaskDropout(torch.autograd.Function):
+    """Masked and, when `scaled`, rescaled by keep_scale(p); unscaled for a caller that folds the scale into a
+    later multiply (fused_lora)."""
+
     @staticmethod
-    def forward(ctx, x, p):
+    def forward(ctx, x, p, scaled):
         keep, scale = keep_mask(x.shape, p)
         ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return _masked(x, keep).mul_(scale)
+        ctx.scale = scale if scaled else None
+        out = _masked(x, keep)
+        return out.mul_(scale) if scaled else out
 
     @staticmethod
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
-        return _masked(grad, keep).mul_(ctx.scale), None
+        grad = _masked(grad, keep)
+        return (grad if ctx.scale is None else grad.mul_(ctx.scale)), None, None
 
 
 class MaskDropout(torch.nn.Dropout):
+    def masks(self, x) -> bool:
+        """Whether this forward draws a mask here (training, 0 < p < 1, CPU); otherwise torch's dropout runs."""
+        return self.training and self.p not in (0, 1) and not self.inplace and not x.is_cuda
+
     def forward(self, x):
-        if not self.training or self.p in (0, 1) or self.inplace or x.is_cuda:
-            return super().forward(x)
-        return _BoolMaskDropout.apply(x, self.p)
+        return _BoolMaskDropout.apply(x, self.p, True) if self.masks(x) else super().forward(x)
+
+    def unscaled(self, x) -> tuple[torch.Tensor, float]:
+        """The masked input without the rescale, and the scale it still needs."""
+        return (_BoolMaskDropout.apply(x, self.p, False), keep_scale(self.p)) if self.masks(x) else (self(x), 1.0)
 
 
 def use_mask_dropout(model) -> None:
