@@ -48,15 +48,6 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
     "  checkpointing every 2nd layer instead": ["training.gradient_checkpointing=2"],
 }
-def packing_ablations(batch_size: int) -> dict:
-    return {
-        "trainforge": [],
-        "  − packed rows kept apart (one joined row, as TRL builds it)": [JOINED_ROW],
-        # about as many tokens a step: the bundled rows are ~56 tokens, a packed row holds ~8 of them
-        f"  − packing (padded batches of {8 * batch_size} rows)": ["training.packing=false", f"training.batch_size={8 * batch_size}"],
-    }
-
-
 DPO_ABLATIONS = {
     "trainforge": [],
     "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
@@ -64,6 +55,16 @@ DPO_ABLATIONS = {
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
     "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
 }
+
+
+def packing_ablations(batch_size: int) -> dict:
+    """Row label → overrides of examples/sft-own-data.yaml, for packed rows `batch_size` to a step."""
+    return {
+        "trainforge": [],
+        "  − packed rows kept apart (one joined row, as TRL builds it)": [JOINED_ROW],
+        # about as many tokens a step: the bundled rows are ~56 tokens, a packed row holds ~8 of them
+        f"  − packing (padded batches of {8 * batch_size} rows)": ["training.packing=false", f"training.batch_size={8 * batch_size}"],
+    }
 
 
 # ---- children: one training each, printing `RESULT {json}` ----
