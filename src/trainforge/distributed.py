@@ -24,8 +24,14 @@ from trainforge.tracking.rundir import RunDir
 
 def sharding() -> bool:
     """Launched with an accelerate config for FSDP or DeepSpeed: weights (ZeRO-3 / FSDP) or optimizer state
-    (ZeRO-1/2) live in pieces on the ranks."""
-    return any(os.environ.get(k, "").lower() == "true" for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    (ZeRO-1/2) live in pieces on the ranks. accelerate turns FSDP on only where there is an accelerator: on CPUs
+    an FSDP config trains plain DDP over gloo, a whole model on each rank."""
+    import torch
+
+    def asked(key: str) -> bool:
+        return os.environ.get(key, "").lower() == "true"
+
+    return asked("ACCELERATE_USE_DEEPSPEED") or (asked("ACCELERATE_USE_FSDP") and torch.accelerator.is_available())
 
 
 def world_size() -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _classical import tabular_config
 from conftest import tiny_run_config, train_losses
 
@@ -75,7 +76,14 @@ def test_fsdp_or_deepspeed_refuse_methods_whose_weights_they_cannot_gather(monke
     from trainforge.distributed import check_supported
 
     examples = Path(__file__).parents[2] / "examples"
+    adapter, lora = load_config(examples / "textcls-adapter.yaml"), load_config(examples / "lora-sft.yaml")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp.yaml` sets
+    check_supported(adapter)  # without a GPU accelerate ignores it and runs DDP: nothing is sharded
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     with pytest.raises(ConfigError, match="FSDP / DeepSpeed cannot gather"):
-        check_supported(load_config(examples / "textcls-adapter.yaml"))
-    check_supported(load_config(examples / "lora-sft.yaml"))  # peft / full models: the Trainer gathers them
+        check_supported(adapter)
+    check_supported(lora)  # peft / full models: the Trainer gathers them
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # accelerate starts DeepSpeed on CPUs too
+    with pytest.raises(ConfigError, match="FSDP / DeepSpeed cannot gather"):
+        check_supported(adapter)
