@@ -18,6 +18,9 @@ FLOPs for forward+backward with N = all model parameters (a LoRA backward skips 
 overstates the work a little, equally for both sides; attention's sequence-length term is left out). DPO also
 counts the reference forward as 2·N per token. The peak is this machine's dense matmul rate, measured here with
 torch.matmul in bf16 and fp32 on all cores before and after the rows; MFU is against the higher of the two.
+"MFU ceiling" bounds what the job allows on this machine: one more trainforge run records every matmul of its last
+step (as dispatched, after autocast) and times each again alone; the step's model FLOPs over that matmul-only time,
+against the bf16 peak measured moments later, is the MFU it would have if everything but its matmuls took no time.
 
     PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
 """
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.yaml"}
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
+CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
@@ -89,6 +93,87 @@ def _probe():
     return Probe()
 
 
+def flops_per_token(job: str) -> int:
+    """Model FLOPs per trained token, per parameter: 6 for forward + backward; DPO adds the reference's forward."""
+    return 8 if job == "dpo" else 6
+
+
+MATMULS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def _matmul_recorder(step: int):
+    """A Trainer callback that records every matmul of optimizer step `step` (forward, recomputation, backward, as
+    dispatched: after autocast, with their shapes, strides and dtypes) and the tokens it trained on."""
+    from collections import Counter
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import TrainerCallback
+
+    calls: Counter = Counter()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func.overloadpacket.__name__ in MATMULS:
+                specs = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) if isinstance(t, torch.Tensor) else t
+                              for t in args)
+                calls[(func, specs, tuple(sorted(kwargs.items())))] += 1
+            return func(*args, **kwargs)
+
+    class Recorder(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == step - 1:
+                self.tokens, self.mode = state.num_input_tokens_seen, Record()
+                self.mode.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == step:
+                self.mode.__exit__(None, None, None)
+                self.tokens = state.num_input_tokens_seen - self.tokens
+                self.calls = calls
+
+    return Recorder()
+
+
+def _strided_like(shape: tuple, stride: tuple, dtype):
+    """Random numbers laid out as a recorded operand was (strides of 0 included, as a broadcast bias has)."""
+    import torch
+
+    span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
+    return torch.randn(span).to(dtype).as_strided(shape, stride)
+
+
+def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
+    """The MFU a step would have if nothing but its matmuls took any time: each round times every recorded call
+    once by itself (so each call's operands are no warmer in cache than in a step; back to back, one call ran up
+    to 40% faster) and then the bf16 matmul peak, the host's rate moments apart (it swings 3× within minutes here).
+    Figures are the medians of the rounds."""
+    import statistics
+
+    import torch
+
+    runs, flops = [], 0.0
+    for (func, specs, kwargs), count in calls.items():
+        args = [_strided_like(*s) if isinstance(s, tuple) else s for s in specs]
+        *_, a, b = [t for t in args if isinstance(t, torch.Tensor)]
+        flops += count * 2 * a.shape[:-1].numel() * a.shape[-1] * b.shape[-1]
+        func(*args, **dict(kwargs))  # warm-up
+        runs.append((func, args, dict(kwargs), count))
+    seconds, peaks = [], []
+    for _ in range(rounds):
+        total = 0.0
+        for func, args, kwargs, count in runs:
+            started = time.perf_counter()
+            func(*args, **kwargs)
+            total += count * (time.perf_counter() - started)
+        seconds.append(total)
+        peaks.append(matmul_peak("bf16", seconds=0.5))
+    return {"matmul_calls": sum(calls.values()), "matmul_gflop": flops / 1e9,
+            "matmul_alone_s": round(statistics.median(seconds), 4), "bf16_peak": round(statistics.median(peaks)),
+            "mfu_ceiling_bf16": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3)}
+
+
 def _result(probe, extra: dict, wall_started: float) -> None:
     print("RESULT " + json.dumps({
         "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
@@ -116,10 +201,16 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
 
         overrides = [o for o in overrides if o != JOINED_ROW]
         lm_trainer.keep_packed_rows_apart = lambda collator: None
+    recorder = _matmul_recorder(a["steps"]) if CEILING in overrides else None
+    overrides = [o for o in overrides if o != CEILING]
     config = load_config(ROOT / "examples" / EXAMPLES[job], [*budget, *overrides])
     probe = _probe()
-    run = train(config, callbacks=[probe])
-    _result(probe, {"precision": json.loads(run.file("summary.json").read_text())["precision"]}, started)
+    run = train(config, callbacks=[probe, *([recorder] if recorder else [])])
+    extra = {"precision": json.loads(run.file("summary.json").read_text())["precision"]}
+    if recorder:
+        model_flops = flops_per_token(job) * probe.params * recorder.tokens
+        extra.update(step_tokens=recorder.tokens, **matmul_ceiling(recorder.calls, model_flops))
+    _result(probe, extra, started)
 
 
 def example_lora(job: str):
@@ -241,12 +332,13 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             repeats[label].append(spawn(args))
             Console().print(f"[dim]{job} {label.strip()}: {repeats[label][-1]}[/]")
     runs = {label: pooled(results) for label, results in repeats.items()}
-    flops_per_token = 8 if job == "dpo" else 6  # DPO: + the reference model's forward
+    ceiling = spawn(["--child", "trainforge", job, shared, CEILING])
+    Console().print(f"[dim]{job} matmul ceiling: {ceiling}[/]")
     base = runs["TRL + peft defaults"]
     rows = []
     for label, r in runs.items():
         tps = r["tokens"] / r["train_seconds"]
-        achieved = flops_per_token * r["params"] * tps
+        achieved = flops_per_token(job) * r["params"] * tps
         rows.append({
             "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "repeats": r["repeats"],
             "tokens": r["tokens"],
@@ -257,6 +349,10 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
             "achieved_gflops": round(achieved / 1e9, 1),
         })
+    next(r for r in rows if r["run"] == "trainforge").update(
+        mfu_ceiling_bf16=ceiling["mfu_ceiling_bf16"],
+        ceiling_step={k: ceiling[k] for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s",
+                                              "bf16_peak")})
     return rows
 
 
@@ -274,7 +370,8 @@ def print_table(rows: list[dict], peaks: dict) -> None:
     table = Table(title=f"trainforge vs TRL + peft defaults (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
                         f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
     cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
-            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32"]
+            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32",
+            "mfu_ceiling_bf16"]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
     for r in rows:
