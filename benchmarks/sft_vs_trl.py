@@ -18,6 +18,9 @@ FLOPs for forward+backward with N = all model parameters (a LoRA backward skips 
 overstates the work a little, equally for both sides; attention's sequence-length term is left out). DPO also
 counts the reference forward as 2·N per token. The peak is this machine's dense matmul rate, measured here with
 torch.matmul in bf16 and fp32 on all cores before and after the rows; MFU is against the higher of the two.
+"MFU in row" is against the median of bf16 peaks sampled for 0.15 s after each of the row's own optimizer steps
+(left out of its timings), the host's rate while that row ran; the ratio of two rows' in-row MFUs is their speed
+ratio with each row's host rate divided out ("vs TRL in row").
 "MFU ceiling" bounds what the job allows on this machine: one more trainforge run records every matmul of its last
 step (as dispatched, after autocast) and times each again alone; the step's model FLOPs over that matmul-only time,
 against the bf16 peak measured moments later, is the MFU it would have if everything but its matmuls took no time.
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,16 +78,26 @@ def packing_ablations(batch_size: int) -> dict:
 # ---- children: one training each, printing `RESULT {json}` ----
 
 def _probe():
-    """A Trainer callback that times training alone and keeps the trained-token count and last logged loss."""
+    """A Trainer callback that times training alone and keeps the trained-token count and last logged loss. After
+    each optimizer step it samples the bf16 matmul peak for a moment (left out of the timings), so that the row's
+    MFU can be taken against the host's rate while the row ran: it swings 3× within minutes here."""
     from transformers import TrainerCallback
 
     class Probe(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
             self.started, self.cpu_started = time.perf_counter(), time.process_time()
+            self.peaks, self.sampling, self.cpu_sampling = [], 0.0, 0.0
+
+        def on_step_end(self, args, state, control, **kw):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            self.peaks.append(matmul_peak("bf16", seconds=0.15))
+            self.sampling += time.perf_counter() - started
+            self.cpu_sampling += time.process_time() - cpu_started
 
         def on_train_end(self, args, state, control, model=None, **kw):
-            self.seconds = time.perf_counter() - self.started
-            self.cpu_seconds = time.process_time() - self.cpu_started  # all threads: robust to other jobs' load
+            self.seconds = time.perf_counter() - self.started - self.sampling
+            # all threads: robust to other jobs' load
+            self.cpu_seconds = time.process_time() - self.cpu_started - self.cpu_sampling
             self.params = sum(p.numel() for p in model.parameters())
             self.tokens = state.num_input_tokens_seen
             self.steps = state.global_step
@@ -149,8 +163,6 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
     once by itself (so each call's operands are no warmer in cache than in a step; back to back, one call ran up
     to 40% faster) and then the bf16 matmul peak, the host's rate moments apart (it swings 3× within minutes here).
     Figures are the medians of the rounds."""
-    import statistics
-
     import torch
 
     runs, flops = [], 0.0
@@ -178,7 +190,8 @@ def _result(probe, extra: dict, wall_started: float) -> None:
     print("RESULT " + json.dumps({
         "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
         "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}), flush=True)
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "bf16_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}), flush=True)
 
 
 def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
@@ -205,7 +218,7 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     overrides = [o for o in overrides if o != CEILING]
     config = load_config(ROOT / "examples" / EXAMPLES[job], [*budget, *overrides])
     probe = _probe()
-    run = train(config, callbacks=[probe, *([recorder] if recorder else [])])
+    run = train(config, callbacks=[*([recorder] if recorder else []), probe])  # the recorder stops before sampling
     extra = {"precision": json.loads(run.file("summary.json").read_text())["precision"]}
     if recorder:
         model_flops = flops_per_token(job) * probe.params * recorder.tokens
@@ -287,7 +300,9 @@ def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    x, y = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    # its own generator: sampled during training, it must not move the run's random numbers (dropout masks)
+    numbers = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(n, n, generator=numbers).to(dtype) for _ in range(2))
     for _ in range(3):
         torch.matmul(x, y)
     best, end = 0.0, time.perf_counter() + seconds
@@ -314,7 +329,8 @@ def pooled(results: list[dict]) -> dict:
     first = results[0]
     summed = {k: round(sum(r[k] for r in results), 2) for k in ("train_seconds", "train_cpu_seconds", "tokens",
                                                                  "wall_seconds")}
-    return {**first, **summed, "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "repeats": len(results)}
+    return {**first, **summed, "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "repeats": len(results),
+            "bf16_peaks_in_row": [p for r in results for p in r["bf16_peaks_in_row"]]}
 
 
 def lm_rows(job: str, a: dict) -> list[dict]:
@@ -348,7 +364,11 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
             "achieved_gflops": round(achieved / 1e9, 1),
+            "mfu_bf16_in_row": round(achieved / 1e9 / statistics.median(r["bf16_peaks_in_row"]), 3),
         })
+    trl = next(r for r in rows if r["run"] == "TRL + peft defaults")
+    for row in rows:  # the speed ratio with each row's own host rate divided out
+        row["speedup_vs_trl_in_row"] = round(row["mfu_bf16_in_row"] / trl["mfu_bf16_in_row"], 2)
     next(r for r in rows if r["run"] == "trainforge").update(
         mfu_ceiling_bf16=ceiling["mfu_ceiling_bf16"],
         ceiling_step={k: ceiling[k] for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s",
@@ -371,7 +391,7 @@ def print_table(rows: list[dict], peaks: dict) -> None:
                         f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
     cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
             "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32",
-            "mfu_ceiling_bf16"]
+            "mfu_bf16_in_row", "speedup_vs_trl_in_row", "mfu_ceiling_bf16"]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
     for r in rows:

@@ -32,3 +32,13 @@ def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
     first, second = 2 * 7 * 8 * 16, 2 * 7 * 16 * 4
     assert ceiling["matmul_gflop"] * 1e9 == 2 * first + 3 * second  # the first layer's input needs no gradient
     assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling["bf16_peak"] > 0
+
+
+def test_sampling_the_peak_during_training_leaves_the_runs_random_numbers_alone():
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    harness.matmul_peak("bf16", n=64, seconds=0.01)
+    torch.set_num_threads(threads)
+    assert torch.equal(torch.rand(4), expected)
