@@ -302,7 +302,7 @@ def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     # its own generator: sampled during training, it must not move the run's random numbers (dropout masks)
     numbers = torch.Generator().manual_seed(0)
-    x, y = (torch.randn(n, n, generator=numbers).to(dtype) for _ in range(2))
+    x, y = (torch.randn(n, n, generator=numbers, dtype=dtype) for _ in range(2))
     for _ in range(3):
         torch.matmul(x, y)
     best, end = 0.0, time.perf_counter() + seconds
