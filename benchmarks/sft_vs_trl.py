@@ -166,12 +166,12 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
     import torch
 
     runs, flops = [], 0.0
-    for (func, specs, kwargs), count in calls.items():
-        args = [_strided_like(*s) if isinstance(s, tuple) else s for s in specs]
+    for (func, specs, kwarg_items), count in calls.items():
+        args, kwargs = [_strided_like(*s) if isinstance(s, tuple) else s for s in specs], dict(kwarg_items)
         *_, a, b = [t for t in args if isinstance(t, torch.Tensor)]
         flops += count * 2 * a.shape[:-1].numel() * a.shape[-1] * b.shape[-1]
-        func(*args, **dict(kwargs))  # warm-up
-        runs.append((func, args, dict(kwargs), count))
+        func(*args, **kwargs)  # warm-up
+        runs.append((func, args, kwargs, count))
     seconds, peaks = [], []
     for _ in range(rounds):
         total = 0.0
@@ -209,13 +209,13 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
         budget.append(f"method.lora.dropout={a['lora_dropout']}")
     if job == "packing":  # every row trains: no validation split, whose evaluation at each epoch's end would be timed
         budget.append("data.split={train: 0.9, validation: 0.0, test: 0.1}")
-    if JOINED_ROW in overrides:
+    markers = {o for o in overrides if o in (JOINED_ROW, CEILING)}
+    overrides = [o for o in overrides if o not in markers]
+    if JOINED_ROW in markers:
         import trainforge.methods.lm_trainer as lm_trainer
 
-        overrides = [o for o in overrides if o != JOINED_ROW]
         lm_trainer.keep_packed_rows_apart = lambda collator: None
-    recorder = _matmul_recorder(a["steps"]) if CEILING in overrides else None
-    overrides = [o for o in overrides if o != CEILING]
+    recorder = _matmul_recorder(a["steps"]) if CEILING in markers else None
     config = load_config(ROOT / "examples" / EXAMPLES[job], [*budget, *overrides])
     probe = _probe()
     run = train(config, callbacks=[*([recorder] if recorder else []), probe])  # the recorder stops before sampling
