@@ -18,12 +18,15 @@ FLOPs for forward+backward with N = all model parameters (a LoRA backward skips 
 overstates the work a little, equally for both sides; attention's sequence-length term is left out). DPO also
 counts the reference forward as 2·N per token. The peak is this machine's dense matmul rate, measured here with
 torch.matmul in bf16 and fp32 on all cores before and after the rows; MFU is against the higher of the two.
-"MFU in row" is against the median of bf16 peaks sampled for 0.15 s after each of the row's own optimizer steps
-(left out of its timings), the host's rate while that row ran; the ratio of two rows' in-row MFUs is their speed
-ratio with each row's host rate divided out ("vs TRL in row").
+"MFU in row" is against the median of peaks sampled for 0.15 s after each of the row's own optimizer steps (left
+out of its timings), the host's rate while that row ran, in the REFERENCE precision (bf16, or fp32 on a CPU without
+bf16 units, where trainforge trains in fp32); the ratio of two rows' in-row MFUs is their speed ratio with each
+row's host rate divided out ("vs TRL in row"). On a CPU without bf16 units a "TRL + peft, bf16=False" row is added.
 "MFU ceiling" bounds what the job allows on this machine: one more trainforge run records every matmul of its last
 step (as dispatched, after autocast) and times each again alone; the step's model FLOPs over that matmul-only time,
-against the bf16 peak measured moments later, is the MFU it would have if everything but its matmuls took no time.
+against the reference peak measured moments later, is the MFU it would have if everything but its matmuls took no
+time. "Matmul utilization in row" is trainforge's MFU without the credit for work it skips: the matmul FLOPs that
+recorded step executed, per token, at the row's speed, against the in-row peak.
 
     PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
 """
@@ -42,9 +45,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from trainforge.hardware import cpu_has_fast_bf16  # noqa: E402
+
+# The precision whose matmul rate the in-row MFUs and the ceiling are against: the one trainforge trains in here
+# (a CPU without bf16 units runs bf16 matmuls ~100× slower than fp32 ones, and trainforge trains in fp32 there).
+REFERENCE = "bf16" if cpu_has_fast_bf16() else "fp32"
 EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.yaml"}
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
+TRL_FP32 = "@fp32"  # TRL with bf16=False: what a user does on a CPU without bf16 units, where TRL's default crawls
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
@@ -79,7 +88,7 @@ def packing_ablations(batch_size: int) -> dict:
 
 def _probe():
     """A Trainer callback that times training alone and keeps the trained-token count and last logged loss. After
-    each optimizer step it samples the bf16 matmul peak for a moment (left out of the timings), so that the row's
+    each optimizer step it samples the reference matmul peak for a moment (left out of the timings), so that the row's
     MFU can be taken against the host's rate while the row ran: it swings 3× within minutes here."""
     from transformers import TrainerCallback
 
@@ -90,7 +99,7 @@ def _probe():
 
         def on_step_end(self, args, state, control, **kw):
             started, cpu_started = time.perf_counter(), time.process_time()
-            self.peaks.append(matmul_peak("bf16", seconds=0.15))
+            self.peaks.append(matmul_peak(REFERENCE, seconds=0.15))
             self.sampling += time.perf_counter() - started
             self.cpu_sampling += time.process_time() - cpu_started
 
@@ -161,7 +170,7 @@ def _strided_like(shape: tuple, stride: tuple, dtype):
 def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
     """The MFU a step would have if nothing but its matmuls took any time: each round times every recorded call
     once by itself (so each call's operands are no warmer in cache than in a step; back to back, one call ran up
-    to 40% faster) and then the bf16 matmul peak, the host's rate moments apart (it swings 3× within minutes here).
+    to 40% faster) and then the reference matmul peak, the host's rate moments apart (it swings 3× within minutes here).
     Figures are the medians of the rounds."""
     import torch
 
@@ -180,10 +189,10 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
             func(*args, **kwargs)
             total += count * (time.perf_counter() - started)
         seconds.append(total)
-        peaks.append(matmul_peak("bf16", seconds=0.5))
+        peaks.append(matmul_peak(REFERENCE, seconds=0.5))
     return {"matmul_calls": sum(calls.values()), "matmul_gflop": flops / 1e9,
-            "matmul_alone_s": round(statistics.median(seconds), 4), "bf16_peak": round(statistics.median(peaks)),
-            "mfu_ceiling_bf16": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3)}
+            "matmul_alone_s": round(statistics.median(seconds), 4), f"{REFERENCE}_peak": round(statistics.median(peaks)),
+            f"mfu_ceiling_{REFERENCE}": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3)}
 
 
 def _result(probe, extra: dict, wall_started: float) -> None:
@@ -191,7 +200,7 @@ def _result(probe, extra: dict, wall_started: float) -> None:
         "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
         "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "bf16_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}), flush=True)
+        f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}), flush=True)
 
 
 def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
@@ -252,9 +261,9 @@ def _user_data(job: str, n: int):
                               for r in rows])
 
 
-def child_trl(job: str, a: dict) -> None:
+def child_trl(job: str, a: dict, markers: list[str]) -> None:
     """What a user writes: load the model, LoraConfig with the example's adapter, the trainer with the shared
-    budget."""
+    budget (and bf16=False with the TRL_FP32 marker)."""
     started = time.perf_counter()
     import torch
     from peft import LoraConfig
@@ -274,6 +283,8 @@ def child_trl(job: str, a: dict) -> None:
                   learning_rate=a["lr"], max_length=a["max_length"], logging_steps=1, save_strategy="no",
                   report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
                   use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU without it
+    if TRL_FP32 in markers:
+        budget["bf16"] = False
     probe = _probe()
     if job in ("sft", "packing"):
         from trl import SFTConfig, SFTTrainer
@@ -295,21 +306,28 @@ def child_trl(job: str, a: dict) -> None:
 # ---- parent ----
 
 def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
-    """Dense matmul FLOP/s of this machine on all its cores: n×n @ n×n repeated for about `seconds`."""
+    """Dense matmul FLOP/s of this machine on all its cores: n×n @ n×n repeated for about `seconds`. The size
+    grows from 512 to n only while a call takes under a quarter of `seconds`: on a CPU without bf16 units one
+    2048² bf16 matmul takes about a minute."""
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     # its own generator: sampled during training, it must not move the run's random numbers (dropout masks)
     numbers = torch.Generator().manual_seed(0)
-    x, y = (torch.randn(n, n, generator=numbers, dtype=dtype) for _ in range(2))
-    for _ in range(3):
+    size = min(n, 512)
+    while True:  # each size's first call is a warm-up
+        x, y = (torch.randn(size, size, generator=numbers, dtype=dtype) for _ in range(2))
+        started = time.perf_counter()
         torch.matmul(x, y)
+        if size >= n or time.perf_counter() - started > seconds / 4:
+            break
+        size = min(2 * size, n)
     best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    while not best or time.perf_counter() < end:
         t = time.perf_counter()
         torch.matmul(x, y)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))  # best repeat: the least disturbed by other jobs
+        best = max(best, 2 * size**3 / (time.perf_counter() - t))  # best repeat: the least disturbed by other jobs
     return best
 
 
@@ -330,7 +348,7 @@ def pooled(results: list[dict]) -> dict:
     summed = {k: round(sum(r[k] for r in results), 2) for k in ("train_seconds", "train_cpu_seconds", "tokens",
                                                                  "wall_seconds")}
     return {**first, **summed, "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "repeats": len(results),
-            "bf16_peaks_in_row": [p for r in results for p in r["bf16_peaks_in_row"]]}
+            f"{REFERENCE}_peaks_in_row": [p for r in results for p in r[f"{REFERENCE}_peaks_in_row"]]}
 
 
 def lm_rows(job: str, a: dict) -> list[dict]:
@@ -341,6 +359,7 @@ def lm_rows(job: str, a: dict) -> list[dict]:
     if a["no_ablations"]:
         ablations = {"trainforge": []}
     children = {"TRL + peft defaults": ["--child", "trl", job, shared],
+                **({"TRL + peft, bf16=False": ["--child", "trl", job, shared, TRL_FP32]} if REFERENCE == "fp32" else {}),
                 **{label: ["--child", "trainforge", job, shared, *overrides] for label, overrides in ablations.items()}}
     repeats: dict[str, list[dict]] = {label: [] for label in children}
     for _ in range(a["repeats"]):  # round-robin: the host's drift falls on every row alike
@@ -364,15 +383,19 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
             "achieved_gflops": round(achieved / 1e9, 1),
-            "mfu_bf16_in_row": round(achieved / 1e9 / statistics.median(r["bf16_peaks_in_row"]), 3),
+            f"mfu_{REFERENCE}_in_row": round(achieved / 1e9 / statistics.median(r[f"{REFERENCE}_peaks_in_row"]), 3),
         })
     trl = next(r for r in rows if r["run"] == "TRL + peft defaults")
     for row in rows:  # the speed ratio with each row's own host rate divided out
-        row["speedup_vs_trl_in_row"] = round(row["mfu_bf16_in_row"] / trl["mfu_bf16_in_row"], 2)
-    next(r for r in rows if r["run"] == "trainforge").update(
-        mfu_ceiling_bf16=ceiling["mfu_ceiling_bf16"],
-        ceiling_step={k: ceiling[k] for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s",
-                                              "bf16_peak")})
+        row["speedup_vs_trl_in_row"] = round(row[f"mfu_{REFERENCE}_in_row"] / trl[f"mfu_{REFERENCE}_in_row"], 2)
+    ours = next(r for r in rows if r["run"] == "trainforge")
+    executed_per_token = ceiling["matmul_gflop"] * 1e9 / ceiling["step_tokens"]
+    ours.update(
+        {f"mfu_ceiling_{REFERENCE}": ceiling[f"mfu_ceiling_{REFERENCE}"],
+         "matmul_utilization_in_row": round(executed_per_token * ours["tokens_per_s"] / 1e9
+                                            / statistics.median(runs["trainforge"][f"{REFERENCE}_peaks_in_row"]), 3),
+         "ceiling_step": {k: ceiling[k] for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s",
+                                                  f"{REFERENCE}_peak")}})
     return rows
 
 
@@ -391,7 +414,7 @@ def print_table(rows: list[dict], peaks: dict) -> None:
                         f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
     cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
             "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32",
-            "mfu_bf16_in_row", "speedup_vs_trl_in_row", "mfu_ceiling_bf16"]
+            f"mfu_{REFERENCE}_in_row", "speedup_vs_trl_in_row", f"mfu_ceiling_{REFERENCE}", "matmul_utilization_in_row"]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
     for r in rows:
@@ -403,7 +426,7 @@ def print_table(rows: list[dict], peaks: dict) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         side, job, shared, *overrides = sys.argv[2:]
-        return child_trl(job, json.loads(shared)) if side == "trl" else child_trainforge(job, json.loads(shared), overrides)
+        return (child_trl if side == "trl" else child_trainforge)(job, json.loads(shared), overrides)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--job", choices=["sft", "dpo", "packing", "classical", "all"], default="sft")
     p.add_argument("--steps", type=int, default=15, help="optimizer steps per LM run")

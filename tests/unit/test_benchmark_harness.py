@@ -31,7 +31,7 @@ def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
     ceiling = harness.matmul_ceiling(recorder.calls, model_flops=1e6, rounds=2)
     first, second = 2 * 7 * 8 * 16, 2 * 7 * 16 * 4
     assert ceiling["matmul_gflop"] * 1e9 == 2 * first + 3 * second  # the first layer's input needs no gradient
-    assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling["bf16_peak"] > 0
+    assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling[f"{harness.REFERENCE}_peak"] > 0
 
 
 def test_sampling_the_peak_during_training_leaves_the_runs_random_numbers_alone():
