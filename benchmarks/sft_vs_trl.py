@@ -44,9 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-from trainforge.hardware import cpu_has_fast_bf16  # noqa: E402
+from trainforge.hardware import cpu_has_fast_bf16
 
+ROOT = Path(__file__).resolve().parents[1]
 # The precision whose matmul rate the in-row MFUs and the ceiling are against: the one trainforge trains in here
 # (a CPU without bf16 units runs bf16 matmuls ~100× slower than fp32 ones, and trainforge trains in fp32 there).
 REFERENCE = "bf16" if cpu_has_fast_bf16() else "fp32"
@@ -88,8 +88,8 @@ def packing_ablations(batch_size: int) -> dict:
 
 def _probe():
     """A Trainer callback that times training alone and keeps the trained-token count and last logged loss. After
-    each optimizer step it samples the reference matmul peak for a moment (left out of the timings), so that the row's
-    MFU can be taken against the host's rate while the row ran: it swings 3× within minutes here."""
+    each optimizer step it samples the reference matmul peak for a moment (left out of the timings), so that the
+    row's MFU can be taken against the host's rate while the row ran: it swings 3× within minutes here."""
     from transformers import TrainerCallback
 
     class Probe(TrainerCallback):
@@ -170,8 +170,8 @@ def _strided_like(shape: tuple, stride: tuple, dtype):
 def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
     """The MFU a step would have if nothing but its matmuls took any time: each round times every recorded call
     once by itself (so each call's operands are no warmer in cache than in a step; back to back, one call ran up
-    to 40% faster) and then the reference matmul peak, the host's rate moments apart (it swings 3× within minutes here).
-    Figures are the medians of the rounds."""
+    to 40% faster) and then the reference matmul peak, the host's rate moments apart (it swings 3× within minutes
+    here). Figures are the medians of the rounds."""
     import torch
 
     runs, flops = [], 0.0
