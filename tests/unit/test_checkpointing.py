@@ -1,10 +1,10 @@
-"""`training.gradient_checkpointing`: true recomputes every layer in backward, an integer N every N-th layer."""
+"""`training.gradient_checkpointing`: true recomputes every layer in backward, an integer N every N-th layer, auto\nfollows the precision."""
 
 import pytest
 from transformers import TrainerCallback
 
 from conftest import tiny_run_config
-from trainforge.pipeline import train
+from trainforge.pipeline import resolve_run, train
 
 
 def test_checkpointing_every_nth_layer_recomputes_those_layers_and_keeps_the_numbers(runs_dir):
@@ -23,3 +23,12 @@ def test_checkpointing_every_nth_layer_recomputes_those_layers_and_keeps_the_num
     every_other, flags_2 = run("every-other", 2)
     assert flags == [False, False] and flags_2 == [True, False]
     assert every_other == pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.parametrize("precision, resolved", [("fp32", True), ("bf16", 3)])
+def test_auto_checkpoints_every_layer_in_fp32_and_every_third_in_bf16(runs_dir, precision, resolved):
+    config = tiny_run_config(runs_dir, training={"precision": precision, "gradient_checkpointing": "auto"})
+    resolved_config, _, _ = resolve_run(config)
+    assert resolved_config.training.gradient_checkpointing == resolved
+    assert type(resolved_config.training.gradient_checkpointing) is type(resolved)  # True, not the integer 1
+    assert config.training.gradient_checkpointing == "auto"  # the caller's config is left as written
