@@ -28,6 +28,11 @@ against the reference peak measured moments later, is the MFU it would have if e
 time. "Matmul utilization in row" is trainforge's MFU without the credit for work it skips: the matmul FLOPs that
 recorded step executed, per token, at the row's speed, against the in-row peak.
 
+Quality: the final loss is one batch's, and the two sides draw different batches. So each row's saved adapter is
+also loaded with peft onto the fp32 base and scored by this file on the same held-out rows of the task (64 for SFT,
+32 pairs for DPO; another seed than the training rows): SFT's mean loss per answer token; DPO's mean DPO loss and
+preference accuracy.
+
     PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
 """
 
@@ -54,6 +59,11 @@ EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
 TRL_FP32 = "@fp32"  # TRL with bf16=False: what a user does on a CPU without bf16 units, where TRL's default crawls
+HELDOUT = {"sft": "dates-json", "dpo": "constrained-answers"}  # the bundled task each job trains on
+HELDOUT_ROWS = {"sft": 64, "dpo": 32}  # a DPO pair takes four forwards (~2 s on 2 cores in fp32)
+HELDOUT_SEED = 7  # both sides train on rows generated with seed 42
+DPO_BETA = 0.1  # TRL's default and examples/dpo.yaml's
+HELDOUT_SCORES = ("heldout_loss", "heldout_dpo_loss", "heldout_preference_accuracy")
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
@@ -62,7 +72,7 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
     "  + mmap'd large allocations (opt-in)": ["training.mmap_large_allocations=true"],
     "  + packing (padding-free)": ["training.packing=true"],
-    "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
+    "  − checkpointing (the example's auto)": ["training.gradient_checkpointing=false"],
     "  checkpointing every 2nd layer instead": ["training.gradient_checkpointing=2"],
 }
 DPO_ABLATIONS = {
@@ -70,7 +80,7 @@ DPO_ABLATIONS = {
     "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
     "  − bf16 autocast (fp32)": ["training.precision=fp32"],
     "  − eager attention (sdpa)": ["training.attention=sdpa"],
-    "  − checkpointing every 3rd layer (the example's setting)": ["training.gradient_checkpointing=false"],
+    "  − checkpointing (the example's auto)": ["training.gradient_checkpointing=false"],
 }
 
 
@@ -195,12 +205,68 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
             f"mfu_ceiling_{REFERENCE}": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3)}
 
 
-def _result(probe, extra: dict, wall_started: float) -> None:
-    print("RESULT " + json.dumps({
+def _result(probe, extra: dict, wall_started: float, job: str, adapter: Path | None) -> None:
+    """The row's figures, then (outside them: after the peak memory and the wall time are read) its adapter's
+    held-out scores, unless `adapter` is None."""
+    measured = {
         "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
         "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}), flush=True)
+        f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}
+    print("RESULT " + json.dumps({**measured, **(heldout_scores(job, adapter) if adapter else {})}), flush=True)
+
+
+def _completion_logprob(model, tokenizer, prompt: list[dict], answer: str) -> tuple[float, int]:
+    """Sum of the log-probs of the assistant turn's tokens (as the chat template renders it, end marker included)
+    after the prompt, and their count."""
+    import torch
+
+    start = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    whole = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
+    assert whole.startswith(start), "the chat template renders the prompt differently inside the conversation"
+    prompt_ids = tokenizer(start, add_special_tokens=False, return_tensors="pt").input_ids
+    answer_ids = tokenizer(whole[len(start):], add_special_tokens=False, return_tensors="pt").input_ids
+    ids = torch.cat([prompt_ids, answer_ids], dim=1)
+    logits = model(input_ids=ids).logits[0, prompt_ids.shape[1] - 1:-1].float()
+    picked = torch.log_softmax(logits, dim=-1).gather(1, answer_ids[0, :, None])
+    return picked.sum().item(), answer_ids.shape[1]
+
+
+def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-instruct") -> dict:
+    """Both sides' adapters scored alike, outside either library: loaded with peft onto the fp32 base and run on
+    the same HELDOUT rows of the task, generated with another seed than the training rows (none in common). SFT:
+    the mean loss per answer token. DPO: the mean DPO loss (beta 0.1, the base as reference) and the share of
+    pairs whose chosen answer gains more log-prob than the rejected one. None for packing (its rows are the
+    bundled file's)."""
+    if job not in ("sft", "dpo"):
+        return {}
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainforge.data.tasks import generate_task
+    from trainforge.models.registry import resolve_model
+
+    path = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), adapter).eval()
+    _, rows = generate_task(HELDOUT[job], HELDOUT_ROWS[job], HELDOUT_SEED)
+    with torch.inference_mode():
+        if job == "sft":
+            scored = [_completion_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"])
+                      for r in rows]
+            return {"heldout_loss": round(-sum(s for s, _ in scored) / sum(n for _, n in scored), 4)}
+        losses, wins = [], 0
+        for r in rows:
+            prompt = [{"role": "user", "content": r["prompt"]}]
+            policy = [_completion_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
+            with model.disable_adapter():
+                reference = [_completion_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
+            margin = (policy[0] - reference[0]) - (policy[1] - reference[1])
+            losses.append(-torch.nn.functional.logsigmoid(torch.tensor(DPO_BETA * margin)).item())
+            wins += margin > 0
+    return {"heldout_dpo_loss": round(sum(losses) / len(losses), 4),
+            "heldout_preference_accuracy": round(wins / len(rows), 3)}
 
 
 def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
@@ -232,7 +298,7 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     if recorder:
         model_flops = flops_per_token(job) * probe.params * recorder.tokens
         extra.update(step_tokens=recorder.tokens, **matmul_ceiling(recorder.calls, model_flops))
-    _result(probe, extra, started)
+    _result(probe, extra, started, job, None if recorder else run.path / "adapter")
 
 
 def example_lora(job: str):
@@ -299,8 +365,10 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
         trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[probe])
     trainer.train()
+    trainer.save_model()  # the adapter, into output_dir
     _result(probe, {"precision": "bf16" if args.bf16 else "fp32",
-                                   "gradient_checkpointing": bool(getattr(args, "gradient_checkpointing", False))}, started)
+                    "gradient_checkpointing": bool(getattr(args, "gradient_checkpointing", False))}, started, job,
+            Path(args.output_dir))
 
 
 # ---- parent ----
@@ -382,6 +450,7 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
             "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
             "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
+            **{k: r[k] for k in HELDOUT_SCORES if k in r},
             "achieved_gflops": round(achieved / 1e9, 1),
             f"mfu_{REFERENCE}_in_row": round(achieved / 1e9 / statistics.median(r[f"{REFERENCE}_peaks_in_row"]), 3),
         })
@@ -413,7 +482,8 @@ def print_table(rows: list[dict], peaks: dict) -> None:
     table = Table(title=f"trainforge vs TRL + peft defaults (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
                         f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
     cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
-            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", "mfu_bf16", "mfu_fp32",
+            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", *HELDOUT_SCORES,
+            "mfu_bf16", "mfu_fp32",
             f"mfu_{REFERENCE}_in_row", "speedup_vs_trl_in_row", f"mfu_ceiling_{REFERENCE}", "matmul_utilization_in_row"]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")

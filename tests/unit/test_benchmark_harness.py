@@ -1,10 +1,15 @@
-"""The benchmark harness's MFU ceiling: it must record exactly one step's matmuls and count their FLOPs right."""
+"""The benchmark harness: its MFU ceiling must record exactly one step's matmuls and count their FLOPs right, and
+its held-out scores must score the answer tokens alone, the same way for both sides."""
 
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
+
+from trainforge.models.registry import resolve_model
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import sft_vs_trl as harness  # noqa: E402
@@ -42,3 +47,42 @@ def test_sampling_the_peak_during_training_leaves_the_runs_random_numbers_alone(
     harness.matmul_peak("bf16", n=64, seconds=0.01)
     torch.set_num_threads(threads)
     assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.fixture
+def fresh_adapter(tmp_path):
+    """A LoRA adapter as peft initializes it (B = 0) on the tiny LLaMA: the policy equals the base model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"))
+    get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_held_out_dpo_scores_of_an_unchanged_policy_are_a_coin_toss(fresh_adapter, monkeypatch):
+    monkeypatch.setitem(harness.HELDOUT_ROWS, "dpo", 3)
+    scores = harness.heldout_scores("dpo", fresh_adapter, model_name="tiny-llama")
+    # every margin is 0: the loss is -log σ(0) = ln 2 and no pair counts as won
+    assert scores == {"heldout_dpo_loss": round(math.log(2), 4), "heldout_preference_accuracy": 0.0}
+
+
+def test_held_out_sft_loss_scores_exactly_the_answer_tokens(fresh_adapter, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainforge.data.tasks import generate_task
+
+    monkeypatch.setitem(harness.HELDOUT_ROWS, "sft", 1)
+    [row] = generate_task(harness.HELDOUT["sft"], 1, harness.HELDOUT_SEED)[1]
+    path = resolve_model("tiny-llama")
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    # the library's own loss over the whole conversation with the prompt's labels masked out
+    prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
+    whole = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    ids = tokenizer(whole, add_special_tokens=False, return_tensors="pt").input_ids
+    labels = ids.clone()
+    labels[0, :len(tokenizer(prompt, add_special_tokens=False).input_ids)] = -100
+    with torch.inference_mode():
+        expected = model(input_ids=ids, labels=labels).loss.item()
+    assert harness.heldout_scores("sft", fresh_adapter, model_name="tiny-llama")["heldout_loss"] == pytest.approx(
+        expected, abs=1e-4)
