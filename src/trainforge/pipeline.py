@@ -143,7 +143,8 @@ def evaluate_preference(model, prep: Prepared) -> tuple[dict[str, float], list[d
 def _config_without_name(config: RunConfig) -> dict:
     data = config.model_dump(mode="json")
     data.pop("name", None)
-    data["training"].pop("precision", None)  # resolved per machine
+    for resolved_per_machine in ("precision", "gradient_checkpointing"):  # the latter changes memory, not numbers
+        data["training"].pop(resolved_per_machine, None)
     return data
 
 

@@ -4,6 +4,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import tiny_run_config
+from trainforge.config import load_config
 from trainforge.errors import RunError
 from trainforge.pipeline import train
 from trainforge.tracking.callbacks import StopAtStep
@@ -44,3 +45,19 @@ def test_same_name_is_not_overwritten(runs_dir):
     train(config)
     with pytest.raises(RunError, match="already exists"):
         train(config)
+
+
+def test_a_run_resumes_where_auto_checkpointing_resolves_differently(runs_dir, monkeypatch):
+    """The saved config records what `gradient_checkpointing: auto` resolved to on the machine that started the
+    run; a machine that trains in the other precision resolves it otherwise and must still resume the run."""
+    import trainforge.pipeline as pipeline
+
+    config = tiny_run_config(runs_dir, name="moved", training={"max_steps": 4, "save_steps": 2,
+                                                               "gradient_checkpointing": "auto"},
+                             evaluation={"before_after": False, "generation": False})
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[StopAtStep(3)])
+    started_with = load_config(runs_dir / "moved" / "config.yaml").training.gradient_checkpointing
+    monkeypatch.setattr(pipeline, "checkpointing_for", lambda precision: 3 if started_with is True else True)
+    resumed = train(config, resume=True)
+    assert resumed.status == "completed" and [m["step"] for m in resumed.metrics() if "loss" in m][-1] == 4
