@@ -50,7 +50,8 @@ def quiet_library_progress() -> None:
 def checkpointing_for(precision: str) -> bool | int:
     """`gradient_checkpointing: auto`. Measured on LoRA SFT / DPO of SmolLM2 at 8 × 128 tokens: every 3rd layer in
     bf16 keeps the peak at 0.68–0.73× TRL's (every layer) at no loss of speed; in fp32 the same setting keeps
-    0.98–1.01×, every layer 0.72–0.76× for 9–23% of SFT's speed and none of DPO's (benchmarks/RESULTS.md)."""
+    0.98–1.01×, every layer 0.70–0.76× for 0–23% of SFT's speed (three runs) and none of DPO's
+    (benchmarks/RESULTS.md)."""
     return 3 if precision == "bf16" else True
 
 
