@@ -29,7 +29,7 @@ time. "Matmul utilization in row" is trainforge's MFU without the credit for wor
 recorded step executed, per token, at the row's speed, against the in-row peak.
 
 Quality: the final loss is one batch's, and the two sides draw different batches. So each row's saved adapter is
-also loaded with peft onto the fp32 base and scored by this file on the same held-out rows of the task (64 for SFT,
+also loaded with peft onto the fp32 base and scored the same way on the same held-out rows of the task (64 for SFT,
 32 pairs for DPO; another seed than the training rows): SFT's mean loss per answer token; DPO's mean DPO loss and
 preference accuracy.
 
@@ -216,26 +216,23 @@ def _result(probe, extra: dict, wall_started: float, job: str, adapter: Path | N
     print("RESULT " + json.dumps({**measured, **(heldout_scores(job, adapter) if adapter else {})}), flush=True)
 
 
-def _completion_logprob(model, tokenizer, prompt: list[dict], answer: str) -> tuple[float, int]:
-    """Sum of the log-probs of the assistant turn's tokens (as the chat template renders it, end marker included)
-    after the prompt, and their count."""
-    import torch
+def _answer_logprob(model, tokenizer, prompt: list[dict], answer: str) -> tuple[float, int]:
+    """Summed log-prob of the assistant turn's tokens (as the chat template renders it, end marker included) after
+    the prompt, by trainforge's held-out evaluator, and their count."""
+    from trainforge.data.tokenize import render
+    from trainforge.evaluation.preference import answer_logprob
 
-    start = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    whole = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": answer}], tokenize=False)
-    assert whole.startswith(start), "the chat template renders the prompt differently inside the conversation"
-    prompt_ids = tokenizer(start, add_special_tokens=False, return_tensors="pt").input_ids
-    answer_ids = tokenizer(whole[len(start):], add_special_tokens=False, return_tensors="pt").input_ids
-    ids = torch.cat([prompt_ids, answer_ids], dim=1)
-    logits = model(input_ids=ids).logits[0, prompt_ids.shape[1] - 1:-1].float()
-    picked = torch.log_softmax(logits, dim=-1).gather(1, answer_ids[0, :, None])
-    return picked.sum().item(), answer_ids.shape[1]
+    start = render(tokenizer, prompt, add_generation_prompt=True)
+    whole = render(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+    count = (len(tokenizer(whole, add_special_tokens=False).input_ids)
+             - len(tokenizer(start, add_special_tokens=False).input_ids))
+    return answer_logprob(model, tokenizer, start, whole), count
 
 
 def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-instruct") -> dict:
-    """Both sides' adapters scored alike, outside either library: loaded with peft onto the fp32 base and run on
-    the same HELDOUT rows of the task, generated with another seed than the training rows (none in common). SFT:
-    the mean loss per answer token. DPO: the mean DPO loss (beta 0.1, the base as reference) and the share of
+    """Both sides' adapters scored alike: loaded with peft onto the fp32 base and run on the same HELDOUT rows of
+    the task, generated with another seed than the training rows (none in common). SFT: the mean loss per answer
+    token. DPO: the mean DPO loss (beta 0.1, the base as reference) and the share of
     pairs whose chosen answer gains more log-prob than the rejected one. None for packing (its rows are the
     bundled file's)."""
     if job not in ("sft", "dpo"):
@@ -253,15 +250,15 @@ def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-inst
     _, rows = generate_task(HELDOUT[job], HELDOUT_ROWS[job], HELDOUT_SEED)
     with torch.inference_mode():
         if job == "sft":
-            scored = [_completion_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"])
+            scored = [_answer_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"])
                       for r in rows]
             return {"heldout_loss": round(-sum(s for s, _ in scored) / sum(n for _, n in scored), 4)}
         losses, wins = [], 0
         for r in rows:
             prompt = [{"role": "user", "content": r["prompt"]}]
-            policy = [_completion_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
+            policy = [_answer_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
             with model.disable_adapter():
-                reference = [_completion_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
+                reference = [_answer_logprob(model, tokenizer, prompt, r[k])[0] for k in ("chosen", "rejected")]
             margin = (policy[0] - reference[0]) - (policy[1] - reference[1])
             losses.append(-torch.nn.functional.logsigmoid(torch.tensor(DPO_BETA * margin)).item())
             wins += margin > 0

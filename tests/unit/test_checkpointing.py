@@ -1,4 +1,5 @@
-"""`training.gradient_checkpointing`: true recomputes every layer in backward, an integer N every N-th layer, auto\nfollows the precision."""
+"""`training.gradient_checkpointing`: true recomputes every layer in backward, an integer N every N-th layer, auto
+follows the precision."""
 
 import pytest
 from transformers import TrainerCallback
