@@ -33,7 +33,13 @@ also loaded with peft onto the fp32 base and scored the same way on the same hel
 32 pairs for DPO; another seed than the training rows): SFT's mean loss per answer token; DPO's mean DPO loss and
 preference accuracy.
 
+On a CUDA GPU both sides train there, and the figures are the GPU's: the matmul peaks are 8192² products timed
+between synchronizations, and "peak GPU memory" is the most the process's tensors held on the GPU
+(torch.cuda.max_memory_allocated; the in-row peak samples' operands left out), next to the host's peak RSS. A
+few steps are over in a moment on a GPU and their first one warms the kernels up: give it a hundred or more.
+
     PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
+    PYTHONPATH=src python benchmarks/sft_vs_trl.py --job sft --steps 200 --out benchmarks/sft_vs_trl_gpu.json
 """
 
 from __future__ import annotations
@@ -49,12 +55,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainforge.hardware import cpu_has_fast_bf16
+from trainforge.hardware import auto_precision, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE = pick_device()  # where both sides train: the GPU when there is one
 # The precision whose matmul rate the in-row MFUs and the ceiling are against: the one trainforge trains in here
 # (a CPU without bf16 units runs bf16 matmuls ~100× slower than fp32 ones, and trainforge trains in fp32 there).
-REFERENCE = "bf16" if cpu_has_fast_bf16() else "fp32"
+REFERENCE = auto_precision(DEVICE)[0]
 EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.yaml"}
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
@@ -64,6 +71,7 @@ HELDOUT_ROWS = {"sft": 64, "dpo": 32}  # a DPO pair takes four forwards (~2 s on
 HELDOUT_SEED = 7  # both sides train on rows generated with seed 42
 DPO_BETA = 0.1  # TRL's default and examples/dpo.yaml's
 HELDOUT_SCORES = ("heldout_loss", "heldout_dpo_loss", "heldout_preference_accuracy")
+MEMORY = {"peak_rss_mb": "rss_vs_trl", "peak_gpu_mb": "gpu_memory_vs_trl"}  # a peak → its ratio to TRL's defaults
 SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "trainforge": [],
     "  − shared start (every row's prompt run in full)": ["training.shared_prompt=false"],
@@ -106,14 +114,20 @@ def _probe():
         def on_train_begin(self, args, state, control, **kw):
             self.started, self.cpu_started = time.perf_counter(), time.process_time()
             self.peaks, self.sampling, self.cpu_sampling = [], 0.0, 0.0
+            self.gpu_peak = 0
 
         def on_step_end(self, args, state, control, **kw):
+            _synchronize()  # the step's queued GPU work is the step's time, not the sample's
+            self.gpu_peak = max(self.gpu_peak, gpu_memory_peak(reset=False))
             started, cpu_started = time.perf_counter(), time.process_time()
             self.peaks.append(matmul_peak(REFERENCE, seconds=0.15))
             self.sampling += time.perf_counter() - started
             self.cpu_sampling += time.process_time() - cpu_started
+            gpu_memory_peak(reset=True)  # the sample's operands are no part of the run's peak
 
         def on_train_end(self, args, state, control, model=None, **kw):
+            _synchronize()
+            self.gpu_peak = max(self.gpu_peak, gpu_memory_peak(reset=False))
             self.seconds = time.perf_counter() - self.started - self.sampling
             # all threads: robust to other jobs' load
             self.cpu_seconds = time.process_time() - self.cpu_started - self.cpu_sampling
@@ -149,8 +163,8 @@ def _matmul_recorder(step: int):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func.overloadpacket.__name__ in MATMULS:
-                specs = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) if isinstance(t, torch.Tensor) else t
-                              for t in args)
+                specs = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) if isinstance(t, torch.Tensor)
+                              else t for t in args)
                 calls[(func, specs, tuple(sorted(kwargs.items())))] += 1
             return func(*args, **kwargs)
 
@@ -169,12 +183,34 @@ def _matmul_recorder(step: int):
     return Recorder()
 
 
-def _strided_like(shape: tuple, stride: tuple, dtype):
-    """Random numbers laid out as a recorded operand was (strides of 0 included, as a broadcast bias has)."""
+def _strided_like(shape: tuple, stride: tuple, dtype, device):
+    """Random numbers laid out as a recorded operand was (strides of 0 included, as a broadcast bias has), on its
+    device."""
     import torch
 
     span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
-    return torch.randn(span).to(dtype).as_strided(shape, stride)
+    return torch.randn(span, device=device).to(dtype).as_strided(shape, stride)
+
+
+def _synchronize() -> None:
+    """Waits for the GPU's queued work, so that a timer read after it counts that work; nothing on a CPU."""
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_memory_peak(reset: bool) -> int:
+    """The GPU memory (bytes) this process's tensors have held at most since the last reset, then, with `reset`,
+    a new count from what they hold now. 0 without a GPU."""
+    import torch
+
+    if DEVICE != "cuda":
+        return 0
+    peak = torch.cuda.max_memory_allocated()
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
 
 
 def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
@@ -195,8 +231,10 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
     for _ in range(rounds):
         total = 0.0
         for func, args, kwargs, count in runs:
+            _synchronize()
             started = time.perf_counter()
             func(*args, **kwargs)
+            _synchronize()
             total += count * (time.perf_counter() - started)
         seconds.append(total)
         peaks.append(matmul_peak(REFERENCE, seconds=0.5))
@@ -212,6 +250,7 @@ def _result(probe, extra: dict, wall_started: float, job: str, adapter: Path | N
         "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
         "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        **({"peak_gpu_mb": round(probe.gpu_peak / 2**20)} if DEVICE == "cuda" else {}),
         f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}
     print("RESULT " + json.dumps({**measured, **(heldout_scores(job, adapter) if adapter else {})}), flush=True)
 
@@ -370,30 +409,51 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
 
 # ---- parent ----
 
-def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
-    """Dense matmul FLOP/s of this machine on all its cores: n×n @ n×n repeated for about `seconds`. The size
+def matmul_peak(dtype_name: str, n: int | None = None, seconds: float = 3.0) -> float:
+    """Dense matmul FLOP/s of the device both sides train on (a CPU on all its cores): n×n @ n×n repeated for
+    about `seconds`. n is 2048 on a CPU and 8192 on a GPU, which a 2048² product leaves mostly idle. The size
     grows from 512 to n only while a call takes under a quarter of `seconds`: on a CPU without bf16 units one
     2048² bf16 matmul takes about a minute."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    n = n or (8192 if DEVICE == "cuda" else 2048)
+    if DEVICE == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     # its own generator: sampled during training, it must not move the run's random numbers (dropout masks)
-    numbers = torch.Generator().manual_seed(0)
+    numbers = torch.Generator(DEVICE).manual_seed(0)
     size = min(n, 512)
-    while True:  # each size's first call is a warm-up
-        x, y = (torch.randn(size, size, generator=numbers, dtype=dtype) for _ in range(2))
+
+    def timed() -> float:
+        _synchronize()
         started = time.perf_counter()
         torch.matmul(x, y)
-        if size >= n or time.perf_counter() - started > seconds / 4:
+        _synchronize()
+        return time.perf_counter() - started
+
+    while True:  # each size's first call is a warm-up
+        x, y = (torch.randn(size, size, generator=numbers, dtype=dtype, device=DEVICE) for _ in range(2))
+        if timed() > seconds / 4 or size >= n:
             break
         size = min(2 * size, n)
     best, end = 0.0, time.perf_counter() + seconds
     while not best or time.perf_counter() < end:
-        t = time.perf_counter()
-        torch.matmul(x, y)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))  # best repeat: the least disturbed by other jobs
+        best = max(best, 2 * size**3 / timed())  # best repeat: the least disturbed by other jobs
     return best
+
+
+def describe_device() -> str:
+    """The machine the rows ran on, as the JSON records it: the GPU's name, or the CPU's model."""
+    import platform
+
+    import torch
+
+    if DEVICE == "cuda":
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    return names[0] if names else platform.processor()
 
 
 def spawn(args: list[str]) -> dict:
@@ -412,7 +472,8 @@ def pooled(results: list[dict]) -> dict:
     first = results[0]
     summed = {k: round(sum(r[k] for r in results), 2) for k in ("train_seconds", "train_cpu_seconds", "tokens",
                                                                  "wall_seconds")}
-    return {**first, **summed, "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "repeats": len(results),
+    peaks = {k: max(r[k] for r in results) for k in MEMORY if k in first}
+    return {**first, **summed, **peaks, "repeats": len(results),
             f"{REFERENCE}_peaks_in_row": [p for r in results for p in r[f"{REFERENCE}_peaks_in_row"]]}
 
 
@@ -445,8 +506,10 @@ def lm_rows(job: str, a: dict) -> list[dict]:
             "tokens_per_s": round(tps, 1), "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
             "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
             "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
-            "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"],
-            "rss_vs_trl": round(r["peak_rss_mb"] / base["peak_rss_mb"], 2), "final_loss": r["final_loss"],
+            "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"],
+            **{k: r[k] for k in MEMORY if k in r},
+            **{ratio: round(r[k] / base[k], 2) for k, ratio in MEMORY.items() if k in r},
+            "final_loss": r["final_loss"],
             **{k: r[k] for k in HELDOUT_SCORES if k in r},
             "achieved_gflops": round(achieved / 1e9, 1),
             f"mfu_{REFERENCE}_in_row": round(achieved / 1e9 / statistics.median(r[f"{REFERENCE}_peaks_in_row"]), 3),
@@ -476,10 +539,11 @@ def print_table(rows: list[dict], peaks: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"trainforge vs TRL + peft defaults (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
-                        f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
+    table = Table(title=f"trainforge vs TRL + peft defaults on {DEVICE} (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} "
+                        f"GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
+    memory = [c for k, ratio in MEMORY.items() if any(k in r for r in rows) for c in (k, ratio)]
     cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
-            "cpu_speedup_vs_trl", "peak_rss_mb", "rss_vs_trl", "train_s", "wall_s", "final_loss", *HELDOUT_SCORES,
+            "cpu_speedup_vs_trl", *memory, "train_s", "wall_s", "final_loss", *HELDOUT_SCORES,
             "mfu_bf16", "mfu_fp32",
             f"mfu_{REFERENCE}_in_row", "speedup_vs_trl_in_row", f"mfu_ceiling_{REFERENCE}", "matmul_utilization_in_row"]
     for c in cols:
@@ -525,7 +589,7 @@ def main() -> None:
         if "achieved_gflops" in row:
             row.update({f"mfu_{d}": round(row["achieved_gflops"] * 1e9 / peaks[d], 3) for d in peaks})
     print_table(rows, peaks)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_cores": len(os.sched_getaffinity(0)),
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": describe_device(), "cpu_cores": len(os.sched_getaffinity(0)),
             "load_average": os.getloadavg(), "peak_flops": peaks, "peak_flops_before": peaks_before,
             "peak_flops_after": peaks_after, "args": vars(a), "flops_per_token": "6·N (SFT), 8·N (DPO)"}
     Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

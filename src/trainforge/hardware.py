@@ -71,21 +71,23 @@ def to_device(obj, device):
     return obj
 
 
+def auto_precision(device: str) -> tuple[str, str]:
+    """The precision `precision: auto` trains in on `device` ("cuda" or "cpu"), and why."""
+    import torch
+
+    if device == "cuda":
+        return ("bf16", "GPU supports bf16") if torch.cuda.is_bf16_supported() else ("fp32", "GPU lacks bf16")
+    if cpu_has_fast_bf16():
+        return "bf16", "CPU has native bf16 (AVX512-BF16/AMX): bf16 autocast"
+    return "fp32", "CPU lacks native bf16 instructions: bf16 would be emulated and slow"
+
+
 def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
     import torch
 
     device = pick_device()
     cuda = device == "cuda"
-    if precision != "auto":
-        reason = "as configured"
-        chosen = precision
-    elif cuda:
-        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        reason = "GPU supports bf16" if chosen == "bf16" else "GPU lacks bf16"
-    elif cpu_has_fast_bf16():
-        chosen, reason = "bf16", "CPU has native bf16 (AVX512-BF16/AMX): bf16 autocast"
-    else:
-        chosen, reason = "fp32", "CPU lacks native bf16 instructions: bf16 would be emulated and slow"
+    chosen, reason = auto_precision(device) if precision == "auto" else (precision, "as configured")
     # A user's OMP_NUM_THREADS wins over the default, as it does for torch itself; data-parallel processes on this
     # machine (torchrun's LOCAL_WORLD_SIZE) share its cores.
     omp = os.environ.get("OMP_NUM_THREADS", "")

@@ -39,6 +39,55 @@ def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
     assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling[f"{harness.REFERENCE}_peak"] > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_ceiling_times_the_recorded_matmuls_there():
+    model = torch.nn.Linear(64, 32).cuda()
+    recorder = harness._matmul_recorder(step=1)
+    state = SimpleNamespace(global_step=0, num_input_tokens_seen=0)
+    recorder.on_step_begin(None, state, None)
+    state.num_input_tokens_seen += 16
+    model(torch.randn(16, 64, device="cuda")).sum().backward()
+    state.global_step += 1
+    recorder.on_step_end(None, state, None)
+    devices = {spec[3].type for _, specs, _ in recorder.calls for spec in specs if isinstance(spec, tuple)}
+    assert devices == {"cuda"}
+    ceiling = harness.matmul_ceiling(recorder.calls, model_flops=1e6, rounds=2)
+    assert ceiling["matmul_gflop"] * 1e9 == 3 * 2 * 16 * 64 * 32 and ceiling[f"{harness.REFERENCE}_peak"] > 1e12
+
+
+def test_the_gpu_memory_peak_leaves_the_in_row_peak_samples_out(monkeypatch):
+    """The probe samples the matmul peak after each step; on a GPU its operands (3 × 8192² in bf16) can outweigh
+    a small model's whole step. A CUDA allocator stand-in: the weights, two steps' transient activations, and
+    samples larger than either."""
+    mb = 2**20
+    held = {"now": 0, "peak": 0}
+
+    def allocate(nbytes: int) -> None:
+        held["now"] += nbytes
+        held["peak"] = max(held["peak"], held["now"])
+
+    def sample(dtype_name: str, seconds: float) -> float:
+        allocate(1024 * mb)
+        allocate(-1024 * mb)
+        return 1e15
+
+    monkeypatch.setattr(harness, "DEVICE", "cuda")
+    monkeypatch.setattr(harness, "matmul_peak", sample)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: held["peak"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: held.update(peak=held["now"]))
+    probe = harness._probe()
+    state = SimpleNamespace(global_step=0, num_input_tokens_seen=0, log_history=[])
+    allocate(100 * mb)  # the weights
+    probe.on_train_begin(None, state, None)
+    for activations in (500, 300):
+        allocate(activations * mb)
+        allocate(-activations * mb)
+        probe.on_step_end(None, state, None)
+    probe.on_train_end(None, state, None, model=torch.nn.Linear(2, 2))
+    assert probe.gpu_peak == 600 * mb
+
+
 def test_sampling_the_peak_during_training_leaves_the_runs_random_numbers_alone():
     threads = torch.get_num_threads()
     torch.manual_seed(0)
