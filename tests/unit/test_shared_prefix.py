@@ -1,5 +1,6 @@
 """Prompts run once (methods.shared_prefix). DPO: the shared-prompt forward returns what TRL's fused LM head returns
-for the batch's two rows per pair, gradients included, and runs the backbone on fewer tokens. SFT: a batch's common
+for the batch's two rows per pair, gradients included, and runs the backbone on fewer tokens; ORPO trains as with
+TRL's own forward. SFT: a batch's common
 first tokens run once and the chunked loss and its gradients stay those of the plain forward."""
 
 import pytest
@@ -96,6 +97,34 @@ def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir, meth
     # without gradient: LoRA's reference (the adapter disabled) each step; full fine-tuning's reference log-probs of
     # all 36 training pairs, 4 a batch, precomputed while the trainer is built
     assert layouts_without_grad.count(True) >= (6 if method == "lora" else 36 // 4)
+
+
+def test_orpo_with_a_shared_prompt_trains_like_trls_forward(runs_dir, monkeypatch):
+    """The same ORPO run with the shared prompt and with TRL's two-row forward: the same losses, NLL terms, log-probs
+    and odds ratios step by step (up to float rounding), each step's policy forward sharing."""
+    from trainforge.methods import shared_prefix
+
+    layouts = []
+    real_layout = shared_prefix.pair_layout
+    monkeypatch.setattr(shared_prefix, "pair_layout", lambda *a: layouts.append(torch.is_grad_enabled()) or
+                        real_layout(*a))
+    compared = ("loss", "nll_loss", "logps/chosen", "logps/rejected", "log_odds_ratio", "rewards/margins")
+
+    def run(name, shared):
+        config = tiny_run_config(runs_dir, name=name, data={"task": "constrained-answers", "format": "preference",
+                                                           "task_size": 48},
+                                 training={"objective": "orpo", "beta": 1.0, "max_steps": 6, "max_length": 96,
+                                           "learning_rate": 5e-3, "shared_prompt": shared, "precision": "fp32",
+                                           "logging_steps": 1},
+                                 evaluation={"before_after": False, "generation": False})
+        logged = [m for m in train(config).metrics() if "loss" in m]
+        return {k: [m[k] for m in logged] for k in compared}
+
+    shared, two_rows = run("shared", True), run("two-rows", False)
+    assert layouts.count(True) == 6  # each training step's forward (and the validation split's, without gradient)
+    for key in compared:
+        assert len(shared[key]) == 6 and shared[key] == pytest.approx(two_rows[key], rel=1e-3, abs=1e-4), key
+    assert shared["loss"][-1] < shared["loss"][0]
 
 
 def _sft_batch():

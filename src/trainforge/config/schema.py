@@ -219,8 +219,9 @@ class TrainingConfig(Section):
     packing: bool = Field(False, description="Padding-free packing of several examples per row.")
     chunked_loss: bool = Field(True, description="sft / clm: cross-entropy only at label positions, in chunks, with "
                                "the LM head recomputed in backward; full-vocabulary logits of the batch never exist.")
-    shared_prompt: bool = Field(True, description="dpo: each pair's common prefix (its prompt) goes through the model "
-                                "once instead of once per answer, and the LM head runs only on answer tokens; "
+    shared_prompt: bool = Field(True, description="dpo / orpo: each pair's common prefix (its prompt) goes through "
+                                "the model once instead of once per answer, and the LM head runs only on scored "
+                                "tokens; "
                                 "sft / clm (with chunked_loss): the first tokens all rows of a batch share (a system "
                                 "prompt, an instruction template) run once, the rest of each row attends to their "
                                 "cached keys and values.")

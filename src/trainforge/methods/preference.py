@@ -3,7 +3,10 @@ model (objectives dpo / orpo), RewardTrainer for a reward model (task reward). A
 
 from __future__ import annotations
 
+import torch
+
 from trainforge.hardware import tune_model_for_training
+from trainforge.methods.chunked_loss import IGNORE
 from trainforge.methods import shared_prefix
 from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
 
@@ -36,8 +39,9 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     if t.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
+        trainer_class = shared_prompt_orpo_trainer(ORPOTrainer) if t.shared_prompt else ORPOTrainer
         # ORPO batches carry no `input_ids` for the Trainer to count tokens by
-        return ORPOTrainer(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
+        return trainer_class(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
     from trl import DPOConfig, DPOTrainer
 
     adapter = prep.method.saves_adapter  # then `model` is the bare base (see trainer_wraps_adapter)
@@ -48,25 +52,60 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     return trainer_class(args=args, peft_config=prep.method.peft_config() if adapter else None, **kwargs)
 
 
+def _share(model) -> bool:
+    """Wrap `model` so that its fused-head calls on pair batches run each prompt once; whether it could be."""
+    if not shared_prefix.usable(model):
+        return False
+    shared_prefix.share_pair_prefixes(model)  # a no-op for a model already wrapped
+    return True
+
+
 def shared_prompt_dpo_trainer(dpo_trainer):
     """A DPOTrainer subclass that runs each pair's prompt once (methods.shared_prefix) in training and in the
     reference log-probs it precomputes for full fine-tuning while it is being built. Built from the class passed in
     because trl is imported only when a preference trainer is."""
 
-    def share(model):
-        if shared_prefix.usable(model):
-            shared_prefix.share_pair_prefixes(model)  # a no-op for a model already wrapped
-
     class SharedPromptDPOTrainer(dpo_trainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            share(self.model)
+            _share(self.model)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
-            share(self.ref_model or self.model)
+            _share(self.ref_model or self.model)
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return SharedPromptDPOTrainer
+
+
+def shared_prompt_orpo_trainer(orpo_trainer):
+    """An ORPOTrainer subclass whose forward runs each pair's prompt once and scores tokens with the chunked LM head
+    (methods.shared_prefix). TRL's runs prompt + chosen and prompt + rejected through the whole model and keeps
+    the batch's full-vocabulary logits. Same log-probs, NLL and gradients; the `logits/chosen` and
+    `logits/rejected` metrics average the logits of the scored positions only (TRL's also those of the rejected
+    row's prompt and of padding)."""
+
+    class SharedPromptORPOTrainer(orpo_trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shares_prompt = not self.is_encoder_decoder and not self.aux_loss_enabled and _share(self.model)
+
+        def concatenated_forward(self, model, batch):
+            if not self.shares_prompt:
+                return super().concatenated_forward(model, batch)
+            joined = self.concatenated_inputs(batch, padding_value=self.padding_value, device=self.accelerator.device)
+            ids, mask, answers = (joined[f"concatenated_{k}"] for k in ("input_ids", "attention_mask", "labels"))
+            pairs = batch["chosen_labels"].shape[0]
+            # ORPO's NLL term scores the chosen row whole, prompt included; its odds ratio the answers alone
+            labels = torch.cat([ids[:pairs].masked_fill(mask[:pairs] == 0, IGNORE), answers[pairs:]])
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+            log_probs, scored = out.log_probs, out.label_mask
+            in_answer = answers[:, 1:] != IGNORE
+            answer_logps = (log_probs * in_answer).sum(-1) / in_answer.sum(-1)
+            chosen_nll = -log_probs[:pairs].sum() / scored[:pairs].sum()
+            return (answer_logps[:pairs], answer_logps[pairs:], out.mean_logits[:pairs][scored[:pairs]],
+                    out.mean_logits[pairs:][scored[pairs:]], chosen_nll)
+
+    return SharedPromptORPOTrainer
 
 
 def build_reward_trainer(model, prep, run, callbacks: list):
