@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from trainforge.hardware import tune_model_for_training
-from trainforge.methods.chunked_loss import IGNORE
 from trainforge.methods import shared_prefix
+from trainforge.methods.chunked_loss import IGNORE
 from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
