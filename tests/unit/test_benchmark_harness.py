@@ -39,20 +39,22 @@ def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
     assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling[f"{harness.REFERENCE}_peak"] > 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_a_gpu_the_ceiling_times_the_recorded_matmuls_there():
-    model = torch.nn.Linear(64, 32).cuda()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_the_ceiling_times_the_recorded_matmuls_on_their_device(device):
+    model = torch.nn.Linear(64, 32).to(device)
     recorder = harness._matmul_recorder(step=1)
     state = SimpleNamespace(global_step=0, num_input_tokens_seen=0)
     recorder.on_step_begin(None, state, None)
     state.num_input_tokens_seen += 16
-    model(torch.randn(16, 64, device="cuda")).sum().backward()
+    model(torch.randn(16, 64, device=device)).sum().backward()
     state.global_step += 1
     recorder.on_step_end(None, state, None)
     devices = {spec[3].type for _, specs, _ in recorder.calls for spec in specs if isinstance(spec, tuple)}
-    assert devices == {"cuda"}
+    assert devices == {device}
     ceiling = harness.matmul_ceiling(recorder.calls, model_flops=1e6, rounds=2)
-    assert ceiling["matmul_gflop"] * 1e9 == 3 * 2 * 16 * 64 * 32 and ceiling[f"{harness.REFERENCE}_peak"] > 1e12
+    # forward and the weight's gradient (the input needs none)
+    assert ceiling["matmul_gflop"] * 1e9 == 2 * 2 * 16 * 64 * 32 and ceiling[f"{harness.REFERENCE}_peak"] > 0
 
 
 def test_the_gpu_memory_peak_leaves_the_in_row_peak_samples_out(monkeypatch):
