@@ -91,6 +91,7 @@ def test_dpo_and_orpo_loss_falls_and_margin_grows(runs_dir, objective, beta):
     if objective == "dpo":  # ORPO's NLL term first lifts both answers of a random model, the longer rejected one more
         assert summary["after.margin"] > summary["before.margin"]  # held-out log p(chosen) - log p(rejected)
     assert 0 <= summary["after.constraint_rate"] <= 1 and "train.rewards/margins" in summary
+    assert summary["tokens_per_second"] > 0  # ORPO's batches hold no `input_ids`: trainforge counts its tokens
     assert (run.path / "adapter" / "adapter_config.json").is_file()
     assert not (run.path / "adapter" / "ref").exists()  # DPO's reference is the base, not a saved adapter copy
 

@@ -108,7 +108,8 @@ def test_orpo_with_a_shared_prompt_trains_like_trls_forward(runs_dir, monkeypatc
     real_layout = shared_prefix.pair_layout
     monkeypatch.setattr(shared_prefix, "pair_layout", lambda *a: layouts.append(torch.is_grad_enabled()) or
                         real_layout(*a))
-    compared = ("loss", "nll_loss", "logps/chosen", "logps/rejected", "log_odds_ratio", "rewards/margins")
+    compared = ("loss", "nll_loss", "logps/chosen", "logps/rejected", "log_odds_ratio", "rewards/margins",
+                "num_input_tokens_seen")
 
     def run(name, shared):
         config = tiny_run_config(runs_dir, name=name, data={"task": "constrained-answers", "format": "preference",
@@ -125,6 +126,9 @@ def test_orpo_with_a_shared_prompt_trains_like_trls_forward(runs_dir, monkeypatc
     for key in compared:
         assert len(shared[key]) == 6 and shared[key] == pytest.approx(two_rows[key], rel=1e-3, abs=1e-4), key
     assert shared["loss"][-1] < shared["loss"][0]
+    # the trained tokens: both rows of 4 pairs a step, without padding
+    steps = [b - a for a, b in zip([0, *shared["num_input_tokens_seen"]], shared["num_input_tokens_seen"])]
+    assert all(2 * 4 * 10 < n < 2 * 4 * 96 for n in steps), steps
 
 
 def _sft_batch():

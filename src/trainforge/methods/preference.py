@@ -39,8 +39,10 @@ def build_preference_trainer(model, prep, run, callbacks: list):
     if t.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        trainer_class = shared_prompt_orpo_trainer(ORPOTrainer) if t.shared_prompt else ORPOTrainer
-        # ORPO batches carry no `input_ids` for the Trainer to count tokens by
+        trainer_class = token_counting_orpo_trainer(ORPOTrainer)
+        if t.shared_prompt:
+            trainer_class = shared_prompt_orpo_trainer(trainer_class)
+        # the Trainer's own count needs an `input_ids` key, which ORPO batches lack: the subclass counts
         return trainer_class(args=ORPOConfig(**{**common, "include_num_input_tokens_seen": "no"}), **kwargs)
     from trl import DPOConfig, DPOTrainer
 
@@ -75,6 +77,25 @@ def shared_prompt_dpo_trainer(dpo_trainer):
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
     return SharedPromptDPOTrainer
+
+
+def token_counting_orpo_trainer(orpo_trainer):
+    """An ORPOTrainer subclass that counts the trained tokens (both rows of each pair, padding left out, as the
+    Trainer counts DPO's) and logs them as `num_input_tokens_seen`, whence the run's tokens/s."""
+
+    class TokenCountingORPOTrainer(orpo_trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                seen = inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum()
+                self.state.num_input_tokens_seen += int(self.accelerator.gather(seen.reshape(1)).sum())
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs:
+                logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            return super().log(logs, start_time)
+
+    return TokenCountingORPOTrainer
 
 
 def shared_prompt_orpo_trainer(orpo_trainer):
