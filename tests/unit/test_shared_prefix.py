@@ -1,7 +1,7 @@
 """Prompts run once (methods.shared_prefix). DPO: the shared-prompt forward returns what TRL's fused LM head returns
 for the batch's two rows per pair, gradients included, and runs the backbone on fewer tokens; ORPO trains as with
-TRL's own forward. SFT: a batch's common
-first tokens run once and the chunked loss and its gradients stay those of the plain forward."""
+TRL's own forward. SFT: a batch's common first tokens run once and the chunked loss and its gradients stay those of
+the plain forward."""
 
 import pytest
 import torch
