@@ -1,13 +1,14 @@
 """trainforge against the script a user would write with TRL + peft defaults, same job, one invocation.
 
 Jobs (--job): `sft` LoRA SFT (r=16, all linear layers) of SmolLM2-135M-Instruct on the bundled dates → JSON task;
-`dpo` LoRA DPO on the bundled constrained-answers pairs; `packing` LoRA SFT with packing
+`dpo` LoRA DPO on the bundled constrained-answers pairs; `orpo` LoRA ORPO on the same pairs
+(`examples/orpo.yaml`) against TRL's ORPOTrainer; `packing` LoRA SFT with packing
 (`examples/sft-own-data.yaml`: the bundled alpaca rows, packed into rows of max_length), against TRL's SFTTrainer
 with `packing=True`; `classical` runs benchmarks/classical_search.py
 (trainforge's search vs GridSearchCV); `all` runs the three. Both LM sides train the same number of optimizer steps
 with the same batch, sequence limit, learning rate, data and adapter (the example config's LoRA rank, alpha and
 dropout, or --lora-dropout on both sides); the TRL side leaves every other setting at the library default (TRL's
-SFTConfig/DPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each trainforge ablation (a
+SFTConfig/DPOConfig/ORPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each trainforge ablation (a
 feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
 memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment. On a
 shared host whose speed drifts, `--repeats N` runs every row N times round-robin and pools them.
@@ -62,12 +63,12 @@ DEVICE = pick_device()  # where both sides train: the GPU when there is one
 # The precision whose matmul rate the in-row MFUs and the ceiling are against: the one trainforge trains in here
 # (a CPU without bf16 units runs bf16 matmuls ~100× slower than fp32 ones, and trainforge trains in fp32 there).
 REFERENCE = auto_precision(DEVICE)[0]
-EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "packing": "sft-own-data.yaml"}
+EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "orpo": "orpo.yaml", "packing": "sft-own-data.yaml"}
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
 TRL_FP32 = "@fp32"  # TRL with bf16=False: what a user does on a CPU without bf16 units, where TRL's default crawls
-HELDOUT = {"sft": "dates-json", "dpo": "constrained-answers"}  # the bundled task each job trains on
-HELDOUT_ROWS = {"sft": 64, "dpo": 32}  # a DPO pair takes four forwards (~2 s on 2 cores in fp32)
+HELDOUT = {"sft": "dates-json", "dpo": "constrained-answers", "orpo": "constrained-answers"}  # each job's bundled task
+HELDOUT_ROWS = {"sft": 64, "dpo": 32, "orpo": 32}  # a pair takes four forwards (~2 s on 2 cores in fp32)
 HELDOUT_SEED = 7  # both sides train on rows generated with seed 42
 DPO_BETA = 0.1  # TRL's default and examples/dpo.yaml's
 HELDOUT_SCORES = ("heldout_loss", "heldout_dpo_loss", "heldout_preference_accuracy")
@@ -82,6 +83,10 @@ SFT_ABLATIONS = {  # row label → overrides of examples/lora-sft.yaml
     "  + packing (padding-free)": ["training.packing=true"],
     "  − checkpointing (the example's auto)": ["training.gradient_checkpointing=false"],
     "  checkpointing every 2nd layer instead": ["training.gradient_checkpointing=2"],
+}
+ORPO_ABLATIONS = {
+    "trainforge": [],
+    "  − shared prompt (two rows per pair)": ["training.shared_prompt=false"],
 }
 DPO_ABLATIONS = {
     "trainforge": [],
@@ -271,10 +276,9 @@ def _answer_logprob(model, tokenizer, prompt: list[dict], answer: str) -> tuple[
 def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-instruct") -> dict:
     """Both sides' adapters scored alike: loaded with peft onto the fp32 base and run on the same HELDOUT rows of
     the task, generated with another seed than the training rows (none in common). SFT: the mean loss per answer
-    token. DPO: the mean DPO loss (beta 0.1, the base as reference) and the share of
-    pairs whose chosen answer gains more log-prob than the rejected one. None for packing (its rows are the
-    bundled file's)."""
-    if job not in ("sft", "dpo"):
+    token. DPO and ORPO: the mean DPO loss (beta 0.1, the base as reference) and the share of pairs whose chosen
+    answer gains more log-prob than the rejected one. None for packing (its rows are the bundled file's)."""
+    if job not in HELDOUT:
         return {}
     import torch
     from peft import PeftModel
@@ -354,7 +358,7 @@ def _user_data(job: str, n: int):
         rows = [json.loads(line) for line in (ROOT / "examples" / "data" / "alpaca.jsonl").read_text().splitlines()]
         return Dataset.from_list([{"prompt": [{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}],
                                    "completion": [{"role": "assistant", "content": r["output"]}]} for r in rows])
-    _, rows = generate_task("dates-json" if job == "sft" else "constrained-answers", n, 42)
+    _, rows = generate_task(HELDOUT[job], n, 42)
     if job == "sft":
         return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
     # conversational pairs, so the chat template applies as on trainforge's side (plain text would skip it)
@@ -394,6 +398,16 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
         args = SFTConfig(**budget, packing=job == "packing")
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[probe])
+    elif job == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        from trainforge.methods.preference import token_counting_orpo_trainer
+
+        # ORPO batches carry no `input_ids` for the Trainer to count tokens by; the subclass only counts them
+        args = ORPOConfig(**{**budget, "include_num_input_tokens_seen": "no"})
+        trainer = token_counting_orpo_trainer(ORPOTrainer)(model=model, args=args, train_dataset=data,
+                                                            processing_class=tokenizer, peft_config=peft_config,
+                                                            callbacks=[probe])
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -481,7 +495,8 @@ def lm_rows(job: str, a: dict) -> list[dict]:
     from rich.console import Console
 
     shared = json.dumps(a)
-    ablations = {"sft": SFT_ABLATIONS, "dpo": DPO_ABLATIONS, "packing": packing_ablations(a["batch_size"])}[job]
+    ablations = {"sft": SFT_ABLATIONS, "dpo": DPO_ABLATIONS, "orpo": ORPO_ABLATIONS,
+                 "packing": packing_ablations(a["batch_size"])}[job]
     if a["no_ablations"]:
         ablations = {"trainforge": []}
     children = {"TRL + peft defaults": ["--child", "trl", job, shared],
@@ -559,7 +574,7 @@ def main() -> None:
         side, job, shared, *overrides = sys.argv[2:]
         return (child_trl if side == "trl" else child_trainforge)(job, json.loads(shared), overrides)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--job", choices=["sft", "dpo", "packing", "classical", "all"], default="sft")
+    p.add_argument("--job", choices=["sft", "dpo", "orpo", "packing", "classical", "all"], default="sft")
     p.add_argument("--steps", type=int, default=15, help="optimizer steps per LM run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
@@ -579,7 +594,7 @@ def main() -> None:
         if job == "classical":
             rows += classical_rows()
             continue
-        lr = {"sft": 1e-3, "dpo": 5e-5, "packing": 5e-4}[job]  # the example configs' rates, given to both sides
+        lr = {"sft": 1e-3, "dpo": 5e-5, "orpo": 2e-4, "packing": 5e-4}[job]  # the examples' rates, for both sides
         rows += lm_rows(job, {**shared, "lr": lr})
     # The host's matmul rate swings between runs (other guests): MFU is taken against the higher of the peaks
     # measured before and after the rows, never flattered by one slow measurement.
