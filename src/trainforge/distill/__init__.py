@@ -1,1 +1,0 @@
-"""Knowledge distillation: a teacher's outputs train a smaller student."""

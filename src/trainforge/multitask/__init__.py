@@ -1,1 +1,0 @@
-"""Multi-task learning: one shared encoder, one head per task, per-task metrics."""

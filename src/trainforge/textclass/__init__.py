@@ -1,1 +1,0 @@
-"""Text classification on an encoder (MiniLM, BERT): labelled rows, the methods, and the run flow."""
