@@ -35,9 +35,10 @@ def main() -> None:
     from optuna.trial import TrialState
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from trainforge.classical.run import prepare
+    from trainforge.classical.prepare import prepare
     from trainforge.tuning.run import tune
-    from trainforge.tuning.space import grid_values, search_space
+    from trainforge.tuning.space import grid_values
+    from trainforge.tuning.study import search_space
 
     runs = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "runs"
     config = load_config(base={

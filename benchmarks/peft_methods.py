@@ -30,7 +30,7 @@ GENERATORS = ["lora", "prefix", "prompt"]
 
 def _child(config_file: str, overrides: list[str]) -> None:
     """Run one training in this process and print its summary with the process's peak resident memory."""
-    from trainforge.pipeline import train_from_file
+    from trainforge.stages import train_from_file
     from trainforge.tracking.rundir import read_json
 
     run = train_from_file(config_file, overrides)

@@ -92,7 +92,7 @@ def _measure_lm(model, rows, pad_id: int) -> dict:
 def _measure_classifier(model, rows, tokenizer) -> dict:
     import numpy as np
 
-    from trainforge.textclass.run import predict_logits
+    from trainforge.tasks.text_classification.task import predict_logits
 
     predict_logits(model, tokenizer, rows[:2])
     started = time.perf_counter()
@@ -120,8 +120,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tf-quant-bench-"))
     try:
         if args.run:
-            from trainforge.textclass.run import _rows_for, is_text_classification
-            from trainforge.textclass.data import encode
+            from trainforge.data.labelled import encode
+            from trainforge.tasks import registry
+            from trainforge.tasks.text_classification.task import held_out_rows
 
             run = find_run(args.run)
             model, tokenizer, auto = run_model(run)
@@ -129,9 +130,9 @@ def main() -> None:
             model.save_pretrained(src)
             tokenizer.save_pretrained(src)
             del model
-            if not is_text_classification(run):
+            if registry.for_run(run).name != "text-classification":
                 raise SystemExit("--run: this benchmark reads text-classification runs; use --model for an LM folder")
-            raw, _ = _rows_for(run, None, json.loads(run.file("labels.json").read_text())["classes"])
+            raw, _ = held_out_rows(run, None, json.loads(run.file("labels.json").read_text())["classes"])
             classes = json.loads(run.file("labels.json").read_text())["classes"]
             rows = encode(tokenizer, raw, classes, False, 128)
             measure, speed_unit, quality_name = (lambda m: _measure_classifier(m, rows, tokenizer)), "rows/s", "accuracy"

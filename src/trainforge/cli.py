@@ -47,16 +47,17 @@ def train(
     """Train / fine-tune a model as the config says; writes runs/<name>/."""
     import os
 
-    from trainforge.pipeline import train_from_file
+    from trainforge.stages import train_from_file
 
     if nproc > 1 and "WORLD_SIZE" not in os.environ:  # this process launches; the workers run without --nproc
         from trainforge import distributed
         from trainforge.config import load_config
         from trainforge.config.loader import read_yaml, with_overrides
+        from trainforge.pipeline import check_data_parallel
 
         if "stages" in with_overrides(read_yaml(config), overrides or []):
             distributed.refuse_stages(config)
-        distributed.check_supported(load_config(config, overrides or []), str(config))
+        check_data_parallel(load_config(config, overrides or []), str(config))
         code = distributed.launch(nproc, ["train", str(config), *(overrides or []), *(["--resume"] if resume else [])])
         raise typer.Exit(code)
     train_from_file(config, overrides or [], resume=resume)
@@ -116,7 +117,7 @@ def constitutional(
 @app.command()
 def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of the demo config.")):
     """The quick start: LoRA-SFT of SmolLM2-135M-Instruct on the bundled dates→JSON task, before/after table."""
-    from trainforge.pipeline import train_from_file
+    from trainforge.stages import train_from_file
 
     train_from_file(RECIPES / "demo.yaml", overrides or [])
 
@@ -173,34 +174,12 @@ def evaluate(
         out.print(table)
         out.print(f"results written to [bold]{path}[/]")
         return
-    from trainforge.agents import is_agent
-    from trainforge.classical.predict import evaluate_file, evaluate_test_split, is_tabular
-    from trainforge.gan import is_gan
-    from trainforge.multitask.run import evaluate_multitask_run, is_multitask
-    from trainforge.pipeline import evaluate_run, fmt
-    from trainforge.nn.run import evaluate_nn_run, is_nn
-    from trainforge.textclass.run import evaluate_classifier_run, is_text_classification
+    from trainforge.pipeline import evaluate_run
+    from trainforge.run.finish import fmt
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
-    if is_nn(r):  # networks trained from scratch: --data is a table, or an image folder
-        scores = evaluate_nn_run(r, data)
-    elif is_agent(r):
-        from trainforge.agents.run import evaluate_agent_run
-
-        scores = evaluate_agent_run(r, episodes)
-    elif is_gan(r):
-        from trainforge.gan.run import evaluate_gan_run
-
-        scores = evaluate_gan_run(r)
-    elif is_tabular(r):
-        scores = evaluate_file(r, data) if data else evaluate_test_split(r)
-    elif is_multitask(r):
-        scores = evaluate_multitask_run(r, data)
-    elif is_text_classification(r):
-        scores = evaluate_classifier_run(r, data)
-    else:
-        scores = evaluate_run(r, data)
+    scores = evaluate_run(r, data, episodes=episodes)
     table = Table("metric", "value", title=f"evaluation of {r.name} on {data or 'its test split'}")
     for key, value in scores.items():
         table.add_row(key, fmt(value))
@@ -298,7 +277,7 @@ def export(
         raise TrainforgeError("Say what to export: --merge, --quantize int8|int4|bf16 or --format onnx|gguf.")
     r = find_run(run, runs_dir)
     if merge:
-        from trainforge.export.merge import merge_run
+        from trainforge.inference.merge import merge_run
 
         out.print(f"merged model written to [bold]{merge_run(r, out_dir)}[/]")
     if format == "onnx":
@@ -321,9 +300,12 @@ def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Op
     from trainforge.data.tokenize import render
     from trainforge.evaluation.lm import generate
     from trainforge.inference import load_run_model
+    from trainforge.tasks import registry
     from trainforge.tracking import find_run
 
-    model, tokenizer = load_run_model(find_run(run, runs_dir))
+    r = find_run(run, runs_dir)
+    registry.for_run(r).require("generate", f"Run {r.path}")
+    model, tokenizer = load_run_model(r)
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:
@@ -348,33 +330,12 @@ def predict(
 ):
     """Generate an answer for every row of a file (text classification: its label; tabular runs: a prediction
     column, CSV or Parquet out)."""
-    from trainforge.classical.predict import is_tabular
+    from trainforge.tasks import registry
     from trainforge.tracking import find_run
 
     r = find_run(run, runs_dir)
-    from trainforge.nn.run import is_nn, predict_nn_file
-
-    if is_nn(r):  # tables (autoencoder: error, anomaly flag, embedding), image folders or .npy
-        out.print(f"predictions written to [bold]{predict_nn_file(r, data, out_file)}[/]")
-        return
-    if is_tabular(r):
-        from trainforge.classical.predict import predict_file as predict_table
-
-        out.print(f"predictions written to [bold]{predict_table(r, data, out_file)}[/]")
-        return
-    from trainforge.multitask.run import is_multitask, predict_multitask_file
-
-    if is_multitask(r):
-        out.print(f"predictions written to [bold]{predict_multitask_file(r, data, out_file)}[/]")
-        return
-    from trainforge.textclass.run import is_text_classification, predict_classifier_file
-
-    if is_text_classification(r):
-        out.print(f"predictions written to [bold]{predict_classifier_file(r, data, out_file)}[/]")
-        return
-    from trainforge.inference import predict_file
-
-    out.print(f"predictions written to [bold]{predict_file(r, data, out_file, max_new_tokens)}[/]")
+    predict_rows = registry.for_run(r).hook("predict", f"Run {r.path}")
+    out.print(f"predictions written to [bold]{predict_rows(r, data, out_file, max_new_tokens=max_new_tokens)}[/]")
 
 
 @app.command()
@@ -427,7 +388,7 @@ def models():
 @runs_app.command("list")
 def runs_list(runs_dir: str = "runs"):
     """All runs with their status and headline metrics."""
-    from trainforge.pipeline import fmt
+    from trainforge.run.finish import fmt
     from trainforge.tracking import list_runs
     from trainforge.tracking.registry import SUMMARY_KEYS, listed_summary
 
@@ -441,7 +402,7 @@ def runs_list(runs_dir: str = "runs"):
 @runs_app.command("show")
 def runs_show(run: str, runs_dir: str = "runs"):
     """One run: status, summary, where its files are."""
-    from trainforge.pipeline import fmt
+    from trainforge.run.finish import fmt
     from trainforge.tracking import find_run
     from trainforge.tracking.rundir import read_json
 
@@ -459,7 +420,7 @@ def runs_show(run: str, runs_dir: str = "runs"):
 @runs_app.command("compare")
 def runs_compare(a: str, b: str, runs_dir: str = "runs"):
     """Two runs side by side: summaries and the config keys that differ."""
-    from trainforge.pipeline import fmt
+    from trainforge.run.finish import fmt
     from trainforge.tracking import find_run
     from trainforge.tracking.registry import compare
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
-from trainforge.config import RunConfig, dump_config
+from trainforge.config import RunConfig
 from trainforge.config.schema import Principle
 from trainforge.data.readers import read_rows
 from trainforge.data.tasks import generate_task, satisfies
@@ -65,8 +65,8 @@ def load_principles(spec: str | list[Principle] | None) -> list[Principle]:
 def read_prompts(config: RunConfig) -> list[dict]:
     """{"prompt": messages ending with the user's turn, "constraint"?} per data row: preference rows (`prompt`),
     chat rows (a trailing assistant turn is dropped) or alpaca rows (`instruction`)."""
-    from trainforge.data.formats import _turns
-    from trainforge.inference import _prompt_messages
+    from trainforge.data.formats import message_turns
+    from trainforge.inference import prompt_messages
 
     data = config.data
     if data.task:
@@ -81,11 +81,11 @@ def read_prompts(config: RunConfig) -> list[dict]:
     prompts = []
     for number, row in numbered:
         if "prompt" in row:
-            messages = _turns(row, "prompt", source, number, "user")
+            messages = message_turns(row, "prompt", source, number, "user")
         elif "messages" in row or "conversations" in row:
-            messages = _prompt_messages(row, "chat", source, number)
+            messages = prompt_messages(row, "chat", source, number)
         elif "instruction" in row:
-            messages = _prompt_messages(row, "alpaca", source, number)
+            messages = prompt_messages(row, "alpaca", source, number)
         else:
             raise DataError(f"Data file {source}, row {number}: expected a prompt: a `prompt` field, a `messages` "
                             f"list or an alpaca `instruction`; found fields {', '.join(map(str, row)) or 'none'}.")
@@ -227,7 +227,8 @@ def summarize(rows: list[dict], sft: list[dict], preferences: list[dict], prompt
 def run_constitutional(config: RunConfig) -> RunDir:
     """Generate, then write revisions.jsonl, sft.jsonl, preferences.jsonl, summary.json and the report."""
     from trainforge.hardware import choose
-    from trainforge.pipeline import finish_run, fmt
+    from trainforge.run.directory import open_run
+    from trainforge.run.finish import finish_run, fmt
 
     c = config.constitution
     principles = load_principles(c.principles)
@@ -237,9 +238,7 @@ def run_constitutional(config: RunConfig) -> RunDir:
                           "and no prompt of `data` carries one (the bundled task constrained-answers does); use "
                           "`pairs: revision`.")
     hardware = choose(config.training.precision, config.training.threads)
-    name = config.name or f"constitutional-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = config.model_copy(update={"name": name})
-    run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    config, run = open_run(config, False, "constitutional", "constitutional")
     with run.failing_on_error():
         console.print(f"[bold]constitutional:[/] {len(prompts)} prompts × {min(c.samples_per_prompt, len(principles))} "
                       f"of {len(principles)} principles; policy {config.model.name}, critic {c.critic or 'the policy'}; "
@@ -255,13 +254,14 @@ def run_constitutional(config: RunConfig) -> RunDir:
         summary.update(method="constitutional", model=config.model.name, critic=c.critic or config.model.name,
                        seconds=round(time.perf_counter() - started, 1))
         header = ["principle", "rows", "changed", "original satisfies", "revision satisfies"]
-        finish_run(run, config, summary, None, tables=[("Principles", table, header)])
+        finish_run(run, config, summary, tables=[("Principles", table, header)])
     out = Console()
     view = Table(*header, title=f"constitutional {run.name}")
     for row in table:
         view.add_row(*(fmt("—" if v is None else v) for v in row))
     out.print(view)
-    out.print(", ".join(f"{k} {fmt(v)}" for k, v in summary.items() if k not in ("method", "model", "critic")))
+    out.print(", ".join(f"{k} {fmt(v)}" for k, v in summary.items() if k not in ("method", "model", "critic",
+                                                                            "mlflow_run_id")))
     out.print(f"run directory: [bold]{run.path.resolve()}[/] (train on sft.jsonl with `data.format: chat`, on "
               "preferences.jsonl with `data.format: preference` and `training.objective: dpo`)")
     return run

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from trainforge.config import RunConfig
-from trainforge.config.schema import RL_OBJECTIVES
 from trainforge.errors import ConfigError, RunError, TrainforgeError
 from trainforge.tracking.rundir import RunDir
 
@@ -40,30 +38,6 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def check_supported(config: RunConfig, source: str = "the config") -> None:
-    """Data-parallel training covers the Trainer-based runs: language models (not online RL, which has its own
-    loop) and text classifiers trained end to end."""
-    from trainforge.methods import get_method
-    from trainforge.methods.base import Method
-    from trainforge.textclass.run import estimator_name
-
-    why = None
-    if config.task not in ("lm", "text-classification"):
-        why = f"task {config.task!r} trains in one process"
-    elif config.task == "lm" and config.training.objective in RL_OBJECTIVES:
-        why = f"objective {config.training.objective!r} runs its own RL loop, not the Trainer's"
-    elif config.distill.teacher:
-        why = "distillation runs in one process"
-    elif config.task == "text-classification" and estimator_name(config):
-        why = "an embeddings → estimator run fits a classical estimator, not a network"
-    elif sharding() and type(get_method(config)).save is not Method.save:
-        why = (f"method {config.method.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; "
-               "use lora or full")
-    if why:
-        raise ConfigError(f"Data-parallel training (--nproc, or a torchrun / accelerate launch) of {source}: {why}. It covers `task: lm` with the Trainer objectives and "
-                          "`task: text-classification` with a trained network; run this config in one process.")
 
 
 def refuse_stages(path) -> None:
@@ -94,7 +68,7 @@ def _broadcast(value: Any) -> Any:
     return broadcast_object_list([value], from_process=0)[0]
 
 
-def open_on_rank0(open_run: Callable[[], tuple[RunConfig, RunDir]]) -> tuple[RunConfig, RunDir]:
+def open_on_rank0(open_run: Callable[[], tuple[Any, RunDir]]) -> tuple[Any, RunDir]:
     """`open_run()` on rank 0; the other ranks get its config (with the run name) and a FollowerRun of its
     directory, or fail with rank 0's error instead of waiting for a run that never starts."""
     if world_size() == 1:

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from trainforge.config.loader import merge, validate
 from trainforge.config.schema import RunConfig
-from trainforge.errors import ConfigError, RunError
-from trainforge.tracking.rundir import RunDir
+from trainforge.errors import ConfigError
+from trainforge.pipeline import train
+from trainforge.run.finish import fmt
+from trainforge.tasks import registry
+from trainforge.tracking.rundir import RunDir, list_runs, read_json
 
-CHAINABLE_TASKS = ("lm", "text-classification")  # tasks whose runs leave a model folder a next stage can load
+console = Console(stderr=True)
 
 
 @dataclass
@@ -47,36 +53,21 @@ def parse_stages(data: dict[str, Any], source: str) -> list[Stage]:
             raise ConfigError(f"Invalid config {where} ({stage_name}): a stage cannot hold `stages` of its own.")
         config = validate(merge(base, {**spec, "name": f"{chain}-{stage_name}"}), f"{where} ({stage_name})")
         inherits = number > 1 and "name" not in (spec.get("model") or {})
-        if config.task not in CHAINABLE_TASKS and (number < len(specs) or inherits):
+        if not registry.used_as(config).can("chain") and (number < len(specs) or inherits):
+            chainable = sorted({t for e in registry.ENTRIES if e.can("chain") for t in e.tasks})
             raise ConfigError(f"Invalid config {where} ({stage_name}): task {config.task!r} neither leaves a model a "
-                              f"next stage can start from nor starts from one; chain {' or '.join(CHAINABLE_TASKS)} stages.")
+                              f"next stage can start from nor starts from one; chain {' or '.join(chainable)} stages.")
         stages.append(Stage(stage_name, config, inherits))
     return stages
 
 
 def output_model(run: RunDir) -> Path:
-    """The whole-model folder a finished run leaves for the next stage: its full model, else its adapter merged."""
-    if (run.path / "model" / "config.json").is_file():
-        return run.path / "model"
-    if (run.path / "merged" / "config.json").is_file():
-        return run.path / "merged"
-    if (run.path / "adapter").is_dir():
-        from trainforge.textclass.run import is_text_classification
-
-        if is_text_classification(run):
-            raise RunError(f"Stage run {run.path} saved a classifier adapter; a later stage starts from a whole "
-                           "model, so train that stage with `method.name: full` or end the chain there.")
-        from trainforge.export.merge import merge_run
-
-        return merge_run(run)
-    raise RunError(f"Stage run {run.path} left no model for the next stage (no model/, merged/ or adapter/).")
+    """The whole-model folder a finished run leaves for the next stage."""
+    return registry.for_run(run).hook("output_model", f"Stage run {run.path}")(run)
 
 
 def run_stages(stages: list[Stage], resume: bool = False) -> list[RunDir]:
     """Run the stages in order. With `resume`, completed stages are kept and an unfinished one continues."""
-    from trainforge.pipeline import console, print_stage_table, train
-    from trainforge.tracking.rundir import list_runs
-
     runs: list[RunDir] = []
     previous: Path | None = None
     for number, stage in enumerate(stages, start=1):
@@ -97,3 +88,31 @@ def run_stages(stages: list[Stage], resume: bool = False) -> list[RunDir]:
             previous = output_model(run)
     print_stage_table(stages, runs)
     return runs
+
+
+def train_from_file(path: str | Path, overrides: list[str], resume: bool = False) -> RunDir:
+    """Train the run a config file describes; a config with `stages:` runs its stages in order (the last one's
+    run directory is returned)."""
+    from trainforge import distributed
+    from trainforge.config import load_config
+    from trainforge.config.loader import read_yaml, with_overrides
+
+    data = with_overrides(read_yaml(path), overrides)
+    if "stages" in data:
+        if distributed.world_size() > 1:
+            distributed.refuse_stages(path)
+        return run_stages(parse_stages(data, str(path)), resume=resume)[-1]
+    return train(load_config(path, overrides), resume=resume)
+
+
+def print_stage_table(stages, runs: list[RunDir]) -> None:
+    """One row per stage: its run and the scores it ended with."""
+    table = Table(title="stages")
+    for col in ("stage", "run", "task", "method", "scores after"):
+        table.add_column(col)
+    for stage, run in zip(stages, runs):
+        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+        scores = ", ".join(f"{k.removeprefix('after.')}={fmt(v)}" for k, v in summary.items() if k.startswith("after."))
+        objective = f" ({stage.config.training.objective})" if stage.config.task == "lm" else ""
+        table.add_row(stage.name, run.name, stage.config.task, stage.config.method.name + objective, scores or "—")
+    Console().print(table)

@@ -29,7 +29,7 @@ def test_minilm_learns_three_tasks_at_once(runs_dir):
     assert s["after.topic.accuracy"] >= 0.8 and s["after.urgency.accuracy"] >= 0.8, s  # chance 0.25 / 0.33
     assert s["after.hours.r2"] >= 0.5 and s["after.hours.rmse"] < 0.6 * s["before.hours.rmse"], s
 
-    from trainforge.multitask.run import evaluate_multitask_run
+    from trainforge.tasks.multi_task.task import evaluate as evaluate_multitask_run
 
     assert evaluate_multitask_run(run) == pytest.approx(json.loads(run.file("eval_after.json").read_text())["scores"])
     assert np.isfinite([v for k, v in s.items() if k.startswith("after.")]).all()

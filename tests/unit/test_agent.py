@@ -52,10 +52,10 @@ def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
         "name": "short", "task": "rl-agent", "data": {"env": "CartPole-v1"},
         "agent": {"steps": 1200, "learning_starts": 200, "save_steps": 600, "eval_episodes": 2},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}})
-    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", crash_after_saving)
+    monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(config)
-    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", original)
+    monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", original)
     run = train(config, resume=True)
     summary = read_json(run.file("summary.json"))
     steps = [m["step"] for m in run.metrics() if "episode_return" in m]
@@ -81,10 +81,10 @@ def test_dqn_resumed_mid_episode_is_bit_identical_to_an_uninterrupted_run(runs_d
                       "eval_episodes": 1},
             "tracking": {"runs_dir": str(folder), "mlflow": False, "report": False}})
 
-    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", crash_after_saving)
+    monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(config(runs_dir / "cut"))
-    monkeypatch.setattr("trainforge.agents.run.save_checkpoint", original)
+    monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", original)
     resumed = train(config(runs_dir / "cut"), resume=True)
     whole = train(config(runs_dir / "whole"))
 

@@ -5,7 +5,8 @@ import pytest
 from transformers import TrainerCallback
 
 from conftest import tiny_run_config
-from trainforge.pipeline import resolve_run, train
+from trainforge.pipeline import train
+from trainforge.run.prepare import resolve_run
 
 
 def test_checkpointing_every_nth_layer_recomputes_those_layers_and_keeps_the_numbers(runs_dir):

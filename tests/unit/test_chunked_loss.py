@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny_run_config, train_losses
-from trainforge.methods.chunked_loss import (IGNORE, chunked_causal_lm_loss, label_positions_loss,
-                                             supports_chunked_loss)
+from trainforge.methods.chunked_loss import IGNORE, label_positions_loss, supports_chunked_loss
+from trainforge.methods.shared_prefix import chunked_causal_lm_loss
 from trainforge.pipeline import train
 
 
@@ -87,7 +87,7 @@ def test_training_curve_is_the_same_with_and_without_chunked_loss(runs_dir):
 def test_bf16_tuning_closes_the_memory_mapped_weight_file(tmp_path):
     from transformers import LlamaForCausalLM
 
-    from trainforge.hardware import _mapped_ranges, tune_model_for_training
+    from trainforge.methods.speedups import mapped_ranges as _mapped_ranges, tune_model_for_training
 
     _tiny_llama(True).save_pretrained(tmp_path)
     model = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
@@ -103,7 +103,7 @@ def test_bf16_tuning_closes_the_memory_mapped_weight_file(tmp_path):
 def test_tuning_for_cpu_training_stores_only_frozen_linear_weights_in_bf16():
     from peft import LoraConfig, get_peft_model
 
-    from trainforge.hardware import tune_model_for_training
+    from trainforge.methods.speedups import tune_model_for_training
 
     model = get_peft_model(_tiny_llama(True), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
     tune_model_for_training(model, "auto", max_length=128, precision="bf16")
@@ -125,7 +125,7 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
     from peft import LoraConfig, get_peft_model
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from trainforge.hardware import tune_model_for_training
+    from trainforge.methods.speedups import tune_model_for_training
 
     class ActivationCasts(TorchDispatchMode):
         count = 0
@@ -156,7 +156,7 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
 def test_auto_attention_on_cpu_follows_how_long_rows_get(max_length, packed, expected):
     """Padded rows are as long as a batch's longest example, packed rows as long as max_length: eager attention's
     T×T scores pay only for short rows."""
-    from trainforge.hardware import tune_model_for_training
+    from trainforge.methods.speedups import tune_model_for_training
 
     model = _tiny_llama(True)
     tune_model_for_training(model, "auto", max_length=max_length, precision="fp32", packed=packed)

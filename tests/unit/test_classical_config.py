@@ -41,7 +41,8 @@ def test_bad_tabular_configs_name_the_key(data, expected):
 
 
 def test_search_space_shorthand_and_keys():
-    from trainforge.tuning.space import grid, search_space
+    from trainforge.tuning.space import grid
+    from trainforge.tuning.study import search_space
 
     config = load_config(base={"task": "classification", "model": {"name": "random_forest"}, "data": {"dataset": "iris"},
                                "tuning": {"space": {"max_depth": [2, 4], "preprocessing.scale": ["none", "standard"]}}})

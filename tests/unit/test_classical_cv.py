@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from _classical import tabular_config
-from trainforge.classical.run import fold_scores, prepare
+from trainforge.classical.prepare import fold_scores, prepare
 from trainforge.classical.splits import holdout
 from trainforge.config.schema import SplitFractions
 

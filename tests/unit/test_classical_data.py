@@ -6,7 +6,8 @@ import pytest
 
 from _classical import tabular_config
 from trainforge.classical.predict import evaluate_frame, predict_frame
-from trainforge.classical.run import prepare, train_classical
+from trainforge.classical.prepare import prepare
+from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.errors import DataError
 from trainforge.tracking.rundir import read_json
 

@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from _classical import tabular_config
-from trainforge.classical.run import fold_scores, prepare
+from trainforge.classical.prepare import fold_scores, prepare
 from trainforge.config import load_config
 from trainforge.tracking.rundir import read_json
 from trainforge.tuning.run import tune

@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 
 from _classical import tabular_config
 from conftest import tiny_run_config
-from trainforge.classical.run import train_classical
+from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.pipeline import train
 from trainforge.tracking.rundir import read_json
 from trainforge.tuning.run import tune

@@ -11,7 +11,7 @@ from trainforge.errors import ConfigError
 def test_keep_layers_copies_the_chosen_layers():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainforge.distill.student import keep_layers
+    from trainforge.tasks.distill.student import keep_layers
 
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
@@ -30,7 +30,7 @@ def test_keep_layers_copies_the_chosen_layers():
 
 
 def test_kl_is_zero_for_equal_logits_and_masks_positions():
-    from trainforge.distill.trainer import distillation_kl
+    from trainforge.methods.distillation import distillation_kl
 
     logits = torch.randn(2, 5, 7)
     assert distillation_kl(logits, logits.clone(), 2.0).item() == pytest.approx(0, abs=1e-6)
@@ -79,7 +79,7 @@ def test_textcls_student_from_teacher_layers_learns_from_the_teacher(tmp_path):
     assert summary["student.size_mb"] < summary["teacher.size_mb"]
     assert summary["teacher.accuracy"] == pytest.approx(teacher_acc)
     assert summary["after.accuracy"] >= teacher_acc - 0.15  # the stated gap: within 15 accuracy points of the teacher
-    from trainforge.textclass.run import evaluate_classifier_run
+    from trainforge.tasks.text_classification.task import evaluate as evaluate_classifier_run
 
     assert evaluate_classifier_run(run)["accuracy"] == pytest.approx(summary["after.accuracy"])  # the student loads as a run
 

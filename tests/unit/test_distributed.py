@@ -73,7 +73,7 @@ def test_a_worker_of_an_unsupported_run_stops_before_the_run_directory(tmp_path,
 
 def test_fsdp_or_deepspeed_refuse_methods_whose_weights_they_cannot_gather(monkeypatch):
     from trainforge.config import load_config
-    from trainforge.distributed import check_supported
+    from trainforge.pipeline import check_data_parallel as check_supported
 
     examples = Path(__file__).parents[2] / "examples"
     adapter, lora = load_config(examples / "textcls-adapter.yaml"), load_config(examples / "lora-sft.yaml")

@@ -184,7 +184,7 @@ def test_full_disk_while_saving_a_tabular_model_is_one_error(runs_dir, tmp_path,
 
 def test_out_of_memory_in_an_rl_run_is_one_error(runs_dir, tmp_path, monkeypatch, capfd):
     from test_rl import rl_config
-    from trainforge.rl import ppo
+    from trainforge.tasks.lm import ppo
 
     def oom(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 96000000000 bytes.")

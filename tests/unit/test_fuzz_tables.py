@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from _classical import tabular_config
 from trainforge.classical.predict import evaluate_file
-from trainforge.classical.run import fold_scores, prepare
+from trainforge.classical.prepare import fold_scores, prepare
 from trainforge.config import load_config
 from trainforge.data.readers import read_rows
 from trainforge.errors import ConfigError, DataError, TrainforgeError
@@ -97,7 +97,7 @@ def test_empty_and_headless_tables(tmp_path, runs_dir, content, expected):
 
 
 def test_labels_absent_from_training_name_column_and_row(tmp_path, runs_dir):
-    from trainforge.classical.run import train_classical
+    from trainforge.tasks.tabular.task import train as train_classical
 
     path = tmp_path / "train.csv"
     path.write_text(GOOD_CSV)

@@ -46,10 +46,10 @@ def test_gan_resumes_from_its_checkpoint_to_the_same_result(runs_dir, monkeypatc
         calls.append(step)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("trainforge.gan.run.save_checkpoint", crash_after_first)
+    monkeypatch.setattr("trainforge.tasks.gan.task.save_checkpoint", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         train(_config(runs_dir, steps=400, save_steps=200))
-    monkeypatch.setattr("trainforge.gan.run.save_checkpoint", original)
+    monkeypatch.setattr("trainforge.tasks.gan.task.save_checkpoint", original)
     resumed = read_json(train(_config(runs_dir, steps=400, save_steps=200), resume=True).file("summary.json"))
     fresh = read_json(train(_config(runs_dir / "fresh", steps=400, save_steps=200)).file("summary.json"))
     assert calls == [200]

@@ -43,7 +43,7 @@ def test_adapter_loads_with_peft_and_merges_for_transformers(runs_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from trainforge.export.merge import merge_run
+    from trainforge.inference.merge import merge_run
     from trainforge.models import load_causal_lm
 
     run = train(tiny_run_config(runs_dir, training={"max_steps": 4}))
@@ -79,7 +79,7 @@ def test_packed_rows_stay_rows_with_the_loss_of_examples_alone():
     square is batch² times a row's), and its loss is that of its examples trained alone: no attention across them."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from trainforge.methods.chunked_loss import chunked_causal_lm_loss
+    from trainforge.methods.shared_prefix import chunked_causal_lm_loss
     from trainforge.methods.lm_trainer import keep_packed_rows_apart
     from trainforge.models import load_causal_lm
 

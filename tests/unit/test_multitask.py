@@ -47,7 +47,7 @@ def test_config_defaults_and_checks(tmp_path):
 
 
 def test_a_multi_task_run_tunes_on_a_per_task_validation_metric(tmp_path):
-    from trainforge.tuning.neural import NeuralObjective
+    from trainforge.run.trial import ValidationObjective as NeuralObjective
     from trainforge.tuning.study import objective_for
 
     objective = objective_for(mt_config(tmp_path, tuning={"metric": "eval_hours.rmse"}))
@@ -56,7 +56,7 @@ def test_a_multi_task_run_tunes_on_a_per_task_validation_metric(tmp_path):
 
 
 def test_rows_are_checked_and_missing_labels_allowed(tmp_path):
-    from trainforge.multitask.data import label_vector, load_multitask
+    from trainforge.tasks.multi_task.data import label_vector, load_multitask
 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     rows = [{"text": "refund", "label": "billing", "hours": 2}, {"text": "crash", "label": "technical"},
@@ -82,8 +82,8 @@ def test_rows_are_checked_and_missing_labels_allowed(tmp_path):
 
 def _model_and_batch(weights=(1.0, 1.0, 1.0), loss_weighting="fixed"):
     from trainforge.models import load_tokenizer, resolve_model
-    from trainforge.multitask.data import TaskSpec
-    from trainforge.multitask.model import build_model
+    from trainforge.tasks.multi_task.data import TaskSpec
+    from trainforge.tasks.multi_task.model import build_model
 
     specs = [TaskSpec("topic", "classification", "label", weights[0], classes=["a", "b", "c"]),
              TaskSpec("urgency", "classification", "urgency", weights[1], classes=["x", "y"]),
@@ -129,7 +129,7 @@ def test_uncertainty_weighting_learns_the_task_weights():
 
 
 def test_task_batches_hold_one_task_each():
-    from trainforge.multitask.run import TaskBatches, per_task_rows
+    from trainforge.tasks.multi_task.task import TaskBatches, per_task_rows
 
     rows = [{"input_ids": [i], "labels": [1.0, float("nan")] if i < 6 else [0.0, 2.0]} for i in range(8)]
     copies, task_of_row = per_task_rows(rows)
@@ -148,7 +148,7 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
     from typer.testing import CliRunner
 
     from trainforge.cli import app
-    from trainforge.multitask.run import evaluate_multitask_run, load_run_model, predict_outputs, prepare
+    from trainforge.tasks.multi_task.task import evaluate as evaluate_multitask_run, load_run_model, predict_outputs, prepare
     from trainforge.pipeline import train
 
     config = mt_config(runs_dir, tracking={"mlflow": True})

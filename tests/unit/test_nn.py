@@ -11,7 +11,7 @@ from conftest import StopAtEpoch
 from trainforge.config import load_config
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError
-from trainforge.nn.run import augment, evaluate_nn_run, predict_nn_file
+from trainforge.tasks.networks.task import augment, evaluate as evaluate_nn_run, predict as predict_nn_file
 from trainforge.pipeline import train
 from trainforge.tracking.rundir import read_json
 
@@ -170,7 +170,7 @@ def test_autoencoder_separates_the_known_anomalies(runs_dir, tmp_path):
     summary = read_json(run.file("summary.json"))
     assert summary["test.roc_auc"] >= 0.9 and summary["val.roc_auc"] >= 0.9
     assert losses(run)[-1] < 0.5 * losses(run)[0]
-    from trainforge.nn.data import anomalies
+    from trainforge.classical.data import anomalies
 
     anomalies().iloc[:100].to_csv(tmp_path / "rows.csv", index=False)
     out = pd.read_csv(predict_nn_file(run, str(tmp_path / "rows.csv"), None))

@@ -9,7 +9,7 @@ import pytest
 from trainforge.config import load_config
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError
-from trainforge.nn.run import evaluate_nn_run, predict_nn_file
+from trainforge.tasks.networks.task import evaluate as evaluate_nn_run, predict as predict_nn_file
 from trainforge.nn.seq import build_vocab, decode, encode
 from trainforge.pipeline import train
 from trainforge.tracking.rundir import read_json

@@ -22,7 +22,7 @@ def _config(runs_dir, method, **sections):
 def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
     from peft import PeftModel
 
-    from trainforge.export.merge import merge_run
+    from trainforge.inference.merge import merge_run
     from trainforge.inference import load_run_model
     from trainforge.models import load_causal_lm
     from trainforge.pipeline import evaluate_run
@@ -47,7 +47,7 @@ def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
     with pytest.raises(RunError, match=f"{'prefix' if method == 'prefix' else 'prompt'} tuning.*nothing to merge"):
         merge_run(run)
     if method == "prefix":  # the server relies on peft's generate, which decodes prefix-tuned models wrong
-        from trainforge.serve.backends import load_backend
+        from trainforge.serve import load_backend
 
         with pytest.raises(RunError, match="prefix-tuned"):
             load_backend(run)

@@ -50,7 +50,7 @@ def test_same_name_is_not_overwritten(runs_dir):
 def test_a_run_resumes_where_auto_checkpointing_resolves_differently(runs_dir, monkeypatch):
     """The saved config records what `gradient_checkpointing: auto` resolved to on the machine that started the
     run; a machine that trains in the other precision resolves it otherwise and must still resume the run."""
-    import trainforge.pipeline as pipeline
+    import trainforge.run.prepare as pipeline
 
     config = tiny_run_config(runs_dir, name="moved", training={"max_steps": 4, "save_steps": 2,
                                                                "gradient_checkpointing": "auto"},

@@ -12,7 +12,7 @@ from conftest import tiny_run_config
 from trainforge.config import dump_config, load_config
 from trainforge.errors import ConfigError
 from trainforge.pipeline import train
-from trainforge.rl.ppo import gae
+from trainforge.tasks.lm.ppo import gae
 
 
 @functools.cache
@@ -99,7 +99,7 @@ def test_a_reward_model_folder_or_run_scores_conversations(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from trainforge.models import load_tokenizer, resolve_model
-    from trainforge.rl.rewards import reward_model
+    from trainforge.tasks.lm.rewards import reward_model
 
     run = tmp_path / "reward-run"  # a finished `task: reward` run keeps its full model in model/
     (run / "model").mkdir(parents=True)
@@ -141,7 +141,7 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     """Checkpoints every 2 steps; a crash in step 5 leaves checkpoint-4 (made unreadable here, so checkpoint-2 is
     used); --resume ends bit for bit (CPU, one thread) where an uninterrupted run ends: adapter, value head and
     every logged number."""
-    from trainforge.rl import ppo
+    from trainforge.tasks.lm import ppo
 
     def config(name):
         return rl_config(runs_dir, "ppo", training={"max_steps": 6, "batch_size": 4, "save_steps": 2,

@@ -167,7 +167,7 @@ def test_predict_with_a_tabular_run(tmp_path):
 
 def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
     from tests.unit.test_textclass import tc_config
-    from trainforge.textclass.run import predict_classifier_file
+    from trainforge.tasks.text_classification.task import predict as predict_classifier_file
 
     run = train(tc_config(runs_dir))
     texts = ["I was charged twice for my plan", "the app crashes on start"]
@@ -180,7 +180,8 @@ def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
 
 
 def test_a_closed_stream_stops_generating(lm_run):
-    from trainforge.serve.backends import Sampling, load_backend
+    from trainforge.inference.backends import Sampling
+    from trainforge.serve import load_backend
 
     backend = load_backend(lm_run)
     generate, produced = backend.model.generate, []
@@ -216,7 +217,7 @@ def test_concurrent_requests_answer_as_if_alone_and_are_not_queued_behind_a_long
     import uvicorn
 
     from trainforge.serve.app import create_app
-    from trainforge.serve.backends import load_backend
+    from trainforge.serve import load_backend
 
     backend = load_backend(lm_run)
     backend.model.register_forward_pre_hook(lambda *_: time.sleep(0.02))  # a slow model: the long stream takes seconds

@@ -11,8 +11,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
 from conftest import tiny_run_config
-from trainforge.methods.chunked_loss import chunked_causal_lm_loss
-from trainforge.methods.shared_prefix import common_start, pair_layout, share_pair_prefixes, shared_start_hidden, usable
+from trainforge.methods.shared_prefix import chunked_causal_lm_loss, common_start, pair_layout, share_pair_prefixes, shared_start_hidden, usable
 from trainforge.models.registry import resolve_model
 from trainforge.pipeline import train
 

@@ -40,7 +40,7 @@ def test_defaults_and_method_task_checks(tmp_path):
 
 
 def test_rows_are_checked_and_unseen_labels_rejected(tmp_path):
-    from trainforge.textclass.data import load_labelled
+    from trainforge.data.labelled import load_labelled
 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text('{"text": "refund please", "label": "billing"}\n{"text": "app crashes", "label": "technical"}\n')
@@ -61,7 +61,7 @@ def test_rows_are_checked_and_unseen_labels_rejected(tmp_path):
 
 def _prepared_model(tmp_path, method: str, **method_opts):
     from trainforge.methods import get_method
-    from trainforge.textclass.run import load_classifier
+    from trainforge.tasks.text_classification.task import load_classifier
 
     config = tc_config(tmp_path, method={"name": method, **method_opts})
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_trainable_parameters_match_the_formula(tmp_path, method, expected):
 
 
 def test_a_fresh_adapter_leaves_the_outputs_unchanged(tmp_path):
-    from trainforge.textclass.run import load_classifier
+    from trainforge.tasks.text_classification.task import load_classifier
 
     torch.manual_seed(0)
     plain = load_classifier("tiny-bert", ["a", "b", "c", "d"], False).eval()
@@ -105,7 +105,7 @@ def test_a_fresh_adapter_leaves_the_outputs_unchanged(tmp_path):
 def test_adapter_run_keeps_the_base_and_round_trips(runs_dir):
     from trainforge.models import resolve_model
     from trainforge.pipeline import train
-    from trainforge.textclass.run import load_run_classifier, predict_logits, prepare
+    from trainforge.tasks.text_classification.task import load_run_classifier, predict_logits, prepare
     from safetensors.torch import load_file
 
     config = tc_config(runs_dir, method={"name": "adapter"})
@@ -124,7 +124,7 @@ def test_adapter_run_keeps_the_base_and_round_trips(runs_dir):
     first = predict_logits(model, prep.tokenizer, prep.heldout_rows)
     assert (first == predict_logits(again, prep.tokenizer, prep.heldout_rows)).all()
     saved = json.loads(run.file("eval_after.json").read_text())["scores"]
-    from trainforge.textclass.run import scores
+    from trainforge.tasks.text_classification.task import scores
     import numpy as np
     assert scores(first, np.asarray([r["labels"] for r in prep.heldout_rows]), False) == saved
 
@@ -137,7 +137,7 @@ def test_embeddings_to_a_classical_estimator(runs_dir):
     summary = json.loads(run.file("summary.json").read_text())
     assert summary["estimator"] == "logistic_regression" and summary["trainable_params"] == 0
     assert 0 <= summary["after.accuracy"] <= 1 and (run.path / "model.skops").is_file()
-    from trainforge.textclass.run import evaluate_classifier_run
+    from trainforge.tasks.text_classification.task import evaluate as evaluate_classifier_run
     saved = json.loads(run.file("eval_after.json").read_text())["scores"]
     assert evaluate_classifier_run(run) == pytest.approx(saved)  # eval reloads the base encoder and the estimator
     with pytest.raises(ConfigError, match="`method.features.estimator`"):
@@ -159,7 +159,7 @@ def test_eval_and_predict_commands_on_a_text_classification_run(runs_dir, tmp_pa
 
     from trainforge.cli import app
     from trainforge.pipeline import train
-    from trainforge.textclass.run import evaluate_classifier_run
+    from trainforge.tasks.text_classification.task import evaluate as evaluate_classifier_run
 
     data = {"task": "support-tickets-multi", "multi_label": True} if multi else {}
     run = train(tc_config(runs_dir, method={"name": method}, data=data))

@@ -9,7 +9,7 @@ import pytest
 from _classical import tabular_config
 from trainforge import cli
 from trainforge.classical.artifacts import JOBLIB, SKOPS, TRUST_ENV, load_model
-from trainforge.classical.run import train_classical
+from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.errors import RunError
 
 

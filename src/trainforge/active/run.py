@@ -8,7 +8,6 @@ interactive: to_label.csv holds the rows to label; `--labels <file>` adds them, 
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,9 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.active.loop import EstimatorLearner, accuracy, area_under_curve, initial_positions, query, simulate
-from trainforge.config import RunConfig, dump_config, load_config
-from trainforge.data.formats import _fail
+from trainforge.config import RunConfig, load_config
+from trainforge.data.formats import row_error
 from trainforge.errors import ConfigError, DataError, RunError
+from trainforge.run.directory import open_run
+from trainforge.run.finish import finish_run
+from trainforge.tracking.figures import png, pyplot
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 console = Console(stderr=True)
@@ -61,7 +63,7 @@ def _held_out(test, validation):
 
 def _tabular_pool(config: RunConfig) -> Pool:
     """The classical engine's table, preprocessing and estimator; the pool is the training split."""
-    from trainforge.classical.run import prepare
+    from trainforge.classical.prepare import prepare
 
     prep = prepare(config)
     _needs_proba(prep.pipeline(), "model.name", config.model.name)
@@ -76,7 +78,7 @@ def _text_pool(config: RunConfig) -> Pool:
     """MiniLM, frozen: every row is embedded once (mean-pooled), then the estimator (default logistic regression)
     refits on the labelled embeddings each round, as the feature-extraction method does."""
     from trainforge.classical.estimators import build_estimator
-    from trainforge.textclass.run import load_classifier, mean_pooled, prepare
+    from trainforge.tasks.text_classification.task import load_classifier, mean_pooled, prepare
 
     if config.data.multi_label:
         raise ConfigError("Key `data.multi_label`: active learning here queries single-label rows; set it to false.")
@@ -127,9 +129,7 @@ def simulate_strategies(config: RunConfig, data: Pool, on_point: Callable | None
 
 
 def learning_curve_png(curves: dict[str, dict]) -> bytes:
-    from trainforge.classical.plots import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for strategy, c in curves.items():
         x, y, sd = np.asarray(c["labels"]), np.asarray(c["accuracy"]), np.asarray(c["std"])
@@ -141,7 +141,7 @@ def learning_curve_png(curves: dict[str, dict]) -> bytes:
     ax.set_ylabel("held-out accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _simulate_run(config: RunConfig, data: Pool, run: RunDir) -> dict:
@@ -151,8 +151,8 @@ def _simulate_run(config: RunConfig, data: Pool, run: RunDir) -> dict:
     log = lambda s, u, v: run.append_metrics({"step": u, f"accuracy.{s}": v})  # noqa: E731
     curves = simulate_strategies(config, data, log)
     atomic_write_json(run.file("curves.json"), curves)
-    png = learning_curve_png(curves)
-    run.file("learning_curve.png").write_bytes(png)
+    picture = learning_curve_png(curves)
+    run.file("learning_curve.png").write_bytes(picture)
     summary: dict = {"task": config.task, "model": config.model.name, "method": "active-learning", "mode": "simulate",
                      "metric": "accuracy", "pool_rows": len(data.pool), "test_rows": len(data.test),
                      "labels_used": curves[config.active.strategies[0]]["labels"][-1], "repeats": config.active.repeats}
@@ -161,33 +161,15 @@ def _simulate_run(config: RunConfig, data: Pool, run: RunDir) -> dict:
         summary[f"{strategy}.auc"] = round(c["auc"], 6)
     summary["best_strategy"] = max(curves, key=lambda s: curves[s]["auc"])
     rows = [[s, f"{c['final']:.4f}", f"{c['auc']:.4f}", c["labels"][-1]] for s, c in curves.items()]
-    _finish(run, config, summary, [("Learning curves", png)],
-            [("Strategies", rows, ["strategy", "final accuracy", "area under curve", "labels"])],
-            ["curves.json", "learning_curve.png"])
+    finish_run(run, config, summary, figures=[("Learning curves", picture)],
+               tables=[("Strategies", rows, ["strategy", "final accuracy", "area under curve", "labels"])],
+               artifacts=[run.file("curves.json"), run.file("learning_curve.png")])
     table = Table("strategy", "final accuracy", "area under curve", "labels", title=f"active learning {run.name}")
     for row in rows:
         table.add_row(*map(str, row))
     Console().print(table)
     Console().print(f"run directory: [bold]{run.path.resolve()}[/]")
     return summary
-
-
-def _finish(run: RunDir, config: RunConfig, summary: dict, figures: list, tables: list, files: list[str],
-            status: str = "completed") -> None:
-    atomic_write_json(run.file("summary.json"), summary)
-    if config.tracking.report:
-        from trainforge.tracking.report import write_report
-
-        write_report(run, summary, None, dump_config(config), figures=figures, tables=tables)
-    if config.tracking.mlflow and status == "completed":
-        from trainforge.tracking.mlflow_log import log_run, tracking_uri
-
-        paths = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html", *files)]
-        summary["mlflow_run_id"] = log_run(run, config.model_dump(mode="json"), summary,
-                                           tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri),
-                                           config.tracking.experiment, paths)
-        atomic_write_json(run.file("summary.json"), summary)
-    run.set_status(status, finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
 
 
 # interactive -------------------------------------------------------------------------------------------------------
@@ -215,12 +197,12 @@ def read_labels(path: Path, queried: list[int], classes: list[str]) -> dict[int,
     for i, (row, label) in enumerate(zip(frame["row"], frame["label"])):
         number = i + 2  # the header is row 1
         if not row.strip().isdigit() or int(row) not in wanted:
-            raise _fail(source, number, f"`row` = {row!r} is not one of the rows queried in this round.")
+            raise row_error(source, number, f"`row` = {row!r} is not one of the rows queried in this round.")
         label = label.strip()
         if not label:
-            raise _fail(source, number, f"the `label` cell is empty; fill in one of {', '.join(classes)}.")
+            raise row_error(source, number, f"the `label` cell is empty; fill in one of {', '.join(classes)}.")
         if label not in index:
-            raise _fail(source, number, f"label {label!r} is not a known class; expected one of {', '.join(classes)}.")
+            raise row_error(source, number, f"label {label!r} is not a known class; expected one of {', '.join(classes)}.")
         out[int(row)] = index[label]
     left = sorted(wanted - set(out))
     if left:
@@ -238,7 +220,7 @@ def _start_interactive(config: RunConfig, data: Pool, run: RunDir) -> dict:
     path = _write_to_label(run, data, picked)
     summary = {"task": config.task, "model": config.model.name, "method": "active-learning", "mode": "interactive",
                "strategy": state["strategy"], "labels_used": 0, "pool_rows": len(data.pool)}
-    _finish(run, config, summary, [], [], [], status="awaiting-labels")
+    finish_run(run, config, summary, status="awaiting-labels")
     Console().print(f"label the {len(picked)} rows of [bold]{path}[/] (fill in `label`: {', '.join(data.classes)}), "
                     f"then run: trainforge active CONFIG --labels {path}")
     return summary
@@ -290,8 +272,8 @@ def continue_interactive(config: RunConfig, labels: Path) -> RunDir:
         _write_to_label(run, data, picked)
     atomic_write_json(run.file(STATE_FILE), state)
     curve = [[m["labels"], f"{m['accuracy']:.4f}" if "accuracy" in m else "—"] for m in run.metrics()]
-    _finish(run, config, summary, [], [("Labels used vs held-out accuracy", curve, ["labels", "accuracy"])],
-            [STATE_FILE], status="completed" if done else "awaiting-labels")
+    finish_run(run, config, summary, tables=[("Labels used vs held-out accuracy", curve, ["labels", "accuracy"])],
+               artifacts=[run.file(STATE_FILE)], status="completed" if done else "awaiting-labels")
     acc = f"{point['accuracy']:.4f}" if "accuracy" in point else "n/a (one class labelled so far)"
     Console().print(f"{point['labels']} labels: held-out accuracy {acc}")
     Console().print("done: every round is labelled." if done else
@@ -307,9 +289,7 @@ def run_active(config: RunConfig, labels: Path | None = None) -> RunDir:
     data = load_pool(config)  # every check that can fail on input happens before the run directory exists
     if config.active.mode == "interactive" and len(config.active.strategies) > 1:
         console.print(f"[yellow]interactive mode queries with the first strategy, {config.active.strategies[0]}[/]")
-    name = config.name or f"active-{config.active.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = config.model_copy(update={"name": name})
-    run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
+    config, run = open_run(config, False, "active", f"active-{config.active.mode}")
     with run.failing_on_error():
         if config.active.mode == "simulate":
             _simulate_run(config, data, run)

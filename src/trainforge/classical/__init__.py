@@ -1,2 +1,3 @@
 """The classical (tabular) engine: estimators with default search spaces, preprocessing, splits and CV, metrics,
-plots and the run flow. Entry points: `run.train_classical`, `predict.predict_file`, `predict.evaluate_file`."""
+plots, a run's prepared inputs (prepare.py) and batch prediction / evaluation with a saved run (predict.py). The
+run flow is the tabular task's (trainforge.tasks.tabular)."""

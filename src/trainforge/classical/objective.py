@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainforge.classical.run import Prepared, fold_scores, prepare
+from trainforge.classical.prepare import Prepared, fold_scores, prepare
 from trainforge.config import RunConfig
 from trainforge.errors import ConfigError
 
@@ -39,6 +39,14 @@ class ClassicalObjective:
         self.metric = prep.metric
         self.direction = prep.metric.direction
         self.last_step = 0 if prep.task == "clustering" else config.cv.folds - 1  # the step after which a trial is done
+
+    sections_only = False  # a plain key is an estimator parameter (max_depth → model.params.max_depth)
+
+    def default_space(self, config: RunConfig) -> dict[str, dict]:
+        """The estimator's own search space."""
+        from trainforge.classical.estimators import get_estimator
+
+        return get_estimator(config.model.name, config.task).space
 
     def prepared(self, config: RunConfig) -> Prepared:
         key = _data_key(config)

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    plt = _plt()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+from trainforge.tracking.figures import png, pyplot
 
 
 def confusion_png(pipeline, X, y, classes) -> bytes:
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.6), dpi=100)
     ConfusionMatrixDisplay.from_predictions(y, pipeline.predict(X), labels=list(range(len(classes))),
                                             display_labels=[str(c) for c in classes], ax=ax, colorbar=False)
-    return _png(fig)
+    return png(fig)
 
 
 def roc_png(pipeline, X, y, classes) -> bytes | None:
@@ -44,7 +26,7 @@ def roc_png(pipeline, X, y, classes) -> bytes | None:
         scores = pipeline.decision_function(X)
     else:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.6), dpi=100)
     scores = np.asarray(scores)
     if scores.ndim == 1 or scores.shape[1] == 1:
@@ -59,11 +41,11 @@ def roc_png(pipeline, X, y, classes) -> bytes | None:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def residuals_png(pipeline, X, y) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     predicted = pipeline.predict(X)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8), dpi=100)
     a.scatter(y, predicted, s=10, alpha=0.6)
@@ -75,19 +57,19 @@ def residuals_png(pipeline, X, y) -> bytes:
     b.axhline(0, color="k", lw=0.8)
     b.set_xlabel("predicted")
     b.set_ylabel("residual (actual − predicted)")
-    return _png(fig)
+    return png(fig)
 
 
 def clusters_png(features, labels) -> bytes:
     from sklearn.decomposition import PCA
 
-    plt = _plt()
+    plt = pyplot()
     points = PCA(n_components=2).fit_transform(features) if features.shape[1] > 2 else features
     fig, ax = plt.subplots(figsize=(5.5, 4.6), dpi=100)
     ax.scatter(points[:, 0], points[:, 1], c=labels, s=10, cmap="tab10")
     ax.set_xlabel("component 1")
     ax.set_ylabel("component 2")
-    return _png(fig)
+    return png(fig)
 
 
 def importances(pipeline, X, y, scorer) -> tuple[list[str], np.ndarray] | None:
@@ -120,11 +102,11 @@ def importance_figure(pipeline, X, y, scorer, top: int = 15) -> list[tuple[str, 
         return []
     names, values = found
     order = np.argsort(values)[::-1][:top][::-1]
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.2), dpi=100)
     ax.barh([names[i] for i in order], values[order])
     ax.set_xlabel("importance")
-    return [("Feature importance", _png(fig))]
+    return [("Feature importance", png(fig))]
 
 
 def supervised_figures(task, pipeline, X, y, classes, part: str) -> list[tuple[str, bytes | None]]:

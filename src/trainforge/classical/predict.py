@@ -15,10 +15,6 @@ from trainforge.errors import DataError, RunError
 from trainforge.tracking.rundir import RunDir, read_json
 
 
-def is_tabular(run: RunDir) -> bool:
-    return run.file("schema.json").is_file()
-
-
 def load(run: RunDir):
     if run.status != "completed" and not run.file("schema.json").is_file():
         raise RunError(f"Run {run.path} did not finish (status {run.status}); it has no model to predict with.")
@@ -50,6 +46,19 @@ def predict_frame(pipeline, schema: dict, frame: pd.DataFrame, source: str) -> p
     else:
         out["prediction"] = predicted
     return out
+
+
+def predict_answers(pipeline, schema: dict, rows: list[dict]) -> list[dict]:
+    """A served request's rows ({column: value}) → [{index, prediction, probabilities?}]."""
+    frame = pd.DataFrame(rows)
+    result = predict_frame(pipeline, schema, frame, "The request's `input`")
+    answers = []
+    for i, row in enumerate(result.drop(columns=list(frame.columns)).to_dict("records")):
+        answer = {"index": i, "prediction": row.pop("prediction", row.pop("cluster", None))}
+        if row:
+            answer["probabilities"] = {k.removeprefix("proba_"): v for k, v in row.items()}
+        answers.append(answer)
+    return answers
 
 
 def predict_file(run: RunDir, data: str, out: str | None) -> Path:
@@ -107,7 +116,7 @@ def evaluate_file(run: RunDir, data: str) -> dict[str, float]:
 
 def evaluate_test_split(run: RunDir) -> dict[str, float]:
     """Re-read the run's own data and score its saved model on the test rows it recorded in splits.json."""
-    from trainforge.classical.run import prepare
+    from trainforge.classical.prepare import prepare
     from trainforge.config import load_config
 
     pipeline, schema = load(run)

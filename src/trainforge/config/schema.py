@@ -574,6 +574,19 @@ class NNConfig(Section):
         return sizes
 
 
+GAN_TASKS = ("gaussian-mixture",)  # the bundled data a gan run can generate
+
+
+def check_gan_data(data: DataConfig) -> None:
+    """A gan run's data section (a ValueError becomes the project's ConfigError)."""
+    if data.task and data.task not in GAN_TASKS:
+        raise ValueError(f"key `data.task` = {data.task!r}: a gan run generates {', '.join(GAN_TASKS)}; or give "
+                         "`data.dataset` (e.g. digits) or a table in `data.path` / `data.train`")
+    if data.format not in ("chat", "tabular") or (data.format == "chat" and "format" in data.model_fields_set):
+        raise ValueError(f"key `data.format` = {data.format!r}: a gan run reads numeric rows; expected `tabular` "
+                         "(or leave it out)")
+
+
 NN_MODELS = {"torch_mlp": ("classification", "regression"), "lenet": ("image-classification",),
              "autoencoder": ("anomaly-detection",), "lstm": ("text-classification",), "gru": ("text-classification",),
              "rnn": ("text-classification",), "char-lstm": ("sequence-generation",),
@@ -744,8 +757,6 @@ class RunConfig(Section):
         if self.data.env and self.task != "rl-agent":
             raise ValueError(f"`data.env` is a gymnasium environment for task rl-agent, not for task {self.task}")
         if self.task == "gan":
-            from trainforge.gan.data import check_gan_data
-
             check_gan_data(self.data)
             if "format" not in self.data.model_fields_set:
                 self.data.format = "tabular"

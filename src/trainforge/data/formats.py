@@ -12,32 +12,32 @@ ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
-def _fail(source: str, number: int, problem: str) -> DataError:
+def row_error(source: str, number: int, problem: str) -> DataError:
     return DataError(f"Data file {source}, row {number}: {problem}")
 
 
-def _text(row: dict, key: str, source: str, number: int, required: bool = True) -> str:
+def field_text(row: dict, key: str, source: str, number: int, required: bool = True) -> str:
     value = row.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             present = ", ".join(sorted(map(str, row))) or "none"
-            raise _fail(source, number, f"field `{key}` is missing or empty (fields present: {present}).")
+            raise row_error(source, number, f"field `{key}` is missing or empty (fields present: {present}).")
         return ""
     if not isinstance(value, str):
-        raise _fail(source, number, f"field `{key}` must be a string, got {type(value).__name__} {value!r:.60}.")
+        raise row_error(source, number, f"field `{key}` must be a string, got {type(value).__name__} {value!r:.60}.")
     return value
 
 
 def normalize_text(row: dict, source: str, number: int, text_field: str = "text") -> dict:
-    return {"text": _text(row, text_field, source, number)}
+    return {"text": field_text(row, text_field, source, number)}
 
 
 def normalize_alpaca(row: dict, source: str, number: int, **_: Any) -> dict:
-    instruction = _text(row, "instruction", source, number)
-    extra = _text(row, "input", source, number, required=False)
-    output = _text(row, "output", source, number)
+    instruction = field_text(row, "instruction", source, number)
+    extra = field_text(row, "input", source, number, required=False)
+    output = field_text(row, "output", source, number)
     messages = []
-    system = _text(row, "system", source, number, required=False)
+    system = field_text(row, "system", source, number, required=False)
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
@@ -52,23 +52,23 @@ def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -
         try:
             turns = json.loads(turns)
         except json.JSONDecodeError:
-            raise _fail(source, number, f"`{key}` is a string that is not a JSON list of messages.") from None
+            raise row_error(source, number, f"`{key}` is a string that is not a JSON list of messages.") from None
     if not isinstance(turns, list) or not turns:
-        raise _fail(source, number, f"`{key}` must be a non-empty list of messages.")
+        raise row_error(source, number, f"`{key}` must be a non-empty list of messages.")
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise _fail(source, number, f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.")
+            raise row_error(source, number, f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.")
         if "role" in turn:
             role, content = turn.get("role"), turn.get("content")
         else:
             role, content = SHAREGPT_ROLES.get(turn.get("from")), turn.get("value")
         if role not in ROLES:
-            raise _fail(source, number, f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).")
+            raise row_error(source, number, f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).")
         if not isinstance(content, str) or not content.strip():
-            raise _fail(source, number, f"{where}message {i} ({role}) has no text content.")
+            raise row_error(source, number, f"{where}message {i} ({role}) has no text content.")
         if role == "system" and i != 0:
-            raise _fail(source, number, f"{where}message {i} is a system message; only the first message may be one.")
+            raise row_error(source, number, f"{where}message {i} is a system message; only the first message may be one.")
         messages.append({"role": role, "content": content})
     return messages
 
@@ -76,14 +76,14 @@ def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -
 def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
     key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
     if key is None:
-        raise _fail(source, number, "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".")
+        raise row_error(source, number, "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".")
     messages = _messages(row[key], key, source, number)
     if messages[-1]["role"] != "assistant":
-        raise _fail(source, number, "the last message must be the assistant's answer to learn from.")
+        raise row_error(source, number, "the last message must be the assistant's answer to learn from.")
     return {"messages": messages}
 
 
-def _turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:
+def message_turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:
     """A preference field as messages: a plain string becomes one message of `last_role`."""
     value = row.get(key)
     if isinstance(value, str):
@@ -92,38 +92,38 @@ def _turns(row: dict, key: str, source: str, number: int, last_role: str) -> lis
         except json.JSONDecodeError:
             parsed = None
         if not (isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed)):
-            return [{"role": last_role, "content": _text(row, key, source, number)}]
+            return [{"role": last_role, "content": field_text(row, key, source, number)}]
     if value is None:
         present = ", ".join(sorted(map(str, row))) or "none"
-        raise _fail(source, number, f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
+        raise row_error(source, number, f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
                                     f"`rejected`; fields present: {present}).")
     messages = _messages(value, key, source, number, where=f"`{key}` ")
     if messages[-1]["role"] != last_role:
-        raise _fail(source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}.")
+        raise row_error(source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}.")
     return messages
 
 
 def normalize_preference(row: dict, source: str, number: int, **_: Any) -> dict:
     """prompt (the user's turn, or a conversation ending with it) → a chosen and a rejected answer (the assistant's
     reply as a string or messages). An optional `constraint` object travels along for the bundled checker."""
-    prompt = _turns(row, "prompt", source, number, "user")
-    chosen = _turns(row, "chosen", source, number, "assistant")
-    rejected = _turns(row, "rejected", source, number, "assistant")
+    prompt = message_turns(row, "prompt", source, number, "user")
+    chosen = message_turns(row, "chosen", source, number, "assistant")
+    rejected = message_turns(row, "rejected", source, number, "assistant")
     if any(m["role"] != "assistant" for m in chosen + rejected):
-        raise _fail(source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`.")
+        raise row_error(source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`.")
     if chosen == rejected:
-        raise _fail(source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.")
+        raise row_error(source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.")
     out = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     constraint = row.get("constraint")
     if constraint is not None:
         if not isinstance(constraint, dict):
-            raise _fail(source, number, f"`constraint` must be an object, got {type(constraint).__name__}.")
+            raise row_error(source, number, f"`constraint` must be an object, got {type(constraint).__name__}.")
         out["constraint"] = constraint
     return out
 
 
 def normalize_seq2seq(row: dict, source: str, number: int, text_field: str = "text") -> dict:
-    return {"source": _text(row, "source", source, number), "target": _text(row, "target", source, number)}
+    return {"source": field_text(row, "source", source, number), "target": field_text(row, "target", source, number)}
 
 
 NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat, "preference": normalize_preference,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from trainforge.config.schema import DataConfig
-from trainforge.data.formats import _fail, _text
+from trainforge.data.formats import row_error, field_text
 from trainforge.data.splits import Splits, load_splits
 from trainforge.errors import DataError
 
 
-def _label(value, key: str, source: str, number: int) -> str:
+def checked_label(value, key: str, source: str, number: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
-        raise _fail(source, number, f"field `{key}` must be a non-empty string or integer label, got {value!r:.60}.")
+        raise row_error(source, number, f"field `{key}` must be a non-empty string or integer label, got {value!r:.60}.")
     return str(value).strip()
 
 
@@ -23,12 +23,12 @@ def _labels(value, key: str, source: str, number: int) -> list[str]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
-                raise _fail(source, number, f"field `{key}` = {text!r:.60} is not a JSON list of labels.") from None
+                raise row_error(source, number, f"field `{key}` = {text!r:.60} is not a JSON list of labels.") from None
         else:
             value = [v for v in text.split("|") if v.strip()]
     if not isinstance(value, list) or not value:
-        raise _fail(source, number, f"field `{key}` must be a non-empty list of labels (multi-label), got {value!r:.60}.")
-    return sorted({_label(v, key, source, number) for v in value})
+        raise row_error(source, number, f"field `{key}` must be a non-empty list of labels (multi-label), got {value!r:.60}.")
+    return sorted({checked_label(v, key, source, number) for v in value})
 
 
 def normalizer(cfg: DataConfig):
@@ -38,12 +38,12 @@ def normalizer(cfg: DataConfig):
     def normalize(numbered: list[tuple[int, dict]], source: str) -> list[dict]:
         rows = []
         for number, row in numbered:
-            text = _text(row, cfg.text_field, source, number)
+            text = field_text(row, cfg.text_field, source, number)
             if key not in row or row[key] is None:
                 present = ", ".join(sorted(map(str, row))) or "none"
-                raise _fail(source, number, f"field `{key}` (the label{'s' if cfg.multi_label else ''}) is missing "
+                raise row_error(source, number, f"field `{key}` (the label{'s' if cfg.multi_label else ''}) is missing "
                             f"(fields present: {present}); set `data.target` to the label field.")
-            labels = _labels(row[key], key, source, number) if cfg.multi_label else [_label(row[key], key, source, number)]
+            labels = _labels(row[key], key, source, number) if cfg.multi_label else [checked_label(row[key], key, source, number)]
             rows.append({"text": text, "labels": labels, "where": f"{source}, row {number}"})
         return rows
 

@@ -293,7 +293,7 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
                    precision: str = "fp32") -> list[tuple[float, int]]:
     """Summed log-probability and token count of each continuation given its context, in batches of similar
     length (right padding; contexts cut from the left to fit max_length)."""
-    from trainforge.evaluation.lm import _autocast
+    from trainforge.hardware import autocast
 
     model.eval()
     device = next(model.parameters()).device
@@ -313,7 +313,7 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
         for j, i in enumerate(idx):
             seq = encoded[i][0] + encoded[i][1]
             ids[j, : len(seq)], mask[j, : len(seq)] = torch.tensor(seq), 1
-        with _autocast(precision):
+        with autocast(precision):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         logits = logits[:, logits.size(1) - width :]  # prompt tuning prepends its virtual-token positions
         for j, i in enumerate(idx):

@@ -53,7 +53,7 @@ def _letter_id(tokenizer, letter: str) -> int:
 def logprob_judge(model, tokenizer, batch_size: int = 4, max_length: int = 2048) -> Judge:
     """A Judge reading the next-token log-probabilities of "A" and "B" after the judge prompt (no sampling, no
     parsing of free text)."""
-    from trainforge.evaluation.lm import _autocast
+    from trainforge.hardware import autocast
     from trainforge.evaluation.sources import chat_prompt
 
     a_id, b_id = _letter_id(tokenizer, "A"), _letter_id(tokenizer, "B")
@@ -72,7 +72,7 @@ def logprob_judge(model, tokenizer, batch_size: int = 4, max_length: int = 2048)
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
                                 truncation=True, max_length=max_length).to(device)
                 positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding must not shift them
-                with _autocast("fp32"):
+                with autocast("fp32"):
                     logits = model(**enc, position_ids=positions).logits[:, -1].float().log_softmax(-1)
                 margins.extend((logits[:, a_id] - logits[:, b_id]).tolist())
         finally:

@@ -8,11 +8,8 @@ import torch
 
 from trainforge.data.tokenize import IGNORE, prompt_and_reference
 from trainforge.evaluation.metrics import GENERATION_METRICS
-
-
-def _autocast(precision: str):
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+from trainforge.hardware import autocast
+from trainforge.methods.distillation import distillation_kl
 
 
 def padded_batches(rows: list[dict], pad_id: int, batch_size: int):
@@ -40,7 +37,7 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
     total_nll, total_tokens = 0.0, 0
     for ids, labels, mask in padded_batches(rows, pad_id, batch_size):
         width = ids.size(1)
-        with _autocast(precision):
+        with autocast(precision):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logits = logits[:, logits.size(1) - width :]  # prompt tuning prepends its virtual-token positions
         shift = 1 if causal else 0
@@ -57,14 +54,12 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
 def teacher_kl(model, teacher, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32") -> float:
     """Mean KL(teacher ‖ model) of the next-token distributions (T=1) over the label tokens of tokenized rows: how
     close a distilled student is to its teacher on held-out answers (0 when they agree)."""
-    from trainforge.distill.trainer import distillation_kl
-
     model.eval()
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
     for ids, labels, mask in padded_batches(rows, pad_id, batch_size):
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        with _autocast(precision):
+        with autocast(precision):
             ours, theirs = model(**inputs).logits[:, :-1], teacher(**inputs).logits[:, :-1]
         selected = labels[:, 1:].to(device) != IGNORE
         n = int(selected.sum())
@@ -91,7 +86,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with _autocast(precision):
+            with autocast(precision):
                 if virtual_tokens:
                     new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {},
                                              positions=virtual_tokens == "PREFIX_TUNING")

@@ -7,7 +7,8 @@ import torch
 
 from trainforge.data.tasks import satisfies
 from trainforge.data.tokenize import render
-from trainforge.evaluation.lm import _autocast, generate
+from trainforge.evaluation.lm import generate
+from trainforge.hardware import autocast
 
 
 def _pair_texts(tokenizer, row: dict) -> tuple[str, str, str]:
@@ -22,7 +23,7 @@ def answer_logprob(model, tokenizer, prompt: str, full: str, precision: str = "f
     device = next(model.parameters()).device
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]], device=device)
-    with _autocast(precision):
+    with autocast(precision):
         logits = model(input_ids=ids).logits.float()
     logits = logits[:, logits.size(1) - ids.size(1):]  # prompt tuning prepends virtual-token positions
     logps = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
@@ -49,7 +50,7 @@ def reward_preference(model, tokenizer, rows: list[dict], batch_size: int = 16, 
     scores = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
-        with _autocast(precision):
+        with autocast(precision):
             scores.extend(model(**enc).logits[:, 0].float().tolist())
     margins = [c - r for c, r in zip(scores[0::2], scores[1::2])]
     return {"pair_accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}

@@ -64,20 +64,11 @@ def quantize_folder(src: Path, auto_class, kind: str, out: Path) -> Path:
 
 
 def run_model(run: RunDir):
-    """(fp32 model with adapters merged in, tokenizer, transformers auto class) of a finished LM or
-    text-classification run."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    """(fp32 model with adapters merged in, tokenizer, transformers auto class) of a finished run whose task
+    exports (language models, text classifiers)."""
+    from trainforge.tasks import registry
 
-    from trainforge.textclass.run import is_text_classification, load_run_classifier
-
-    if is_text_classification(run):
-        model, tokenizer, _ = load_run_classifier(run)
-        auto = AutoModelForSequenceClassification
-    else:
-        from trainforge.inference import load_run_model
-
-        model, tokenizer = load_run_model(run)
-        auto = AutoModelForCausalLM
+    model, tokenizer, auto = registry.for_run(run).hook("export_model", f"Run {run.path}")(run)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model.eval(), tokenizer, auto

@@ -1,4 +1,5 @@
-"""Load a trained run for inference and generate from it (chat, batch predict)."""
+"""Trained runs put to use: a language-model run loaded and generating (here: chat, batch predict), reward models
+(reward.py), an adapter merged into its base (merge.py), and what `trainforge serve` answers with (backends.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def load_run_model(run: RunDir):
     return model, tokenizer
 
 
-def _prompt_messages(row: dict, fmt: str, source: str, number: int) -> list[dict]:
+def prompt_messages(row: dict, fmt: str, source: str, number: int) -> list[dict]:
     """The conversation to answer: a chat row without its trailing assistant turn, or an alpaca prompt."""
     if fmt == "alpaca":
         row = {**row, "output": row.get("output") or "(to predict)"}  # the answer is what we generate
@@ -57,7 +58,7 @@ def predict_file(run: RunDir, data: str, out: str | None, max_new_tokens: int = 
     if data_config.format == "text":  # a continued-pretraining run continues the text
         prompts = [normalize_rows([(n, row)], "text", data, data_config.text_field)[0]["text"] for n, row in rows]
     else:
-        prompts = [render(tokenizer, _prompt_messages(row, data_config.format, data, n), add_generation_prompt=True) for n, row in rows]
+        prompts = [render(tokenizer, prompt_messages(row, data_config.format, data, n), add_generation_prompt=True) for n, row in rows]
     answers = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write_text(target, "".join(json.dumps({**row, "prediction": a}) + "\n" for (_, row), a in zip(rows, answers)))

@@ -1,5 +1,6 @@
-"""What a served run does: a generative run completes prompts (whole or streamed token by token), a
-text-classification or tabular run predicts. Each is loaded once, when the server starts."""
+"""What a served run answers with: a generative run completes prompts (whole or streamed token by token), a
+predictive run (text classification, tabular) predicts. Each is loaded once, when the server starts; a task's
+`backend` hook picks one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from transformers import StoppingCriteria
@@ -163,46 +164,15 @@ class Generator:
 
 
 class Predictor:
-    """Text-classification runs take texts, tabular runs rows ({column: value}); both answer a list of predictions."""
+    """A predictive run's backend: a list of inputs of one type (texts, or rows {column: value}) → a list of
+    answers ({index, prediction, ...}). Each task builds its own from its batch predictor."""
 
     kind = "predictive"
 
-    def __init__(self, run: RunDir):
-        from trainforge.classical.predict import is_tabular
-        from trainforge.textclass.run import classifier
-
-        self.tabular = is_tabular(run)
-        if self.tabular:
-            from trainforge.classical.predict import load
-
-            self.pipeline, self.schema = load(run)
-        else:
-            self.classify = classifier(run)
+    def __init__(self, answer: Callable[[list], list[dict]], accepts: type, described: str, task: str):
+        self.answer, self.accepts, self.described, self.task = answer, accepts, described, task
 
     def predict(self, inputs: list) -> list[dict]:
-        expected = dict if self.tabular else str
-        if not inputs or not all(isinstance(x, expected) for x in inputs):
-            what = "a row object {column: value} or a list of them" if self.tabular else "a text or a list of texts"
-            raise DataError(f"Field `input` must be {what} for this {'tabular' if self.tabular else 'text-classification'} run.")
-        if not self.tabular:
-            return [{"index": i, "prediction": p} for i, p in enumerate(self.classify(inputs))]
-        import pandas as pd
-
-        from trainforge.classical.predict import predict_frame
-
-        frame = pd.DataFrame(inputs)
-        result = predict_frame(self.pipeline, self.schema, frame, "The request's `input`")
-        answers = []
-        for i, row in enumerate(result.drop(columns=list(frame.columns)).to_dict("records")):
-            answer = {"index": i, "prediction": row.pop("prediction", row.pop("cluster", None))}
-            if row:
-                answer["probabilities"] = {k.removeprefix("proba_"): v for k, v in row.items()}
-            answers.append(answer)
-        return answers
-
-
-def load_backend(run: RunDir) -> Generator | Predictor:
-    from trainforge.classical.predict import is_tabular
-    from trainforge.textclass.run import is_text_classification
-
-    return Predictor(run) if is_tabular(run) or is_text_classification(run) else Generator(run)
+        if not inputs or not all(isinstance(x, self.accepts) for x in inputs):
+            raise DataError(f"Field `input` must be {self.described} for this {self.task} run.")
+        return self.answer(inputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainforge.errors import RunError
+from trainforge.inference import load_run_model
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 
@@ -25,8 +26,6 @@ def unmergeable_adapter(adapter: Path) -> None:
 
 
 def merge_run(run: RunDir, out: Path | None = None) -> Path:
-    from trainforge.inference import load_run_model
-
     if not (run.path / "adapter").is_dir():
         raise RunError(f"Run {run.path} has no adapter to merge (its method saved a whole model in {run.path / 'model'}).")
     unmergeable_adapter(run.path / "adapter")

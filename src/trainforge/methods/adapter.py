@@ -128,11 +128,16 @@ class BottleneckAdapter(Method):
 @register
 class FeatureExtraction(Method):
     """Frozen encoder; only the classification head (pooler + classifier) trains. With `method.features.estimator`
-    the run fits that classical estimator on mean-pooled embeddings instead (see textclass.run)."""
+    the run fits that classical estimator on mean-pooled embeddings instead (see trainforge.tasks.text_classification)."""
 
     name = "feature-extraction"
     tasks = ("text-classification",)
     saves_adapter = True
+
+    def data_parallel_problem(self) -> str | None:
+        if self.config.method.features.estimator:
+            return "an embeddings → estimator run fits a classical estimator, not a network"
+        return super().data_parallel_problem()
 
     def prepare(self, model):
         freeze_all_but(model, _is_head)

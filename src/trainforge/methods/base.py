@@ -53,3 +53,12 @@ class Method:
     def save(self, model, tokenizer, out: Path) -> None:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+
+    def data_parallel_problem(self) -> str | None:
+        """Why this method cannot train data-parallel as configured, or None."""
+        from trainforge import distributed
+
+        if distributed.sharding() and type(self).save is not Method.save:
+            return (f"method {self.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; use lora "
+                    "or full")
+        return None

@@ -51,16 +51,3 @@ def supports_chunked_loss(model) -> bool:
     if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         return False
     return base.get_output_embeddings() is not None and hasattr(base, "base_model")
-
-
-def chunked_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, share_start: bool = False) -> torch.Tensor:
-    """Backbone forward, then `label_positions_loss` on the LM head (for a model `supports_chunked_loss` accepts).
-    `share_start`: the first tokens all rows have in common run once (methods.shared_prefix)."""
-    from trainforge.methods.shared_prefix import shared_start_hidden  # that module builds on this one
-
-    base = unwrapped(model)
-    features = {k: v for k, v in inputs.items() if k != "labels"}
-    hidden = shared_start_hidden(base, features) if share_start else None
-    if hidden is None:
-        hidden = base.base_model(**features, use_cache=False).last_hidden_state
-    return label_positions_loss(hidden, base.get_output_embeddings(), inputs["labels"], num_items_in_batch)

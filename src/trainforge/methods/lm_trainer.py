@@ -5,64 +5,12 @@ from __future__ import annotations
 import torch
 
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
-from trainforge.hardware import mmap_large_allocations, tune_model_for_training
-
-
-def count_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
-def trainer_arguments(config, run, has_eval: bool) -> dict:
-    """The transformers TrainingArguments every Trainer-based task shares: schedule, checkpoints into the run dir,
-    evaluation and early stopping, precision, seeds."""
-    t = config.training
-    early = t.early_stopping
-    eval_steps = t.eval_steps or (t.save_steps if early.patience else None)
-    # Early stopping keeps the best checkpoint, so saving must follow evaluation.
-    save_steps = eval_steps if early.patience else t.save_steps
-    return dict(
-        output_dir=str(run.checkpoints),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
-        learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=config.evaluation.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,  # the loss curve starts where training started
-        eval_strategy=("steps" if eval_steps else "epoch") if has_eval else "no",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=bool(early.patience),
-        metric_for_best_model=early.metric if early.patience else None,
-        greater_is_better=early.greater_is_better if early.patience else None,
-        bf16=t.precision == "bf16",
-        use_cpu=not torch.cuda.is_available(),
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",  # trained tokens/s in metrics.jsonl for every Trainer
-        activation_checkpointing=bool(t.gradient_checkpointing),
-        activation_checkpointing_kwargs={"use_reentrant": False, "every_n_layers": int(t.gradient_checkpointing)}
-        if t.gradient_checkpointing else None,
-        disable_tqdm=False,
-    )
-
-
-def with_early_stopping(config, callbacks: list) -> list:
-    from transformers import EarlyStoppingCallback
-
-    early = config.training.early_stopping
-    return [*callbacks, EarlyStoppingCallback(early.patience, early.threshold)] if early.patience else list(callbacks)
+from trainforge.hardware import mmap_large_allocations
+from trainforge.methods.chunked_loss import supports_chunked_loss
+from trainforge.methods.preference import build_preference_trainer
+from trainforge.methods.shared_prefix import chunked_causal_lm_loss
+from trainforge.methods.speedups import tune_model_for_training
+from trainforge.methods.training_args import trainer_arguments, with_early_stopping
 
 
 def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: cls, **extra):
@@ -75,8 +23,6 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
     if t.objective == "mlm":
         return build_mlm_trainer(model, prep, run, callbacks)
     if t.objective in PREFERENCE_OBJECTIVES:
-        from trainforge.methods.preference import build_preference_trainer
-
         return build_preference_trainer(model, prep, run, callbacks)
     has_eval = bool(prep.eval_rows)
     tune_model_for_training(model, t.attention, t.max_length, t.precision, packed=t.packing)
@@ -126,8 +72,6 @@ def chunked_loss_trainer(trainer_class, share_start: bool):
     label-positions-only chunked cross-entropy (methods.chunked_loss) for models that support it; other models,
     and evaluations that want logits, keep the class's own loss. `share_start`: a batch's common first tokens
     run once."""
-    from trainforge.methods.chunked_loss import chunked_causal_lm_loss, supports_chunked_loss
-
     class ChunkedLossTrainer(trainer_class):
         shared_start = share_start
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from trainforge.hardware import tune_model_for_training
 from trainforge.methods import shared_prefix
 from trainforge.methods.chunked_loss import IGNORE
-from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
+from trainforge.methods.speedups import tune_model_for_training
+from trainforge.methods.training_args import trainer_arguments, with_early_stopping
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
+TRAIN_METRICS = ("rewards/margins", "rewards/accuracies", "margin", "accuracy")  # DPO / ORPO, reward: in summaries
 
 
 def pair_dataset(rows: list[dict]):

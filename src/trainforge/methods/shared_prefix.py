@@ -26,7 +26,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from trainforge.hardware import unwrapped
-from trainforge.methods.chunked_loss import CHUNK_POSITIONS, IGNORE, supports_chunked_loss
+from trainforge.methods.chunked_loss import CHUNK_POSITIONS, IGNORE, label_positions_loss, supports_chunked_loss
 
 PREFIX, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 
@@ -166,6 +166,17 @@ def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
         rest = base.base_model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
                                cache=rest_cache, use_cache=True).last_hidden_state
     return torch.cat([start.expand(rows, -1, -1), rest], dim=1)
+
+
+def chunked_causal_lm_loss(model, inputs: dict, num_items_in_batch=None, share_start: bool = False) -> torch.Tensor:
+    """Backbone forward, then `label_positions_loss` on the LM head (for a model `supports_chunked_loss` accepts).
+    `share_start`: the first tokens all rows have in common run once (`shared_start_hidden`)."""
+    base = unwrapped(model)
+    features = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = shared_start_hidden(base, features) if share_start else None
+    if hidden is None:
+        hidden = base.base_model(**features, use_cache=False).last_hidden_state
+    return label_positions_loss(hidden, base.get_output_embeddings(), inputs["labels"], num_items_in_batch)
 
 
 def _token_stats(hidden, weight, bias, targets):

@@ -21,22 +21,6 @@ from trainforge.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def anomalies(rows: int = 2000, features: int = 16, share: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """A table with known anomalies: normal rows lie near a 3-D curved surface in `features` dimensions; anomalies
-    (target 1, `share` of rows) are points of that surface pushed off it by noise of half each feature's spread,
-    so their values stay in the normal range. Fixed seed: the same table every time."""
-    rng = np.random.default_rng(seed)
-    mixing = rng.normal(size=(3, features))
-    latent = rng.normal(size=(rows, 3))
-    x = np.tanh(latent @ mixing) + 0.3 * np.sin(latent @ mixing[:, ::-1]) + 0.05 * rng.normal(size=(rows, features))
-    target = (rng.random(rows) < share).astype(int)
-    x[target == 1] += rng.normal(scale=0.5 * x.std(axis=0), size=(int(target.sum()), features))
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(features)])
-    frame["target"] = target
-    frame.attrs["row_base"] = 1
-    return frame
-
-
 @dataclass
 class Arrays:
     """Model inputs per split, the labels / targets (None for unlabelled anomaly runs) and what describes them."""

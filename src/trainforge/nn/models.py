@@ -215,3 +215,23 @@ def load(folder: Path) -> tuple[nn.Module, dict]:
         raise RunError(f"{folder / SPEC_FILE} does not describe a trainforge network ({err}); did the run finish?") from None
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device="cpu"))
     return model.to(pick_device()).eval(), spec
+
+
+def save_network(folder: Path, net: nn.Module, meta: dict) -> None:
+    """A linear stack (a GAN's generator, a DQN policy) as model.safetensors + config.json (`meta`, whose `sizes`
+    rebuild it), in one atomic folder."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(folder) as tmp:
+        save_file(cpu_weights(net.state_dict()), str(tmp / WEIGHTS_FILE))
+        atomic_write_json(tmp / "config.json", meta)
+
+
+def load_network(folder: Path) -> tuple[nn.Sequential, dict]:
+    """A linear stack saved by `save_network`, on `hardware.pick_device()`, in eval mode, with its meta."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    net = linear_stack(meta["sizes"])
+    net.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE), device="cpu"))
+    return net.to(pick_device()).eval(), meta

@@ -69,7 +69,7 @@ def decode(ids: np.ndarray, vocab: list[str]) -> str:
 def rows_of(config: RunConfig):
     """The run's checked splits (text-classification: text + labels rows, and the classes)."""
     if config.task == "text-classification":
-        from trainforge.textclass.data import load_labelled
+        from trainforge.data.labelled import load_labelled
 
         if config.data.multi_label:
             raise DataError("The lstm / gru / rnn text classifiers predict one label per text; leave out "
@@ -225,7 +225,7 @@ def file_rows(config: RunConfig, path: str, labelled: bool) -> list[dict]:
 
     numbered = read_rows(path)
     if config.task == "text-classification" and labelled:
-        from trainforge.textclass.data import normalizer
+        from trainforge.data.labelled import normalizer
 
         return normalizer(config.data)(numbered, path)
     if config.task == "seq2seq" and labelled:

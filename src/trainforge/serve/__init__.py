@@ -16,9 +16,14 @@ def build_app(run: RunDir, api_key: str | None = None, **limits):
     except ImportError as err:
         raise TrainforgeError(f"Serving needs FastAPI and uvicorn ({err}); install them with "
                               "`pip install 'trainforge[serve]'`.") from None
-    from trainforge.serve.backends import load_backend
-
     return create_app(load_backend(run), run.name, api_key, **limits)
+
+
+def load_backend(run: RunDir):
+    """What the run's task serves with: completions (generative runs) or predictions (predictive runs)."""
+    from trainforge.tasks import registry
+
+    return registry.for_run(run).hook("backend", f"Run {run.path}")(run)
 
 
 def serve(run: RunDir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, **limits) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainforge.errors import TrainforgeError
-from trainforge.serve.backends import Completion, Generator, Predictor, Sampling
+from trainforge.inference.backends import Completion, Generator, Predictor, Sampling
 
 log = logging.getLogger("trainforge.serve")
 MAX_BODY_BYTES = 1_000_000

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
+from trainforge.tracking import figures
 from trainforge.tracking.rundir import RunDir, atomic_write_text
 
 
 def loss_curve_png(metrics: list[dict]) -> bytes | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
     if not train and not evals:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    fig, ax = figures.pyplot().subplots(figsize=(7, 3.6), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train loss")
     if evals:
@@ -28,11 +23,7 @@ def loss_curve_png(metrics: list[dict]) -> bytes | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figures.png(fig)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

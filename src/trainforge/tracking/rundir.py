@@ -126,7 +126,9 @@ class RunDir:
 
     # lifecycle -----------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, runs_dir: str | Path, name: str, config_yaml: str) -> "RunDir":
+    def create(cls, runs_dir: str | Path, name: str, config_yaml: str, kind: str | None = None) -> "RunDir":
+        """A new run directory holding its config; `kind` (what made the run: a task, or tune / active) goes
+        into run.json."""
         run = cls(Path(runs_dir) / name)
         if run.path.exists():
             raise RunError(
@@ -135,7 +137,7 @@ class RunDir:
         try:
             run.path.mkdir(parents=True)
             atomic_write_text(run.file("config.yaml"), config_yaml)
-            run.set_status("running", started=time.time())
+            run.set_status("running", started=time.time(), **({"kind": kind} if kind else {}))
         except OSError as err:  # a read-only or full runs folder: say so before any work starts
             raise RunError(f"Cannot create run directory {run.path}: {err.strerror or err}. Make "
                            f"{Path(runs_dir)} writable (with free space), or set `tracking.runs_dir` elsewhere.") from None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from trainforge.classical.plots import _plt, _png
+from trainforge.tracking.figures import png, pyplot
 
 
 def history_png(trials, metric: str, maximize: bool) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     done = sorted((t.number, t.value) for t in trials if t.value is not None)
     pruned = [(t.number, list(t.intermediate_values.values())[-1]) for t in trials
               if t.value is None and t.intermediate_values]
@@ -25,4 +25,4 @@ def history_png(trials, metric: str, maximize: bool) -> bytes:
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)

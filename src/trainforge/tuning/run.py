@@ -14,7 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
+from trainforge.errors import TrainforgeError
+from trainforge.run.directory import default_name, open_run
+from trainforge.run.finish import finish_run, fmt
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text
+from trainforge.tuning.plots import history_png
 from trainforge.tuning.study import (INTERRUPTED, SKIPPED, Plan, apply, create_study, objective_for, plan,
                                      retry_interrupted, run_workers)
 
@@ -30,13 +34,11 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
     `resume`: continue the unfinished tuning run of this config (after a kill or a crash) until its budget."""
     objective = objective_for(config)  # fails on a bad table before a run directory exists
     tag = f"{socket.gethostname()}:{os.getpid()}"
+    stem = f"{config.model.name}-{config.task}-tune"
     if resume:
-        from trainforge.pipeline import open_run
-
-        config, run = open_run(config, True, "tune")
+        config, run = open_run(config, True, "tune", stem)
     else:
-        name = config.name or f"{config.model.name}-{config.task}-tune-{time.strftime('%Y%m%d-%H%M%S')}"
-        config = config.model_copy(update={"name": name})
+        config = config.model_copy(update={"name": config.name or default_name(stem)})
     p = plan(config, config.tuning.study_name or config.name, objective)
     study = create_study(p)
     if resume:
@@ -45,7 +47,7 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
         console.print(f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
                       + (f", {retried} interrupted one(s) queued again" if retried else ""))
     else:
-        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config))
+        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config), kind="tune")
     run.set_status("running", workers=[*run.info().get("workers", []), tag])  # metrics.jsonl lists their trials
     console.print(f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
                   f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
@@ -54,7 +56,6 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
     with run.failing_on_error():
         run_workers(p, workers, worker_index, tag, objective)
         summary = _record(run, p, study, tag, time.time() - started)
-        run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
     _print(run, summary)
     return run
 
@@ -88,8 +89,6 @@ def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
     if not done:
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
         atomic_write_json(run.file("summary.json"), summary)
-        from trainforge.errors import TrainforgeError
-
         raise TrainforgeError(f"No trial of study {p.study_name!r} completed"
                               + (f"; the first error: {errors[0]}" if errors else "") + ".")
     best = study.best_trial
@@ -99,49 +98,31 @@ def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
     atomic_write_text(run.file("best.yaml"), best_yaml)
     summary.update({"best_trial": best.number, f"best.{p.metric}": best.value, "best_params": best.params,
                     "best_config": str(run.file("best.yaml"))})
-    atomic_write_json(run.file("summary.json"), summary)
-    if config.tracking.report:
-        _report(run, summary, trials, p, dump_config(config))
-    if config.tracking.mlflow:
-        summary["mlflow_run_id"] = _mlflow(run, config, summary, mine)
-        atomic_write_json(run.file("summary.json"), summary)
-    return summary
-
-
-def _report(run: RunDir, summary: dict, trials, p: Plan, config_yaml: str) -> None:
-    from trainforge.tracking.report import write_report
-    from trainforge.tuning.plots import history_png
-
     ranked = sorted((t for t in trials if t.value is not None), key=lambda t: t.value, reverse=p.direction == "maximize")
     rows = [[t.number, f"{t.value:.4f}", yaml.safe_dump(t.params, default_flow_style=True, width=1000).strip()]
             for t in ranked[:10]]
-    write_report(run, summary, None, config_yaml, figures=[("Trial history", history_png(trials, p.metric, p.direction == "maximize"))],
-                 tables=[("Best trials", rows, ["trial", p.metric, "params"])])
+    finish_run(run, config, summary, figures=[("Trial history", history_png(trials, p.metric, p.direction == "maximize"))],
+               tables=[("Best trials", rows, ["trial", p.metric, "params"])], artifacts=[run.file("best.yaml")],
+               nested=_trial_runs(run, summary["metric"], mine))
+    return summary
 
 
-def _mlflow(run: RunDir, config: RunConfig, summary: dict, trials) -> str:
-    from trainforge.tracking.mlflow_log import log_nested, log_run, tracking_uri
-
-    uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
-    files = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "best.yaml")]
-    parent = log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files)
+def _trial_runs(run: RunDir, metric: str, trials) -> list[dict]:
+    """One nested MLflow run per trial of this process."""
     children = []
     for t in trials:
         metrics = {f"fold.{i}": v for i, v in enumerate(t.user_attrs.get("fold_scores", []))}
         metrics.update({f"intermediate.{step}": v for step, v in t.intermediate_values.items()})
         if t.value is not None:
-            metrics[summary["metric"]] = t.value
+            metrics[metric] = t.value
         children.append({"name": f"{run.name}-trial-{t.number}", "params": t.params, "metrics": metrics,
                          "tags": {"trainforge.trial": str(t.number), "trainforge.state": t.state.name.lower()},
                          "start": _ms(t.datetime_start), "end": _ms(t.datetime_complete),
                          "status": "FINISHED" if t.state.name == "COMPLETE" else ("KILLED" if t.state.name == "PRUNED" else "FAILED")})
-    log_nested(parent, uri, config.tracking.experiment, children)
-    return parent
+    return children
 
 
 def _print(run: RunDir, summary: dict) -> None:
-    from trainforge.pipeline import fmt
-
     out = Console()
     table = Table("key", "value", title=f"tuning run {run.name}")
     for key in ("strategy", "metric", "trials", "complete", "pruned", "failed", "seconds", "best_trial",

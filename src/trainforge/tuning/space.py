@@ -9,37 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from trainforge.config.schema import ParamSpace, RunConfig
-from trainforge.errors import ConfigError
+from trainforge.config.schema import ParamSpace
 
 
 def config_key(key: str) -> str:
     """`max_depth` → `model.params.max_depth`; a dotted key is already a config key."""
     return key if "." in key else f"model.params.{key}"
-
-
-def search_space(config: RunConfig) -> dict[str, ParamSpace]:
-    """The estimator's default space, then `tuning.space` on top (or instead, with `tuning.replace_space`)."""
-    space: dict[str, ParamSpace] = {}
-    from trainforge.config.schema import is_nn_run
-
-    neural = config.task in ("lm", "text-classification") or is_nn_run(config.task, config.model.name)
-    if not config.tuning.replace_space:
-        if neural:
-            from trainforge.tuning.neural import default_space
-
-            defaults = default_space(config)
-        else:
-            from trainforge.classical.estimators import get_estimator
-
-            defaults = get_estimator(config.model.name, config.task).space
-        space = {config_key(k): ParamSpace.model_validate(v) for k, v in defaults.items()}
-    for key, spec in config.tuning.space.items():
-        if neural and "." not in key:
-            raise ConfigError(f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
-                              "section (e.g. training.learning_rate, method.lora.r, training.epochs, nn.dropout).")
-        space[config_key(key)] = spec
-    return space
 
 
 def suggest(trial, key: str, spec: ParamSpace) -> Any:

@@ -1,7 +1,7 @@
 """Optuna studies over run configs: grid / random / TPE (bayes) with median pruning on intermediate scores.
 
-A trial is "the run config with some keys overridden → a score": the objective gets a validated RunConfig and a
-`report(step, value)` callback, so any run kind can be tuned once it has an objective (today: tabular runs).
+A trial is "the run config with some keys overridden → a score": the objective (the task's `tuning_objective`
+hook) gets a validated RunConfig and a `report(step, value)` callback, so any task that claims `tune` is tuned.
 Workers share one study through Optuna's RDB storage: sqlite on one machine, PostgreSQL across machines; trial
 numbers are handed out by the storage, so the trial budget and grid points are split without duplicates.
 """
@@ -20,7 +20,8 @@ from rich.console import Console
 from trainforge.config import RunConfig, validate
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError, TrainforgeError
-from trainforge.tuning.space import grid, same, search_space, suggest
+from trainforge.config.schema import ParamSpace
+from trainforge.tuning.space import config_key, grid, same, suggest
 
 console = Console(stderr=True)
 SKIPPED = "skipped"  # user attr of a trial asked for after the budget was used up by other workers
@@ -29,18 +30,30 @@ ORPHAN_GRACE_SECONDS = 3.0  # how long a resume waits for an untagged running tr
 
 
 def objective_for(config: RunConfig):
-    if config.task in ("gan", "rl-agent"):
-        raise ConfigError(f"`trainforge tune` does not search {config.task} runs yet (they report no validation "
-                          "score to optimise); train them with `trainforge train`.")
-    from trainforge.config.schema import is_nn_run
+    """The task's objective: config → (score, details); it checks the data it scores on before any trial runs."""
+    from trainforge.tasks import registry
 
-    if config.task in ("lm", "text-classification", "multi-task") or is_nn_run(config.task, config.model.name):
-        from trainforge.tuning.neural import NeuralObjective
+    entry = registry.for_config(config)
+    if not entry.can("tune"):
+        raise ConfigError(f"`trainforge tune` does not search {entry.name} runs ({entry.summary}): they report no "
+                          "validation score to optimise; train them with `trainforge train`.")
+    return entry.hook("tuning_objective")(config)
 
-        return NeuralObjective(config)
-    from trainforge.classical.objective import ClassicalObjective
 
-    return ClassicalObjective(config)
+def search_space(config: RunConfig, objective=None) -> dict[str, ParamSpace]:
+    """The objective's default space (an estimator's, or learning rate and rank for a network), then
+    `tuning.space` on top (or instead, with `tuning.replace_space`). `objective`: the task's (default: made
+    here)."""
+    objective = objective or objective_for(config)
+    space: dict[str, ParamSpace] = {}
+    if not config.tuning.replace_space:
+        space = {config_key(k): ParamSpace.model_validate(v) for k, v in objective.default_space(config).items()}
+    for key, spec in config.tuning.space.items():
+        if objective.sections_only and "." not in key:
+            raise ConfigError(f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
+                              "section (e.g. training.learning_rate, method.lora.r, training.epochs, nn.dropout).")
+        space[config_key(key)] = spec
+    return space
 
 
 def storage_url(config: RunConfig) -> str:
@@ -227,7 +240,7 @@ def interrupted_count(trials) -> int:
 
 
 def plan(config: RunConfig, study_name: str, objective) -> Plan:
-    space = search_space(config)
+    space = search_space(config, objective)
     if not space:
         raise ConfigError(f"Nothing to search: estimator {config.model.name!r} has no default space and `tuning.space` "
                           "is empty.")
@@ -256,7 +269,7 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     objective = objective or objective_for(p.config)
-    space = search_space(p.config)
+    space = search_space(p.config, objective)
     study = optuna.load_study(study_name=p.study_name, storage=_storage(p.storage),
                               sampler=make_sampler(p.config, p.points, worker, p.resumed_after))
     last_step = getattr(objective, "last_step", None)

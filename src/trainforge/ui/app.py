@@ -225,14 +225,15 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
     # chat --------------------------------------------------------------------------------------------------------
     @app.post("/api/chat")
     def chat(req: ChatRequest):
-        from trainforge.serve.backends import Generator, Sampling
+        from trainforge.inference.backends import Sampling
+        from trainforge.tasks import registry
 
         run = run_named(req.run)
         if not _generative(run):
             raise HTTPException(400, f"Run {run.name} is not a generative (causal LM) run; it cannot chat.")
         with load_lock:  # one load per run, however many requests arrive while it loads
             if run.path not in generators:
-                generators[run.path] = Generator(run)
+                generators[run.path] = registry.for_run(run).hook("backend")(run)
             backend = generators[run.path]
         ids = backend.encode(backend.chat_prompt(req.messages))
         completion = backend.complete(ids, Sampling(req.max_tokens))
@@ -296,14 +297,14 @@ def _yaml_text(text: str) -> dict[str, Any]:
 
 
 def _generative(run: RunDir) -> bool:
-    """A causal-LM run (task lm, not masked LM) with a saved model."""
-    from trainforge.config import load_config
+    """A completed run whose task generates text (not a masked LM, which fills in masks)."""
+    from trainforge.tasks import registry
 
     try:
-        config = load_config(run.file("config.yaml"))
+        generates = registry.for_run(run).can("generate") and registry.run_config(run).training.objective != "mlm"
     except TrainforgeError:
         return False
-    return config.task == "lm" and config.training.objective != "mlm" and run.status == "completed"
+    return generates and run.status == "completed"
 
 
 def host_exposed(host: str) -> bool:

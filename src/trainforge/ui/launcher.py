@@ -1,5 +1,5 @@
 """Runs launched from the dashboard: each is `trainforge train <config>` in the background, exactly what a user
-would type (started through `trainforge.ui.launched`, so that SIGINT is heard). Its output goes to
+would type (started as `python -m trainforge`, so that SIGINT is heard). Its output goes to
 <runs_dir>/.ui/<name>.log until the run directory exists, then the open log is moved into it as train.log (a
 rename: the process keeps writing to the same file). A stage chain (`stages:`) keeps its log in the staging
 folder: its stages are ordinary runs named `<name>-<stage>`. Stopping sends SIGINT to the run's process group, as
@@ -25,8 +25,11 @@ STOP_GRACE_S = 60.0  # after SIGINT, how long a run may take to stop before it g
 
 
 def default_name(config: RunConfig) -> str:
-    kind = config.training.objective if config.task == "lm" else config.task
-    return f"{config.method.name if config.task == 'lm' else config.model.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """The name `trainforge train` would give the run: its task's stem and the time."""
+    from trainforge.run.directory import default_name as named
+    from trainforge.tasks import registry
+
+    return named(registry.for_config(config).stem(config))
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Launcher:
             atomic_write_text(config_file, yaml_text)
             log = self.staging / f"{name}.log"
             with open(log, "wb") as out:
-                process = subprocess.Popen([sys.executable, "-m", "trainforge.ui.launched", "train", str(config_file)],
+                process = subprocess.Popen([sys.executable, "-m", "trainforge", "train", str(config_file)],
                                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
             launch = Launch(name, self.runs_dir / name, log, process, stages)

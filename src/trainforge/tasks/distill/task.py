@@ -1,5 +1,6 @@
-"""One distillation run: the teacher (a finished run or a model) → the student (a subset of its layers, or
-`model.name`) → the task's usual run flow with the distillation loss → teacher / student compared side by side."""
+"""Task distill: the teacher (a finished run or a model) → the student (a subset of its layers, or `model.name`)
+→ the wrapped task's usual run flow (lm or text-classification) with the distillation loss → teacher / student
+compared side by side. The one task that imports other tasks: those it wraps (registry entry `wraps`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ import time
 from functools import partial
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from trainforge.config import RunConfig, load_config
-from trainforge.distill.student import keep_layers
-from trainforge.distill.trainer import distilling
 from trainforge.errors import ConfigError, RunError
+from trainforge.run.finish import finish_with_scores, fmt, print_summary
+from trainforge.run.training import baseline_scores, train_and_save
+from trainforge.tasks.distill.student import keep_layers
+from trainforge.methods.distillation import distilling
+from trainforge.tasks.lm import task as lm
+from trainforge.tasks.registry import open_task_run
+from trainforge.tasks.text_classification import task as text_classification
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, find_run
+
+console = Console(stderr=True)
 
 
 def _teacher_run(config: RunConfig) -> RunDir | None:
@@ -39,12 +50,10 @@ def load_teacher(config: RunConfig, classes: list[str] | None = None):
     run = _teacher_run(config)
     name = config.distill.teacher
     if config.task == "text-classification":
-        from trainforge.textclass.run import is_text_classification, load_run_classifier
-
-        if run is None or not is_text_classification(run):
+        if run is None or not (run.file(text_classification.LABELS_FILE).is_file()):
             raise ConfigError(f"Key `distill.teacher` = {name!r}: a text-classification student learns from a finished "
                               f"text-classification run (its name under {config.tracking.runs_dir}/ or its directory).")
-        model, _, teacher_classes = load_run_classifier(run)
+        model, _, teacher_classes = text_classification.load_run_classifier(run)
         if teacher_classes != classes:
             raise ConfigError(f"Key `distill.teacher` = {name!r}: the teacher knows classes {teacher_classes}, the data "
                               f"has {classes}; teacher and student must classify into the same classes.")
@@ -65,9 +74,7 @@ def build_student(config: RunConfig, teacher, classes: list[str] | None):
     if config.distill.student_layers is not None:
         return keep_layers(teacher, config.distill.student_layers)
     if config.task == "text-classification":
-        from trainforge.textclass.run import load_classifier
-
-        student = load_classifier(config.model.name, classes, False)
+        student = text_classification.load_classifier(config.model.name, classes, False)
     else:
         from trainforge.models import load_causal_lm
 
@@ -111,9 +118,7 @@ def profile(model, prep, evaluate) -> dict:
     rows) and the task scores."""
     rows, cfg = prep.heldout_rows, prep.config
     if cfg.task == "text-classification":
-        from trainforge.textclass.run import predict_logits
-
-        run = lambda some: predict_logits(model, prep.tokenizer, some, cfg.evaluation.batch_size,  # noqa: E731
+        run = lambda some: text_classification.predict_logits(model, prep.tokenizer, some, cfg.evaluation.batch_size,  # noqa: E731
                                           prep.hardware.precision)
         unit, amount = "rows_per_second", len(rows)
     else:
@@ -129,28 +134,22 @@ def profile(model, prep, evaluate) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "size_mb": saved_mb(model), **speed, **evaluate(model)}
 
 
-def train_distilled(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     from transformers import set_seed
-
-    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     train_and_save)
 
     config = with_student_base(config)
     textcls = config.task == "text-classification"
     if textcls:
-        from trainforge.textclass import run as task
-
-        prep = task.prepare(config)
+        prep = text_classification.prepare(config)
         classes = prep.classes
-        evaluate = partial(task.evaluate, prep=prep)
-        builder = task.build_trainer
+        evaluate = partial(text_classification.held_out_scores, prep=prep)
+        builder = text_classification.build_trainer
     else:
-        from trainforge import pipeline as task
         from trainforge.methods.lm_trainer import build_lm_trainer
 
-        prep = task.prepare(config)
+        prep = lm.prepare(config)
         classes = None
-        evaluate = lambda model: task.evaluate_lm(model, prep, "")[0]  # noqa: E731
+        evaluate = lambda model: lm.evaluate_lm(model, prep, "")[0]  # noqa: E731
         builder = build_lm_trainer
     d = prep.config.distill
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -165,11 +164,11 @@ def train_distilled(config: RunConfig, resume: bool = False, callbacks: list | N
         evaluate = lambda model: {**lm_scores(model), "teacher_kl": teacher_kl(  # noqa: E731
             model, teacher, prep.heldout_rows, prep.tokenizer.pad_token_id, prep.config.evaluation.batch_size,
             prep.hardware.precision)}
-    config, run = open_run(prep.config, resume, "distill")
+    config, run = open_task_run("distill", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
         if textcls:
-            atomic_write_json(run.file(task.LABELS_FILE), {"classes": classes, "multi_label": False})
+            atomic_write_json(run.file(text_classification.LABELS_FILE), {"classes": classes, "multi_label": False})
         if d.mode == "sequence":
             from trainforge.data.tokenize import tokenize_examples
 
@@ -185,15 +184,13 @@ def train_distilled(config: RunConfig, resume: bool = False, callbacks: list | N
         console.print("[cyan]profiling teacher and student…[/]")
         sides = {"teacher": profile(teacher, prep, evaluate), "student": profile(student, prep, evaluate)}
         after = {k: v for k, v in sides["student"].items() if k not in SIZE_AND_SPEED}
-        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
         kl = [m["kl_loss"] for m in run.metrics() if "kl_loss" in m]
         summary = {**training, "task": config.task, "distill_mode": d.mode, "teacher": d.teacher,
                    "first_kl_loss": kl[0] if kl else None, "last_kl_loss": kl[-1] if kl else None,
-                   **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
                    **{f"{side}.{k}": v for side, values in sides.items() for k, v in values.items()}}
-        comparison = comparison_rows(before, after) if before else None
         versus = [[k, sides["teacher"][k], sides["student"][k]] for k in sides["teacher"]]
-        finish_run(run, config, summary, comparison, tables=[("teacher / student", versus, ["", "teacher", "student"])])
+        comparison = finish_with_scores(run, config, summary, before, after,
+                                        tables=[("teacher / student", versus, ["", "teacher", "student"])])
     print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "first_kl_loss",
                                                   "last_kl_loss", "train_seconds", "precision"))
     print_versus(versus)
@@ -201,12 +198,15 @@ def train_distilled(config: RunConfig, resume: bool = False, callbacks: list | N
 
 
 def print_versus(rows: list[list]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from trainforge.pipeline import fmt
-
     table = Table("", "teacher", "student", title="teacher / student")
     for key, teacher, student in rows:
         table.add_row(key, fmt(teacher), fmt(student))
     Console().print(table)
+
+
+def tuning_objective(config: RunConfig):
+    """Trials are distillation runs, scored on the wrapped task's validation split."""
+    from trainforge.run.trial import ValidationObjective
+
+    wrapped = text_classification if config.task == "text-classification" else lm
+    return ValidationObjective(config, train, wrapped.validation_rows(config))

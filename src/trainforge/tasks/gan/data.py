@@ -10,17 +10,6 @@ import numpy as np
 from trainforge.errors import DataError
 
 MIXTURE_MODES, MIXTURE_RADIUS, MIXTURE_STD = 8, 2.0, 0.05
-GAN_TASKS = ("gaussian-mixture",)
-
-
-def check_gan_data(data) -> None:
-    """Config-time check (a ValueError becomes the project's ConfigError)."""
-    if data.task and data.task not in GAN_TASKS:
-        raise ValueError(f"key `data.task` = {data.task!r}: a gan run generates {', '.join(GAN_TASKS)}; or give "
-                         "`data.dataset` (e.g. digits) or a table in `data.path` / `data.train`")
-    if data.format not in ("chat", "tabular") or (data.format == "chat" and "format" in data.model_fields_set):
-        raise ValueError(f"key `data.format` = {data.format!r}: a gan run reads numeric rows; expected `tabular` "
-                         "(or leave it out)")
 
 
 def mixture_modes() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A GAN (Goodfellow et al. 2014) with the non-saturating generator loss: MLP generator and discriminator,
+"""Task gan: a GAN (Goodfellow et al. 2014) with the non-saturating generator loss: MLP generator and discriminator,
 one discriminator and one generator Adam step per training step, on standardized rows. Losses and the
 discriminator's accuracy go to metrics.jsonl; samples are drawn into samples.png and the report; the generator is
 saved as generator/ (safetensors + JSON with the de-standardization)."""
@@ -11,16 +11,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainforge.config import RunConfig, load_config
-from trainforge.gan import GENERATOR_DIR
-from trainforge.gan.data import load_gan_rows, mode_scores
-from trainforge.hardware import device_of, pick_device
+from rich.console import Console
+
 from trainforge.checkpoints import load_checkpoint, save_checkpoint
-from trainforge.loops import load_network, open_loop_run, save_network
-from trainforge.nn.models import linear_stack
+from trainforge.config import RunConfig, load_config
+from trainforge.hardware import device_of, pick_device
+from trainforge.nn.models import linear_stack, load_network, save_network
+from trainforge.run.finish import finish_with_scores, print_summary
+from trainforge.tasks.gan.data import load_gan_rows, mode_scores
+from trainforge.tasks.registry import open_task_run
+from trainforge.tracking.figures import png, pyplot
 from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 
-
+console = Console(stderr=True)
+GENERATOR_DIR = "generator"
 
 def discriminator_accuracy(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
     """Share of real rows scored real and fake rows scored fake: near 0.5 when the generator fools it."""
@@ -56,9 +60,7 @@ def moment_gaps(points: np.ndarray, rows: np.ndarray) -> dict[str, float]:
             "wasserstein": float(np.mean([wasserstein_distance(a[:, j], b[:, j]) for j in range(a.shape[1])]))}
 
 
-def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
-    from trainforge.pipeline import comparison_rows, console, finish_run, print_summary
-
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     g = config.gan
     rows, columns, source = load_gan_rows(config.data, g.seed)  # data problems surface before the run exists
     mean, std = rows.mean(axis=0), rows.std(axis=0) + 1e-6
@@ -66,7 +68,7 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
     dim = data.shape[1]
     meta = {"sizes": [g.latent_dim, *g.hidden, dim], "latent_dim": g.latent_dim, "columns": columns,
             "mean": mean.tolist(), "std": std.tolist(), "task": config.data.task, "dataset": config.data.dataset}
-    config, run = open_loop_run(config, resume, "gan")
+    config, run = open_task_run("gan", config, resume)
     with run.failing_on_error():
         torch.manual_seed(g.seed)
         # The data and noise stay on the CPU, drawn from the seeded CPU generator (the same draws on any machine);
@@ -113,23 +115,20 @@ def train_gan(config: RunConfig, resume: bool = False) -> RunDir:
         fake = torch.from_numpy((points - mean) / std)
         scores = {"d_accuracy": round(discriminator_accuracy(disc, held, fake), 4),
                   **moment_gaps(points, rows), **sample_scores(points, config.data.task)}
-        png = samples_png(points, rows, meta, config.data.dataset)
-        atomic_write_bytes(run.file("samples.png"), png)
+        picture = samples_png(points, rows, meta, config.data.dataset)
+        atomic_write_bytes(run.file("samples.png"), picture)
         summary = {"model": "gan", "data": source, "steps": g.steps, "train_seconds": round(train_seconds, 1),
-                   "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()]),
-                   **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in scores.items()}}
-        comparison = comparison_rows(before, scores)
-        finish_run(run, config, summary, comparison, figures=[("Losses", losses_png(run.metrics())), ("Samples", png)],
-                   artifacts=[run.path / GENERATOR_DIR, run.file("samples.png")])
+                   "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()])}
+        comparison = finish_with_scores(run, config, summary, before, scores,
+                                        figures=[("Losses", losses_png(run.metrics())), ("Samples", picture)],
+                                        artifacts=[run.path / GENERATOR_DIR, run.file("samples.png")])
     print_summary(run, summary, comparison, keys=("model", "data", "steps", "train_seconds",
                                             *[k for k in summary if k.startswith("after.")]))
     return run
 
 
 def losses_png(metrics: list[dict]) -> bytes:
-    from trainforge.classical.plots import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
     rows = [m for m in metrics if "d_loss" in m]
     steps = [m["step"] for m in rows]
@@ -139,30 +138,28 @@ def losses_png(metrics: list[dict]) -> bytes:
     right.plot(steps, [m["d_accuracy"] for m in rows], color="tab:green")
     right.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     right.set_xlabel("step"), right.set_ylabel("discriminator accuracy"), right.set_ylim(0, 1), right.grid(alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 def samples_png(points: np.ndarray, rows: np.ndarray, meta: dict, dataset: str | None) -> bytes:
     """8×8 digit images as a grid of pictures; anything else as a scatter of its first two features."""
-    from trainforge.classical.plots import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     if dataset == "digits":
         fig, axes = plt.subplots(4, 8, figsize=(8, 4), dpi=110)
         for ax, image in zip(axes.flat, points):
             ax.imshow(image.reshape(8, 8), cmap="gray_r", vmin=0, vmax=16)
             ax.axis("off")
-        return _png(fig)
+        return png(fig)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
     x, y = (0, 1) if points.shape[1] > 1 else (0, 0)
     ax.scatter(rows[:, x], rows[:, y], s=4, alpha=0.3, label="data")
     ax.scatter(points[:, x], points[:, y], s=4, alpha=0.5, label="generated")
     ax.set_xlabel(meta["columns"][x]), ax.set_ylabel(meta["columns"][y]), ax.legend(), ax.grid(alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 
-def evaluate_gan_run(run: RunDir) -> dict[str, float]:
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
     """Fresh samples from the saved generator, scored against the bundled mixture's modes where it has them."""
     config = load_config(run.file("config.yaml"))
     gen, meta = load_network(run.path / GENERATOR_DIR)

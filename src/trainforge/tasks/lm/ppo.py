@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trainforge.errors import RunError
-from trainforge.rl.rewards import Scorer
+from trainforge.tasks.lm.rewards import Scorer
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):

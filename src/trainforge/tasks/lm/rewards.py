@@ -42,7 +42,7 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
     from trainforge.config import load_config
     from trainforge.data.tokenize import render
     from trainforge.models import load_tokenizer
-    from trainforge.reward import load_reward_model, load_run_reward_model
+    from trainforge.inference.reward import load_reward_model, load_run_reward_model
     from trainforge.tracking.rundir import RunDir
 
     path = Path(name).expanduser()

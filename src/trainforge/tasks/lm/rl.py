@@ -1,15 +1,25 @@
-"""One RL run (objectives ppo, grpo, rloo): the data's prompts, the `reward:` scorer, the model prepared by its method;
-PPO from ppo.py, GRPO / RLOO from TRL. Judged by the mean reward of greedy answers to held-out prompts before and
-after; the report plots reward and KL to the reference per step."""
+"""Task rl (task lm, objectives ppo, grpo, rloo): the data's prompts, the `reward:` scorer, the model prepared by
+its method; PPO from ppo.py, GRPO / RLOO from TRL. Judged by the mean reward of greedy answers to held-out prompts
+before and after; the report plots reward and KL to the reference per step. Its finished runs are language-model
+runs: evaluated, served, predicted with and chained as task.py's."""
 
 from __future__ import annotations
 
 import time
 
+from rich.console import Console
+
 from trainforge.config import RunConfig
-from trainforge.rl.rewards import Scorer, load_reward, trl_reward_func
+from trainforge.run.finish import finish_with_scores, print_summary
+from trainforge.run.prepare import resolve_run
+from trainforge.run.training import baseline_scores, report_parameters, resume_checkpoint
+from trainforge.tasks.lm.rewards import Scorer, load_reward, trl_reward_func
+from trainforge.tasks.lm.task import backend, evaluate, export_model, output_model, predict  # noqa: F401 - LM runs
+from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.faults import resource_errors
-from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json
+from trainforge.tracking.rundir import RunDir, atomic_dir
+
+console = Console(stderr=True)
 
 VALUE_HEAD_FILE = "value_head.safetensors"  # PPO's value head, beside the policy's adapter/ or model/
 SUMMARY_KEYS = ("method", "model", "objective", "steps", "train_seconds", "trainable_params", "first_reward",
@@ -36,18 +46,13 @@ def reward_eval(model, tokenizer, reward: Scorer, prompts: list[list[dict]], con
 
 
 def reward_kl_png(metrics: list[dict]) -> bytes | None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trainforge.tracking.figures import png, pyplot
 
     reward = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
     kl = [(m["step"], m["kl"]) for m in metrics if "kl" in m]
     if not reward:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(9, 3.4), dpi=110)
     ax1.plot(*zip(*reward), color="tab:green")
     ax1.set(xlabel="step", ylabel="mean reward of the rollouts", title="reward")
     if kl:
@@ -55,11 +60,7 @@ def reward_kl_png(metrics: list[dict]) -> bytes | None:
     ax2.set(xlabel="step", ylabel="KL to reference (nats / completion)", title="KL")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, run: RunDir, callbacks):
@@ -67,7 +68,7 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
     per step, each answered `rl.num_generations` times."""
     from datasets import Dataset
 
-    from trainforge.methods.lm_trainer import trainer_arguments
+    from trainforge.methods.training_args import trainer_arguments
 
     if config.training.objective == "grpo":
         from trl import GRPOConfig as Args, GRPOTrainer as Trainer
@@ -84,14 +85,12 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
                    callbacks=callbacks)
 
 
-def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     from safetensors.torch import save_file
     from transformers import set_seed
 
     from trainforge.data.splits import load_splits
     from trainforge.models import load_causal_lm, load_tokenizer
-    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     report_parameters, resolve_run, resume_checkpoint)
     from trainforge.tracking.callbacks import MetricsLogger
 
     config, hardware, method = resolve_run(config)
@@ -104,7 +103,7 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
     heldout = prompts_of(held[: config.evaluation.max_samples] if config.evaluation.max_samples else held)
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
-    config, run = open_run(config, resume, t.objective)
+    config, run = open_task_run("rl", config, resume)
     with run.failing_on_error(), resource_errors(run, t):
         set_seed(t.seed)
         model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())
@@ -115,7 +114,7 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
         trainable, total = report_parameters(model, config.method.name)
         started = time.perf_counter()
         if t.objective == "ppo":
-            from trainforge.rl.ppo import train_ppo
+            from trainforge.tasks.lm.ppo import train_ppo
 
             trained = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run, resume)
             steps, value_head = trained["steps"], trained["value_head"]
@@ -131,7 +130,6 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
             if value_head is not None:  # with the policy, so that PPO can go on from this run
                 save_file(value_head.state_dict(), str(tmp / VALUE_HEAD_FILE))
         after, samples = reward_eval(model, tokenizer, reward, heldout, config, precision)
-        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": samples})
         logged = [m for m in run.metrics() if "reward" in m]
         summary = {
             "method": config.method.name, "model": config.model.name, "objective": t.objective, "steps": steps,
@@ -139,10 +137,9 @@ def train_rl(config: RunConfig, resume: bool = False, callbacks: list | None = N
             "precision": precision,
             "first_reward": logged[0]["reward"] if logged else None, "last_reward": logged[-1]["reward"] if logged else None,
             "last_kl": logged[-1].get("kl") if logged else None,
-            **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()},
         }
-        comparison = comparison_rows(before, after) if before else None
         png = reward_kl_png(run.metrics())
-        finish_run(run, config, summary, comparison, figures=[("Reward and KL to the reference", png)] if png else None)
-    print_summary(run, summary, comparison, keys=SUMMARY_KEYS)
+        comparison = finish_with_scores(run, config, summary, before, after, samples,
+                                        figures=[("Reward and KL to the reference", png)] if png else None)
+    print_summary(run, summary, comparison, SUMMARY_KEYS)
     return run

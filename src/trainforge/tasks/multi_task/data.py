@@ -7,10 +7,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from trainforge.config.schema import DataConfig, MultiTaskConfig
-from trainforge.data.formats import _fail, _text
+from trainforge.data.formats import row_error, field_text
 from trainforge.data.splits import Splits, load_splits
 from trainforge.errors import DataError
-from trainforge.textclass.data import _label
+from trainforge.data.labelled import checked_label
 
 MISSING = float("nan")
 
@@ -41,16 +41,16 @@ def _value(task, row: dict, source: str, number: int):
     if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value)):
         return None
     if task.type == "classification":
-        return _label(value, task.target, source, number)
+        return checked_label(value, task.target, source, number)
     if isinstance(value, bool):
-        raise _fail(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, got {value!r}.")
+        raise row_error(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, got {value!r}.")
     try:
         number_value = float(value)
     except (TypeError, ValueError):
-        raise _fail(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, "
+        raise row_error(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, "
                     f"got {value!r:.60}.") from None
     if not math.isfinite(number_value):
-        raise _fail(source, number, f"field `{task.target}` (task {task.name}) must be a finite number, got {value!r}.")
+        raise row_error(source, number, f"field `{task.target}` (task {task.name}) must be a finite number, got {value!r}.")
     return number_value
 
 
@@ -60,12 +60,12 @@ def normalizer(cfg: DataConfig, mt: MultiTaskConfig):
     def normalize(numbered: list[tuple[int, dict]], source: str) -> list[dict]:
         rows = []
         for number, row in numbered:
-            text = _text(row, cfg.text_field, source, number)
+            text = field_text(row, cfg.text_field, source, number)
             targets = {t.name: _value(t, row, source, number) for t in mt.tasks}
             if all(v is None for v in targets.values()):
                 present = ", ".join(sorted(map(str, row))) or "none"
                 wanted = ", ".join(f"`{t.target}`" for t in mt.tasks)
-                raise _fail(source, number, f"the row carries no target of any task (expected at least one of {wanted}; "
+                raise row_error(source, number, f"the row carries no target of any task (expected at least one of {wanted}; "
                             f"fields present: {present}); set `multitask.tasks[].target` to the fields that hold them.")
             rows.append({"text": text, "targets": targets, "where": f"{source}, row {number}"})
         return rows

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainforge.errors import ModelError
-from trainforge.multitask.data import TaskSpec
+from trainforge.tasks.multi_task.data import TaskSpec
 
 HEADS_FILE = "heads.safetensors"
 TASKS_FILE = "tasks.json"

@@ -1,29 +1,38 @@
-"""One multi-task run: check rows and config → run dir → baseline per-task scores → Trainer on the summed task
-loss (checkpoints, metrics.jsonl, resume) → save → per-task scores → report → MLflow. The steps are pipeline.py's."""
+"""Task multi-task: one shared encoder, one head per task. Check rows and config → run dir → baseline per-task
+scores → Trainer on the summed task loss (checkpoints, metrics.jsonl, resume) → save → per-task scores → report
+→ MLflow."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rich.console import Console
+
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import RunError
-from trainforge.multitask.data import TaskSpec, check_known, encode, load_multitask
-from trainforge.pipeline import Prepared as LMPrepared
+from trainforge.run.finish import finish_with_scores, fmt, print_summary
+from trainforge.run.prepare import Prepared as RunInputs
+from trainforge.run.prepare import check_early_stopping, resolve_run, scored_on
+from trainforge.run.training import baseline_scores, train_and_save
+from trainforge.tasks.multi_task.data import TaskSpec, check_known, encode, load_multitask
+from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir
+
+console = Console(stderr=True)
 
 
 @dataclass
-class Prepared(LMPrepared):
+class Prepared(RunInputs):
     specs: list[TaskSpec] = field(default_factory=list)
 
 
 def prepare(config: RunConfig) -> Prepared:
     from trainforge.models import load_tokenizer
-    from trainforge.pipeline import check_early_stopping, resolve_run
 
     config, hardware, method = resolve_run(config)
     splits, specs = load_multitask(config.data, config.multitask, config.training.seed)
@@ -75,7 +84,7 @@ def predict_outputs(model, tokenizer, rows: list[dict], batch_size: int = 32, pr
     return [np.concatenate(p) for p in parts]
 
 
-def evaluate(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str, float]:
+def held_out_scores(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str, float]:
     rows = prep.heldout_rows if rows is None else rows
     if not rows:
         return {}
@@ -134,7 +143,7 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
+    from trainforge.methods.training_args import trainer_arguments, with_early_stopping
 
     cfg = prep.config
     specs = prep.specs
@@ -184,8 +193,6 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
 
 
 def _task_table(specs: list[TaskSpec], before: dict, after: dict) -> list[list]:
-    from trainforge.pipeline import fmt
-
     rows = []
     for spec in specs:
         for key in [k for k in after if k.startswith(f"{spec.name}.")]:
@@ -194,14 +201,11 @@ def _task_table(specs: list[TaskSpec], before: dict, after: dict) -> list[list]:
     return rows
 
 
-def train_multitask(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     from transformers import set_seed
 
     from trainforge.models import resolve_model
-    from trainforge.multitask.model import build_model
-    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     train_and_save)
-    from trainforge.tracking.rundir import atomic_write_json
+    from trainforge.tasks.multi_task.model import build_model
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -209,23 +213,20 @@ def train_multitask(config: RunConfig, resume: bool = False, callbacks: list | N
                           f"weight {s.weight:g})" for s in prep.specs)
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; tasks: {described}; "
                   f"sampling {config.multitask.sampling}")
-    config, run = open_run(prep.config, resume, "multitask")
+    config, run = open_task_run("multi-task", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
         set_seed(config.training.seed)
         model = build_model(resolve_model(config.model.name), prep.specs, config.multitask.loss_weighting)
-        before = baseline_scores(run, config, lambda: (evaluate(model, prep), []))
+        before = baseline_scores(run, config, lambda: (held_out_scores(model, prep), []))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_trainer, callbacks, resume)
-        after = evaluate(model, prep)
-        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
+        after = held_out_scores(model, prep)
         summary = {**training, "task": config.task, "tasks": [s.name for s in prep.specs],
-                   "sampling": config.multitask.sampling, "loss_weighting": config.multitask.loss_weighting,
-                   **{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}}
-        comparison = comparison_rows(before, after) if before else None
+                   "sampling": config.multitask.sampling, "loss_weighting": config.multitask.loss_weighting}
         header = ["task", "type", "target", "weight", "metric", "before", "after"]
-        finish_run(run, config, summary, comparison,
-                   tables=[("Per-task scores", _task_table(prep.specs, before, after), header)])
+        comparison = finish_with_scores(run, config, summary, before, after,
+                                        tables=[("Per-task scores", _task_table(prep.specs, before, after), header)])
     headline = tuple(f"after.{k}" for k in after)
     print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
                                                   "trainable_params", *headline, "precision"))
@@ -234,17 +235,10 @@ def train_multitask(config: RunConfig, resume: bool = False, callbacks: list | N
 
 # eval / predict on a finished run ---------------------------------------------------------------------------------
 
-def is_multitask(run: RunDir) -> bool:
-    try:
-        return load_config(run.file("config.yaml")).task == "multi-task"
-    except Exception:  # noqa: BLE001 - not a readable run config: some other kind of run decides
-        return False
-
-
 def load_run_model(run: RunDir):
     """(model, tokenizer) of a finished multi-task run."""
     from trainforge.models import load_tokenizer
-    from trainforge.multitask.model import load_model
+    from trainforge.tasks.multi_task.model import load_model
 
     folder = run.path / "model"
     if not folder.is_dir():
@@ -252,16 +246,13 @@ def load_run_model(run: RunDir):
     return load_model(folder), load_tokenizer(str(folder))
 
 
-def evaluate_multitask_run(run: RunDir, data: str | None = None) -> dict[str, float]:
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
     """Per-task scores of a finished run on its test split (else validation) or on every row of a labelled file."""
-    config = load_config(run.file("config.yaml"))
-    cfg = config.data
-    if data:  # the file serves as the test split; `train` must name a source but is not trained on here
-        cfg = cfg.model_copy(update={"path": None, "task": None, "validation": None, "train": data, "test": data})
     from trainforge.data.splits import load_splits
-    from trainforge.multitask.data import normalizer
+    from trainforge.tasks.multi_task.data import normalizer
 
-    splits = load_splits(cfg, config.training.seed, normalizer(cfg, config.multitask))
+    config = scored_on(load_config(run.file("config.yaml")), data)
+    splits = load_splits(config.data, config.training.seed, normalizer(config.data, config.multitask))
     rows = splits.test or splits.validation
     if not rows:
         raise RunError(f"Run {run.path} has no test or validation split to evaluate on; pass --data.")
@@ -272,19 +263,18 @@ def evaluate_multitask_run(run: RunDir, data: str | None = None) -> dict[str, fl
     return task_scores(model.specs, outputs, np.asarray([r["labels"] for r in enc], dtype=float))
 
 
-def predict_multitask_file(run: RunDir, data: str, out: str | None = None):
+def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
     """Every row of a file (field `data.text_field`) with `prediction`: {task: class label | number}."""
     import json
-    from pathlib import Path
 
-    from trainforge.data.formats import _text
+    from trainforge.data.formats import field_text
     from trainforge.data.readers import read_rows
     from trainforge.tracking.rundir import atomic_write_text
 
     config = load_config(run.file("config.yaml"))
     model, tokenizer = load_run_model(run)
     rows = read_rows(data)
-    texts = [{"text": _text(row, config.data.text_field, data, n)} for n, row in rows]
+    texts = [{"text": field_text(row, config.data.text_field, data, n)} for n, row in rows]
     outputs = predict_outputs(model, tokenizer, encode(tokenizer, texts, model.specs, config.training.max_length),
                               config.evaluation.batch_size)
     lines = []
@@ -300,3 +290,12 @@ def predict_multitask_file(run: RunDir, data: str, out: str | None = None):
     atomic_write_text(target, "".join(lines))
     return target
 
+
+def validation_rows(config: RunConfig) -> int:
+    return len(load_multitask(config.data, config.multitask, config.training.seed)[0].validation)
+
+
+def tuning_objective(config: RunConfig):
+    from trainforge.run.trial import ValidationObjective
+
+    return ValidationObjective(config, train, validation_rows(config))

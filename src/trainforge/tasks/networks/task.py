@@ -1,14 +1,13 @@
-"""Runs of the from-scratch networks: torch_mlp (tabular classification / regression), lenet (image
-classification), autoencoder (anomaly detection, embeddings) and the sequence networks of seq.py (lstm / gru / rnn
-text classification, char-lstm generation, seq2seq). Each task is a `Task`: how to build the network,
-its loss, its validation scores and its held-out scores; the engine (engine.py) trains it, and the run directory,
-report and MLflow steps are the pipeline's. Artifacts: model/ (safetensors + architecture.json), nn.json (task,
-classes, threshold, ...) and, for tables, preprocess/ (the fitted scikit-learn preprocessing pipeline)."""
+"""Task networks: networks trained from scratch on trainforge.nn's engine — torch_mlp (tabular classification /
+regression), lenet (image classification), autoencoder (anomaly detection, embeddings) and the sequence networks of
+nn/seq.py (lstm / gru / rnn text classification, char-lstm generation, seq2seq). Per `task:` value: how to build
+the network, its loss, its validation scores and its held-out scores; the engine (nn/engine.py) trains it.
+Artifacts: model/ (safetensors + architecture.json), nn.json (task, classes, threshold, ...) and, for tables,
+preprocess/ (the fitted scikit-learn preprocessing pipeline)."""
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from trainforge.nn import models
 from trainforge.nn.data import Arrays, load_images, load_tabular
 from trainforge.nn.engine import LoopSettings, fit, seed_everything
 from trainforge.nn import seq
+from trainforge.run.finish import finish_run, print_summary
+from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 console = Console(stderr=True)
@@ -31,10 +32,6 @@ HEADLINE = {"classification": "accuracy", "image-classification": "accuracy", "r
             "anomaly-detection": "roc_auc", "text-classification": "accuracy", "sequence-generation": "perplexity",
             "seq2seq": "exact_match"}  # what `runs list` shows
 CLASSIFIERS = ("classification", "image-classification", "text-classification")
-
-
-def is_nn(run: RunDir) -> bool:
-    return run.file(INFO_FILE).is_file()
 
 
 # scores ---------------------------------------------------------------------------------------------------------
@@ -205,15 +202,11 @@ def prepare_data(config: RunConfig) -> tuple[Arrays, object, dict]:
     return data, pipeline, info
 
 
-def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     """Train, evaluate, save and record one from-scratch network run; returns its run directory."""
-    from trainforge.pipeline import finish_run, open_run, print_summary
-
     data, pipeline, info = prepare_data(config)  # input checks fail before a run directory exists
     console.print(f"[bold]data:[/] {data.source} → {data.sizes()}")
-    if not config.name and not resume:
-        config = config.model_copy(update={"name": f"{config.model.name}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"})
-    config, run = open_run(config, resume, config.task)
+    config, run = open_task_run("networks", config, resume)
     with run.failing_on_error():
         if config.training.threads:
             torch.set_num_threads(config.training.threads)
@@ -261,9 +254,9 @@ def train_nn(config: RunConfig, resume: bool = False, callbacks: list | None = N
         shown = "test" if len(data.x["test"]) else "validation"
         figures = _figures(info, model, data.x[shown], data.y[shown], shown)
         # the network and what reloads it, as classical runs log their fitted pipeline
-        finish_run(run, config, summary, None, figures=figures,
+        finish_run(run, config, summary, figures=figures,
                    artifacts=[run.path / "model", run.file(INFO_FILE), run.file("preprocess")])
-    print_summary(run, summary, None, keys=list(summary))
+    print_summary(run, summary)
     return run
 
 
@@ -271,15 +264,10 @@ def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, 
     """A confusion matrix (classifiers) or the reconstruction-error histogram (autoencoder) on the held-out split."""
     if not len(x) or y is None or info["task"] in ("regression", "sequence-generation", "seq2seq"):
         return []
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trainforge.tracking.figures import png, pyplot
 
     out = outputs(model, info, x)
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(5.5, 4), dpi=100)
     if "proba" in out:
         from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -293,11 +281,7 @@ def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, 
         ax.set_xlabel("log10 reconstruction error")
         ax.legend()
         title = f"Reconstruction error ({part} split)"
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return [(title, buf.getvalue())]
+    return [(title, png(fig))]
 
 
 # predict / eval on a finished run ---------------------------------------------------------------------------------
@@ -339,7 +323,7 @@ def _image_inputs(info: dict, data: str, config: RunConfig) -> tuple[np.ndarray,
     return images, names
 
 
-def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
+def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
     """Predictions for a table (CSV next to it, with the input columns), for images (CSV: file, prediction) or
     for texts (seq.predict_frame)."""
     import pandas as pd
@@ -359,26 +343,26 @@ def predict_nn_file(run: RunDir, data: str, out_file: str | None) -> Path:
         frame = read_table(data)
         x = table_inputs(pipeline, frame, f"Data file {data}")
         frame = frame.copy()
-    out = {} if info["task"] in seq.SEQ_TASKS else outputs(model, info, x)
-    if "proba" in out:
+    said = {} if info["task"] in seq.SEQ_TASKS else outputs(model, info, x)
+    if "proba" in said:
         classes = np.asarray(info["classes"], dtype=object)
-        frame["prediction"] = classes[out["proba"].argmax(1)]
+        frame["prediction"] = classes[said["proba"].argmax(1)]
         for i, c in enumerate(classes):
-            frame[f"proba_{c}"] = out["proba"][:, i]
-    elif "value" in out:
-        frame["prediction"] = out["value"]
-    elif "error" in out:
-        frame["reconstruction_error"] = out["error"]
-        frame["anomaly"] = out["error"] > info["threshold"]
-        for i in range(out["embedding"].shape[1]):
-            frame[f"embedding_{i}"] = out["embedding"][:, i]
+            frame[f"proba_{c}"] = said["proba"][:, i]
+    elif "value" in said:
+        frame["prediction"] = said["value"]
+    elif "error" in said:
+        frame["reconstruction_error"] = said["error"]
+        frame["anomaly"] = said["error"] > info["threshold"]
+        for i in range(said["embedding"].shape[1]):
+            frame[f"embedding_{i}"] = said["embedding"][:, i]
     stem = Path(data).stem if Path(data).suffix else Path(data).name
-    target = Path(out_file) if out_file else Path(data).with_name(stem + ".predictions.csv")
+    target = Path(out) if out else Path(data).with_name(stem + ".predictions.csv")
     frame.to_csv(target, index=False)
     return target
 
 
-def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
     """Scores of a finished run on its own test split (re-read from its config), or on a table / image folder /
     labelled text file."""
     import pandas as pd
@@ -418,3 +402,9 @@ def evaluate_nn_run(run: RunDir, data: str | None = None) -> dict[str, float]:
     if not len(arrays.x["test"]):
         raise RunError(f"Run {run.path} has no test split; evaluate it on a file with --data.")
     return scores(info, model, arrays.x["test"], arrays.y["test"])
+
+
+def tuning_objective(config: RunConfig):
+    from trainforge.run.trial import ValidationObjective
+
+    return ValidationObjective(config, train, len(prepare_data(config)[0].x["validation"]), from_scratch=True)

@@ -1,42 +1,34 @@
-"""One reward-model run (`task: reward`): a language model with a one-score head (AutoModelForSequenceClassification,
-num_labels=1) learns to score chosen answers above rejected ones with TRL's RewardTrainer. Judged by held-out
-pairwise accuracy before and after. The run steps are pipeline.py's."""
+"""Task reward: a language model with a one-score head (AutoModelForSequenceClassification, num_labels=1) learns
+to score chosen answers above rejected ones with TRL's RewardTrainer. Judged by held-out pairwise accuracy before
+and after. RL runs score with it (`reward.model`)."""
 
 from __future__ import annotations
 
-from trainforge.config import RunConfig
-from trainforge.errors import ModelError, RunError
-from trainforge.tracking.rundir import RunDir, atomic_write_json
+from rich.console import Console
+
+from trainforge.config import RunConfig, load_config
+from trainforge.data.splits import load_splits
+from trainforge.inference.reward import load_reward_model, load_run_reward_model
+from trainforge.methods.preference import TRAIN_METRICS
+from trainforge.run.finish import finish_with_scores, last_logged, print_summary
+from trainforge.run.prepare import Prepared, check_early_stopping, prepared_pairs, resolve_run, scored_on
+from trainforge.run.training import baseline_scores, train_and_save
+from trainforge.tasks.registry import open_task_run
+from trainforge.tracking.rundir import RunDir
+
+console = Console(stderr=True)
 
 
-def load_reward_model(name: str, pad_token_id: int):
-    import torch
-    from transformers import AutoModelForSequenceClassification
+def prepare(config: RunConfig) -> Prepared:
+    from trainforge.models import load_tokenizer
 
-    from trainforge.models import resolve_model
-    from trainforge.models.loading import from_pretrained_noting_new_weights
-
-    path = resolve_model(name)
-    try:  # the score of a sequence is read at its last non-pad token, so the model must know the pad id
-        return from_pretrained_noting_new_weights(AutoModelForSequenceClassification, path, num_labels=1,
-                                                  pad_token_id=pad_token_id, dtype=torch.float32)
-    except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load {name!r} from {path} as a reward model (a sequence scorer): "
-                         f"{type(err).__name__}: {err}") from None
+    config, hardware, method = resolve_run(config)
+    splits = load_splits(config.data, config.training.seed)
+    check_early_stopping(config, splits)
+    return prepared_pairs(config, hardware, method, load_tokenizer(config.model.name), splits)
 
 
-def load_run_reward_model(run: RunDir, config: RunConfig, tokenizer):
-    """The trained reward model of a finished run: base + peft adapter, or the saved full model."""
-    if (run.path / "adapter").is_dir():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(load_reward_model(config.model.name, tokenizer.pad_token_id), run.path / "adapter")
-    if (run.path / "model").is_dir():
-        return load_reward_model(str(run.path / "model"), tokenizer.pad_token_id)
-    raise RunError(f"Run {run.path} has no trained reward model (adapter/ or model/): status is {run.status}.")
-
-
-def evaluate(model, prep) -> dict[str, float]:
+def pair_scores(model, prep: Prepared) -> dict[str, float]:
     from trainforge.evaluation.preference import reward_preference
 
     cfg = prep.config.evaluation
@@ -44,30 +36,31 @@ def evaluate(model, prep) -> dict[str, float]:
     return reward_preference(model, prep.tokenizer, rows, cfg.batch_size, prep.hardware.precision) if rows else {}
 
 
-def train_reward_model(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     from transformers import set_seed
 
     from trainforge.methods.preference import build_reward_trainer
-    from trainforge.pipeline import (PREFERENCE_TRAIN_METRICS, baseline_scores, comparison_rows, console, finish_run,
-                                     last_logged, open_run, prepare, print_summary, train_and_save)
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()} preference pairs")
-    config, run = open_run(prep.config, resume, "reward")
+    config, run = open_task_run("reward", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
         set_seed(config.training.seed)
         model = load_reward_model(config.model.name, prep.tokenizer.pad_token_id)
-        before = baseline_scores(run, config, lambda: (evaluate(model, prep), []))
+        before = baseline_scores(run, config, lambda: (pair_scores(model, prep), []))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_reward_trainer, callbacks, resume)
-        after = evaluate(model, prep)
-        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
-        summary = {**training, "task": config.task, **{f"before.{k}": v for k, v in before.items()},
-                   **{f"after.{k}": v for k, v in after.items()}, **last_logged(run, PREFERENCE_TRAIN_METRICS)}
-        comparison = comparison_rows(before, after) if before else None
-        finish_run(run, config, summary, comparison)
-    print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
-                                                  "trainable_params", "after.pair_accuracy", "precision"))
+        summary = {**training, "task": config.task, **last_logged(run, TRAIN_METRICS)}
+        comparison = finish_with_scores(run, config, summary, before, pair_scores(model, prep))
+    print_summary(run, summary, comparison, ("method", "model", "steps", "train_loss", "train_seconds",
+                                             "trainable_params", "after.pair_accuracy", "precision"))
     return run
+
+
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
+    """Pair accuracy and margin of a finished reward model on its own held-out pairs, or on every pair of `data`."""
+    config = load_config(run.file("config.yaml"))
+    prep = prepare(scored_on(config, data))
+    return pair_scores(load_run_reward_model(run, prep.config, prep.tokenizer), prep)

@@ -1,4 +1,4 @@
-"""DQN (Mnih et al. 2015) on a gymnasium environment with discrete actions: epsilon-greedy acting, a replay
+"""Task rl-agent: DQN (Mnih et al. 2015) on a gymnasium environment with discrete actions: epsilon-greedy acting, a replay
 buffer, a target network and the Huber TD loss. Episode returns go to metrics.jsonl; the greedy policy is saved
 as policy/ (safetensors + JSON) and replayed by `trainforge eval`."""
 
@@ -11,16 +11,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainforge.agents import POLICY_DIR
+from rich.console import Console
+
+from trainforge.checkpoints import load_checkpoint, save_checkpoint
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError
 from trainforge.hardware import device_of, pick_device, to_device
-from trainforge.checkpoints import load_checkpoint, save_checkpoint
-from trainforge.loops import load_network, open_loop_run, save_network
-from trainforge.nn.models import linear_stack
+from trainforge.nn.models import linear_stack, load_network, save_network
+from trainforge.run.finish import finish_with_scores, print_summary
+from trainforge.tasks.registry import open_task_run
+from trainforge.tracking.figures import png, pyplot
 from trainforge.tracking.rundir import RunDir
 
-
+console = Console(stderr=True)
+POLICY_DIR = "policy"
 
 def make_env(env_id: str):
     import gymnasium as gym
@@ -108,14 +112,12 @@ def epsilon_at(step: int, a) -> float:
     return a.epsilon_start + frac * (a.epsilon_end - a.epsilon_start)
 
 
-def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
-    from trainforge.pipeline import comparison_rows, console, finish_run, print_summary
-
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     a, env_id = config.agent, config.data.env
     env = make_env(env_id)  # a bad id fails before the run directory exists
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
     sizes = [obs_dim, *a.hidden, n_actions]
-    config, run = open_loop_run(config, resume, f"dqn-{env_id}")
+    config, run = open_task_run("rl-agent", config, resume)
     with run.failing_on_error():
         torch.manual_seed(a.seed)
         random.seed(a.seed)
@@ -198,21 +200,18 @@ def train_agent(config: RunConfig, resume: bool = False) -> RunDir:
         summary = {"algorithm": "dqn", "env": env_id, "steps": a.steps, "episodes": episode,
                    "policy_step": best["step"] or a.steps,
                    "train_seconds": round(train_seconds, 1),
-                   "trainable_params": sum(p.numel() for p in q.parameters()),
-                   "before.mean_return": scores_before["mean_return"],  # a uniformly random policy
-                   **{f"after.{k}": v for k, v in scores_after.items()}}
-        comparison = comparison_rows(scores_before, scores_after)
-        finish_run(run, config, summary, comparison, figures=[("Episode return", returns_png(run.metrics()))],
-                   artifacts=[run.path / POLICY_DIR])
+                   "trainable_params": sum(p.numel() for p in q.parameters())}
+        # before: a uniformly random policy
+        comparison = finish_with_scores(run, config, summary, scores_before, scores_after,
+                                        figures=[("Episode return", returns_png(run.metrics()))],
+                                        artifacts=[run.path / POLICY_DIR])
     print_summary(run, summary, comparison, keys=("algorithm", "env", "steps", "episodes", "train_seconds",
                                                   "before.mean_return", "after.mean_return"))
     return run
 
 
 def returns_png(metrics: list[dict]) -> bytes:
-    from trainforge.classical.plots import _plt, _png
-
-    plt = _plt()
+    plt = pyplot()
     points = [(m["step"], m["episode_return"]) for m in metrics if "episode_return" in m]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     if points:
@@ -225,11 +224,11 @@ def returns_png(metrics: list[dict]) -> bytes:
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
 
-def evaluate_agent_run(run: RunDir, episodes: int | None = None) -> dict[str, float]:
+def evaluate(run: RunDir, data: str | None = None, episodes: int | None = None, **options) -> dict[str, float]:
     """Replay the saved greedy policy for `episodes` (default: the run's `agent.eval_episodes`)."""
     config = load_config(run.file("config.yaml"))
     net, meta = load_network(run.path / POLICY_DIR)

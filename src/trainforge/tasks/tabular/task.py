@@ -1,159 +1,45 @@
-"""One tabular run, end to end: check config and table → run dir → CV fold scores → fit on the training split →
-validation / test metrics → save the pipeline (skops) → plots + report → MLflow. Same run directory as LM runs."""
+"""Task tabular (classification, regression, clustering with a classical estimator): check config and table →
+run dir → CV fold scores → fit on the training split → validation / test metrics → save the pipeline (skops) →
+plots + report → MLflow. The tabular library is trainforge.classical."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from rich.console import Console
-from rich.table import Table as RichTable
 
-from trainforge.classical.data import Table, load_table
-from trainforge.classical.estimators import Estimator, build_estimator, get_estimator
-from trainforge.classical.metrics import Metric, clustering_scores, resolve, score, supervised_scores
-from trainforge.classical.preprocessing import TableColumns, build_pipeline, detect_kinds
-from trainforge.classical.splits import Holdout, cross_validate, cv_splitter, cv_strategy, holdout
-from trainforge.config import RunConfig, dump_config
-from trainforge.errors import RunError
+from trainforge.classical.metrics import clustering_scores, supervised_scores
+from trainforge.classical.prepare import Prepared, cluster, fold_scores, prepare
+from trainforge.config import RunConfig
+from trainforge.run.finish import finish_run, print_summary
+from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 console = Console(stderr=True)
 
 
-@dataclass
-class Prepared:
-    """Everything checked before a run directory exists; `pipeline(config)` builds a fresh unfitted pipeline."""
-
-    config: RunConfig
-    entry: Estimator
-    table: Table
-    X: pd.DataFrame  # feature columns of every row
-    y: np.ndarray | None  # encoded labels (classification), numbers (regression), None (clustering)
-    truth: np.ndarray | None  # clustering: the known labels, if the table has a target, for adjusted Rand
-    classes: list | None
-    groups: np.ndarray | None
-    kinds: dict[str, str]
-    split: Holdout
-    metric: Metric
-    cv: str
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes) if self.classes else 0
-
-    def pipeline(self, config: RunConfig | None = None):
-        config = config or self.config
-        estimator = build_estimator(config.model.name, config.task, config.model.params, config.training.seed)
-        return build_pipeline(self.kinds, self.X, config.preprocessing, self.entry.scale, estimator)
-
-    def rows(self, part: str):
-        at = getattr(self.split, part)
-        return self.X.iloc[at], (self.y[at] if self.y is not None else None)
-
-    def scorer(self, metric: Metric | None = None) -> Callable:
-        metric = metric or self.metric
-        return lambda model, X, y: score(metric, model, X, y, self.n_classes)
-
-
-def prepare(config: RunConfig) -> Prepared:
-    data, pre = config.data, config.preprocessing
-    entry = get_estimator(config.model.name, config.task)
-    extra = {"`preprocessing.numeric`": pre.numeric, "`preprocessing.categorical`": pre.categorical,
-             "`preprocessing.dates`": pre.dates}
-    table = load_table(data, config.task, extra)
-    frame = table.frame
-    not_features = {data.target, data.group_column, *data.drop_columns} - {None}
-    features = [c for c in frame.columns if c not in not_features]
-    kinds = detect_kinds(frame, features, pre, table.source)
-    TableColumns(kinds).check(frame, table.source)  # every value fits its column's kind, or the error names it
-    y = truth = classes = None
-    if config.task == "classification":
-        from sklearn.preprocessing import LabelEncoder
-
-        encoder = LabelEncoder().fit(frame[data.target])
-        y, classes = encoder.transform(frame[data.target]), encoder.classes_.tolist()
-    elif config.task == "regression":
-        y = pd.to_numeric(frame[data.target]).to_numpy(dtype=float)
-    elif data.target:
-        truth = frame[data.target].to_numpy()
-    groups = frame[data.group_column].to_numpy() if data.group_column else None
-    if table.parts:
-        parts = table.parts
-        empty = np.array([], dtype=int)
-        split = Holdout(parts["train"], parts.get("validation", empty), parts.get("test", empty))
-    else:
-        split = holdout(len(frame), data.split, config.training.seed, y, groups)
-    prep = Prepared(config, entry, table, frame[features], y, truth, classes, groups, kinds, split,
-                    resolve(config.cv.metric, config.task), cv_strategy(config.cv, data.split, config.task))
-    prep.pipeline()  # unknown `model.params` fail here, before anything is written
-    return prep
-
-
-def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callable | None = None,
-                fold_features: dict | None = None) -> list[float]:
-    """The CV scores of a config on the training split (clustering: one score of a fit on every row).
-    `fold_features`: see `cross_validate`."""
-    config = config or prep.config
-    if prep.task == "clustering":
-        labels, features = cluster(prep.pipeline(config), prep.X)
-        value = clustering_scores(features, labels, prep.truth)[prep.metric.name]
-        if on_fold:
-            on_fold(0, value, [value])
-        return [value]
-    if prep.cv == "none":
-        return []
-    X, y = prep.rows("train")
-    groups = prep.groups[prep.split.train] if prep.groups is not None else None
-    splitter = cv_splitter(prep.cv, config.cv.folds, config.cv.shuffle, config.training.seed)
-    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features,
-                          prep.table.source)
-
-
-def cluster(pipeline, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    labels = pipeline.fit_predict(X)
-    return np.asarray(labels), pipeline[:-1].transform(X)
-
-
 def _mean_std(scores: list[float]) -> tuple[float, float]:
     return float(np.mean(scores)), float(statistics.pstdev(scores)) if len(scores) > 1 else 0.0
 
 
-def train_classical(config: RunConfig) -> RunDir:
-    """Train, evaluate, save and record one tabular run; returns its run directory."""
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    """Train, evaluate, save and record one tabular run (it holds no checkpoints: the registry refuses --resume);
+    returns its run directory."""
     prep = prepare(config)
-    console.print(f"[bold]data:[/] {prep.table.source} → {prep.split.sizes() if prep.task != 'clustering' else len(prep.X)} "
-                  f"rows; {len(prep.kinds)} features "
-                  f"({', '.join(f'{k}: {list(prep.kinds.values()).count(k)}' for k in sorted(set(prep.kinds.values())))})")
-    name = config.name or f"{config.model.name}-{config.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = config.model_copy(update={"name": name})
+    kinds = list(prep.kinds.values())
+    console.print(f"[bold]data:[/] {prep.table.source} → "
+                  f"{prep.split.sizes() if prep.task != 'clustering' else len(prep.X)} rows; {len(kinds)} features "
+                  f"({', '.join(f'{k}: {kinds.count(k)}' for k in sorted(set(kinds)))})")
+    config, run = open_task_run("tabular", config, resume=False)
     prep.config = config
-    run = RunDir.create(config.tracking.runs_dir, name, dump_config(config))
     with run.failing_on_error(), resource_errors(run):
         summary, figures, tables = _fit_and_score(prep, run)
-        if config.tracking.report:
-            from trainforge.tracking.report import write_report
-
-            write_report(run, summary, None, dump_config(config), figures=figures, tables=tables)
-        if config.tracking.mlflow:
-            from trainforge.tracking.mlflow_log import log_run, tracking_uri
-
-            files = [run.file(n) for n in ("config.yaml", "metrics.jsonl", "summary.json", "report.html",
-                                           "schema.json", "model.skops", "model.joblib")]
-            summary["mlflow_run_id"] = log_run(run, config.model_dump(mode="json"), summary,
-                                               tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri),
-                                               config.tracking.experiment, files)
-            atomic_write_json(run.file("summary.json"), summary)
-        run.set_status("completed", finished=time.time(), mlflow_run_id=summary.get("mlflow_run_id"))
+        finish_run(run, config, summary, figures=figures, tables=tables,
+                   artifacts=[run.file(n) for n in ("schema.json", "model.skops", "model.joblib")])
     print_summary(run, summary)
     return run
 
@@ -207,29 +93,34 @@ def _fit_and_score(prep: Prepared, run: RunDir) -> tuple[dict, list, list]:
         "task": config.task, "target": config.data.target, "features": prep.kinds, "classes": prep.classes,
         "estimator": config.model.name, "estimator_class": type(pipeline[-1]).__name__, "metric": metric.name})
     atomic_write_json(run.file("splits.json"), prep.split.to_json())
-    atomic_write_json(run.file("summary.json"), summary)
     return summary, [f for f in figures if f[1] is not None], tables
 
 
-def print_summary(run: RunDir, summary: dict) -> None:
-    from trainforge.pipeline import fmt
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
+    """Task metrics of the saved pipeline on the run's own test rows, or on every row of a table."""
+    from trainforge.classical.predict import evaluate_file, evaluate_test_split
 
-    out = Console()
-    table = RichTable(title=f"run {run.name}")
-    table.add_column("key")
-    table.add_column("value")
-    for key, value in summary.items():
-        if key == "cv.fold_scores":
-            value = " ".join(f"{v:.4f}" for v in value)
-        elif key.endswith(".mean") and f"{key[:-5]}.std" in summary:
-            value = f"{value:.4f} ± {summary[key[:-5] + '.std']:.4f}"
-        elif key.endswith(".std"):
-            continue
-        table.add_row(key, fmt(value))
-    out.print(table)
-    out.print(f"run directory: [bold]{run.path.resolve()}[/]")
+    return evaluate_file(run, data) if data else evaluate_test_split(run)
 
 
-def refuse_resume() -> None:
-    raise RunError("Tabular runs do not resume (they hold no checkpoints and train in seconds to minutes); "
-                   "start the run again without --resume.")
+def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
+    """A prediction column (and class probabilities) beside every row of a table, CSV or Parquet out."""
+    from trainforge.classical.predict import predict_file
+
+    return predict_file(run, data, out)
+
+
+def backend(run: RunDir):
+    """Rows ({column: value}) in, predictions (and class probabilities) out."""
+    from trainforge.classical.predict import load, predict_answers
+    from trainforge.inference.backends import Predictor
+
+    pipeline, schema = load(run)
+    return Predictor(lambda rows: predict_answers(pipeline, schema, rows), dict,
+                     "a row object {column: value} or a list of them", "tabular")
+
+
+def tuning_objective(config: RunConfig):
+    from trainforge.classical.objective import ClassicalObjective
+
+    return ClassicalObjective(config)

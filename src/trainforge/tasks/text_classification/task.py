@@ -1,27 +1,37 @@
-"""One text-classification run: check rows and config → run dir → baseline scores → method.prepare → Trainer
-(checkpoints, metrics.jsonl, resume) → save → scores → report → MLflow. The run steps are pipeline.py's."""
+"""Task text-classification: a pretrained encoder with a classification head. Check rows and config → run dir →
+baseline scores → method.prepare → Trainer (checkpoints, metrics.jsonl, resume) → save → scores → report →
+MLflow; or, with `method.features.estimator`, a classical estimator fitted on the frozen encoder's embeddings."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rich.console import Console
+
 from trainforge import distributed
 from trainforge.config import RunConfig, load_config
-from trainforge.errors import ConfigError, ModelError, RunError
-from trainforge.pipeline import Prepared as LMPrepared
-from trainforge.textclass.data import encode, load_labelled
+from trainforge.data.labelled import encode, load_labelled
+from trainforge.errors import ConfigError, DataError, ModelError, RunError
+from trainforge.run.finish import finish_with_scores, print_summary
+from trainforge.run.prepare import Prepared as RunInputs
+from trainforge.run.prepare import check_early_stopping, resolve_run, scored_on
+from trainforge.run.training import baseline_scores, train_and_save
+from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir, atomic_write_json, read_json
+
+console = Console(stderr=True)
 
 LABELS_FILE = "labels.json"
 
 
 @dataclass
-class Prepared(LMPrepared):
-    """The LM run's prepared inputs (rows hold input ids and label ids here) plus the class names."""
+class Prepared(RunInputs):
+    """A Trainer-based run's prepared inputs (rows hold input ids and label ids here) plus the class names."""
 
     classes: list[str] = field(default_factory=list)
 
@@ -36,7 +46,6 @@ def estimator_name(config: RunConfig) -> str | None:
 
 def prepare(config: RunConfig) -> Prepared:
     from trainforge.models import load_tokenizer
-    from trainforge.pipeline import check_early_stopping, resolve_run
 
     config, hardware, method = resolve_run(config)
     if estimator_name(config):
@@ -108,7 +117,7 @@ def predict_logits(model, tokenizer, rows: list[dict], batch_size: int = 32, pre
     return np.concatenate(out)
 
 
-def evaluate(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str, float]:
+def held_out_scores(model, prep: Prepared, rows: list[dict] | None = None) -> dict[str, float]:
     rows = prep.heldout_rows if rows is None else rows
     if not rows:
         return {}
@@ -120,7 +129,7 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list, make_clas
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from trainforge.methods.lm_trainer import trainer_arguments, with_early_stopping
+    from trainforge.methods.training_args import trainer_arguments, with_early_stopping
 
     has_eval = bool(prep.eval_rows)
     args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval))
@@ -133,11 +142,8 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list, make_clas
     )
 
 
-def train_text_classification(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
     from transformers import set_seed
-
-    from trainforge.pipeline import (baseline_scores, comparison_rows, console, finish_run, open_run, print_summary,
-                                     train_and_save)
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
@@ -145,14 +151,14 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
                   f"({', '.join(prep.classes)}){', multi-label' if prep.multi_label else ''}")
     if resume and estimator_name(config):
         raise RunError("An embeddings → estimator run holds no checkpoints; start it again without --resume.")
-    config, run = open_run(prep.config, resume, "textcls")
+    config, run = open_task_run("text-classification", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
         if distributed.is_main():
             atomic_write_json(run.file(LABELS_FILE), {"classes": prep.classes, "multi_label": prep.multi_label})
         set_seed(config.training.seed)
         model = load_classifier(config.model.name, prep.classes, prep.multi_label)
-        before = baseline_scores(run, config, lambda: (evaluate(model, prep), []))
+        before = baseline_scores(run, config, lambda: (held_out_scores(model, prep), []))
         set_seed(config.training.seed)
         if estimator_name(config):
             summary = _fit_estimator(model, prep, run)
@@ -161,11 +167,8 @@ def train_text_classification(config: RunConfig, resume: bool = False, callbacks
             summary = {**training, "task": config.task}
             if not distributed.is_main():  # rank 0 evaluates and records the run
                 return run
-        after = summary.pop("scores", None) or evaluate(model, prep)
-        atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": []})
-        summary.update({**{f"before.{k}": v for k, v in before.items()}, **{f"after.{k}": v for k, v in after.items()}})
-        comparison = comparison_rows(before, after) if before else None
-        finish_run(run, config, summary, comparison)
+        after = summary.pop("scores", None) or held_out_scores(model, prep)
+        comparison = finish_with_scores(run, config, summary, before, after)
     print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
                                                   "trainable_params", "after.accuracy", "after.macro_f1", "precision"))
     return run
@@ -240,19 +243,10 @@ def load_run_classifier(run: RunDir):
     return model.eval(), load_tokenizer(config.model.name), labels["classes"]
 
 
-def is_text_classification(run: RunDir) -> bool:
-    return run.file(LABELS_FILE).is_file()
-
-
-def _rows_for(run: RunDir, data: str | None, classes: list[str]) -> tuple[list[dict], str]:
+def held_out_rows(run: RunDir, data: str | None, classes: list[str]) -> tuple[list[dict], str]:
     """Checked labelled rows: the run's test split (else validation), or every row of `data`."""
-    from trainforge.errors import DataError
-
-    config = load_config(run.file("config.yaml"))
-    cfg = config.data
-    if data:  # the file serves as the test split; `train` must name a source but is not trained on here
-        cfg = cfg.model_copy(update={"path": None, "task": None, "validation": None, "train": data, "test": data})
-    splits, _ = load_labelled(cfg, config.training.seed)
+    config = scored_on(load_config(run.file("config.yaml")), data)
+    splits, _ = load_labelled(config.data, config.training.seed)
     rows = splits.test or splits.validation
     if not rows:
         raise RunError(f"Run {run.path} has no test or validation split to evaluate on; pass --data.")
@@ -265,11 +259,11 @@ def _rows_for(run: RunDir, data: str | None, classes: list[str]) -> tuple[list[d
     return rows, splits.source
 
 
-def evaluate_classifier_run(run: RunDir, data: str | None = None) -> dict[str, float]:
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
     """accuracy / macro-F1 (multi-label: + micro-F1) of a finished run on its test split or a labelled file."""
     config = load_config(run.file("config.yaml"))
     labels = read_json(run.file(LABELS_FILE))
-    rows, _ = _rows_for(run, data, labels["classes"])
+    rows, _ = held_out_rows(run, data, labels["classes"])
     model, tokenizer, classes = load_run_classifier(run)
     enc = encode(tokenizer, rows, classes, labels["multi_label"], config.training.max_length)
     if estimator_name(config):  # embeddings of the frozen base → the saved classical estimator
@@ -305,18 +299,53 @@ def classifier(run: RunDir):
     return predict
 
 
-def predict_classifier_file(run: RunDir, data: str, out: str | None = None):
+def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
     """Label every row of a file (field `data.text_field`): JSON lines with `prediction` (a list for multi-label)."""
     import json
-    from pathlib import Path
 
-    from trainforge.data.formats import _text
+    from trainforge.data.formats import field_text
     from trainforge.data.readers import read_rows
     from trainforge.tracking.rundir import atomic_write_text
 
     config = load_config(run.file("config.yaml"))
     rows = read_rows(data)
-    predictions = classifier(run)([_text(row, config.data.text_field, data, n) for n, row in rows])
+    predictions = classifier(run)([field_text(row, config.data.text_field, data, n) for n, row in rows])
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write_text(target, "".join(json.dumps({**row, "prediction": p}) + "\n" for (_, row), p in zip(rows, predictions)))
     return target
+
+
+def backend(run: RunDir):
+    """Texts in, labels out (a list of labels each for a multi-label run)."""
+    from trainforge.inference.backends import Predictor
+
+    classify = classifier(run)
+    return Predictor(lambda texts: [{"index": i, "prediction": p} for i, p in enumerate(classify(texts))], str,
+                     "a text or a list of texts", "text-classification")
+
+
+def export_model(run: RunDir):
+    from transformers import AutoModelForSequenceClassification
+
+    model, tokenizer, _ = load_run_classifier(run)
+    return model, tokenizer, AutoModelForSequenceClassification
+
+
+def output_model(run: RunDir) -> Path:
+    """A full fine-tuned classifier's folder; an adapter's classifier cannot start a next stage."""
+    if (run.path / "model" / "config.json").is_file():
+        return run.path / "model"
+    if (run.path / "adapter").is_dir():
+        raise RunError(f"Stage run {run.path} saved a classifier adapter; a later stage starts from a whole model, so "
+                       "train that stage with `method.name: full` or end the chain there.")
+    raise RunError(f"Stage run {run.path} left no model for the next stage (no model/).")
+
+
+def validation_rows(config: RunConfig) -> int:
+    return len(load_labelled(config.data, config.training.seed)[0].validation)
+
+
+def tuning_objective(config: RunConfig):
+    from trainforge.run.trial import ValidationObjective
+
+    return ValidationObjective(config, train, validation_rows(config))

@@ -1,0 +1,67 @@
+"""A run's directory: opened under its name (default `<stem>-<time>`), or the unfinished run of the same config
+found again for --resume. `kind` (the task registry entry, or the application, that made the run) is recorded in
+run.json, so commands that use a finished run know what it is without guessing from its files."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from trainforge import distributed
+from trainforge.config import RunConfig, dump_config, load_config
+from trainforge.errors import RunError
+from trainforge.tracking.rundir import RunDir, list_runs
+
+
+def default_name(stem: str) -> str:
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_run(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunConfig, RunDir]:
+    """A new run directory named `name` (default `<stem>-<time>`), or the unfinished run to resume; the config
+    returned carries the run's name. Under data-parallel training rank 0 opens it and the other ranks follow."""
+    return distributed.open_on_rank0(lambda: _open(config, resume, kind, stem))
+
+
+def _open(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunConfig, RunDir]:
+    if resume:
+        run = open_for_resume(config)
+        config = config.model_copy(update={"name": run.name})
+        run.set_status("running", resumed=time.time())
+    else:
+        config = config.model_copy(update={"name": config.name or default_name(stem)})
+        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config), kind=kind)
+    return config, run
+
+
+def config_without_name(config: RunConfig) -> dict:
+    data = config.model_dump(mode="json")
+    data.pop("name", None)
+    for resolved_per_machine in ("precision", "gradient_checkpointing"):  # the latter changes memory, not numbers
+        data["training"].pop(resolved_per_machine, None)
+    return data
+
+
+def open_for_resume(config: RunConfig) -> RunDir:
+    """The run named `name`, else the newest unfinished run started with this config; refused when it completed,
+    still runs, or was started with another config."""
+    runs_dir = config.tracking.runs_dir
+    if config.name:
+        candidates = [r for r in list_runs(runs_dir) if r.name == config.name]
+    else:
+        wanted = config_without_name(config)
+        candidates = [r for r in list_runs(runs_dir) if r.status != "completed"
+                      and config_without_name(load_config(r.file("config.yaml"))) == wanted]
+    if not candidates:
+        what = f"run named {config.name}" if config.name else "unfinished run with this config"
+        raise RunError(f"Nothing to resume: no {what} under {runs_dir}/.")
+    run = candidates[-1]
+    if run.status == "completed":
+        raise RunError(f"Run {run.path} already completed; there is nothing to resume.")
+    if run.status == "running" and run.info().get("pid") != os.getpid():
+        raise RunError(f"Run {run.path} is still running (process {run.info().get('pid')}); stop it before resuming.")
+    saved = load_config(run.file("config.yaml"))
+    if config_without_name(saved) != config_without_name(config.model_copy(update={"name": saved.name})):
+        raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in "
+                       f"{run.file('config.yaml')}.")
+    return run

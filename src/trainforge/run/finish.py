@@ -1,0 +1,119 @@
+"""How every run ends: summary.json, the HTML report, MLflow and the final status (`finish_run`, the one place),
+the before/after block of runs that score the untrained model too, and the summary printed as a table."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from trainforge.config import RunConfig, dump_config
+from trainforge.tracking.rundir import RunDir, atomic_write_json
+
+# What every run's MLflow record carries (those that exist), before its task's own artifacts.
+RECORDED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "eval_before.json", "eval_after.json")
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def comparison_rows(before: dict, after: dict) -> list[list[str]]:
+    return [[k, fmt(before.get(k, "—")), fmt(after.get(k, "—"))] for k in after]
+
+
+def last_logged(run: RunDir, keys: tuple[str, ...]) -> dict:
+    """The last training-log value of each key that was logged (e.g. DPO's rewards/margins), as `train.<key>`."""
+    found = {}
+    for row in run.metrics():
+        found.update({f"train.{k}": round(row[k], 4) for k in keys if k in row})
+    return found
+
+
+def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None = None, *,
+               tables: list[tuple[str, list[list], list[str]]] | None = None,
+               figures: list[tuple[str, bytes]] | None = None, artifacts: list[Path] = (),
+               nested: list[dict] | None = None, status: str = "completed") -> str | None:
+    """summary.json, the report (with extra `tables` and `figures` sections), MLflow (with the task's extra
+    `artifacts`, files or folders, and `nested` child runs such as tuning trials), and the status. summary.json
+    and run.json carry `mlflow_run_id` (None when MLflow is off, or for a run that is not completed yet, e.g. one
+    awaiting labels). Returns it."""
+    summary.pop("mlflow_run_id", None)
+    atomic_write_json(run.file("summary.json"), summary)  # what the report and MLflow record
+    if config.tracking.report:
+        from trainforge.tracking.report import write_report
+
+        write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
+    run_id = None
+    if config.tracking.mlflow and status == "completed":
+        run_id = _track(run, config, summary, list(artifacts), nested)
+    summary["mlflow_run_id"] = run_id
+    atomic_write_json(run.file("summary.json"), summary)
+    run.set_status(status, finished=time.time(), mlflow_run_id=run_id)
+    return run_id
+
+
+def _track(run: RunDir, config: RunConfig, summary: dict, artifacts: list[Path], nested: list[dict] | None) -> str:
+    from trainforge.tracking.mlflow_log import log_nested, log_run, tracking_uri
+
+    uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
+    files = [run.file(n) for n in RECORDED_FILES]
+    if (run.path / "adapter").is_dir():
+        files.append(run.path / "adapter")
+    run_id = log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files + artifacts)
+    if nested:
+        log_nested(run_id, uri, config.tracking.experiment, nested)
+    return run_id
+
+
+def finish_with_scores(run: RunDir, config: RunConfig, summary: dict, before: dict, after: dict,
+                       samples: list[dict] = (), **finish: object) -> list[list[str]] | None:
+    """The close of a run that scored the untrained model too: eval_after.json, the `before.` / `after.` keys in
+    the summary, then `finish_run` with the before/after table. Returns that table's rows (None without a
+    baseline) for `print_summary`."""
+    atomic_write_json(run.file("eval_after.json"), {"scores": after, "samples": list(samples)})
+    summary.update({f"before.{k}": v for k, v in before.items()})
+    summary.update({f"after.{k}": v for k, v in after.items()})
+    comparison = comparison_rows(before, after) if before else None
+    finish_run(run, config, summary, comparison, **finish)
+    return comparison
+
+
+def _shown(key: str, summary: dict) -> str | None:
+    """A summary value as a table cell; None for a `.std` shown beside its `.mean`."""
+    value = summary.get(key)
+    if key.endswith(".std") and f"{key[:-4]}.mean" in summary:
+        return None
+    if key.endswith(".mean") and f"{key[:-5]}.std" in summary:
+        return f"{value:.4f} ± {summary[key[:-5] + '.std']:.4f}"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return " ".join(f"{v:.4f}" for v in value)
+    return fmt(value)
+
+
+def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None = None,
+                  keys: tuple[str, ...] | list[str] | None = None) -> None:
+    """The before/after table (when there is one), then `keys` of the summary (default: all of them), then where
+    the run directory is."""
+    out = Console()
+    if comparison:
+        table = Table(title="before / after")
+        for col in ("metric", "before", "after"):
+            table.add_column(col)
+        for row in comparison:
+            table.add_row(*row)
+        out.print(table)
+    table = Table(title=f"run {run.name}")
+    table.add_column("key")
+    table.add_column("value")
+    for key in summary if keys is None else keys:
+        cell = _shown(key, summary)
+        if cell is not None:
+            table.add_row(key, cell)
+    out.print(table)
+    out.print(f"run directory: [bold]{run.path.resolve()}[/]")

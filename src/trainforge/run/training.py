@@ -1,0 +1,75 @@
+"""The steps of a Trainer-based run between opening its directory and finishing it: the untrained model's scores
+(kept across resumes), and method.prepare → a resumable Trainer → the artifact saved atomically."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from trainforge import distributed
+from trainforge.checkpoints import latest_checkpoint
+from trainforge.config import RunConfig
+from trainforge.methods.preference import trainer_wraps_adapter
+from trainforge.methods.training_args import count_parameters
+from trainforge.run.prepare import Prepared
+from trainforge.tracking.callbacks import MetricsLogger
+from trainforge.tracking.faults import resource_errors
+from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
+
+console = Console(stderr=True)
+
+
+def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
+    """Scores of the untrained model (`evaluate()` → (scores, samples)), kept in eval_before.json across resumes."""
+    if not config.evaluation.before_after or not distributed.is_main():
+        return {}
+    before_file = run.file("eval_before.json")
+    if before_file.is_file():
+        return read_json(before_file)["scores"]
+    before, samples = evaluate()
+    atomic_write_json(before_file, {"scores": before, "samples": samples})
+    return before
+
+
+def train_and_save(model, prep: Prepared, run: RunDir, build_trainer, callbacks: list | None,
+                   resume: bool) -> tuple[object, dict]:
+    """method.prepare → a resumable Trainer → the artifact saved atomically. Returns the trained model and the
+    training part of the run summary."""
+    config = prep.config
+    if not trainer_wraps_adapter(config, prep.method):
+        model = prep.method.prepare(model)
+    logger = [MetricsLogger(run)] if distributed.is_main() else []
+    trainer = build_trainer(model, prep, run, [*logger, *(callbacks or [])])
+    trainable, total = report_parameters(trainer.model, config.method.name)
+    checkpoint = resume_checkpoint(run, resume)
+    started = time.perf_counter()
+    with resource_errors(run, config.training):
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        target = run.path / ("adapter" if prep.method.saves_adapter else "model")
+        if distributed.sharding():
+            distributed.save_gathered(trainer, target)
+        if not distributed.is_main():
+            return trainer.model, {}
+        if not distributed.sharding():
+            with atomic_dir(target) as tmp:
+                prep.method.save(trainer.model, prep.tokenizer, tmp)
+    return trainer.model, {
+        "method": config.method.name, "model": config.model.name, "steps": result.global_step,
+        "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
+        "trainable_params": trainable, "total_params": total, "precision": config.training.precision,
+    }
+
+
+def report_parameters(model, method: str) -> tuple[int, int]:
+    trainable, total = count_parameters(model)
+    console.print(f"[bold]method:[/] {method}: {trainable:,} of {total:,} parameters train "
+                  f"({100 * trainable / total:.3g}%)")
+    return trainable, total
+
+
+def resume_checkpoint(run: RunDir, resume: bool) -> Path | None:
+    """The last complete checkpoint to resume from (metrics.jsonl rewound to it), or None for a fresh start."""
+    return latest_checkpoint(run) if resume else None

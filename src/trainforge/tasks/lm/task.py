@@ -1,0 +1,200 @@
+"""Task lm: validate → data → model → baseline eval → train → save → eval → report → track, for the Trainer
+objectives (sft, clm, mlm, dpo, orpo) on full fine-tuning, LoRA, QLoRA or prompt learning; a `scratch` model is a
+new causal LM with a tokenizer learned from the data. Its finished runs also serve the `rl` task's runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from trainforge import distributed
+from trainforge.config import RunConfig, load_config
+from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.data.splits import load_splits
+from trainforge.data.tokenize import tokenize_examples
+from trainforge.errors import ConfigError, RunError
+from trainforge.methods.preference import TRAIN_METRICS
+from trainforge.run.finish import finish_with_scores, last_logged, print_summary
+from trainforge.run.prepare import Prepared, check_early_stopping, prepared_pairs, resolve_run, scored_on
+from trainforge.run.training import baseline_scores, train_and_save
+from trainforge.tasks.registry import open_task_run
+from trainforge.tracking.rundir import RunDir
+
+console = Console(stderr=True)
+SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params",
+                "precision")
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Every check that can fail on input, and the tokenized splits, before a run directory exists."""
+    from trainforge.models import load_tokenizer
+
+    config, hardware, method = resolve_run(config)
+    if config.export.merge and not method.mergeable:
+        raise ConfigError(f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
+                          "peft cannot merge its adapter into the base model; set `export.merge: false`.")
+    splits = load_splits(config.data, config.training.seed)
+    check_early_stopping(config, splits)
+    if config.model.name == "scratch":  # a new tokenizer, learned from the training split
+        from trainforge.models.scratch import corpus_texts, train_tokenizer
+
+        tokenizer = train_tokenizer(config.model.tokenizer, corpus_texts(splits.train))
+    else:
+        tokenizer = load_tokenizer(config.model.name)
+    t = config.training
+
+    def tok(rows, held_out=True):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
+        seed = t.seed if held_out else None
+        return tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed) if rows else []
+
+    if config.data.format == "preference":  # DPO / ORPO
+        return prepared_pairs(config, hardware, method, tokenizer, splits)
+    eval_rows = tok(splits.validation)
+    heldout = tok(splits.test) if splits.test else eval_rows
+    return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train, held_out=False), eval_rows, heldout)
+
+
+def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
+    from trainforge.evaluation.lm import generation_scores, perplexity
+
+    cfg, scores, samples = prep.config.evaluation, {}, []
+    precision = prep.hardware.precision
+    console.print(f"[cyan]evaluating {label} model…[/]")
+    if prep.config.training.objective in PREFERENCE_OBJECTIVES:
+        return evaluate_preference(model, prep)
+    if cfg.perplexity and prep.heldout_rows:
+        causal = prep.config.training.objective != "mlm"
+        scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size,
+                                          precision, causal=causal)
+    test = prep.splits.test[: cfg.max_samples] if cfg.max_samples else prep.splits.test
+    if cfg.generation and test and "messages" in test[0]:
+        gen, samples = generation_scores(model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size,
+                                         precision)
+        scores.update(gen)
+        if "constraint" in test[0]:  # a bundled preference task as SFT data: its checker scores the answers too
+            from trainforge.evaluation.preference import constraint_rate
+
+            scores["constraint_rate"] = constraint_rate(test, [s["prediction"] for s in samples])
+    return scores, samples
+
+
+def evaluate_preference(model, prep: Prepared) -> tuple[dict[str, float], list[dict]]:
+    """Held-out pairs: the policy's chosen-minus-rejected log-prob margin and pair accuracy; with checkable
+    constraints (the bundled task), the share of greedy answers that meet them."""
+    from trainforge.evaluation.preference import constraint_scores, policy_preference
+
+    cfg, rows = prep.config.evaluation, prep.heldout_rows
+    rows = rows[: cfg.max_samples] if cfg.max_samples else rows
+    if not rows:
+        return {}, []
+    scores, samples = policy_preference(model, prep.tokenizer, rows, prep.hardware.precision), []
+    if cfg.generation and "constraint" in rows[0]:
+        rate, samples = constraint_scores(model, prep.tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
+                                          prep.hardware.precision)
+        scores.update(rate)
+    return scores, samples
+
+
+def load_model(config: RunConfig, prep: Prepared):
+    """The model to train: the base (quantized as the method asks), or a new `scratch` model."""
+    if config.model.name == "scratch":
+        from trainforge.models.scratch import build_model
+
+        return build_model(config.model.architecture, prep.tokenizer, config.training.max_length)
+    from trainforge.models import load_language_model
+
+    return load_language_model(config.model.name, config.training.objective,
+                               quantization_config=prep.method.quantization_config())
+
+
+def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
+    """Train, evaluate, save and record one run; returns its run directory."""
+    from transformers import set_seed
+
+    from trainforge.methods.lm_trainer import build_lm_trainer
+
+    prep = prepare(config)
+    console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
+    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training "
+                  "sequences")
+    config, run = open_task_run("lm", prep.config, resume)
+    prep.config = config
+    with run.failing_on_error():
+        set_seed(config.training.seed)
+        model = load_model(config, prep)
+        before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
+        set_seed(config.training.seed)
+        model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
+        if not distributed.is_main():  # rank 0 evaluates and records the run
+            return run
+        after, samples = evaluate_lm(model, prep, "trained")
+        throughputs = [m["tokens_per_second"] for m in run.metrics() if "tokens_per_second" in m]
+        summary = {**training, "objective": config.training.objective,
+                   "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
+                   **last_logged(run, TRAIN_METRICS)}
+        if config.export.merge and prep.method.saves_adapter:
+            from trainforge.inference.merge import merge_run
+
+            summary["merged"] = str(merge_run(run))
+        comparison = finish_with_scores(run, config, summary, before, after, samples)
+    print_summary(run, summary, comparison, SUMMARY_KEYS)
+    return run
+
+
+def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
+    """Perplexity and generation scores (preference runs: pair scores) of a finished run on its own test split, or
+    on every row of another file."""
+    from trainforge.inference import load_run_model
+
+    config = load_config(run.file("config.yaml"))
+    if config.model.name == "scratch":  # the run's own tokenizer, not one learned afresh from the data
+        config = config.model_copy(update={"model": config.model.__class__(name=str(run.path / "model"))})
+    prep = prepare(scored_on(config, data))
+    model, _ = load_run_model(run)
+    scores, _ = evaluate_lm(model, prep, "trained")
+    return scores
+
+
+def predict(run: RunDir, data: str, out: str | None = None, max_new_tokens: int = 128, **options) -> Path:
+    """An answer for every prompt of a file."""
+    from trainforge.inference import predict_file
+
+    return predict_file(run, data, out, max_new_tokens)
+
+
+def backend(run: RunDir):
+    from trainforge.inference.backends import Generator
+
+    return Generator(run)
+
+
+def export_model(run: RunDir):
+    from transformers import AutoModelForCausalLM
+
+    from trainforge.inference import load_run_model
+
+    model, tokenizer = load_run_model(run)
+    return model, tokenizer, AutoModelForCausalLM
+
+
+def output_model(run: RunDir) -> Path:
+    """The whole-model folder for the next stage: the full model, else the adapter merged into its base."""
+    for folder in ("model", "merged"):
+        if (run.path / folder / "config.json").is_file():
+            return run.path / folder
+    if (run.path / "adapter").is_dir():
+        from trainforge.inference.merge import merge_run
+
+        return merge_run(run)
+    raise RunError(f"Stage run {run.path} left no model for the next stage (no model/, merged/ or adapter/).")
+
+
+def validation_rows(config: RunConfig) -> int:
+    return len(load_splits(config.data, config.training.seed).validation)
+
+
+def tuning_objective(config: RunConfig):
+    from trainforge.run.trial import ValidationObjective
+
+    return ValidationObjective(config, train, validation_rows(config))

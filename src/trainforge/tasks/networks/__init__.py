@@ -1,0 +1,1 @@
+"""Task networks: networks trained from scratch on trainforge.nn's engine (task.py)."""

@@ -1,0 +1,1 @@
+"""Task reward: a reward model trained on preference pairs (task.py)."""
