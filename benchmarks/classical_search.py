@@ -41,12 +41,18 @@ def main() -> None:
     from trainforge.tuning.study import search_space
 
     runs = Path(tempfile.mkdtemp(prefix="tf-bench-")) / "runs"
-    config = load_config(base={
-        "name": "bench", "task": "classification", "model": {"name": args.model},
-        "data": {"dataset": args.dataset, "split": {"strategy": "stratified"}},
-        "cv": {"folds": args.folds, "metric": args.metric}, "training": {"seed": args.seed},
-        "tuning": {"strategy": "bayes", "trials": args.trials, "pruning": True, "startup_trials": 10},
-        "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False}})
+    config = load_config(
+        base={
+            "name": "bench",
+            "task": "classification",
+            "model": {"name": args.model},
+            "data": {"dataset": args.dataset, "split": {"strategy": "stratified"}},
+            "cv": {"folds": args.folds, "metric": args.metric},
+            "training": {"seed": args.seed},
+            "tuning": {"strategy": "bayes", "trials": args.trials, "pruning": True, "startup_trials": 10},
+            "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False},
+        }
+    )
     space = search_space(config)
     param_grid = {f"model__{k.rsplit('.', 1)[1]}": grid_values(spec, args.points) for k, spec in space.items()}
     prep = prepare(config)
@@ -81,17 +87,30 @@ def main() -> None:
     tf_total = max(t.datetime_complete.timestamp() for t in trials if t.datetime_complete) - started_wall
     tf_seconds = reached.datetime_complete.timestamp() - started_wall if reached else None
     result = {
-        "dataset": args.dataset, "model": args.model, "metric": f"{metric.name} (mean of stratified {args.folds}-fold CV)",
+        "dataset": args.dataset,
+        "model": args.model,
+        "metric": f"{metric.name} (mean of stratified {args.folds}-fold CV)",
         "space": {k: space[k].model_dump(exclude_none=True) for k in space},
-        "grid": {"points": grid_size, "fits": grid_size * args.folds, "seconds": round(grid_seconds, 2),
-                 "best": grid_best, "best_params": search.best_params_},
-        "trainforge": {"strategy": "bayes (TPE) + median pruning on fold scores", "trials": len(trials),
-                       "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-                       "fits": sum(len(t.intermediate_values) for t in trials), "seconds_all_trials": round(tf_total, 2),
-                       "best": best_so_far, "reached_grid_best_at_trial": reached.number if reached else None,
-                       "seconds_to_reach": round(tf_seconds, 2) if tf_seconds is not None else None},
+        "grid": {
+            "points": grid_size,
+            "fits": grid_size * args.folds,
+            "seconds": round(grid_seconds, 2),
+            "best": grid_best,
+            "best_params": search.best_params_,
+        },
+        "trainforge": {
+            "strategy": "bayes (TPE) + median pruning on fold scores",
+            "trials": len(trials),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "fits": sum(len(t.intermediate_values) for t in trials),
+            "seconds_all_trials": round(tf_total, 2),
+            "best": best_so_far,
+            "reached_grid_best_at_trial": reached.number if reached else None,
+            "seconds_to_reach": round(tf_seconds, 2) if tf_seconds is not None else None,
+        },
         "ratio": round(tf_seconds / grid_seconds, 3) if tf_seconds is not None else None,
-        "target_ratio": 0.2, "run_dir": str(run.path),
+        "target_ratio": 0.2,
+        "run_dir": str(run.path),
     }
     result["meets_target"] = result["ratio"] is not None and result["ratio"] <= 0.2
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -104,7 +123,9 @@ def main() -> None:
     print(f"{'seconds (all)':28}{g['seconds']:>14.2f}{t['seconds_all_trials']:>16.2f}")
     reach = f"{t['seconds_to_reach']:.2f} (trial {t['reached_grid_best_at_trial']})" if reached else "not reached"
     print(f"{'seconds to reach grid best':28}{g['seconds']:>14.2f}  {reach:>16}")
-    print(f"ratio (trainforge / GridSearchCV): {result['ratio']}  (target ≤ 0.2: {'met' if result['meets_target'] else 'NOT met'})")
+    print(
+        f"ratio (trainforge / GridSearchCV): {result['ratio']}  (target ≤ 0.2: {'met' if result['meets_target'] else 'NOT met'})"
+    )
     print(f"written: {args.out}")
 
 

@@ -32,7 +32,9 @@ def main() -> None:
     from trainforge.tracking.rundir import read_json
 
     runs_dir = tempfile.mkdtemp(prefix="domain-adaptation-")
-    data = with_overrides(read_yaml(args.config), [*args.overrides, f"tracking.runs_dir={runs_dir}", "tracking.mlflow=false"])
+    data = with_overrides(
+        read_yaml(args.config), [*args.overrides, f"tracking.runs_dir={runs_dir}", "tracking.mlflow=false"]
+    )
     stages = parse_stages(data, args.config)
     adapt, classify = stages[0], stages[-1]
     adapted_runs = run_stages(stages)
@@ -56,10 +58,21 @@ def main() -> None:
     table = Table(title=f"domain adaptation of {result['model']} ({args.config})")
     for column in ("measure", "without adaptation", "with adaptation"):
         table.add_column(column)
-    table.add_row("domain perplexity (masked tokens)", f"{result['domain_perplexity_before']:.4g}",
-                  f"{result['domain_perplexity_after']:.4g}")
-    table.add_row("downstream accuracy", f"{result['accuracy_without_adaptation']:.4f}", f"{result['accuracy_with_adaptation']:.4f}")
-    table.add_row("downstream macro-F1", f"{result['macro_f1_without_adaptation']:.4f}", f"{result['macro_f1_with_adaptation']:.4f}")
+    table.add_row(
+        "domain perplexity (masked tokens)",
+        f"{result['domain_perplexity_before']:.4g}",
+        f"{result['domain_perplexity_after']:.4g}",
+    )
+    table.add_row(
+        "downstream accuracy",
+        f"{result['accuracy_without_adaptation']:.4f}",
+        f"{result['accuracy_with_adaptation']:.4f}",
+    )
+    table.add_row(
+        "downstream macro-F1",
+        f"{result['macro_f1_without_adaptation']:.4f}",
+        f"{result['macro_f1_with_adaptation']:.4f}",
+    )
     Console().print(table)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out}; runs in {runs_dir}")

@@ -62,38 +62,76 @@ def main() -> None:
     common = [f"tracking.runs_dir={runs_dir}", "tracking.mlflow=false", "tracking.report=false"]
     rows = []
     for method in CLASSIFIERS:
-        budget = ["data.task=support-tickets", "data.task_size=800", f"training.epochs={args.epochs}",
-                  "training.batch_size=16", "training.max_length=64", "evaluation.before_after=false"]
+        budget = [
+            "data.task=support-tickets",
+            "data.task_size=800",
+            f"training.epochs={args.epochs}",
+            "training.batch_size=16",
+            "training.max_length=64",
+            "evaluation.before_after=false",
+        ]
         result = _run(ROOT / "examples" / f"textcls-{method}.yaml", [*budget, *common, f"name=bench-{method}"])
-        rows.append({"task": "text-classification (MiniLM)", "method": method, "score": result["after.accuracy"],
-                     "metric": "accuracy", **_costs(result)})
+        rows.append(
+            {
+                "task": "text-classification (MiniLM)",
+                "method": method,
+                "score": result["after.accuracy"],
+                "metric": "accuracy",
+                **_costs(result),
+            }
+        )
         Console().print(rows[-1])
     if args.generative:
         for method in GENERATORS:
-            budget = ["data.task=dates-json", "data.task_size=400", f"training.max_steps={args.steps}",
-                      "training.batch_size=8", "training.max_length=256", "evaluation.before_after=false",
-                      "evaluation.max_samples=40", "evaluation.perplexity=false", "evaluation.metrics=[exact_match]"]
+            budget = [
+                "data.task=dates-json",
+                "data.task_size=400",
+                f"training.max_steps={args.steps}",
+                "training.batch_size=8",
+                "training.max_length=256",
+                "evaluation.before_after=false",
+                "evaluation.max_samples=40",
+                "evaluation.perplexity=false",
+                "evaluation.metrics=[exact_match]",
+            ]
             config = ROOT / "examples" / f"{method}-sft.yaml"
             result = _run(config, [*budget, *common, f"name=bench-gen-{method}"])
-            rows.append({"task": "SFT dates→JSON (SmolLM2)", "method": method, "score": result["after.exact_match"],
-                         "metric": "exact match", **_costs(result)})
+            rows.append(
+                {
+                    "task": "SFT dates→JSON (SmolLM2)",
+                    "method": method,
+                    "score": result["after.exact_match"],
+                    "metric": "exact match",
+                    **_costs(result),
+                }
+            )
             Console().print(rows[-1])
 
     table = Table(title=f"methods, same task and budget ({args.epochs:g} epochs / {args.steps} steps)")
     for column in ("task", "method", "trainable params", "% of model", "peak RSS (MB)", "train s", "score"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["task"], row["method"], f"{row['trainable_params']:,}", f"{row['trainable_percent']:.3g}",
-                      str(row["peak_rss_mb"]), f"{row['train_seconds']:.1f}", f"{row['score']:.4f} {row['metric']}")
+        table.add_row(
+            row["task"],
+            row["method"],
+            f"{row['trainable_params']:,}",
+            f"{row['trainable_percent']:.3g}",
+            str(row["peak_rss_mb"]),
+            f"{row['train_seconds']:.1f}",
+            f"{row['score']:.4f} {row['metric']}",
+        )
     Console().print(table)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"written {args.out}")
 
 
 def _costs(summary: dict) -> dict:
-    return {"trainable_params": summary["trainable_params"], "train_seconds": summary["train_seconds"],
-            "trainable_percent": 100 * summary["trainable_params"] / summary["total_params"],
-            "peak_rss_mb": summary["peak_rss_mb"]}
+    return {
+        "trainable_params": summary["trainable_params"],
+        "train_seconds": summary["train_seconds"],
+        "trainable_percent": 100 * summary["trainable_params"] / summary["total_params"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+    }
 
 
 if __name__ == "__main__":

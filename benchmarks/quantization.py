@@ -60,7 +60,9 @@ def _export(src: Path, auto, kind: str, out: Path) -> Path:
 
         from trainforge.export.onnx import export_onnx
 
-        return export_onnx(auto.from_pretrained(src, dtype=torch.float32), AutoTokenizer.from_pretrained(src), out, "int8")
+        return export_onnx(
+            auto.from_pretrained(src, dtype=torch.float32), AutoTokenizer.from_pretrained(src), out, "int8"
+        )
     return quantize_folder(src, auto, kind, out)
 
 
@@ -73,8 +75,15 @@ def _lm_rows(tokenizer, n: int, seed: int = 7):
     from trainforge.data.splits import load_splits
     from trainforge.data.tokenize import tokenize_examples
 
-    cfg = load_config(base={"data": {"task": "dates-json", "task_size": n * 4, "split": {"train": 0.5, "validation": 0.25,
-                                                                                       "test": 0.25}}})
+    cfg = load_config(
+        base={
+            "data": {
+                "task": "dates-json",
+                "task_size": n * 4,
+                "split": {"train": 0.5, "validation": 0.25, "test": 0.25},
+            }
+        }
+    )
     splits = load_splits(cfg.data, seed)
     return tokenize_examples(tokenizer, splits.test[:n], "sft", 256)
 
@@ -135,7 +144,11 @@ def main() -> None:
             raw, _ = held_out_rows(run, None, json.loads(run.file("labels.json").read_text())["classes"])
             classes = json.loads(run.file("labels.json").read_text())["classes"]
             rows = encode(tokenizer, raw, classes, False, 128)
-            measure, speed_unit, quality_name = (lambda m: _measure_classifier(m, rows, tokenizer)), "rows/s", "accuracy"
+            measure, speed_unit, quality_name = (
+                (lambda m: _measure_classifier(m, rows, tokenizer)),
+                "rows/s",
+                "accuracy",
+            )
             subject = f"{run.name} ({len(rows)} test rows)"
         else:
             src, auto = resolve_model(args.model), AutoModelForCausalLM
@@ -153,12 +166,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     base = results["fp32"]
-    lines = [f"{subject}; {torch.get_num_threads()} threads",
-             f"| precision | size on disk (MB) | vs fp32 | {speed_unit} | {quality_name} | Δ vs fp32 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"{subject}; {torch.get_num_threads()} threads",
+        f"| precision | size on disk (MB) | vs fp32 | {speed_unit} | {quality_name} | Δ vs fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
     for kind, r in results.items():
-        lines.append(f"| {kind} | {r['size_mb']:.1f} | {r['size_mb'] / base['size_mb']:.0%} | {r['speed']:.0f} | "
-                     f"{r['quality']:.4g} | {r['quality'] - base['quality']:+.4g} |")
+        lines.append(
+            f"| {kind} | {r['size_mb']:.1f} | {r['size_mb'] / base['size_mb']:.0%} | {r['speed']:.0f} | "
+            f"{r['quality']:.4g} | {r['quality'] - base['quality']:+.4g} |"
+        )
     print("\n".join(lines))
     # one section per kind of model (lm, text-classification): measuring one keeps the other's numbers
     out = Path(args.out)

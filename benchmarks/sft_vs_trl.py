@@ -103,11 +103,15 @@ def packing_ablations(batch_size: int) -> dict:
         "trainforge": [],
         "  − packed rows kept apart (one joined row, as TRL builds it)": [JOINED_ROW],
         # about as many tokens a step: the bundled rows are ~56 tokens, a packed row holds ~8 of them
-        f"  − packing (padded batches of {8 * batch_size} rows)": ["training.packing=false", f"training.batch_size={8 * batch_size}"],
+        f"  − packing (padded batches of {8 * batch_size} rows)": [
+            "training.packing=false",
+            f"training.batch_size={8 * batch_size}",
+        ],
     }
 
 
 # ---- children: one training each, printing `RESULT {json}` ----
+
 
 def _probe():
     """A Trainer callback that times training alone and keeps the trained-token count and last logged loss. After
@@ -168,8 +172,10 @@ def _matmul_recorder(step: int):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func.overloadpacket.__name__ in MATMULS:
-                specs = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) if isinstance(t, torch.Tensor)
-                              else t for t in args)
+                specs = tuple(
+                    (tuple(t.shape), tuple(t.stride()), t.dtype, t.device) if isinstance(t, torch.Tensor) else t
+                    for t in args
+                )
                 calls[(func, specs, tuple(sorted(kwargs.items())))] += 1
             return func(*args, **kwargs)
 
@@ -243,20 +249,31 @@ def matmul_ceiling(calls, model_flops: float, rounds: int = 7) -> dict:
             total += count * (time.perf_counter() - started)
         seconds.append(total)
         peaks.append(matmul_peak(REFERENCE, seconds=0.5))
-    return {"matmul_calls": sum(calls.values()), "matmul_gflop": flops / 1e9,
-            "matmul_alone_s": round(statistics.median(seconds), 4), f"{REFERENCE}_peak": round(statistics.median(peaks)),
-            f"mfu_ceiling_{REFERENCE}": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3)}
+    return {
+        "matmul_calls": sum(calls.values()),
+        "matmul_gflop": flops / 1e9,
+        "matmul_alone_s": round(statistics.median(seconds), 4),
+        f"{REFERENCE}_peak": round(statistics.median(peaks)),
+        f"mfu_ceiling_{REFERENCE}": round(statistics.median(model_flops / t / p for t, p in zip(seconds, peaks)), 3),
+    }
 
 
 def _result(probe, extra: dict, wall_started: float, job: str, adapter: Path | None) -> None:
     """The row's figures, then (outside them: after the peak memory and the wall time are read) its adapter's
     held-out scores, unless `adapter` is None."""
     measured = {
-        "train_seconds": round(probe.seconds, 2), "train_cpu_seconds": round(probe.cpu_seconds, 2), "tokens": probe.tokens, "steps": probe.steps,
-        "final_loss": probe.loss, "params": probe.params, "wall_seconds": round(time.perf_counter() - wall_started, 1),
+        "train_seconds": round(probe.seconds, 2),
+        "train_cpu_seconds": round(probe.cpu_seconds, 2),
+        "tokens": probe.tokens,
+        "steps": probe.steps,
+        "final_loss": probe.loss,
+        "params": probe.params,
+        "wall_seconds": round(time.perf_counter() - wall_started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         **({"peak_gpu_mb": round(probe.gpu_peak / 2**20)} if DEVICE == "cuda" else {}),
-        f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks], **extra}
+        f"{REFERENCE}_peaks_in_row": [round(p / 1e9) for p in probe.peaks],
+        **extra,
+    }
     print("RESULT " + json.dumps({**measured, **(heldout_scores(job, adapter) if adapter else {})}), flush=True)
 
 
@@ -268,8 +285,9 @@ def _answer_logprob(model, tokenizer, prompt: list[dict], answer: str) -> tuple[
 
     start = render(tokenizer, prompt, add_generation_prompt=True)
     whole = render(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
-    count = (len(tokenizer(whole, add_special_tokens=False).input_ids)
-             - len(tokenizer(start, add_special_tokens=False).input_ids))
+    count = len(tokenizer(whole, add_special_tokens=False).input_ids) - len(
+        tokenizer(start, add_special_tokens=False).input_ids
+    )
     return answer_logprob(model, tokenizer, start, whole), count
 
 
@@ -293,8 +311,7 @@ def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-inst
     _, rows = generate_task(HELDOUT[job], HELDOUT_ROWS[job], HELDOUT_SEED)
     with torch.inference_mode():
         if job == "sft":
-            scored = [_answer_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"])
-                      for r in rows]
+            scored = [_answer_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"]) for r in rows]
             return {"heldout_loss": round(-sum(s for s, _ in scored) / sum(n for _, n in scored), 4)}
         losses, wins = [], 0
         for r in rows:
@@ -305,8 +322,10 @@ def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-inst
             margin = (policy[0] - reference[0]) - (policy[1] - reference[1])
             losses.append(-torch.nn.functional.logsigmoid(torch.tensor(DPO_BETA * margin)).item())
             wins += margin > 0
-    return {"heldout_dpo_loss": round(sum(losses) / len(losses), 4),
-            "heldout_preference_accuracy": round(wins / len(rows), 3)}
+    return {
+        "heldout_dpo_loss": round(sum(losses) / len(losses), 4),
+        "heldout_preference_accuracy": round(wins / len(rows), 3),
+    }
 
 
 def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
@@ -314,11 +333,22 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     from trainforge.config.loader import load_config
     from trainforge.pipeline import train
 
-    budget = [f"training.max_steps={a['steps']}", f"training.batch_size={a['batch_size']}",
-              f"training.max_length={a['max_length']}", f"training.learning_rate={a['lr']}", "training.logging_steps=1",
-              f"training.save_steps={a['steps'] + 1}", f"data.task_size={a['examples']}", "training.warmup_ratio=0",
-              "evaluation.before_after=false", "evaluation.perplexity=false", "evaluation.generation=false",
-              f"tracking.runs_dir={tempfile.mkdtemp(dir=a['runs_dir'])}", "tracking.mlflow=false", "tracking.report=false"]
+    budget = [
+        f"training.max_steps={a['steps']}",
+        f"training.batch_size={a['batch_size']}",
+        f"training.max_length={a['max_length']}",
+        f"training.learning_rate={a['lr']}",
+        "training.logging_steps=1",
+        f"training.save_steps={a['steps'] + 1}",
+        f"data.task_size={a['examples']}",
+        "training.warmup_ratio=0",
+        "evaluation.before_after=false",
+        "evaluation.perplexity=false",
+        "evaluation.generation=false",
+        f"tracking.runs_dir={tempfile.mkdtemp(dir=a['runs_dir'])}",
+        "tracking.mlflow=false",
+        "tracking.report=false",
+    ]
     # each row its own runs_dir: every row's run has the example's `name`
     if a["lora_dropout"] is not None:
         budget.append(f"method.lora.dropout={a['lora_dropout']}")
@@ -356,15 +386,28 @@ def _user_data(job: str, n: int):
 
     if job == "packing":  # the example's alpaca rows as chat turns, as trainforge's alpaca format renders them
         rows = [json.loads(line) for line in (ROOT / "examples" / "data" / "alpaca.jsonl").read_text().splitlines()]
-        return Dataset.from_list([{"prompt": [{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}],
-                                   "completion": [{"role": "assistant", "content": r["output"]}]} for r in rows])
+        return Dataset.from_list(
+            [
+                {
+                    "prompt": [{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"}],
+                    "completion": [{"role": "assistant", "content": r["output"]}],
+                }
+                for r in rows
+            ]
+        )
     _, rows = generate_task(HELDOUT[job], n, 42)
     if job == "sft":
         return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
     # conversational pairs, so the chat template applies as on trainforge's side (plain text would skip it)
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
-                               **{k: [{"role": "assistant", "content": r[k]}] for k in ("chosen", "rejected")}}
-                              for r in rows])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                **{k: [{"role": "assistant", "content": r[k]}] for k in ("chosen", "rejected")},
+            }
+            for r in rows
+        ]
+    )
 
 
 def child_trl(job: str, a: dict, markers: list[str]) -> None:
@@ -383,12 +426,21 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
     data = _user_data(job, a["examples"])
     lora = example_lora(job)
     dropout = lora.dropout if a["lora_dropout"] is None else a["lora_dropout"]
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout, target_modules="all-linear",
-                             task_type="CAUSAL_LM")
-    budget = dict(output_dir=a["runs_dir"] + f"/trl-{job}", max_steps=a["steps"], per_device_train_batch_size=a["batch_size"],
-                  learning_rate=a["lr"], max_length=a["max_length"], logging_steps=1, save_strategy="no",
-                  report_to="none", include_num_input_tokens_seen="non_padding",  # only measures
-                  use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU without it
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    budget = dict(
+        output_dir=a["runs_dir"] + f"/trl-{job}",
+        max_steps=a["steps"],
+        per_device_train_batch_size=a["batch_size"],
+        learning_rate=a["lr"],
+        max_length=a["max_length"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",  # only measures
+        use_cpu=not torch.cuda.is_available(),
+    )  # TRL's default bf16 refuses to start on CPU without it
     if TRL_FP32 in markers:
         budget["bf16"] = False
     probe = _probe()
@@ -396,8 +448,14 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(**budget, packing=job == "packing")
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[probe])
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[probe],
+        )
     elif job == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -405,23 +463,42 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
 
         # ORPO batches carry no `input_ids` for the Trainer to count tokens by; the subclass only counts them
         args = ORPOConfig(**{**budget, "include_num_input_tokens_seen": "no"})
-        trainer = token_counting_orpo_trainer(ORPOTrainer)(model=model, args=args, train_dataset=data,
-                                                            processing_class=tokenizer, peft_config=peft_config,
-                                                            callbacks=[probe])
+        trainer = token_counting_orpo_trainer(ORPOTrainer)(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[probe],
+        )
     else:
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(**budget)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[probe])
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[probe],
+        )
     trainer.train()
     trainer.save_model()  # the adapter, into output_dir
-    _result(probe, {"precision": "bf16" if args.bf16 else "fp32",
-                    "gradient_checkpointing": bool(getattr(args, "gradient_checkpointing", False))}, started, job,
-            Path(args.output_dir))
+    _result(
+        probe,
+        {
+            "precision": "bf16" if args.bf16 else "fp32",
+            "gradient_checkpointing": bool(getattr(args, "gradient_checkpointing", False)),
+        },
+        started,
+        job,
+        Path(args.output_dir),
+    )
 
 
 # ---- parent ----
+
 
 def matmul_peak(dtype_name: str, n: int | None = None, seconds: float = 3.0) -> float:
     """Dense matmul FLOP/s of the device both sides train on (a CPU on all its cores): n×n @ n×n repeated for
@@ -465,8 +542,11 @@ def describe_device() -> str:
     if DEVICE == "cuda":
         return torch.cuda.get_device_name()
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
     return names[0] if names else platform.processor()
 
 
@@ -484,24 +564,37 @@ def pooled(results: list[dict]) -> dict:
     """One row's repeats as one run: tokens and seconds summed (so tokens/s is over all of them), the highest peak
     memory, the first run's loss (the runs are seeded alike)."""
     first = results[0]
-    summed = {k: round(sum(r[k] for r in results), 2) for k in ("train_seconds", "train_cpu_seconds", "tokens",
-                                                                 "wall_seconds")}
+    summed = {
+        k: round(sum(r[k] for r in results), 2)
+        for k in ("train_seconds", "train_cpu_seconds", "tokens", "wall_seconds")
+    }
     peaks = {k: max(r[k] for r in results) for k in MEMORY if k in first}
-    return {**first, **summed, **peaks, "repeats": len(results),
-            f"{REFERENCE}_peaks_in_row": [p for r in results for p in r[f"{REFERENCE}_peaks_in_row"]]}
+    return {
+        **first,
+        **summed,
+        **peaks,
+        "repeats": len(results),
+        f"{REFERENCE}_peaks_in_row": [p for r in results for p in r[f"{REFERENCE}_peaks_in_row"]],
+    }
 
 
 def lm_rows(job: str, a: dict) -> list[dict]:
     from rich.console import Console
 
     shared = json.dumps(a)
-    ablations = {"sft": SFT_ABLATIONS, "dpo": DPO_ABLATIONS, "orpo": ORPO_ABLATIONS,
-                 "packing": packing_ablations(a["batch_size"])}[job]
+    ablations = {
+        "sft": SFT_ABLATIONS,
+        "dpo": DPO_ABLATIONS,
+        "orpo": ORPO_ABLATIONS,
+        "packing": packing_ablations(a["batch_size"]),
+    }[job]
     if a["no_ablations"]:
         ablations = {"trainforge": []}
-    children = {"TRL + peft defaults": ["--child", "trl", job, shared],
-                **({"TRL + peft, bf16=False": ["--child", "trl", job, shared, TRL_FP32]} if REFERENCE == "fp32" else {}),
-                **{label: ["--child", "trainforge", job, shared, *overrides] for label, overrides in ablations.items()}}
+    children = {
+        "TRL + peft defaults": ["--child", "trl", job, shared],
+        **({"TRL + peft, bf16=False": ["--child", "trl", job, shared, TRL_FP32]} if REFERENCE == "fp32" else {}),
+        **{label: ["--child", "trainforge", job, shared, *overrides] for label, overrides in ablations.items()},
+    }
     repeats: dict[str, list[dict]] = {label: [] for label in children}
     for _ in range(a["repeats"]):  # round-robin: the host's drift falls on every row alike
         for label, args in children.items():
@@ -515,38 +608,62 @@ def lm_rows(job: str, a: dict) -> list[dict]:
     for label, r in runs.items():
         tps = r["tokens"] / r["train_seconds"]
         achieved = flops_per_token(job) * r["params"] * tps
-        rows.append({
-            "job": job, "run": label.strip(), "precision": r["precision"], "steps": r["steps"], "repeats": r["repeats"],
-            "tokens": r["tokens"],
-            "tokens_per_s": round(tps, 1), "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
-            "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
-            "cpu_speedup_vs_trl": round(r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2),
-            "train_s": r["train_seconds"], "train_cpu_s": r["train_cpu_seconds"], "wall_s": r["wall_seconds"],
-            **{k: r[k] for k in MEMORY if k in r},
-            **{ratio: round(r[k] / base[k], 2) for k, ratio in MEMORY.items() if k in r},
-            "final_loss": r["final_loss"],
-            **{k: r[k] for k in HELDOUT_SCORES if k in r},
-            "achieved_gflops": round(achieved / 1e9, 1),
-            f"mfu_{REFERENCE}_in_row": round(achieved / 1e9 / statistics.median(r[f"{REFERENCE}_peaks_in_row"]), 3),
-        })
+        rows.append(
+            {
+                "job": job,
+                "run": label.strip(),
+                "precision": r["precision"],
+                "steps": r["steps"],
+                "repeats": r["repeats"],
+                "tokens": r["tokens"],
+                "tokens_per_s": round(tps, 1),
+                "speedup_vs_trl": round(tps / (base["tokens"] / base["train_seconds"]), 2),
+                "tokens_per_cpu_s": round(r["tokens"] / r["train_cpu_seconds"], 1),
+                "cpu_speedup_vs_trl": round(
+                    r["tokens"] / r["train_cpu_seconds"] / (base["tokens"] / base["train_cpu_seconds"]), 2
+                ),
+                "train_s": r["train_seconds"],
+                "train_cpu_s": r["train_cpu_seconds"],
+                "wall_s": r["wall_seconds"],
+                **{k: r[k] for k in MEMORY if k in r},
+                **{ratio: round(r[k] / base[k], 2) for k, ratio in MEMORY.items() if k in r},
+                "final_loss": r["final_loss"],
+                **{k: r[k] for k in HELDOUT_SCORES if k in r},
+                "achieved_gflops": round(achieved / 1e9, 1),
+                f"mfu_{REFERENCE}_in_row": round(achieved / 1e9 / statistics.median(r[f"{REFERENCE}_peaks_in_row"]), 3),
+            }
+        )
     trl = next(r for r in rows if r["run"] == "TRL + peft defaults")
     for row in rows:  # the speed ratio with each row's own host rate divided out
         row["speedup_vs_trl_in_row"] = round(row[f"mfu_{REFERENCE}_in_row"] / trl[f"mfu_{REFERENCE}_in_row"], 2)
     ours = next(r for r in rows if r["run"] == "trainforge")
     executed_per_token = ceiling["matmul_gflop"] * 1e9 / ceiling["step_tokens"]
     ours.update(
-        {f"mfu_ceiling_{REFERENCE}": ceiling[f"mfu_ceiling_{REFERENCE}"],
-         "matmul_utilization_in_row": round(executed_per_token * ours["tokens_per_s"] / 1e9
-                                            / statistics.median(runs["trainforge"][f"{REFERENCE}_peaks_in_row"]), 3),
-         "ceiling_step": {k: ceiling[k] for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s",
-                                                  f"{REFERENCE}_peak")}})
+        {
+            f"mfu_ceiling_{REFERENCE}": ceiling[f"mfu_ceiling_{REFERENCE}"],
+            "matmul_utilization_in_row": round(
+                executed_per_token
+                * ours["tokens_per_s"]
+                / 1e9
+                / statistics.median(runs["trainforge"][f"{REFERENCE}_peaks_in_row"]),
+                3,
+            ),
+            "ceiling_step": {
+                k: ceiling[k]
+                for k in ("step_tokens", "matmul_calls", "matmul_gflop", "matmul_alone_s", f"{REFERENCE}_peak")
+            },
+        }
+    )
     return rows
 
 
 def classical_rows() -> list[dict]:
     out = Path(tempfile.mkdtemp(prefix="classical-")) / "classical_search.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classical_search.py"), "--out", str(out)], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "classical_search.py"), "--out", str(out)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     return [{"job": "classical", **json.loads(out.read_text())}]
 
 
@@ -554,13 +671,32 @@ def print_table(rows: list[dict], peaks: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"trainforge vs TRL + peft defaults on {DEVICE} (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} "
-                        f"GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)")
+    table = Table(
+        title=f"trainforge vs TRL + peft defaults on {DEVICE} (matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} "
+        f"GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s)"
+    )
     memory = [c for k, ratio in MEMORY.items() if any(k in r for r in rows) for c in (k, ratio)]
-    cols = ["job", "run", "precision", "steps", "tokens_per_s", "speedup_vs_trl", "tokens_per_cpu_s",
-            "cpu_speedup_vs_trl", *memory, "train_s", "wall_s", "final_loss", *HELDOUT_SCORES,
-            "mfu_bf16", "mfu_fp32",
-            f"mfu_{REFERENCE}_in_row", "speedup_vs_trl_in_row", f"mfu_ceiling_{REFERENCE}", "matmul_utilization_in_row"]
+    cols = [
+        "job",
+        "run",
+        "precision",
+        "steps",
+        "tokens_per_s",
+        "speedup_vs_trl",
+        "tokens_per_cpu_s",
+        "cpu_speedup_vs_trl",
+        *memory,
+        "train_s",
+        "wall_s",
+        "final_loss",
+        *HELDOUT_SCORES,
+        "mfu_bf16",
+        "mfu_fp32",
+        f"mfu_{REFERENCE}_in_row",
+        "speedup_vs_trl_in_row",
+        f"mfu_ceiling_{REFERENCE}",
+        "matmul_utilization_in_row",
+    ]
     for c in cols:
         table.add_column(c.replace("_", " "), justify="left" if c in ("job", "run") else "right")
     for r in rows:
@@ -580,15 +716,24 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--examples", type=int, default=400, help="size of the bundled task generated")
     p.add_argument("--lora-dropout", type=float, help="LoRA dropout on both sides (default: the example config's)")
-    p.add_argument("--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows")
+    p.add_argument(
+        "--no-ablations", action="store_true", help="only TRL and trainforge as configured, no ablation rows"
+    )
     p.add_argument("--repeats", type=int, default=1, help="runs of each row, taken round-robin and pooled")
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     a = p.parse_args()
     jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
     peaks_before = {d: matmul_peak(d) for d in ("bf16", "fp32")}
-    shared = {"steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "examples": a.examples,
-              "no_ablations": a.no_ablations, "lora_dropout": a.lora_dropout, "repeats": a.repeats,
-              "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-")}
+    shared = {
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "max_length": a.max_length,
+        "examples": a.examples,
+        "no_ablations": a.no_ablations,
+        "lora_dropout": a.lora_dropout,
+        "repeats": a.repeats,
+        "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-"),
+    }
     rows: list[dict] = []
     for job in jobs:
         if job == "classical":
@@ -604,9 +749,17 @@ def main() -> None:
         if "achieved_gflops" in row:
             row.update({f"mfu_{d}": round(row["achieved_gflops"] * 1e9 / peaks[d], 3) for d in peaks})
     print_table(rows, peaks)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": describe_device(), "cpu_cores": len(os.sched_getaffinity(0)),
-            "load_average": os.getloadavg(), "peak_flops": peaks, "peak_flops_before": peaks_before,
-            "peak_flops_after": peaks_after, "args": vars(a), "flops_per_token": "6·N (SFT), 8·N (DPO)"}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": describe_device(),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
+        "peak_flops": peaks,
+        "peak_flops_before": peaks_before,
+        "peak_flops_after": peaks_after,
+        "args": vars(a),
+        "flops_per_token": "6·N (SFT), 8·N (DPO)",
+    }
     Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {a.out}")
 

@@ -8,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from trainforge.config import load_config  # noqa: E402
-from trainforge.config.loader import merge  # noqa: E402
+from trainforge.config import load_config
+from trainforge.config.loader import merge
 
 
 def tiny_run_config(runs_dir, **sections):
@@ -18,8 +18,15 @@ def tiny_run_config(runs_dir, **sections):
         "model": {"name": "tiny-llama"},
         "data": {"task": "dates-json", "task_size": 64, "split": {"train": 0.75, "validation": 0.125, "test": 0.125}},
         "method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
-        "training": {"max_steps": 8, "batch_size": 4, "learning_rate": 1e-2, "max_length": 96,
-                     "logging_steps": 1, "save_steps": 4, "lr_scheduler": "constant"},
+        "training": {
+            "max_steps": 8,
+            "batch_size": 4,
+            "learning_rate": 1e-2,
+            "max_length": 96,
+            "logging_steps": 1,
+            "save_steps": 4,
+            "lr_scheduler": "constant",
+        },
         "evaluation": {"max_new_tokens": 4, "batch_size": 8, "max_samples": 4},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
     }

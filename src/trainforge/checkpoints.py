@@ -39,8 +39,14 @@ def cpu_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}
 
 
-def save_checkpoint(run: RunDir, step: int, weights: dict[str, torch.Tensor], state: dict,
-                    keep: int | None = None, meta: dict | None = None) -> None:
+def save_checkpoint(
+    run: RunDir,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    state: dict,
+    keep: int | None = None,
+    meta: dict | None = None,
+) -> None:
     """checkpoints/checkpoint-<step>/ written atomically (`meta` goes into trainer_state.json); with `keep`, only
     the newest `keep` checkpoints stay."""
     from safetensors.torch import save_file
@@ -57,6 +63,7 @@ def save_checkpoint(run: RunDir, step: int, weights: dict[str, torch.Tensor], st
 def latest_checkpoint(run: RunDir) -> Path | None:
     """The newest complete checkpoint (incomplete newer ones are reported and passed over), with metrics.jsonl
     rewound to its step; None (metrics rewound to the start) when there is none."""
+
     def skip(folder: Path, problem: str) -> None:
         console.print(f"[bold yellow]warning:[/] checkpoint {folder} is incomplete ({problem}); skipping it")
 
@@ -83,8 +90,11 @@ def load_weights(run: RunDir, step: int) -> dict[str, torch.Tensor]:
 def rng_states() -> dict:
     """The global torch (and CUDA) / numpy / python RNG states, in types `torch.load(weights_only=True)` reads."""
     kind, key, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, key.tolist(), pos, has_gauss, gauss],
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, key.tolist(), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -15,7 +15,9 @@ from trainforge.errors import TrainforgeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Config-driven training and fine-tuning.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, compare.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at data before training on it.")
-humaneval_app = typer.Typer(no_args_is_help=True, help="Human evaluation: export a blinded side-by-side sheet, import it filled.")
+humaneval_app = typer.Typer(
+    no_args_is_help=True, help="Human evaluation: export a blinded side-by-side sheet, import it filled."
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 app.add_typer(humaneval_app, name="humaneval")
@@ -24,9 +26,15 @@ RECIPES = Path(__file__).parent / "recipes"
 
 
 @app.callback()
-def options(trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Load pickle (joblib) models that "
-                                              "trainforge did not record writing, e.g. dropped into a run by hand; "
-                                              "loading a pickle runs the code it holds.")):
+def options(
+    trust_pickle: bool = typer.Option(
+        False,
+        "--trust-pickle",
+        help="Load pickle (joblib) models that "
+        "trainforge did not record writing, e.g. dropped into a run by hand; "
+        "loading a pickle runs the code it holds.",
+    ),
+):
     """Config-driven training and fine-tuning."""
     if trust_pickle:
         import os
@@ -41,8 +49,13 @@ def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.learning_rate=1e-4"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (torchrun; gloo on "
-                              "CPU, NCCL on GPUs); training.batch_size is per process."),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Data-parallel processes on this machine (torchrun; gloo on "
+        "CPU, NCCL on GPUs); training.batch_size is per process.",
+    ),
 ):
     """Train / fine-tune a model as the config says; writes runs/<name>/."""
     import os
@@ -69,12 +82,20 @@ def tune(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. tuning.trials=50"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="grid | random | bayes (TPE)."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Trials in the study, all workers together."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL shared by workers (PostgreSQL for many machines)."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Optuna RDB URL shared by workers (PostgreSQL for many machines)."
+    ),
     study: Optional[str] = typer.Option(None, "--study", help="Study name; workers with the same name share trials."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
-    worker_index: int = typer.Option(0, "--worker-index", min=0, help="Distinct per machine: seeds the samplers apart."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the killed / crashed tuning run of this config: "
-                                "finished trials are kept, interrupted ones run again, up to the trial budget."),
+    worker_index: int = typer.Option(
+        0, "--worker-index", min=0, help="Distinct per machine: seeds the samplers apart."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the killed / crashed tuning run of this config: "
+        "finished trials are kept, interrupted ones run again, up to the trial budget.",
+    ),
 ):
     """Hyperparameter search (Optuna) over a run config; writes the best config as a runnable YAML."""
     from trainforge.config import load_config
@@ -82,16 +103,24 @@ def tune(
 
     flags = {"strategy": strategy, "trials": trials, "storage": storage, "study_name": study}
     extra = [f"tuning.{k}={v}" for k, v in flags.items() if v is not None]
-    run_tune(load_config(config, [*(overrides or []), *extra]), workers=workers, worker_index=worker_index * workers,
-             resume=resume)
+    run_tune(
+        load_config(config, [*(overrides or []), *extra]),
+        workers=workers,
+        worker_index=worker_index * workers,
+        resume=resume,
+    )
 
 
 @app.command()
 def active(
     config: Path = typer.Argument(..., help="Run config (YAML) with an `active:` section."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. active.rounds=20"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Interactive mode: the filled-in to_label.csv of a "
-                                          "run; adds its labels, refits and writes the next to_label.csv."),
+    labels: Optional[Path] = typer.Option(
+        None,
+        "--labels",
+        help="Interactive mode: the filled-in to_label.csv of a "
+        "run; adds its labels, refits and writes the next to_label.csv.",
+    ),
 ):
     """Active learning: simulate (learning curve per query strategy) or interactive (label to_label.csv, go on)."""
     from trainforge.active.run import run_active
@@ -102,9 +131,12 @@ def active(
 
 @app.command()
 def constitutional(
-    config: Path = typer.Argument(..., help="Run config (YAML): prompts in `data`, the policy in `model.name`, the "
-                                  "`constitution:` section."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. constitution.samples_per_prompt=2"),
+    config: Path = typer.Argument(
+        ..., help="Run config (YAML): prompts in `data`, the policy in `model.name`, the `constitution:` section."
+    ),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="key=value overrides, e.g. constitution.samples_per_prompt=2"
+    ),
 ):
     """Constitutional AI data: answer, critique against a sampled principle, revise; writes revisions.jsonl
     (provenance), sft.jsonl (chat rows) and preferences.jsonl (revision ≻ original, for DPO)."""
@@ -125,24 +157,50 @@ def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value o
 @app.command("eval")
 def evaluate(
     run: str = typer.Argument(..., help="Run name or directory (with --benchmark also a model alias or folder)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Held-out file in the run's data format (tabular runs: CSV / Parquet; default: the run's test split)."),
+    data: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help="Held-out file in the run's data format (tabular runs: CSV / Parquet; default: the run's test split).",
+    ),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Multiple-choice benchmark: a CSV / JSONL file "
-                                            "(question, choices, answer, subject) or a bundled one (basics, arithmetic, "
-                                            "unit-conversion, capitals, dates)."),
+    benchmark: Optional[str] = typer.Option(
+        None,
+        "--benchmark",
+        help="Multiple-choice benchmark: a CSV / JSONL file "
+        "(question, choices, answer, subject) or a bundled one (basics, arithmetic, "
+        "unit-conversion, capitals, dates).",
+    ),
     fewshot: int = typer.Option(0, "--fewshot", min=0, help="Solved examples in each benchmark prompt."),
-    fewshot_from: Optional[str] = typer.Option(None, "--fewshot-from", help="Dev file the examples come from (default: the benchmark itself, never the question asked)."),
+    fewshot_from: Optional[str] = typer.Option(
+        None,
+        "--fewshot-from",
+        help="Dev file the examples come from (default: the benchmark itself, never the question asked).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seeds the bundled questions and the few-shot draw."),
     per_subject: int = typer.Option(25, "--per-subject", min=1, help="Questions per subject of a bundled benchmark."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    out_file: Optional[str] = typer.Option(None, "--out", help="Results JSON (default: the run's benchmark-<name>.json; models: evals/<model>-<name>.json)."),
-    episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="rl-agent runs: episodes to replay (default: the run's agent.eval_episodes)."),
-    prompt_format: str = typer.Option("plain", "--prompt-format", help="Benchmark prompts: plain (question, then "
-                                      "'Answer: <choice>') or chat (the question as a user turn of the tokenizer's "
-                                      "chat template, each choice scored as the assistant's reply)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="With --benchmark: also score this run or model "
-                                           "(e.g. the base model) the same way and print both accuracies per subject "
-                                           "with the difference; its results go to its own default file."),
+    out_file: Optional[str] = typer.Option(
+        None,
+        "--out",
+        help="Results JSON (default: the run's benchmark-<name>.json; models: evals/<model>-<name>.json).",
+    ),
+    episodes: Optional[int] = typer.Option(
+        None, "--episodes", min=1, help="rl-agent runs: episodes to replay (default: the run's agent.eval_episodes)."
+    ),
+    prompt_format: str = typer.Option(
+        "plain",
+        "--prompt-format",
+        help="Benchmark prompts: plain (question, then "
+        "'Answer: <choice>') or chat (the question as a user turn of the tokenizer's "
+        "chat template, each choice scored as the assistant's reply).",
+    ),
+    baseline: Optional[str] = typer.Option(
+        None,
+        "--baseline",
+        help="With --benchmark: also score this run or model "
+        "(e.g. the base model) the same way and print both accuracies per subject "
+        "with the difference; its results go to its own default file.",
+    ),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics, rl-agent runs replay their policy (mean return), gan runs
@@ -151,26 +209,46 @@ def evaluate(
     if benchmark:
         from trainforge.evaluation.benchmark import benchmark_source
 
-        results, path = benchmark_source(run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size,
-                                         out_file, runs_dir, prompt_format)
+        results, path = benchmark_source(
+            run, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size, out_file, runs_dir, prompt_format
+        )
         setting = f"{results['benchmark']} ({fewshot}-shot, {prompt_format} prompts)"
         if baseline:
             from trainforge.evaluation.benchmark import compare
 
-            before, before_path = benchmark_source(baseline, benchmark, fewshot, fewshot_from, seed, per_subject,
-                                                   batch_size, None, runs_dir, prompt_format)
-            table = Table("subject", "questions", before["model"], results["model"], "delta",
-                          title=f"accuracy on {setting}")
+            before, before_path = benchmark_source(
+                baseline, benchmark, fewshot, fewshot_from, seed, per_subject, batch_size, None, runs_dir, prompt_format
+            )
+            table = Table(
+                "subject", "questions", before["model"], results["model"], "delta", title=f"accuracy on {setting}"
+            )
             for row in compare(before, results):
-                table.add_row(row["subject"], str(row["questions"]), f"{row['before']:.3f}", f"{row['after']:.3f}",
-                              f"{row['delta']:+.3f}")
+                table.add_row(
+                    row["subject"],
+                    str(row["questions"]),
+                    f"{row['before']:.3f}",
+                    f"{row['after']:.3f}",
+                    f"{row['delta']:+.3f}",
+                )
             out.print(table)
             out.print(f"results written to [bold]{before_path}[/] and [bold]{path}[/]")
             return
-        table = Table("subject", "questions", "accuracy", "accuracy (per-token)", "chance",
-                      title=f"{results['model']} on {setting}")
+        table = Table(
+            "subject",
+            "questions",
+            "accuracy",
+            "accuracy (per-token)",
+            "chance",
+            title=f"{results['model']} on {setting}",
+        )
         for name, row in [*results["subjects"].items(), ("overall", results)]:
-            table.add_row(name, str(row["questions"]), f"{row['accuracy']:.3f}", f"{row['accuracy_norm']:.3f}", f"{row['chance']:.3f}")
+            table.add_row(
+                name,
+                str(row["questions"]),
+                f"{row['accuracy']:.3f}",
+                f"{row['accuracy_norm']:.3f}",
+                f"{row['chance']:.3f}",
+            )
         out.print(table)
         out.print(f"results written to [bold]{path}[/]")
         return
@@ -206,8 +284,16 @@ def judge(
 
     results, path = judge_sources(a, b, prompts, judge_model, runs_dir, max_new_tokens, out_file)
     table = Table("", "value", title=f"{results['a']} vs {results['b']}, judged by {results['judge']}")
-    for key in ("prompts", "win_rate", "tie_rate", "loss_rate", "first_position_rate", "win_rate_decided",
-                "debiased_win_rate", "debiased_loss_rate"):
+    for key in (
+        "prompts",
+        "win_rate",
+        "tie_rate",
+        "loss_rate",
+        "first_position_rate",
+        "win_rate_decided",
+        "debiased_win_rate",
+        "debiased_loss_rate",
+    ):
         table.add_row(key, str(results[key]) if key == "prompts" else _rate(results[key]))
     if results["ci95"]:
         table.add_row("win_rate_decided 95% CI (Wilson)", f"{results['ci95'][0]:.3f} - {results['ci95'][1]:.3f}")
@@ -229,8 +315,10 @@ def humaneval_export(
     from trainforge.evaluation.humaneval import export_sources
 
     folder = export_sources(a, b, prompts, out_dir, seed, max_new_tokens, runs_dir)
-    out.print(f"give annotators [bold]{folder / 'sheet.html'}[/] or [bold]{folder / 'sheet.csv'}[/]; "
-              f"keep [bold]{folder / 'key.json'}[/] from them")
+    out.print(
+        f"give annotators [bold]{folder / 'sheet.html'}[/] or [bold]{folder / 'sheet.csv'}[/]; "
+        f"keep [bold]{folder / 'key.json'}[/] from them"
+    )
 
 
 @humaneval_app.command("import")
@@ -260,12 +348,19 @@ def humaneval_import(
 def export(
     run: str = typer.Argument(..., help="Run name or directory."),
     merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base model."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization for inference: int8 "
-                                           "(torchao) | int4 (bitsandbytes NF4) | bf16; with --format onnx: int8; "
-                                           "with --format gguf: f16 (default) | q8_0."),
-    format: Optional[str] = typer.Option(None, "--format", help="onnx: a logits model for onnxruntime; "
-                                         "gguf: a LLaMA model for llama.cpp."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Target folder (default: <run>/merged, <run>/export-<kind>)."),
+    quantize: Optional[str] = typer.Option(
+        None,
+        "--quantize",
+        help="Weight-only quantization for inference: int8 "
+        "(torchao) | int4 (bitsandbytes NF4) | bf16; with --format onnx: int8; "
+        "with --format gguf: f16 (default) | q8_0.",
+    ),
+    format: Optional[str] = typer.Option(
+        None, "--format", help="onnx: a logits model for onnxruntime; gguf: a LLaMA model for llama.cpp."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Target folder (default: <run>/merged, <run>/export-<kind>)."
+    ),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
 ):
     """Write a trained run in a form other tools load."""
@@ -315,7 +410,9 @@ def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Op
         if not text:
             break
         messages.append({"role": "user", "content": text})
-        answer = generate(model, tokenizer, [render(tokenizer, messages, add_generation_prompt=True)], max_new_tokens)[0]
+        answer = generate(model, tokenizer, [render(tokenizer, messages, add_generation_prompt=True)], max_new_tokens)[
+            0
+        ]
         messages.append({"role": "assistant", "content": answer})
         out.print(f"[bold green]model>[/] {answer}")
 
@@ -323,8 +420,14 @@ def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Op
 @app.command()
 def predict(
     run: str,
-    data: str = typer.Option(..., "--data", help="Prompts file (LM runs), texts (text-classification runs) or a table (CSV / Parquet, tabular runs)."),
-    out_file: Optional[str] = typer.Option(None, "--out", help="Output file (default: <data>.predictions.jsonl; tabular runs: <data>.predictions.csv)."),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        help="Prompts file (LM runs), texts (text-classification runs) or a table (CSV / Parquet, tabular runs).",
+    ),
+    out_file: Optional[str] = typer.Option(
+        None, "--out", help="Output file (default: <data>.predictions.jsonl; tabular runs: <data>.predictions.csv)."
+    ),
     runs_dir: str = "runs",
     max_new_tokens: int = 128,
 ):
@@ -343,8 +446,9 @@ def serve(
     run: str = typer.Argument(..., help="Run name or directory."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface; set an API key)."),
     port: int = typer.Option(8000, help="TCP port."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TRAINFORGE_API_KEY",
-                                          help="Require `Authorization: Bearer KEY` on /v1 requests."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="TRAINFORGE_API_KEY", help="Require `Authorization: Bearer KEY` on /v1 requests."
+    ),
     max_tokens_limit: int = typer.Option(4096, min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body accepted (413 beyond)."),
     runs_dir: str = "runs",
@@ -354,17 +458,21 @@ def serve(
     from trainforge.serve import serve as run_server
     from trainforge.tracking import find_run
 
-    run_server(find_run(run, runs_dir), host, port, api_key, max_tokens_limit=max_tokens_limit,
-               max_body_bytes=max_body_bytes)
+    run_server(
+        find_run(run, runs_dir), host, port, api_key, max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes
+    )
 
 
 @app.command()
 def ui(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (anything but localhost lets others launch runs)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to listen on (anything but localhost lets others launch runs)."
+    ),
     port: int = typer.Option(8765, help="TCP port."),
     runs_dir: str = typer.Option("runs", help="Where runs live (the same folder the CLI reads)."),
-    examples: Optional[Path] = typer.Option(None, help="Folder of example configs the form can start from "
-                                            "(default: ./examples when it exists)."),
+    examples: Optional[Path] = typer.Option(
+        None, help="Folder of example configs the form can start from (default: ./examples when it exists)."
+    ),
 ):
     """Web dashboard: launch runs from a form built from the config schema, live curves, runs table and
     comparison, chat with generative runs, tuning studies."""

@@ -46,16 +46,20 @@ def load_principles(spec: str | list[Principle] | None) -> list[Principle]:
         raise ConfigError(f"Key `constitution.principles`: could not read {path} as YAML: {err}") from None
     items = data.get("principles") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
-        raise ConfigError(f"Principles file {path}: expected a non-empty `principles:` list of "
-                          "{name, critique_request, revision_request} mappings.")
+        raise ConfigError(
+            f"Principles file {path}: expected a non-empty `principles:` list of "
+            "{name, critique_request, revision_request} mappings."
+        )
     principles = []
     for number, item in enumerate(items, start=1):
         try:
             principles.append(Principle.model_validate(item))
         except ValidationError as err:
             problem = "; ".join(f"`{'.'.join(map(str, e['loc'])) or 'entry'}`: {e['msg']}" for e in err.errors())
-            raise ConfigError(f"Principles file {path}, principle {number}: {problem} (each principle has a `name`, "
-                              "a `critique_request` and a `revision_request`).") from None
+            raise ConfigError(
+                f"Principles file {path}, principle {number}: {problem} (each principle has a `name`, "
+                "a `critique_request` and a `revision_request`)."
+            ) from None
     names = [p.name for p in principles]
     if len(set(names)) != len(names):
         raise ConfigError(f"Principles file {path}: principle names must be distinct, got {names}.")
@@ -76,8 +80,9 @@ def read_prompts(config: RunConfig) -> list[dict]:
         source = data.path or data.train
         numbered = read_rows(source, data.max_rows)
     else:
-        raise ConfigError("Key `data`: constitutional generation reads prompts from `data.task`, `data.path` or "
-                          "`data.train`.")
+        raise ConfigError(
+            "Key `data`: constitutional generation reads prompts from `data.task`, `data.path` or `data.train`."
+        )
     prompts = []
     for number, row in numbered:
         if "prompt" in row:
@@ -87,11 +92,14 @@ def read_prompts(config: RunConfig) -> list[dict]:
         elif "instruction" in row:
             messages = prompt_messages(row, "alpaca", source, number)
         else:
-            raise DataError(f"Data file {source}, row {number}: expected a prompt: a `prompt` field, a `messages` "
-                            f"list or an alpaca `instruction`; found fields {', '.join(map(str, row)) or 'none'}.")
+            raise DataError(
+                f"Data file {source}, row {number}: expected a prompt: a `prompt` field, a `messages` "
+                f"list or an alpaca `instruction`; found fields {', '.join(map(str, row)) or 'none'}."
+            )
         if not messages or messages[-1]["role"] != "user":
-            raise DataError(f"Data file {source}, row {number}: the conversation must end with the user's turn to "
-                            "answer.")
+            raise DataError(
+                f"Data file {source}, row {number}: the conversation must end with the user's turn to answer."
+            )
         prompts.append({"prompt": messages, **({"constraint": row["constraint"]} if "constraint" in row else {})})
     if not prompts:
         raise DataError(f"Data {source} holds no prompts.")
@@ -118,8 +126,9 @@ class Generator:
         answers = []
         for start in range(0, len(prompts), self.batch_size):  # one batch at a time, for the progress bar
             chunk = prompts[start : start + self.batch_size]
-            answers += generate(self.model, self.tokenizer, chunk, self.max_new_tokens, self.batch_size,
-                                self.precision, self.sampling)
+            answers += generate(
+                self.model, self.tokenizer, chunk, self.max_new_tokens, self.batch_size, self.precision, self.sampling
+            )
             advance(len(chunk))
         return answers
 
@@ -142,8 +151,14 @@ def load_generator(name: str, config: RunConfig, hardware) -> Generator:
     return Generator(name, model, tokenizer, c.max_new_tokens, c.batch_size, hardware.precision, sampling)
 
 
-def critique_revise(prompts: list[dict], principles: list[Principle], policy: Generator, critic: Generator,
-                    samples_per_prompt: int, seed: int) -> list[dict]:
+def critique_revise(
+    prompts: list[dict],
+    principles: list[Principle],
+    policy: Generator,
+    critic: Generator,
+    samples_per_prompt: int,
+    seed: int,
+) -> list[dict]:
     """One provenance row per (prompt, sampled principle): original → critique → revision. Seeded: principle draws
     from `seed`, and torch is reseeded before each of the three generation passes."""
     import torch
@@ -153,28 +168,52 @@ def critique_revise(prompts: list[dict], principles: list[Principle], policy: Ge
     drawn = [rng.sample(principles, k) for _ in prompts]
     pairs = [(i, principle) for i, chosen in enumerate(drawn) for principle in chosen]
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
+
         def phase(label: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(label, total=total)
             torch.manual_seed(seed)
             return lambda n: progress.advance(task, n)
 
         originals = policy.answer([p["prompt"] for p in prompts], phase(f"answering ({policy.name})", len(prompts)))
-        asked = [[*prompts[i]["prompt"], {"role": "assistant", "content": originals[i] or "(no answer)"},
-                  {"role": "user", "content": principle.critique_request}] for i, principle in pairs]
+        asked = [
+            [
+                *prompts[i]["prompt"],
+                {"role": "assistant", "content": originals[i] or "(no answer)"},
+                {"role": "user", "content": principle.critique_request},
+            ]
+            for i, principle in pairs
+        ]
         critiques = critic.answer(asked, phase(f"critiquing ({critic.name})", len(pairs)))
-        revise = [[*a, {"role": "assistant", "content": c or "(no critique)"},
-                   {"role": "user", "content": principle.revision_request}]
-                  for a, c, (_, principle) in zip(asked, critiques, pairs)]
+        revise = [
+            [
+                *a,
+                {"role": "assistant", "content": c or "(no critique)"},
+                {"role": "user", "content": principle.revision_request},
+            ]
+            for a, c, (_, principle) in zip(asked, critiques, pairs)
+        ]
         revisions = policy.answer(revise, phase(f"revising ({policy.name})", len(pairs)))
     rows = []
     for (i, principle), critique, revision in zip(pairs, critiques, revisions):
         p = prompts[i]
-        row = {"prompt": p["prompt"], "principle": principle.name, "critique_request": principle.critique_request,
-               "revision_request": principle.revision_request, "original": originals[i], "critique": critique,
-               "revision": revision, "policy": policy.name, "critic": critic.name, "seed": seed}
+        row = {
+            "prompt": p["prompt"],
+            "principle": principle.name,
+            "critique_request": principle.critique_request,
+            "revision_request": principle.revision_request,
+            "original": originals[i],
+            "critique": critique,
+            "revision": revision,
+            "policy": policy.name,
+            "critic": critic.name,
+            "seed": seed,
+        }
         if "constraint" in p:
-            row.update(constraint=p["constraint"], original_satisfies=satisfies(p, row["original"]),
-                       revision_satisfies=satisfies(p, revision))
+            row.update(
+                constraint=p["constraint"],
+                original_satisfies=satisfies(p, row["original"]),
+                revision_satisfies=satisfies(p, revision),
+            )
         rows.append(row)
     return rows
 
@@ -211,8 +250,13 @@ def _rate(rows: list[dict], key: str) -> float | None:
 
 
 def summarize(rows: list[dict], sft: list[dict], preferences: list[dict], prompts: int) -> tuple[dict, list[list]]:
-    summary = {"prompts": prompts, "revisions": len(rows), "sft_rows": len(sft), "preference_rows": len(preferences),
-               "changed": round(sum(r["revision"].strip() != r["original"].strip() for r in rows) / len(rows), 4)}
+    summary = {
+        "prompts": prompts,
+        "revisions": len(rows),
+        "sft_rows": len(sft),
+        "preference_rows": len(preferences),
+        "changed": round(sum(r["revision"].strip() != r["original"].strip() for r in rows) / len(rows), 4),
+    }
     for key in ("original_satisfies", "revision_satisfies"):
         if (rate := _rate(rows, key)) is not None:
             summary[key] = rate
@@ -220,7 +264,9 @@ def summarize(rows: list[dict], sft: list[dict], preferences: list[dict], prompt
     for name in dict.fromkeys(r["principle"] for r in rows):
         group = [r for r in rows if r["principle"] == name]
         changed = sum(r["revision"].strip() != r["original"].strip() for r in group)
-        table.append([name, len(group), changed, _rate(group, "original_satisfies"), _rate(group, "revision_satisfies")])
+        table.append(
+            [name, len(group), changed, _rate(group, "original_satisfies"), _rate(group, "revision_satisfies")]
+        )
     return summary, table
 
 
@@ -234,15 +280,19 @@ def run_constitutional(config: RunConfig) -> RunDir:
     principles = load_principles(c.principles)
     prompts = read_prompts(config)
     if c.pairs == "checker" and not any("constraint" in p for p in prompts):
-        raise ConfigError("Key `constitution.pairs` = 'checker' orders pairs by each prompt's checkable `constraint`, "
-                          "and no prompt of `data` carries one (the bundled task constrained-answers does); use "
-                          "`pairs: revision`.")
+        raise ConfigError(
+            "Key `constitution.pairs` = 'checker' orders pairs by each prompt's checkable `constraint`, "
+            "and no prompt of `data` carries one (the bundled task constrained-answers does); use "
+            "`pairs: revision`."
+        )
     hardware = choose(config.training.precision, config.training.threads)
     config, run = open_run(config, False, "constitutional", "constitutional")
     with run.failing_on_error():
-        console.print(f"[bold]constitutional:[/] {len(prompts)} prompts × {min(c.samples_per_prompt, len(principles))} "
-                      f"of {len(principles)} principles; policy {config.model.name}, critic {c.critic or 'the policy'}; "
-                      f"{hardware.describe()}")
+        console.print(
+            f"[bold]constitutional:[/] {len(prompts)} prompts × {min(c.samples_per_prompt, len(principles))} "
+            f"of {len(principles)} principles; policy {config.model.name}, critic {c.critic or 'the policy'}; "
+            f"{hardware.describe()}"
+        )
         started = time.perf_counter()
         policy = load_generator(config.model.name, config, hardware)
         critic = load_generator(c.critic, config, hardware) if c.critic else policy
@@ -251,8 +301,12 @@ def run_constitutional(config: RunConfig) -> RunDir:
         for file, content in zip(OUTPUTS, (rows, sft, preferences)):
             atomic_write_text(run.file(file), _jsonl(content))
         summary, table = summarize(rows, sft, preferences, len(prompts))
-        summary.update(method="constitutional", model=config.model.name, critic=c.critic or config.model.name,
-                       seconds=round(time.perf_counter() - started, 1))
+        summary.update(
+            method="constitutional",
+            model=config.model.name,
+            critic=c.critic or config.model.name,
+            seconds=round(time.perf_counter() - started, 1),
+        )
         header = ["principle", "rows", "changed", "original satisfies", "revision satisfies"]
         finish_run(run, config, summary, tables=[("Principles", table, header)])
     out = Console()
@@ -260,8 +314,13 @@ def run_constitutional(config: RunConfig) -> RunDir:
     for row in table:
         view.add_row(*(fmt("—" if v is None else v) for v in row))
     out.print(view)
-    out.print(", ".join(f"{k} {fmt(v)}" for k, v in summary.items() if k not in ("method", "model", "critic",
-                                                                            "mlflow_run_id")))
-    out.print(f"run directory: [bold]{run.path.resolve()}[/] (train on sft.jsonl with `data.format: chat`, on "
-              "preferences.jsonl with `data.format: preference` and `training.objective: dpo`)")
+    out.print(
+        ", ".join(
+            f"{k} {fmt(v)}" for k, v in summary.items() if k not in ("method", "model", "critic", "mlflow_run_id")
+        )
+    )
+    out.print(
+        f"run directory: [bold]{run.path.resolve()}[/] (train on sft.jsonl with `data.format: chat`, on "
+        "preferences.jsonl with `data.format: preference` and `training.objective: dpo`)"
+    )
     return run

@@ -41,8 +41,9 @@ def is_main() -> bool:
 
 
 def refuse_stages(path) -> None:
-    raise ConfigError(f"{path}: a config with `stages:` runs in one process; train its stages one by one with "
-                      "--nproc instead.")
+    raise ConfigError(
+        f"{path}: a config with `stages:` runs in one process; train its stages one by one with --nproc instead."
+    )
 
 
 class FollowerRun(RunDir):
@@ -101,8 +102,16 @@ def save_gathered(trainer, target: Path) -> None:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `trainforge <argv>` in `nproc` local processes under torchrun; returns its exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "trainforge.cli", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "trainforge.cli",
+        *argv,
+    ]
     # torchrun would give each process one thread; share the cores out instead (a user's setting still wins)
     from trainforge.hardware import physical_cores
 

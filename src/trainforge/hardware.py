@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _cpu_flags() -> set[str]:
@@ -98,7 +102,9 @@ def choose(precision: str = "auto", threads: int | None = None) -> Hardware:
     # A user's OMP_NUM_THREADS wins over the default, as it does for torch itself; data-parallel processes on this
     # machine (torchrun's LOCAL_WORLD_SIZE) share its cores.
     omp = os.environ.get("OMP_NUM_THREADS", "")
-    default = int(omp) if omp.isdigit() and int(omp) > 0 else physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    default = (
+        int(omp) if omp.isdigit() and int(omp) > 0 else physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    )
     n = threads or max(1, default)
     if not cuda:
         torch.set_num_threads(n)

@@ -17,8 +17,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     if distributed.world_size() > 1:
         check_data_parallel(config)
     if resume and not entry.can("resume"):
-        raise RunError(f"{entry.name} runs ({entry.summary}) hold no checkpoints and do not resume; start the run "
-                       "again without --resume.")
+        raise RunError(
+            f"{entry.name} runs ({entry.summary}) hold no checkpoints and do not resume; start the run "
+            "again without --resume."
+        )
     return entry.load().train(config, resume=resume, callbacks=callbacks)
 
 
@@ -37,6 +39,8 @@ def check_data_parallel(config: RunConfig, source: str = "the config") -> None:
     why = why or get_method(config).data_parallel_problem()
     if why:
         able = ", ".join(e.name for e in registry.ENTRIES if e.can("data-parallel"))
-        raise ConfigError(f"Data-parallel training (--nproc, or a torchrun / accelerate launch) of {source}: {why}. It "
-                          f"covers the tasks {able} with a method that trains a network; run this config in one "
-                          "process.")
+        raise ConfigError(
+            f"Data-parallel training (--nproc, or a torchrun / accelerate launch) of {source}: {why}. It "
+            f"covers the tasks {able} with a method that trains a network; run this config in one "
+            "process."
+        )

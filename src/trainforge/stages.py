@@ -37,14 +37,18 @@ def parse_stages(data: dict[str, Any], source: str) -> list[Stage]:
         raise ConfigError(f"Invalid config {source}: key `stages` must be a non-empty list of stage mappings.")
     chain = base.get("name")
     if not chain:
-        raise ConfigError(f"Invalid config {source}: a config with `stages:` needs a top-level `name`; its stages "
-                          "run as `<name>-<stage>` and --resume finds them by it.")
+        raise ConfigError(
+            f"Invalid config {source}: a config with `stages:` needs a top-level `name`; its stages "
+            "run as `<name>-<stage>` and --resume finds them by it."
+        )
     stages, seen = [], set()
     for number, spec in enumerate(specs, start=1):
         where = f"{source} stage {number}"
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
-            raise ConfigError(f"Invalid config {where}: each stage is a mapping with a `name` (e.g. `adapt`) and "
-                              "the keys it changes (task, model, data, method, training, ...).")
+            raise ConfigError(
+                f"Invalid config {where}: each stage is a mapping with a `name` (e.g. `adapt`) and "
+                "the keys it changes (task, model, data, method, training, ...)."
+            )
         stage_name = spec["name"]
         if stage_name in seen:
             raise ConfigError(f"Invalid config {where}: stage name {stage_name!r} is used twice.")
@@ -55,8 +59,10 @@ def parse_stages(data: dict[str, Any], source: str) -> list[Stage]:
         inherits = number > 1 and "name" not in (spec.get("model") or {})
         if not registry.used_as(config).can("chain") and (number < len(specs) or inherits):
             chainable = sorted({t for e in registry.ENTRIES if e.can("chain") for t in e.tasks})
-            raise ConfigError(f"Invalid config {where} ({stage_name}): task {config.task!r} neither leaves a model a "
-                              f"next stage can start from nor starts from one; chain {' or '.join(chainable)} stages.")
+            raise ConfigError(
+                f"Invalid config {where} ({stage_name}): task {config.task!r} neither leaves a model a "
+                f"next stage can start from nor starts from one; chain {' or '.join(chainable)} stages."
+            )
         stages.append(Stage(stage_name, config, inherits))
     return stages
 
@@ -74,7 +80,9 @@ def run_stages(stages: list[Stage], resume: bool = False) -> list[RunDir]:
         config = stage.config
         if stage.inherits_model and previous is not None:
             # a `scratch` model's shape and tokenizer options stay with the stage that built it
-            model = config.model.model_copy(update={"name": str(previous.resolve()), "architecture": None, "tokenizer": None})
+            model = config.model.model_copy(
+                update={"name": str(previous.resolve()), "architecture": None, "tokenizer": None}
+            )
             config = config.model_copy(update={"model": model})
         existing = {r.name: r for r in list_runs(config.tracking.runs_dir)}.get(config.name)
         console.rule(f"[bold]stage {number}/{len(stages)}: {stage.name}[/] → run {config.name}")

@@ -13,15 +13,30 @@ pytestmark = pytest.mark.e2e
 
 
 def ticket_config(runs_dir, **active):
-    return load_config(base={
-        "name": "al-tickets", "task": "text-classification", "model": {"name": "minilm-l6"},
-        "data": {"task": "support-tickets", "task_size": 300, "split": {"train": 0.7, "validation": 0.1, "test": 0.2}},
-        "method": {"name": "feature-extraction", "features": {"estimator": "logistic_regression"}},
-        "training": {"max_length": 48}, "evaluation": {"batch_size": 64},
-        "active": {"strategies": ["margin", "random"], "initial": 8, "batch_size": 4, "rounds": 6, "repeats": 2,
-                   **active},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
-    })
+    return load_config(
+        base={
+            "name": "al-tickets",
+            "task": "text-classification",
+            "model": {"name": "minilm-l6"},
+            "data": {
+                "task": "support-tickets",
+                "task_size": 300,
+                "split": {"train": 0.7, "validation": 0.1, "test": 0.2},
+            },
+            "method": {"name": "feature-extraction", "features": {"estimator": "logistic_regression"}},
+            "training": {"max_length": 48},
+            "evaluation": {"batch_size": 64},
+            "active": {
+                "strategies": ["margin", "random"],
+                "initial": 8,
+                "batch_size": 4,
+                "rounds": 6,
+                "repeats": 2,
+                **active,
+            },
+            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+        }
+    )
 
 
 def test_minilm_margin_sampling_beats_random(runs_dir):

@@ -14,9 +14,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_smollm2_critiques_and_revises(runs_dir):
-    config = tiny_run_config(runs_dir, name="cai", model={"name": "smollm2-135m-instruct"},
-                             data={"task": "constrained-answers", "task_size": 4},
-                             constitution={"max_new_tokens": 32, "samples_per_prompt": 1})
+    config = tiny_run_config(
+        runs_dir,
+        name="cai",
+        model={"name": "smollm2-135m-instruct"},
+        data={"task": "constrained-answers", "task_size": 4},
+        constitution={"max_new_tokens": 32, "samples_per_prompt": 1},
+    )
     run = run_constitutional(config)
     rows = [json.loads(line) for line in run.file("revisions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["original"] and r["critique"] and r["revision"] for r in rows)

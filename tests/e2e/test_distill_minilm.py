@@ -23,9 +23,18 @@ STUDENT_STEPS = 8  # short: at 20 steps both students reach the teacher, the com
 
 def minilm_config(runs_dir, name, **sections):
     """The text-classification e2e config, as a full fine-tune on a smaller, harder split (fewer training rows)."""
-    return textclass_config(runs_dir, **merge({
-        "name": name, "data": {"task_size": 400, "split": {"train": 0.4, "validation": 0.1, "test": 0.5}},
-        "method": {"name": "full"}, "training": {"epochs": 3, "learning_rate": 3e-4}}, sections))
+    return textclass_config(
+        runs_dir,
+        **merge(
+            {
+                "name": name,
+                "data": {"task_size": 400, "split": {"train": 0.4, "validation": 0.1, "test": 0.5}},
+                "method": {"name": "full"},
+                "training": {"epochs": 3, "learning_rate": 3e-4},
+            },
+            sections,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +48,27 @@ def teacher_runs(tmp_path_factory):
 
 def student(runs_dir, name, alpha):
     """The 2-layer student; alpha 0 trains on the hard labels only, through the same code path and budget."""
-    config = minilm_config(runs_dir, name, distill={"teacher": "teacher", "student_layers": STUDENT_LAYERS,
-                                                    "temperature": 2.0, "alpha": alpha},
-                           training={"max_steps": STUDENT_STEPS})
+    config = minilm_config(
+        runs_dir,
+        name,
+        distill={"teacher": "teacher", "student_layers": STUDENT_LAYERS, "temperature": 2.0, "alpha": alpha},
+        training={"max_steps": STUDENT_STEPS},
+    )
     return _summary(train(config))
 
 
 def test_distilled_student_near_teacher_and_level_with_hard_label_student(teacher_runs):
     distilled = student(teacher_runs, "distilled", alpha=0.7)
     hard = student(teacher_runs, "hard-labels", alpha=0.0)
-    teacher_acc, student_acc, hard_acc = (distilled["teacher.accuracy"], distilled["student.accuracy"],
-                                          hard["student.accuracy"])
-    print(f"accuracy: teacher {teacher_acc:.3f}, distilled student {student_acc:.3f} "
-          f"(from {distilled['before.accuracy']:.3f}), hard-label student {hard_acc:.3f}")
+    teacher_acc, student_acc, hard_acc = (
+        distilled["teacher.accuracy"],
+        distilled["student.accuracy"],
+        hard["student.accuracy"],
+    )
+    print(
+        f"accuracy: teacher {teacher_acc:.3f}, distilled student {student_acc:.3f} "
+        f"(from {distilled['before.accuracy']:.3f}), hard-label student {hard_acc:.3f}"
+    )
     print({k: v for k, v in distilled.items() if k.startswith(("teacher.", "student."))})
     assert teacher_acc >= 0.9, distilled
     assert student_acc >= teacher_acc - GAP, distilled

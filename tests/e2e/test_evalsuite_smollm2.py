@@ -27,8 +27,9 @@ def test_smollm2_judge_never_hands_a_win_to_gibberish(tmp_path):
     from trainforge.evaluation.judge import judge_sources
 
     prompts = Path(__file__).parents[2] / "examples" / "data" / "judge-prompts.jsonl"
-    results, _ = judge_sources("smollm2-135m-instruct", "tiny-llama", str(prompts), max_new_tokens=48,
-                               out=str(tmp_path / "j.json"))
+    results, _ = judge_sources(
+        "smollm2-135m-instruct", "tiny-llama", str(prompts), max_new_tokens=48, out=str(tmp_path / "j.json")
+    )
     # measured: the 135M judge says "A" whatever comes first (first_position_rate 1.0), so every strict verdict is a
     # tie; with the bias averaged out it prefers SmolLM2's answer over the random model's on 7 of 8 prompts
     assert results["loss_rate"] == 0.0 and results["prompts"] == 8

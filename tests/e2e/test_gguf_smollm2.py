@@ -22,7 +22,9 @@ def test_llama_cpp_greedy_text_equals_pytorch(runs_dir):
     from trainforge.export.quantize import run_model
 
     config = tiny_run_config(
-        runs_dir, model={"name": "smollm2-135m-instruct"}, data={"task_size": 40},
+        runs_dir,
+        model={"name": "smollm2-135m-instruct"},
+        data={"task_size": 40},
         training={"max_steps": 3, "batch_size": 2, "learning_rate": 1e-3, "max_length": 96, "save_steps": 100},
         evaluation={"before_after": False, "perplexity": False, "generation": False},
     )
@@ -40,8 +42,9 @@ def test_llama_cpp_greedy_text_equals_pytorch(runs_dir):
         assert got.strip() == expected, (text, got, expected)
     llm.close()  # now, not at interpreter exit, where llama-cpp-python's finalizer fails noisily
 
-    q8_0 = llama_cpp.Llama(model_path=str(export_run_gguf(run, "q8_0")), n_ctx=256, n_threads=1, logits_all=True,
-                           verbose=False)
+    q8_0 = llama_cpp.Llama(
+        model_path=str(export_run_gguf(run, "q8_0")), n_ctx=256, n_threads=1, logits_all=True, verbose=False
+    )
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():

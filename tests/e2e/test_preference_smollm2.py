@@ -6,7 +6,6 @@ import json
 import pytest
 
 from conftest import tiny_run_config
-
 from trainforge.pipeline import train
 
 pytestmark = pytest.mark.e2e
@@ -18,8 +17,14 @@ def test_smollm2_dpo_widens_the_margin(runs_dir):
         model={"name": "smollm2-135m-instruct"},
         data={"task": "constrained-answers", "format": "preference", "task_size": 80},
         method={"lora": {"r": 8, "alpha": 16}},
-        training={"objective": "dpo", "max_steps": 6, "batch_size": 4, "learning_rate": 5e-4, "max_length": 128,
-                  "save_steps": 100},
+        training={
+            "objective": "dpo",
+            "max_steps": 6,
+            "batch_size": 4,
+            "learning_rate": 5e-4,
+            "max_length": 128,
+            "save_steps": 100,
+        },
         evaluation={"max_samples": 6, "max_new_tokens": 32},
     )
     run = train(config)
@@ -27,6 +32,12 @@ def test_smollm2_dpo_widens_the_margin(runs_dir):
     assert margins[0] == pytest.approx(0.0, abs=1e-3)  # policy == reference at the first step
     assert sum(margins[-2:]) / 2 > 0.1, margins
     summary = json.loads(run.file("summary.json").read_text())
-    for key in ("before.margin", "after.margin", "before.constraint_rate", "after.constraint_rate", "train.rewards/margins"):
+    for key in (
+        "before.margin",
+        "after.margin",
+        "before.constraint_rate",
+        "after.constraint_rate",
+        "train.rewards/margins",
+    ):
         assert key in summary
     assert summary["after.margin"] > summary["before.margin"]

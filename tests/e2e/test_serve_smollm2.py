@@ -40,7 +40,9 @@ def server(runs_dir):
     with socket.socket() as s:  # a free port: bind to 0, read it back, release it for uvicorn
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(run, api_key="k3y"), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(run, api_key="k3y"), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

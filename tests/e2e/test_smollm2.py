@@ -30,9 +30,13 @@ def test_smollm2_lora_sft_loss_falls_and_adapter_reloads(runs_dir):
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
-    text = render(tokenizer, [{"role": "user", "content": "Extract the date: born on May 3, 1999."}], add_generation_prompt=True)
+    text = render(
+        tokenizer, [{"role": "user", "content": "Extract the date: born on May 3, 1999."}], add_generation_prompt=True
+    )
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        plain = PeftModel.from_pretrained(load_causal_lm("smollm2-135m-instruct"), run.path / "adapter").eval()(ids).logits
+        plain = (
+            PeftModel.from_pretrained(load_causal_lm("smollm2-135m-instruct"), run.path / "adapter").eval()(ids).logits
+        )
         ours = load_run_model(run)[0](ids).logits
     assert torch.equal(plain, ours)

@@ -15,11 +15,19 @@ CHANCE = 0.25  # support-tickets: 4 topics, balanced
 
 def minilm_config(runs_dir, **sections):
     base = {
-        "task": "text-classification", "model": {"name": "minilm-l6"},
+        "task": "text-classification",
+        "model": {"name": "minilm-l6"},
         "data": {"task": "support-tickets", "task_size": 300, "split": {"train": 0.7, "validation": 0.1, "test": 0.2}},
         "method": {"name": "lora", "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["query", "value"]}},
-        "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "max_length": 40, "logging_steps": 5,
-                     "save_steps": 1000, "precision": "fp32"},
+        "training": {
+            "epochs": 2,
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "max_length": 40,
+            "logging_steps": 5,
+            "save_steps": 1000,
+            "precision": "fp32",
+        },
         "evaluation": {"batch_size": 64},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
     }
@@ -59,9 +67,12 @@ def test_minilm_method_learns_the_ticket_topics(runs_dir, method, lr, bar):
 
 def test_minilm_multilabel_adapter_micro_f1(runs_dir):
     watch = FrozenWeightsWatch()
-    config = minilm_config(runs_dir, data={"task": "support-tickets-multi", "multi_label": True},
-                           method={"name": "adapter", "adapter": {"bottleneck": 32}},
-                           training={"epochs": 3, "learning_rate": 3e-3})
+    config = minilm_config(
+        runs_dir,
+        data={"task": "support-tickets-multi", "multi_label": True},
+        method={"name": "adapter", "adapter": {"bottleneck": 32}},
+        training={"epochs": 3, "learning_rate": 3e-3},
+    )
     summary = _summary(train(config, callbacks=[watch]))
     before, after = summary["before.micro_f1"], summary["after.micro_f1"]
     print(f"multi-label adapter: micro-F1 {before:.3f} → {after:.3f} in {summary['train_seconds']} s")

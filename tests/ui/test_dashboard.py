@@ -15,8 +15,16 @@ pytestmark = pytest.mark.ui
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not Path(CHROMIUM).is_file():
     pytest.skip("no chromium browser (install Debian's: apt-get install -y chromium)", allow_module_level=True)
@@ -30,9 +38,13 @@ from trainforge.ui import build_app  # noqa: E402
 
 
 def tabular(runs_dir, **sections):
-    base = {"task": "classification", "model": {"name": "random_forest", "params": {"n_estimators": 10}},
-            "data": {"dataset": "iris"}, "cv": {"folds": 3},
-            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}
+    base = {
+        "task": "classification",
+        "model": {"name": "random_forest", "params": {"n_estimators": 10}},
+        "data": {"dataset": "iris"},
+        "cv": {"folds": 3},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+    }
     from trainforge.config.loader import merge
 
     return load_config(base=merge(base, sections))
@@ -82,10 +94,19 @@ def points(page, metric: str) -> int:
     return int(chart.get_attribute("data-points")) if chart.count() else 0
 
 
-TINY_FORM = {"model.name": "tiny-llama", "data.task": "dates-json", "data.task_size": "64", "method.lora.r": "4",
-             "training.batch_size": "4", "training.learning_rate": "1e-2", "training.max_length": "96",
-             "training.logging_steps": "1", "training.save_steps": "100", "evaluation.max_new_tokens": "4",
-             "evaluation.max_samples": "4"}
+TINY_FORM = {
+    "model.name": "tiny-llama",
+    "data.task": "dates-json",
+    "data.task_size": "64",
+    "method.lora.r": "4",
+    "training.batch_size": "4",
+    "training.learning_rate": "1e-2",
+    "training.max_length": "96",
+    "training.logging_steps": "1",
+    "training.save_steps": "100",
+    "evaluation.max_new_tokens": "4",
+    "evaluation.max_samples": "4",
+}
 
 
 def fill_launch_form(page, server, fields: dict):
@@ -106,12 +127,16 @@ def test_launch_tiny_run_from_form_and_watch_its_curve(server, page, runs_dir):
     page.fill('[data-key="training.max_steps"]', "100")  # long enough that the page sees the curve part-drawn
     page.click("#launch-btn")
     page.wait_for_url("**#run/ui-tiny")
-    page.wait_for_function("() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
-                           " || document.querySelector('#run-status .failed')", timeout=180_000)
+    page.wait_for_function(
+        "() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
+        " || document.querySelector('#run-status .failed')",
+        timeout=180_000,
+    )
     assert page.locator("#run-status .failed").count() == 0, page.locator("#log").inner_text()
     first = points(page, "loss")
-    page.wait_for_function("() => document.querySelector('#run-status').innerText.trim() === 'completed'",
-                           timeout=180_000)
+    page.wait_for_function(
+        "() => document.querySelector('#run-status').innerText.trim() === 'completed'", timeout=180_000
+    )
     page.wait_for_timeout(1500)  # the page polls each second; let it draw the last rows
     assert points(page, "loss") == 100 > first, "the curve did not grow while the run trained"
     assert (runs_dir / "ui-tiny" / "train.log").is_file() and "ui-tiny" in page.locator("#log").inner_text()
@@ -122,12 +147,16 @@ def test_stop_button_interrupts_a_launched_run(server, page, runs_dir):
     fill_launch_form(page, server, {"name": "ui-stop", "training.max_steps": "100000"})
     page.click("#launch-btn")
     page.wait_for_url("**#run/ui-stop")
-    page.wait_for_function("() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
-                           " || document.querySelector('#run-status .failed')", timeout=180_000)
+    page.wait_for_function(
+        "() => Number(document.querySelector('svg.chart[data-metric=loss]')?.dataset.points) > 0"
+        " || document.querySelector('#run-status .failed')",
+        timeout=180_000,
+    )
     assert page.locator("#run-status .failed").count() == 0, page.locator("#log").inner_text()
     page.click("#stop-btn")
-    page.wait_for_function("() => document.querySelector('#run-status').innerText.trim() === 'interrupted'",
-                           timeout=90_000)
+    page.wait_for_function(
+        "() => document.querySelector('#run-status').innerText.trim() === 'interrupted'", timeout=90_000
+    )
     page.wait_for_selector("#stop-btn", state="detached", timeout=90_000)  # gone once the process has exited
     from trainforge.tracking import find_run
 

@@ -26,8 +26,12 @@ from trainforge.evaluation.humaneval import write_sheet  # noqa: E402
 def test_sheet_clicks_round_trip_to_the_win_rate(tmp_path):
     n = 10
     prompts = [f'prompt {i}: "quoted", with a comma <b>and markup</b>' for i in range(n)]
-    folder = write_sheet(tmp_path / "he", prompts, {"good": [f"good answer {i}" for i in range(n)],
-                                                    "bad": [f"bad answer {i}\nsecond line" for i in range(n)]}, seed=3)
+    folder = write_sheet(
+        tmp_path / "he",
+        prompts,
+        {"good": [f"good answer {i}" for i in range(n)], "bad": [f"bad answer {i}\nsecond line" for i in range(n)]},
+        seed=3,
+    )
     verdicts = ["good"] * 6 + ["bad"] * 2 + ["tie"] * 2  # win rate of `good`: 6 / (6 + 2), ties excluded
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -51,8 +55,11 @@ def test_sheet_clicks_round_trip_to_the_win_rate(tmp_path):
         browser.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
-    done = subprocess.run([sys.executable, "-m", "trainforge.cli", "humaneval", "import", str(folder / "filled.csv")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainforge.cli", "humaneval", "import", str(folder / "filled.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((folder / "results.json").read_text())
     assert (result["a"], result["wins"], result["losses"], result["ties"]) == ("good", 6, 2, 2)

@@ -13,10 +13,14 @@ from trainforge.active.run import STATE_FILE, TO_LABEL, continue_interactive, lo
 from trainforge.active.strategies import entropy, least_confidence, margin, select
 from trainforge.errors import ConfigError, DataError
 
-PROBA = np.array([[0.9, 0.05, 0.05],   # confident
-                  [0.4, 0.35, 0.25],   # unsure, close top two
-                  [0.5, 0.1, 0.4],     # top two fairly close
-                  [1 / 3, 1 / 3, 1 / 3]])  # no idea
+PROBA = np.array(
+    [
+        [0.9, 0.05, 0.05],  # confident
+        [0.4, 0.35, 0.25],  # unsure, close top two
+        [0.5, 0.1, 0.4],  # top two fairly close
+        [1 / 3, 1 / 3, 1 / 3],
+    ]
+)  # no idea
 
 
 def test_strategy_scores_rank_rows_by_uncertainty():
@@ -45,11 +49,14 @@ def test_learner_keeps_a_column_per_class_when_some_are_unlabelled():
 
 
 def al_config(runs_dir, dataset="digits", model_params=None, **active):
-    return tabular_config(runs_dir, name=f"al-{dataset}", data={"dataset": dataset,
-                          "split": {"train": 0.7, "validation": 0.0, "test": 0.3, "strategy": "stratified"}},
-                          model={"name": "logistic_regression", "params": model_params or {}},
-                          active={"repeats": 2, **active},
-                          tracking={"runs_dir": str(runs_dir), "mlflow": False, "report": True})
+    return tabular_config(
+        runs_dir,
+        name=f"al-{dataset}",
+        data={"dataset": dataset, "split": {"train": 0.7, "validation": 0.0, "test": 0.3, "strategy": "stratified"}},
+        model={"name": "logistic_regression", "params": model_params or {}},
+        active={"repeats": 2, **active},
+        tracking={"runs_dir": str(runs_dir), "mlflow": False, "report": True},
+    )
 
 
 UNCERTAINTY = ("least_confidence", "margin", "entropy")
@@ -137,8 +144,14 @@ def test_active_needs_a_classifier_with_probabilities(runs_dir):
     with pytest.raises(ConfigError, match="active.strategies"):
         tabular_config(runs_dir, active={"strategies": ["most_fun"]})
     with pytest.raises(ConfigError, match="`task`"):
-        load_pool(tabular_config(runs_dir, task="regression", model={"name": "ridge"},
-                                 data={"dataset": "diabetes", "split": {"strategy": "random"}}))
+        load_pool(
+            tabular_config(
+                runs_dir,
+                task="regression",
+                model={"name": "ridge"},
+                data={"dataset": "diabetes", "split": {"strategy": "random"}},
+            )
+        )
 
 
 def test_cli_interactive_labels_error_names_file_and_row(tmp_path):
@@ -146,13 +159,17 @@ def test_cli_interactive_labels_error_names_file_and_row(tmp_path):
     import sys
 
     cfg = tmp_path / "al.yaml"
-    cfg.write_text(f"name: al\ntask: classification\nmodel: {{name: logistic_regression}}\n"
-                   f"data: {{dataset: breast_cancer, split: {{train: 0.7, validation: 0.0, test: 0.3}}}}\n"
-                   f"active: {{mode: interactive, initial: 4}}\n"
-                   f"tracking: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n")
+    cfg.write_text(
+        f"name: al\ntask: classification\nmodel: {{name: logistic_regression}}\n"
+        f"data: {{dataset: breast_cancer, split: {{train: 0.7, validation: 0.0, test: 0.3}}}}\n"
+        f"active: {{mode: interactive, initial: 4}}\n"
+        f"tracking: {{runs_dir: {tmp_path / 'runs'}, mlflow: false}}\n"
+    )
+
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "trainforge.cli", "active", str(cfg), *args],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "trainforge.cli", "active", str(cfg), *args], capture_output=True, text=True
+        )
 
     started = cli()
     to_label = tmp_path / "runs" / "al" / TO_LABEL

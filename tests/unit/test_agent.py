@@ -11,11 +11,24 @@ from trainforge.tracking.rundir import read_json
 
 
 def test_dqn_on_cartpole_beats_a_random_policy_keeps_its_best_and_replays(runs_dir):
-    run = train(load_config(base={
-        "name": "cartpole", "task": "rl-agent", "data": {"env": "CartPole-v1"},
-        "agent": {"steps": 6000, "learning_starts": 500, "target_update": 200, "save_steps": 3000, "eval_episodes": 5,
-                  "keep_best_every": 1500},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True}}))
+    run = train(
+        load_config(
+            base={
+                "name": "cartpole",
+                "task": "rl-agent",
+                "data": {"env": "CartPole-v1"},
+                "agent": {
+                    "steps": 6000,
+                    "learning_starts": 500,
+                    "target_update": 200,
+                    "save_steps": 3000,
+                    "eval_episodes": 5,
+                    "keep_best_every": 1500,
+                },
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True},
+            }
+        )
+    )
     summary = read_json(run.file("summary.json"))
     scored = {m["step"]: m["greedy_return"] for m in run.metrics() if "greedy_return" in m}
     assert sorted(scored) == [1500, 3000, 4500, 6000]
@@ -48,10 +61,15 @@ def test_dqn_resumes_from_its_checkpoint(runs_dir, monkeypatch):
         original(run, step, weights, state)
         raise KeyboardInterrupt
 
-    config = load_config(base={
-        "name": "short", "task": "rl-agent", "data": {"env": "CartPole-v1"},
-        "agent": {"steps": 1200, "learning_starts": 200, "save_steps": 600, "eval_episodes": 2},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}})
+    config = load_config(
+        base={
+            "name": "short",
+            "task": "rl-agent",
+            "data": {"env": "CartPole-v1"},
+            "agent": {"steps": 1200, "learning_starts": 200, "save_steps": 600, "eval_episodes": 2},
+            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+        }
+    )
     monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(config)
@@ -75,11 +93,21 @@ def test_dqn_resumed_mid_episode_is_bit_identical_to_an_uninterrupted_run(runs_d
         raise KeyboardInterrupt
 
     def config(folder):
-        return load_config(base={
-            "name": "exact", "task": "rl-agent", "data": {"env": "CartPole-v1"},
-            "agent": {"steps": 500, "learning_starts": 100, "target_update": 50, "save_steps": 250,
-                      "eval_episodes": 1},
-            "tracking": {"runs_dir": str(folder), "mlflow": False, "report": False}})
+        return load_config(
+            base={
+                "name": "exact",
+                "task": "rl-agent",
+                "data": {"env": "CartPole-v1"},
+                "agent": {
+                    "steps": 500,
+                    "learning_starts": 100,
+                    "target_update": 50,
+                    "save_steps": 250,
+                    "eval_episodes": 1,
+                },
+                "tracking": {"runs_dir": str(folder), "mlflow": False, "report": False},
+            }
+        )
 
     monkeypatch.setattr("trainforge.tasks.rl_agent.task.save_checkpoint", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):

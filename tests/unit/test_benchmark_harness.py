@@ -12,7 +12,7 @@ import torch
 from trainforge.models.registry import resolve_model
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-import sft_vs_trl as harness  # noqa: E402
+import sft_vs_trl as harness
 
 
 def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
@@ -39,8 +39,10 @@ def test_the_ceiling_records_one_steps_matmuls_and_counts_their_flops():
     assert ceiling["matmul_calls"] == 5 and ceiling["matmul_alone_s"] > 0 and ceiling[f"{harness.REFERENCE}_peak"] > 0
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
 def test_the_ceiling_times_the_recorded_matmuls_on_their_device(device):
     model = torch.nn.Linear(64, 32).to(device)
     recorder = harness._matmul_recorder(step=1)
@@ -132,8 +134,9 @@ def test_held_out_sft_loss_scores_exactly_the_answer_tokens(fresh_adapter, monke
     whole = tokenizer.apply_chat_template(row["messages"], tokenize=False)
     ids = tokenizer(whole, add_special_tokens=False, return_tensors="pt").input_ids
     labels = ids.clone()
-    labels[0, :len(tokenizer(prompt, add_special_tokens=False).input_ids)] = -100
+    labels[0, : len(tokenizer(prompt, add_special_tokens=False).input_ids)] = -100
     with torch.inference_mode():
         expected = model(input_ids=ids, labels=labels).loss.item()
     assert harness.heldout_scores("sft", fresh_adapter, model_name="tiny-llama")["heldout_loss"] == pytest.approx(
-        expected, abs=1e-4)
+        expected, abs=1e-4
+    )

@@ -16,9 +16,12 @@ def test_checkpointing_every_nth_layer_recomputes_those_layers_and_keeps_the_num
 
     def run(name, checkpointing):
         probe = Layers()
-        config = tiny_run_config(runs_dir, name=name, training={"max_steps": 3, "logging_steps": 1, "precision": "fp32",
-                                                                "gradient_checkpointing": checkpointing},
-                                 evaluation={"before_after": False, "generation": False})
+        config = tiny_run_config(
+            runs_dir,
+            name=name,
+            training={"max_steps": 3, "logging_steps": 1, "precision": "fp32", "gradient_checkpointing": checkpointing},
+            evaluation={"before_after": False, "generation": False},
+        )
         return [m["loss"] for m in train(config, callbacks=[probe]).metrics() if "loss" in m], probe.flags
 
     plain, flags = run("plain", False)

@@ -13,8 +13,15 @@ def _tiny_llama(tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     return LlamaForCausalLM(config).float()
 
 
@@ -74,8 +81,12 @@ def test_a_batch_without_label_tokens_gives_zero_loss_and_gradients():
 def test_training_curve_is_the_same_with_and_without_chunked_loss(runs_dir):
     curves, eval_losses = [], []
     for chunked in (True, False):
-        config = tiny_run_config(runs_dir, name=f"chunked-{chunked}", evaluation={"before_after": False},
-                                 training={"max_steps": 4, "precision": "fp32", "chunked_loss": chunked})
+        config = tiny_run_config(
+            runs_dir,
+            name=f"chunked-{chunked}",
+            evaluation={"before_after": False},
+            training={"max_steps": 4, "precision": "fp32", "chunked_loss": chunked},
+        )
         run = train(config)
         curves.append(train_losses(run))
         eval_losses.append([m["eval_loss"] for m in run.metrics() if "eval_loss" in m])
@@ -87,7 +98,8 @@ def test_training_curve_is_the_same_with_and_without_chunked_loss(runs_dir):
 def test_bf16_tuning_closes_the_memory_mapped_weight_file(tmp_path):
     from transformers import LlamaForCausalLM
 
-    from trainforge.methods.speedups import mapped_ranges as _mapped_ranges, tune_model_for_training
+    from trainforge.methods.speedups import mapped_ranges as _mapped_ranges
+    from trainforge.methods.speedups import tune_model_for_training
 
     _tiny_llama(True).save_pretrained(tmp_path)
     model = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
@@ -151,8 +163,10 @@ def test_bf16_tuning_casts_each_pre_norm_output_once():
     assert loss_after == pytest.approx(loss_before, rel=1e-2)
 
 
-@pytest.mark.parametrize("max_length, packed, expected", [(512, False, "eager"), (128, True, "eager"),
-                                                          (256, True, "sdpa"), (512, True, "sdpa")])
+@pytest.mark.parametrize(
+    "max_length, packed, expected",
+    [(512, False, "eager"), (128, True, "eager"), (256, True, "sdpa"), (512, True, "sdpa")],
+)
 def test_auto_attention_on_cpu_follows_how_long_rows_get(max_length, packed, expected):
     """Padded rows are as long as a batch's longest example, packed rows as long as max_length: eager attention's
     T×T scores pay only for short rows."""

@@ -22,20 +22,36 @@ def test_lm_configs_are_unchanged():
     assert config.task == "lm" and config.model.name == "smollm2-135m-instruct" and config.data.format == "chat"
 
 
-@pytest.mark.parametrize("data, expected", [
-    ({"task": "classification", "model": {"name": "kmeans"}, "data": {"dataset": "iris"}},
-     "`model.name` = 'kmeans' is not an estimator for task classification"),
-    ({"task": "regression", "model": {"name": "xgboostt"}, "data": {"dataset": "diabetes"}}, "lightgbm"),
-    ({"task": "classification", "data": {"dataset": "titanic"}}, "unknown bundled dataset 'titanic'"),
-    ({"task": "regression", "data": {"path": "t.csv"}}, "needs `data.target`"),
-    ({"task": "classification", "data": {"dataset": "iris", "format": "chat"}}, "key `data.format` = 'chat'"),
-    ({"task": "classification", "data": {"dataset": "iris", "split": {"strategy": "group"}}}, "needs `data.group_column`"),
-    ({"task": "regression", "data": {"dataset": "diabetes"}, "cv": {"metric": "accuracy"}},
-     "`cv.metric` = 'accuracy' is not a regression metric"),
-    ({"data": {"dataset": "iris"}}, "for tabular tasks"),
-    ({"task": "classification", "data": {"dataset": "iris"}, "tuning": {"space": {"C": {"type": "float", "low": 1, "high": 0.1}}}},
-     "`low` < `high`"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (
+            {"task": "classification", "model": {"name": "kmeans"}, "data": {"dataset": "iris"}},
+            "`model.name` = 'kmeans' is not an estimator for task classification",
+        ),
+        ({"task": "regression", "model": {"name": "xgboostt"}, "data": {"dataset": "diabetes"}}, "lightgbm"),
+        ({"task": "classification", "data": {"dataset": "titanic"}}, "unknown bundled dataset 'titanic'"),
+        ({"task": "regression", "data": {"path": "t.csv"}}, "needs `data.target`"),
+        ({"task": "classification", "data": {"dataset": "iris", "format": "chat"}}, "key `data.format` = 'chat'"),
+        (
+            {"task": "classification", "data": {"dataset": "iris", "split": {"strategy": "group"}}},
+            "needs `data.group_column`",
+        ),
+        (
+            {"task": "regression", "data": {"dataset": "diabetes"}, "cv": {"metric": "accuracy"}},
+            "`cv.metric` = 'accuracy' is not a regression metric",
+        ),
+        ({"data": {"dataset": "iris"}}, "for tabular tasks"),
+        (
+            {
+                "task": "classification",
+                "data": {"dataset": "iris"},
+                "tuning": {"space": {"C": {"type": "float", "low": 1, "high": 0.1}}},
+            },
+            "`low` < `high`",
+        ),
+    ],
+)
 def test_bad_tabular_configs_name_the_key(data, expected):
     assert expected in _error(data)
 
@@ -44,8 +60,14 @@ def test_search_space_shorthand_and_keys():
     from trainforge.tuning.space import grid
     from trainforge.tuning.study import search_space
 
-    config = load_config(base={"task": "classification", "model": {"name": "random_forest"}, "data": {"dataset": "iris"},
-                               "tuning": {"space": {"max_depth": [2, 4], "preprocessing.scale": ["none", "standard"]}}})
+    config = load_config(
+        base={
+            "task": "classification",
+            "model": {"name": "random_forest"},
+            "data": {"dataset": "iris"},
+            "tuning": {"space": {"max_depth": [2, 4], "preprocessing.scale": ["none", "standard"]}},
+        }
+    )
     space = search_space(config)
     assert space["model.params.max_depth"].choices == [2, 4]
     assert space["preprocessing.scale"].type == "categorical"
@@ -54,4 +76,5 @@ def test_search_space_shorthand_and_keys():
     replaced.tuning.replace_space = True
     points = grid(search_space(replaced), 4, seed=0)
     assert len(points) == 4 and {tuple(sorted(p.items())) for p in points} == {
-        (("model.params.max_depth", d), ("preprocessing.scale", s)) for d in (2, 4) for s in ("none", "standard")}
+        (("model.params.max_depth", d), ("preprocessing.scale", s)) for d in (2, 4) for s in ("none", "standard")
+    }

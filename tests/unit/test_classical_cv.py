@@ -17,18 +17,45 @@ from trainforge.classical.splits import holdout
 from trainforge.config.schema import SplitFractions
 
 
-@pytest.mark.parametrize("model, task, dataset, metric, reference, scoring", [
-    ("logistic_regression", "classification", "breast_cancer", "accuracy",
-     make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=42)), "accuracy"),
-    ("random_forest", "classification", "wine", "f1",
-     RandomForestClassifier(n_estimators=30, random_state=42), "f1_macro"),
-    ("ridge", "regression", "diabetes", "rmse", make_pipeline(StandardScaler(), Ridge()), "neg_root_mean_squared_error"),
-])
+@pytest.mark.parametrize(
+    "model, task, dataset, metric, reference, scoring",
+    [
+        (
+            "logistic_regression",
+            "classification",
+            "breast_cancer",
+            "accuracy",
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=42)),
+            "accuracy",
+        ),
+        (
+            "random_forest",
+            "classification",
+            "wine",
+            "f1",
+            RandomForestClassifier(n_estimators=30, random_state=42),
+            "f1_macro",
+        ),
+        (
+            "ridge",
+            "regression",
+            "diabetes",
+            "rmse",
+            make_pipeline(StandardScaler(), Ridge()),
+            "neg_root_mean_squared_error",
+        ),
+    ],
+)
 def test_cv_scores_equal_sklearn_cross_val_score(runs_dir, model, task, dataset, metric, reference, scoring):
     params = {"n_estimators": 30} if model == "random_forest" else {}
     split = {"strategy": "stratified" if task == "classification" else "random"}
-    config = tabular_config(runs_dir, task=task, model={"name": model, "params": params},
-                            data={"dataset": dataset, "split": split}, cv={"metric": metric, "folds": 4})
+    config = tabular_config(
+        runs_dir,
+        task=task,
+        model={"name": model, "params": params},
+        data={"dataset": dataset, "split": split},
+        cv={"metric": metric, "folds": 4},
+    )
     prep = prepare(config)
     ours = fold_scores(prep)
     X, y = prep.rows("train")
@@ -38,7 +65,9 @@ def test_cv_scores_equal_sklearn_cross_val_score(runs_dir, model, task, dataset,
     assert len(ours) == 4
     np.testing.assert_allclose(ours, sign * theirs, rtol=1e-10, atol=1e-12)
     # and the engine's own pipeline scores identically inside cross_val_score
-    np.testing.assert_allclose(ours, sign * cross_val_score(prep.pipeline(), X, y, cv=folds, scoring=scoring), rtol=1e-12)
+    np.testing.assert_allclose(
+        ours, sign * cross_val_score(prep.pipeline(), X, y, cv=folds, scoring=scoring), rtol=1e-12
+    )
     # tuning trials preprocess each fold once and refit only the estimator: the same scores, filled and reused
     fold_features: dict = {}
     assert fold_scores(prep, fold_features=fold_features) == ours and len(fold_features) == 4
@@ -56,10 +85,19 @@ def _timed_table(tmp_path, n=120, seed=0):
 
 def test_time_split_and_time_cv_never_train_on_later_rows(tmp_path, runs_dir):
     path = _timed_table(tmp_path)
-    config = tabular_config(runs_dir, task="regression", model={"name": "ridge"},
-                            data={"dataset": None, "path": str(path), "target": "y", "time_column": "when",
-                                  "split": {"strategy": "time", "train": 0.6, "validation": 0.2, "test": 0.2}},
-                            cv={"strategy": "time", "folds": 4, "metric": "mae"})
+    config = tabular_config(
+        runs_dir,
+        task="regression",
+        model={"name": "ridge"},
+        data={
+            "dataset": None,
+            "path": str(path),
+            "target": "y",
+            "time_column": "when",
+            "split": {"strategy": "time", "train": 0.6, "validation": 0.2, "test": 0.2},
+        },
+        cv={"strategy": "time", "folds": 4, "metric": "mae"},
+    )
     prep = prepare(config)
     when = pd.to_datetime(prep.table.frame["when"]).to_numpy()
     train, val, test = (when[getattr(prep.split, p)] for p in ("train", "validation", "test"))
@@ -93,8 +131,16 @@ def test_group_split_and_group_folds_keep_groups_whole(tmp_path, runs_dir):
     frame["label"] = np.where(frame.x + rng.normal(scale=0.5, size=300) > 0, "yes", "no")
     path = tmp_path / "groups.csv"
     frame.to_csv(path, index=False)
-    config = tabular_config(runs_dir, data={"dataset": None, "path": str(path), "target": "label", "group_column": "patient",
-                                            "split": {"strategy": "group"}})
+    config = tabular_config(
+        runs_dir,
+        data={
+            "dataset": None,
+            "path": str(path),
+            "target": "label",
+            "group_column": "patient",
+            "split": {"strategy": "group"},
+        },
+    )
     prep = prepare(config)
     groups = {p: set(prep.groups[getattr(prep.split, p)]) for p in ("train", "validation", "test")}
     assert not (groups["train"] & groups["validation"]) and not (groups["train"] & groups["test"])

@@ -7,8 +7,8 @@ import pytest
 from _classical import tabular_config
 from trainforge.classical.predict import evaluate_frame, predict_frame
 from trainforge.classical.prepare import prepare
-from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.errors import DataError
+from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.tracking.rundir import read_json
 
 
@@ -20,18 +20,23 @@ def _table(tmp_path, frame, name="t.csv"):
 
 def _frame(n=80, seed=0):
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "age": rng.integers(18, 80, n).astype(float), "city": rng.choice(["oslo", "rome", "lima"], n),
-        "joined": pd.date_range("2020-01-01", periods=n, freq="7D").strftime("%Y-%m-%d"),
-        "income": rng.normal(50, 10, n).round(2)})
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "city": rng.choice(["oslo", "rome", "lima"], n),
+            "joined": pd.date_range("2020-01-01", periods=n, freq="7D").strftime("%Y-%m-%d"),
+            "income": rng.normal(50, 10, n).round(2),
+        }
+    )
     frame["label"] = np.where(frame.income + (frame.city == "rome") * 8 > 52, "high", "low")
     frame.loc[[3, 9], "age"] = np.nan
     return frame
 
 
 def _config(runs_dir, path, **data):
-    return tabular_config(runs_dir, model={"name": "logistic_regression"},
-                          data={"dataset": None, "path": path, "target": "label", **data})
+    return tabular_config(
+        runs_dir, model={"name": "logistic_regression"}, data={"dataset": None, "path": path, "target": "label", **data}
+    )
 
 
 def _data_error(config) -> str:
@@ -58,8 +63,11 @@ def test_wrong_dtype_names_column_and_row(tmp_path, runs_dir):
     frame.loc[40, "income"] = "n/a?"
     msg = _data_error(_config(runs_dir, _table(tmp_path, frame)))
     assert "column 'income' looks numeric" in msg and "row 42" in msg and "'n/a?'" in msg  # CSV line 42: header + 41
-    forced = tabular_config(runs_dir, data={"dataset": None, "path": _table(tmp_path, _frame()), "target": "label"},
-                            preprocessing={"numeric": ["city"]})
+    forced = tabular_config(
+        runs_dir,
+        data={"dataset": None, "path": _table(tmp_path, _frame()), "target": "label"},
+        preprocessing={"numeric": ["city"]},
+    )
     msg = _data_error(forced)
     assert "column 'city' (numeric): row 2 holds" in msg and "not a number" in msg
 
@@ -67,7 +75,9 @@ def test_wrong_dtype_names_column_and_row(tmp_path, runs_dir):
 def test_missing_target_values_and_one_class(tmp_path, runs_dir):
     frame = _frame()
     frame.loc[[5, 7], "label"] = np.nan
-    assert "column 'label' (the target) is empty in 2 rows (rows 7, 9)" in _data_error(_config(runs_dir, _table(tmp_path, frame)))
+    assert "column 'label' (the target) is empty in 2 rows (rows 7, 9)" in _data_error(
+        _config(runs_dir, _table(tmp_path, frame))
+    )
     frame = _frame()
     frame["label"] = "same"
     assert "holds one class only" in _data_error(_config(runs_dir, _table(tmp_path, frame)))
@@ -97,7 +107,9 @@ def test_kinds_detected_and_the_fitted_pipeline_applies_them(tmp_path, runs_dir)
         predict_frame(pipeline, schema, bad, "new.csv")
     labelled = _frame(10, seed=5)
     labelled.loc[2, "label"] = "medium"
-    with pytest.raises(DataError, match=r"column 'label' \(the target\) holds label\(s\) \['medium'\] the model never saw"):
+    with pytest.raises(
+        DataError, match=r"column 'label' \(the target\) holds label\(s\) \['medium'\] the model never saw"
+    ):
         evaluate_frame(pipeline, schema, labelled, "new.csv")
     unseen = new.copy()
     unseen.loc[0, "city"] = "paris"

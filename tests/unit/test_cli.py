@@ -19,7 +19,9 @@ def test_bad_config_is_one_clear_error_and_no_run_dir(tmp_path):
 
 def test_bad_data_file_stops_before_the_run_dir(tmp_path):
     data = tmp_path / "d.jsonl"
-    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n{"messages": []}\n')
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n{"messages": []}\n'
+    )
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"model: {{name: tiny-llama}}\ndata:\n  path: {data}\ntracking: {{runs_dir: {tmp_path / 'runs'}}}\n")
     result = run_cli("train", str(cfg))
@@ -37,12 +39,16 @@ def test_unknown_model_lists_aliases(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"model: {{name: gpt2}}\ndata: {{task: dates-json}}\ntracking: {{runs_dir: {tmp_path / 'runs'}}}\n")
     result = run_cli("train", str(cfg))
-    assert result.returncode == 2 and "Unknown model 'gpt2'" in result.stderr and "smollm2-135m-instruct" in result.stderr
+    assert (
+        result.returncode == 2 and "Unknown model 'gpt2'" in result.stderr and "smollm2-135m-instruct" in result.stderr
+    )
 
 
 def test_data_validate_and_inspect(tmp_path):
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n"
+    )
     ok = run_cli("data", "validate", str(data))
     assert ok.returncode == 0 and "1 valid chat rows" in ok.stdout
     shown = run_cli("data", "inspect", str(data), "--model", "tiny-llama")
@@ -51,8 +57,9 @@ def test_data_validate_and_inspect(tmp_path):
 
 def test_library_start_up_noise_is_filtered():
     # peft imports torchao and bitsandbytes, whose CPU builds log kernels they cannot load on every start.
-    result = subprocess.run([sys.executable, "-c", "import trainforge, peft, bitsandbytes, trl"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import trainforge, peft, bitsandbytes, trl"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr
 
@@ -73,7 +80,9 @@ def test_omp_num_threads_sets_the_default_thread_count(monkeypatch):
 
 def test_a_command_exit_code_reaches_the_shell():
     # `train --nproc` ends with typer.Exit(<workers' code>); a failed worker must not exit 0
-    script = ("import sys, typer\nfrom trainforge import cli\n\n"
-              "@cli.app.command('fail-with')\ndef fail_with(code: int):\n    raise typer.Exit(code)\n\n"
-              "sys.argv = ['trainforge', 'fail-with', '3']\ncli.main()\n")
+    script = (
+        "import sys, typer\nfrom trainforge import cli\n\n"
+        "@cli.app.command('fail-with')\ndef fail_with(code: int):\n    raise typer.Exit(code)\n\n"
+        "sys.argv = ['trainforge', 'fail-with', '3']\ncli.main()\n"
+    )
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).returncode == 3

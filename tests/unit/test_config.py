@@ -2,8 +2,8 @@ import pytest
 
 from trainforge.config import load_config, parse_overrides
 from trainforge.config.loader import read_yaml
-from trainforge.stages import parse_stages
 from trainforge.errors import ConfigError
+from trainforge.stages import parse_stages
 
 MINIMAL = {"data": {"task": "dates-json"}}
 
@@ -58,7 +58,9 @@ def test_sft_refuses_raw_text():
 
 def test_overrides_parse_yaml_scalars_and_nest():
     assert parse_overrides(["training.learning_rate=1e-4", "training.packing=true", "name=x"]) == {
-        "training": {"learning_rate": 1e-4, "packing": True}, "name": "x"}
+        "training": {"learning_rate": 1e-4, "packing": True},
+        "name": "x",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["training.learning_rate"])
 

@@ -11,14 +11,28 @@ from trainforge.data.formats import normalize_rows
 from trainforge.data.readers import read_rows
 from trainforge.errors import ConfigError, DataError
 
-PROVENANCE = {"prompt", "principle", "critique_request", "revision_request", "original", "critique", "revision",
-              "policy", "critic", "seed"}
+PROVENANCE = {
+    "prompt",
+    "principle",
+    "critique_request",
+    "revision_request",
+    "original",
+    "critique",
+    "revision",
+    "policy",
+    "critic",
+    "seed",
+}
 
 
 def _run(runs_dir, name, data=None, **constitution):
-    config = tiny_run_config(runs_dir, name=name, data=data or {"task": "constrained-answers", "task_size": 5},
-                             training={"precision": "fp32"},
-                             constitution={"samples_per_prompt": 2, "max_new_tokens": 6, "batch_size": 4, **constitution})
+    config = tiny_run_config(
+        runs_dir,
+        name=name,
+        data=data or {"task": "constrained-answers", "task_size": 5},
+        training={"precision": "fp32"},
+        constitution={"samples_per_prompt": 2, "max_new_tokens": 6, "batch_size": 4, **constitution},
+    )
     return run_constitutional(config)
 
 
@@ -59,8 +73,12 @@ def test_same_seed_same_rows_and_sampling_follows_the_seed(runs_dir):
 
 def test_a_separate_critic_and_a_prompts_file(runs_dir, tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Name a colour."}]}) + "\n"
-                    + json.dumps({"instruction": "Say hello in French."}) + "\n")
+    path.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "Name a colour."}]})
+        + "\n"
+        + json.dumps({"instruction": "Say hello in French."})
+        + "\n"
+    )
     principles = [{"name": "brief", "critique_request": "Is it too long?", "revision_request": "Shorten it."}]
     run = _run(runs_dir, "file", data={"task": None, "path": str(path)}, critic="tiny-llama", principles=principles)
     rows = _rows(run, "revisions.jsonl")
@@ -83,14 +101,21 @@ def test_bad_principles_and_prompts_are_named(runs_dir, tmp_path):
 def test_checker_pairs_order_answers_by_the_constraint():
     prompt = [{"role": "user", "content": "In at most 2 words, where?"}]
     row = lambda original, revision: {  # noqa: E731
-        "prompt": prompt, "original": original, "revision": revision, "constraint": {"kind": "max_words", "max_words": 2},
-        "original_satisfies": len(original.split()) <= 2, "revision_satisfies": len(revision.split()) <= 2}
+        "prompt": prompt,
+        "original": original,
+        "revision": revision,
+        "constraint": {"kind": "max_words", "max_words": 2},
+        "original_satisfies": len(original.split()) <= 2,
+        "revision_satisfies": len(revision.split()) <= 2,
+    }
     rows = [row("In Paris.", "She lives in Paris."), row("She lives in Paris.", "Paris."), row("Paris.", "Paris!")]
     sft, pairs = training_rows(rows, "revision")
     assert len(sft) == 3 and [p["chosen"] for p in pairs] == ["She lives in Paris.", "Paris.", "Paris!"]
     sft, pairs = training_rows(rows + [{k: v for k, v in rows[0].items() if k != "constraint"}], "checker")
-    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("In Paris.", "She lives in Paris."),
-                                                             ("Paris.", "She lives in Paris.")]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [
+        ("In Paris.", "She lives in Paris."),
+        ("Paris.", "She lives in Paris."),
+    ]
     assert [s["messages"][-1]["content"] for s in sft] == ["Paris.", "Paris!"]
     normalize_rows(list(enumerate(pairs, 1)), "preference", "pairs")
 
@@ -107,9 +132,16 @@ def test_generated_pairs_train_dpo(runs_dir):
 
     run = _run(runs_dir, "pairs", data={"task": "constrained-answers", "task_size": 8})
     config = tiny_run_config(
-        runs_dir, name="dpo", data={"task": None, "path": str(run.file("preferences.jsonl")), "format": "preference",
-                                    "split": {"train": 0.75, "validation": 0.0, "test": 0.25}},
+        runs_dir,
+        name="dpo",
+        data={
+            "task": None,
+            "path": str(run.file("preferences.jsonl")),
+            "format": "preference",
+            "split": {"train": 0.75, "validation": 0.0, "test": 0.25},
+        },
         training={"objective": "dpo", "max_steps": 2, "batch_size": 4, "max_length": 96, "save_steps": 100},
-        evaluation={"max_samples": 2, "max_new_tokens": 4, "before_after": False})
+        evaluation={"max_samples": 2, "max_new_tokens": 4, "before_after": False},
+    )
     summary = json.loads(train(config).file("summary.json").read_text())
     assert summary["steps"] == 2 and "after.constraint_rate" in summary  # the constraints travelled with the pairs

@@ -46,8 +46,13 @@ def _cli(tmp_path, *args, delay=0.0):
     hooks.mkdir(exist_ok=True)
     (hooks / "sitecustomize.py").write_text(SLOWDOWN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), *sys.path]), "TRAINFORGE_TEST_DELAY": str(delay)}
-    return subprocess.Popen([sys.executable, "-m", "trainforge.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainforge.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_when(proc, ready, timeout=300):
@@ -77,9 +82,11 @@ def _step_rows(run):
 # One thread in both the in-process and the CLI run: float sums split over another thread count round differently.
 RESUMABLE_RUNS = {
     "lora-sft": {"method": {"lora": {"dropout": 0.1}}, "training": {"max_steps": 24, "save_steps": 4, "threads": 1}},
-    "lora-dpo": {"data": {"task": "constrained-answers", "format": "preference", "task_size": 48},
-                 "method": {"lora": {"dropout": 0.1}},
-                 "training": {"objective": "dpo", "max_steps": 12, "save_steps": 4, "max_length": 96, "threads": 1}},
+    "lora-dpo": {
+        "data": {"task": "constrained-answers", "format": "preference", "task_size": 48},
+        "method": {"lora": {"dropout": 0.1}},
+        "training": {"objective": "dpo", "max_steps": 12, "save_steps": 4, "max_length": 96, "threads": 1},
+    },
 }
 
 
@@ -93,8 +100,10 @@ def test_run_killed_by_sigkill_resumes_to_identical_weights_and_metrics(runs_dir
     cfg.write_text(dump_config(tiny_run_config(runs_dir, name="killed", **sections)))
     run = RunDir(runs_dir / "killed")
     checkpoint = run.checkpoints / "checkpoint-4"
-    _kill_when(_cli(tmp_path, "train", str(cfg), delay=0.25),
-               lambda: checkpoint.is_dir() and checkpoint_problem(checkpoint) is None)
+    _kill_when(
+        _cli(tmp_path, "train", str(cfg), delay=0.25),
+        lambda: checkpoint.is_dir() and checkpoint_problem(checkpoint) is None,
+    )
     assert run.status == "interrupted"  # run.json still says running, but its process is gone
     assert not (run.path / "adapter").exists()
     killed_at = max(m["step"] for m in run.metrics())
@@ -120,21 +129,31 @@ def _complete_trials(db):
 
 
 def test_tuning_study_killed_by_sigkill_resumes_to_its_budget_without_losing_or_repeating_trials(runs_dir, tmp_path):
-    config = tabular_config(runs_dir, name="study", tuning={"strategy": "random", "trials": 8, "pruning": False},
-                            cv={"folds": 3})
+    config = tabular_config(
+        runs_dir, name="study", tuning={"strategy": "random", "trials": 8, "pruning": False}, cv={"folds": 3}
+    )
     cfg = tmp_path / "tune.yaml"
     cfg.write_text(dump_config(config))
     _kill_when(_cli(tmp_path, "tune", str(cfg), delay=1.0), lambda: _complete_trials(runs_dir / "optuna.db") >= 3)
     assert RunDir(runs_dir / "study").status == "interrupted"
-    listed = subprocess.run([sys.executable, "-m", "trainforge.cli", "runs", "list", "--runs-dir", str(runs_dir)],
-                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    assert any(line.split("│")[1:3] == [" study ", " interrupted "] for line in listed.stdout.splitlines()), listed.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "trainforge.cli", "runs", "list", "--runs-dir", str(runs_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert any(line.split("│")[1:3] == [" study ", " interrupted "] for line in listed.stdout.splitlines()), (
+        listed.stdout
+    )
 
     import optuna
 
     storage = f"sqlite:///{runs_dir / 'optuna.db'}"
-    before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="study", storage=storage).trials
-              if t.state.name == "COMPLETE"}
+    before = {
+        t.number: (t.params, t.value)
+        for t in optuna.load_study(study_name="study", storage=storage).trials
+        if t.state.name == "COMPLETE"
+    }
     log = _finish(_cli(tmp_path, "tune", str(cfg), "--resume"))
     assert "resuming" in log
 
@@ -177,4 +196,5 @@ def test_resume_requeues_a_trial_whose_worker_died_before_tagging_it(runs_dir, m
     assert trials[live.number].state.name == "RUNNING"
     queued = [t for t in trials.values() if t.state.name == "WAITING"]
     assert [(t.system_attrs["fixed_params"], t.user_attrs["retry_of"]) for t in queued] == [
-        (trials[orphan.number].params, orphan.number)]
+        (trials[orphan.number].params, orphan.number)
+    ]

@@ -44,7 +44,11 @@ def test_readers_agree_across_formats(tmp_path):
         ('{"text": "ok"}\n{not json}\n', "text", r"row 2: not valid JSON"),
         ('["a list"]\n', "text", r"row 1: expected a JSON object"),
         ('{"instruction": "q", "output": 5}\n', "alpaca", r"row 1: field `output` must be a string"),
-        ('{"messages": [{"role": "user", "content": "q"}]}\n', "chat", r"row 1: the last message must be the assistant"),
+        (
+            '{"messages": [{"role": "user", "content": "q"}]}\n',
+            "chat",
+            r"row 1: the last message must be the assistant",
+        ),
         ('{"messages": [{"role": "robot", "content": "q"}]}\n', "chat", r"row 1: message 0 has role 'robot'"),
         ('{"messages": "nope"}\n', "chat", r"row 1: `messages` is a string that is not a JSON list"),
         ("", "text", r"holds no rows"),
@@ -78,18 +82,20 @@ def test_non_utf8_and_unknown_type(tmp_path):
 def test_sharegpt_and_alpaca_become_messages(tmp_path):
     sharegpt = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     assert normalize_rows([(1, sharegpt)], "chat", "s")[0]["messages"] == [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+    ]
     alpaca = {"instruction": "Translate", "input": "chat", "output": "cat"}
     assert normalize_rows([(1, alpaca)], "alpaca", "a")[0]["messages"][0]["content"] == "Translate\n\nchat"
 
 
 def test_loss_only_on_assistant_tokens(tokenizer):
     row = tokenize_chat(tokenizer, CHAT["messages"], max_length=256)
-    learned = [t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE]
+    learned = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE]
     assert tokenizer.decode(learned).strip() == "hi there<|im_end|>"
     multi = CHAT["messages"] + [{"role": "user", "content": "again"}, {"role": "assistant", "content": "bye"}]
     row = tokenize_chat(tokenizer, multi, max_length=256)
-    learned = tokenizer.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE])
+    learned = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE])
     assert "hi there" in learned and "bye" in learned and "again" not in learned and "Say hi" not in learned
 
 

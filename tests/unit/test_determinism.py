@@ -4,8 +4,8 @@ from safetensors.torch import load_file
 
 from _classical import tabular_config
 from conftest import tiny_run_config
-from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.pipeline import train
+from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.tracking.rundir import read_json
 from trainforge.tuning.run import tune
 
@@ -30,8 +30,11 @@ def test_tabular_run_is_deterministic(runs_dir):
 
 
 def test_tuning_study_is_deterministic(runs_dir):
-    sections = {"model": {"name": "decision_tree"}, "cv": {"folds": 3},
-                "tuning": {"strategy": "bayes", "trials": 6, "startup_trials": 3}}
+    sections = {
+        "model": {"name": "decision_tree"},
+        "cv": {"folds": 3},
+        "tuning": {"strategy": "bayes", "trials": 6, "startup_trials": 3},
+    }
     a = tune(tabular_config(runs_dir, name="ta", **sections))
     b = tune(tabular_config(runs_dir, name="tb", **sections))
     (sa, ra), (sb, rb) = _numbers(a), _numbers(b)
@@ -39,8 +42,7 @@ def test_tuning_study_is_deterministic(runs_dir):
 
 
 def test_lora_run_is_deterministic_on_cpu(runs_dir):
-    sections = {"method": {"lora": {"dropout": 0.1}}, "training": {"max_steps": 6},
-                "evaluation": {"generation": False}}
+    sections = {"method": {"lora": {"dropout": 0.1}}, "training": {"max_steps": 6}, "evaluation": {"generation": False}}
     a = train(tiny_run_config(runs_dir, name="la", **sections))
     b = train(tiny_run_config(runs_dir, name="lb", **sections))
     assert _numbers(a) == _numbers(b)  # every step's loss / grad norm / lr, perplexity before and after

@@ -14,10 +14,15 @@ from trainforge.pipeline import train
 
 
 def nn_config(runs_dir, **sections):
-    base = {"task": "classification", "model": {"name": "torch_mlp"}, "name": "mlp",
-            "data": {"dataset": "breast_cancer", "split": {"strategy": "stratified"}},
-            "training": {"epochs": 3, "learning_rate": 3e-3}, "nn": {"dropout": 0.2, "checkpoint_every": 1},
-            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}
+    base = {
+        "task": "classification",
+        "model": {"name": "torch_mlp"},
+        "name": "mlp",
+        "data": {"dataset": "breast_cancer", "split": {"strategy": "stratified"}},
+        "training": {"epochs": 3, "learning_rate": 3e-3},
+        "nn": {"dropout": 0.2, "checkpoint_every": 1},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+    }
     return load_config(base=merge(base, sections))
 
 

@@ -14,8 +14,16 @@ def test_keep_layers_copies_the_chosen_layers():
     from trainforge.tasks.distill.student import keep_layers
 
     torch.manual_seed(0)
-    teacher = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                                           num_attention_heads=4, num_key_value_heads=2))
+    teacher = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     student = keep_layers(teacher, [0, 3])
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
     assert torch.equal(student.model.layers[1].mlp.up_proj.weight, teacher.model.layers[3].mlp.up_proj.weight)
@@ -65,14 +73,30 @@ def test_textcls_student_from_teacher_layers_learns_from_the_teacher(tmp_path):
     from trainforge.tracking.rundir import read_json
 
     runs = tmp_path / "runs"
-    training = {"max_steps": 30, "batch_size": 16, "learning_rate": 1e-2, "max_length": 40, "logging_steps": 4,
-                "save_steps": 30, "lr_scheduler": "linear"}
+    training = {
+        "max_steps": 30,
+        "batch_size": 16,
+        "learning_rate": 1e-2,
+        "max_length": 40,
+        "logging_steps": 4,
+        "save_steps": 30,
+        "lr_scheduler": "linear",
+    }
     data = {"task": "support-tickets", "task_size": 256, "split": {"train": 0.75, "validation": 0.125, "test": 0.125}}
-    teacher = train(tc_config(runs, name="teacher", method={"name": "full"}, training={**training, "max_steps": 80},
-                              data=data))
+    teacher = train(
+        tc_config(runs, name="teacher", method={"name": "full"}, training={**training, "max_steps": 80}, data=data)
+    )
     teacher_acc = read_json(teacher.file("summary.json"))["after.accuracy"]
-    run = train(tc_config(runs, name="student", method={"name": "full"}, training=training, data=data,
-                          distill={"teacher": "teacher", "student_layers": [1], "alpha": 0.9, "temperature": 2.0}))
+    run = train(
+        tc_config(
+            runs,
+            name="student",
+            method={"name": "full"},
+            training=training,
+            data=data,
+            distill={"teacher": "teacher", "student_layers": [1], "alpha": 0.9, "temperature": 2.0},
+        )
+    )
     summary = read_json(run.file("summary.json"))
     _kl_fell(run)
     assert summary["student.params"] < summary["teacher.params"]
@@ -81,7 +105,9 @@ def test_textcls_student_from_teacher_layers_learns_from_the_teacher(tmp_path):
     assert summary["after.accuracy"] >= teacher_acc - 0.15  # the stated gap: within 15 accuracy points of the teacher
     from trainforge.tasks.text_classification.task import evaluate as evaluate_classifier_run
 
-    assert evaluate_classifier_run(run)["accuracy"] == pytest.approx(summary["after.accuracy"])  # the student loads as a run
+    assert evaluate_classifier_run(run)["accuracy"] == pytest.approx(
+        summary["after.accuracy"]
+    )  # the student loads as a run
 
 
 @pytest.mark.parametrize("mode", ["logits", "sequence"])
@@ -92,9 +118,12 @@ def test_lm_student_from_teacher_layers(tmp_path, mode):
     from trainforge.pipeline import train
     from trainforge.tracking.rundir import read_json
 
-    cfg = tiny_run_config(tmp_path / "runs", method={"name": "full"},
-                          training={"max_steps": 10, "learning_rate": 3e-3, "logging_steps": 2, "save_steps": 10},
-                          distill={"teacher": "tiny-llama", "student_layers": [1], "mode": mode, "alpha": 1.0})
+    cfg = tiny_run_config(
+        tmp_path / "runs",
+        method={"name": "full"},
+        training={"max_steps": 10, "learning_rate": 3e-3, "logging_steps": 2, "save_steps": 10},
+        distill={"teacher": "tiny-llama", "student_layers": [1], "mode": mode, "alpha": 1.0},
+    )
     run = train(cfg)
     summary = read_json(run.file("summary.json"))
     assert summary["teacher.teacher_kl"] == pytest.approx(0, abs=1e-5)
@@ -105,6 +134,8 @@ def test_lm_student_from_teacher_layers(tmp_path, mode):
         rows = [json.loads(line) for line in run.file("distill_data.jsonl").read_text().splitlines()]
         assert rows and all(r["messages"][-1]["role"] == "assistant" for r in rows)
     assert summary["student.params"] < summary["teacher.params"]
-    assert {"teacher.perplexity", "student.perplexity", "teacher.tokens_per_second", "after.exact_match"} <= set(summary)
+    assert {"teacher.perplexity", "student.perplexity", "teacher.tokens_per_second", "after.exact_match"} <= set(
+        summary
+    )
     model, _ = load_run_model(run)
     assert model.config.num_hidden_layers == 1

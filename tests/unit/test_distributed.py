@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _classical import tabular_config
-from conftest import tiny_run_config, train_losses
 
 import trainforge
+from _classical import tabular_config
+from conftest import tiny_run_config, train_losses
 from trainforge.config import dump_config
 from trainforge.errors import ConfigError
 from trainforge.pipeline import train
@@ -26,15 +26,18 @@ EVALUATION = {"before_after": False, "generation": False}
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     src = str(Path(trainforge.__file__).parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "trainforge.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "trainforge.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path):
-    one = train(tiny_run_config(tmp_path / "one", name="one", training={**TRAINING, "batch_size": 4},
-                                evaluation=EVALUATION))
-    config = tiny_run_config(tmp_path / "two", name="two", training={**TRAINING, "batch_size": 2},
-                             evaluation=EVALUATION)
+    one = train(
+        tiny_run_config(tmp_path / "one", name="one", training={**TRAINING, "batch_size": 4}, evaluation=EVALUATION)
+    )
+    config = tiny_run_config(
+        tmp_path / "two", name="two", training={**TRAINING, "batch_size": 2}, evaluation=EVALUATION
+    )
     (tmp_path / "run.yaml").write_text(dump_config(config))
 
     done = run_cli("train", "run.yaml", "--nproc", "2", cwd=tmp_path)
@@ -51,12 +54,13 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(tmp_path):
     assert [m["step"] for m in rows] == list(range(1, STEPS + 1))  # one metrics row per step, not one per rank
     assert (two.path / "adapter" / "adapter_config.json").is_file()
     assert sorted(p.name for p in (two.checkpoints / f"checkpoint-{STEPS}").glob("rng_state_*.pth")) == [
-        "rng_state_0.pth", "rng_state_1.pth"]  # each rank's RNG, for --resume
+        "rng_state_0.pth",
+        "rng_state_1.pth",
+    ]  # each rank's RNG, for --resume
 
 
 def test_nproc_refuses_runs_that_train_in_one_process(tmp_path):
-    config = tiny_run_config(tmp_path / "runs", training={"objective": "grpo"},
-                             reward={"function": "math:fabs"})
+    config = tiny_run_config(tmp_path / "runs", training={"objective": "grpo"}, reward={"function": "math:fabs"})
     (tmp_path / "run.yaml").write_text(dump_config(config))
     done = run_cli("train", "run.yaml", "--nproc", "2", cwd=tmp_path)
     assert done.returncode == 2 and "runs its own RL loop" in done.stderr

@@ -128,14 +128,16 @@ def _resolve(args: list[str]):
             token = args.pop(0)
             name = token.split("=", 1)[0]
             assert name in _option_names(command), (
-                f"`{' '.join(path)}` has no option {name}; it has {sorted(_option_names(command))}")
+                f"`{' '.join(path)}` has no option {name}; it has {sorted(_option_names(command))}"
+            )
             if _option_takes_value(command, name) and "=" not in token and args:
                 args.pop(0)
         assert args, f"`{' '.join(path)}` needs a subcommand: {sorted(command.list_commands(ctx))}"
         name = args.pop(0)
         sub = command.get_command(ctx, name)
         assert sub is not None, (
-            f"`{' '.join(path)}` has no command {name!r}; it has {sorted(command.list_commands(ctx))}")
+            f"`{' '.join(path)}` has no command {name!r}; it has {sorted(command.list_commands(ctx))}"
+        )
         path.append(name)
         parent, command = ctx, sub
         ctx = command.context_class(command, info_name=name, parent=parent, resilient_parsing=True)
@@ -169,8 +171,7 @@ def check_command(command_text: str) -> None:
         for token in own_args:
             if _is_option(token):
                 name = token.split("=", 1)[0]
-                assert name in options, (
-                    f"`{' '.join(path)}` has no option {name}; it has {sorted(options)}")
+                assert name in options, f"`{' '.join(path)}` has no option {name}; it has {sorted(options)}"
         # click itself parses the rest. With resilient parsing a missing required argument is no error, and (click
         # 8.x as typer ships it) neither is an unknown option, hence the check above; arguments left over are errors.
         try:
@@ -179,8 +180,7 @@ def check_command(command_text: str) -> None:
             if not hasattr(error, "format_message"):
                 raise
             pytest.fail(f"`{' '.join(path)} {' '.join(own_args)}` does not parse: {error.format_message()}")
-        assert not ctx.args or ctx.allow_extra_args, (
-            f"`{' '.join(path)}` got unexpected extra arguments {ctx.args}")
+        assert not ctx.args or ctx.allow_extra_args, f"`{' '.join(path)}` got unexpected extra arguments {ctx.args}"
         _check_paths(own_args)
 
 
@@ -197,12 +197,14 @@ def test_the_docs_show_commands():
 def test_the_checker_rejects_what_the_cli_rejects():
     check_command("trainforge runs list | show RUN | compare A B")
     check_command("trainforge export RUN --format onnx [--quantize int8]")
-    for bad in ("trainforge trian examples/lora-sft.yaml",             # no such command
-                "trainforge train examples/lora-sft.yaml --resumee",   # no such option
-                "trainforge runs list | shwo RUN",                     # no such alternative
-                "trainforge serve RUN --nproc 2",                      # an option of another command
-                "trainforge export RUN EXTRA",                         # an argument too many
-                "trainforge train examples/no-such-example.yaml"):     # a config that is not there
+    for bad in (
+        "trainforge trian examples/lora-sft.yaml",  # no such command
+        "trainforge train examples/lora-sft.yaml --resumee",  # no such option
+        "trainforge runs list | shwo RUN",  # no such alternative
+        "trainforge serve RUN --nproc 2",  # an option of another command
+        "trainforge export RUN EXTRA",  # an argument too many
+        "trainforge train examples/no-such-example.yaml",
+    ):  # a config that is not there
         with pytest.raises((AssertionError, pytest.fail.Exception)):
             check_command(bad)
 

@@ -6,13 +6,18 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from conftest import tiny_run_config
 from trainforge.errors import DataError, TrainforgeError
 from trainforge.evaluation import benchmark
-from trainforge.evaluation.benchmark import (Question, build_prompt, bundled_questions, load_questions, loglikelihoods,
-                                             run_benchmark)
+from trainforge.evaluation.benchmark import (
+    Question,
+    build_prompt,
+    bundled_questions,
+    load_questions,
+    loglikelihoods,
+    run_benchmark,
+)
 from trainforge.evaluation.humaneval import import_sheet, wilson, write_sheet
 from trainforge.evaluation.judge import logprob_judge, pairwise
 from trainforge.evaluation.preference import answer_logprob
@@ -37,22 +42,28 @@ def tiny():
 
 # --- benchmark files ---------------------------------------------------------------------------------------------
 
+
 def test_csv_and_jsonl_benchmarks_read_alike(tmp_path):
     (tmp_path / "b.csv").write_text(CSV_BENCH)
-    rows = [{"question": q.question, "choices": list(q.choices), "answer": q.answer, "subject": q.subject}
-            for q in load_questions(tmp_path / "b.csv")]
+    rows = [
+        {"question": q.question, "choices": list(q.choices), "answer": q.answer, "subject": q.subject}
+        for q in load_questions(tmp_path / "b.csv")
+    ]
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_questions(tmp_path / "b.jsonl") == load_questions(tmp_path / "b.csv")
     assert [q.answer for q in load_questions(tmp_path / "b.csv")] == [1, 2, 0, 3]
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"question": "q", "choices": ["a", "b"], "answer": "C"}, "answer"),
-    ({"question": "q", "choices": ["a", "b"], "answer": 2}, "0-based index 0-1"),
-    ({"question": "q", "choices": ["a"], "answer": 0}, "at least two choices"),
-    ({"question": "", "choices": ["a", "b"], "answer": 0}, "question"),
-    ({"question": "q", "choices": ["a", "a"], "answer": 0}, "same text"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"question": "q", "choices": ["a", "b"], "answer": "C"}, "answer"),
+        ({"question": "q", "choices": ["a", "b"], "answer": 2}, "0-based index 0-1"),
+        ({"question": "q", "choices": ["a"], "answer": 0}, "at least two choices"),
+        ({"question": "", "choices": ["a", "b"], "answer": 0}, "question"),
+        ({"question": "q", "choices": ["a", "a"], "answer": 0}, "same text"),
+    ],
+)
 def test_bad_benchmark_row_names_file_and_row(tmp_path, row, message):
     good = {"question": "ok", "choices": ["x", "y"], "answer": "A"}
     path = tmp_path / "bad.jsonl"
@@ -63,14 +74,17 @@ def test_bad_benchmark_row_names_file_and_row(tmp_path, row, message):
 
 # --- scoring -----------------------------------------------------------------------------------------------------
 
+
 def _oracle(believed: dict[str, str]):
     """A scorer that gives log-prob 0 to the choice it believes in, -5 to the others (per token: -5 per token)."""
+
     def score(requests):
         out = []
         for context, continuation in requests:
             question = context.rsplit("\n\n", 1)[-1].removesuffix("\nAnswer:")
             out.append((0.0 if continuation.strip() == believed[question] else -5.0, 1))
         return out
+
     return score
 
 
@@ -78,7 +92,12 @@ def test_accuracy_per_subject_on_known_answers(tmp_path):
     (tmp_path / "b.csv").write_text(CSV_BENCH)
     questions = load_questions(tmp_path / "b.csv")
     # right on both math questions, wrong on Peru
-    believed = {"What is 2 plus 2?": "4", "What is 3 times 3?": "9", "Capital of France?": "Paris", "Capital of Peru?": "Oslo"}
+    believed = {
+        "What is 2 plus 2?": "4",
+        "What is 3 times 3?": "9",
+        "Capital of France?": "Paris",
+        "Capital of Peru?": "Oslo",
+    }
     result = run_benchmark(questions, _oracle(believed))
     assert result["accuracy"] == 0.75 and result["chance"] == 0.25
     assert result["subjects"]["math"]["accuracy"] == 1.0 and result["subjects"]["geo"]["accuracy"] == 0.5
@@ -96,9 +115,11 @@ def test_fewshot_prompts_exclude_the_question_and_are_seeded(tmp_path):
     (tmp_path / "b.csv").write_text(CSV_BENCH)
     questions = load_questions(tmp_path / "b.csv")
     seen = []
+
     def capture(requests):
         seen.extend(requests)
         return [(0.0, 1)] * len(requests)
+
     run_benchmark(questions, capture, fewshot=1, seed=3)
     first = [ctx for ctx, _ in seen[::4]]
     for ctx, q in zip(first, questions):
@@ -112,9 +133,12 @@ def test_fewshot_prompts_exclude_the_question_and_are_seeded(tmp_path):
 
 def test_batched_loglikelihoods_match_one_at_a_time(tiny):
     model, tokenizer = tiny
-    requests = [("The capital of France is", " Paris"), ("Q: 2+2?\nAnswer:", " 4"),
-                ("A much longer context, so that the batch needs padding on the right side.\nAnswer:", " the end"),
-                ("x", " y z")]
+    requests = [
+        ("The capital of France is", " Paris"),
+        ("Q: 2+2?\nAnswer:", " 4"),
+        ("A much longer context, so that the batch needs padding on the right side.\nAnswer:", " the end"),
+        ("x", " y z"),
+    ]
     batched = loglikelihoods(model, tokenizer, requests, batch_size=4)
     for (ctx, cont), (total, n) in zip(requests, batched):
         assert n == len(tokenizer(cont, add_special_tokens=False)["input_ids"])
@@ -122,8 +146,10 @@ def test_batched_loglikelihoods_match_one_at_a_time(tiny):
         assert total < 0
 
 
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def test_chat_prompt_format_scores_choices_as_the_assistant_reply(tmp_path):
@@ -140,12 +166,17 @@ def test_chat_prompt_format_scores_choices_as_the_assistant_reply(tmp_path):
     real = benchmark.loglikelihoods
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(benchmark, "loglikelihoods", lambda m, t, reqs, b: seen.extend(reqs) or real(m, t, reqs, b))
-        chat, _ = benchmark_source(source, str(tmp_path / "b.csv"), fewshot=1, prompt_format="chat",
-                                   out=str(tmp_path / "chat.json"))
+        chat, _ = benchmark_source(
+            source, str(tmp_path / "b.csv"), fewshot=1, prompt_format="chat", out=str(tmp_path / "chat.json")
+        )
         plain, _ = benchmark_source(source, str(tmp_path / "b.csv"), fewshot=1, out=str(tmp_path / "plain.json"))
     context, reply = seen[0]
-    assert context.startswith("<|user|>The following are multiple choice") and context.endswith("<|end|>\n<|assistant|>")
-    assert context.count("Answer:") == 1 and "What is 2 plus 2?<|end|>" in context  # the shot answered, not the question
+    assert context.startswith("<|user|>The following are multiple choice") and context.endswith(
+        "<|end|>\n<|assistant|>"
+    )
+    assert (
+        context.count("Answer:") == 1 and "What is 2 plus 2?<|end|>" in context
+    )  # the shot answered, not the question
     assert [r for _, r in seen[:4]] == ["3<|end|>\n", "4<|end|>\n", "5<|end|>\n", "6<|end|>\n"]
     assert seen[16][0].endswith("What is 2 plus 2?\nAnswer:") and seen[16][1] == " 3"  # plain keeps its text
     assert (chat["prompt_format"], plain["prompt_format"]) == ("chat", "plain")
@@ -155,18 +186,31 @@ def test_chat_prompt_format_scores_choices_as_the_assistant_reply(tmp_path):
 def test_bundled_benchmark_is_seeded_and_correct():
     questions = bundled_questions("basics", per_subject=10, seed=1)
     assert questions == bundled_questions("basics", per_subject=10, seed=1) != bundled_questions("basics", 10, seed=2)
-    assert {q.subject for q in questions} == {"arithmetic", "unit_conversion", "capitals", "dates"} and len(questions) == 40
+    assert {q.subject for q in questions} == {"arithmetic", "unit_conversion", "capitals", "dates"} and len(
+        questions
+    ) == 40
     for q in questions:
         assert len(set(q.choices)) == 4
         if q.subject == "arithmetic":
             a, word, b = re.match(r"What is (\d+) (\w+) (\d+)\?", q.question).groups()
-            assert int(q.choices[q.answer]) == {"plus": int(a) + int(b), "minus": int(a) - int(b), "times": int(a) * int(b)}[word]
+            assert (
+                int(q.choices[q.answer])
+                == {"plus": int(a) + int(b), "minus": int(a) - int(b), "times": int(a) * int(b)}[word]
+            )
 
 
 def test_eval_benchmark_cli_on_a_model_alias(tmp_path):
     (tmp_path / "b.csv").write_text(CSV_BENCH)
-    result = cli("eval", "tiny-llama", "--benchmark", str(tmp_path / "b.csv"), "--fewshot", "1",
-                 "--out", str(tmp_path / "r.json"))
+    result = cli(
+        "eval",
+        "tiny-llama",
+        "--benchmark",
+        str(tmp_path / "b.csv"),
+        "--fewshot",
+        "1",
+        "--out",
+        str(tmp_path / "r.json"),
+    )
     assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["model"] == "tiny-llama" and saved["questions"] == 4 and set(saved["subjects"]) == {"geo", "math"}
@@ -188,8 +232,14 @@ def test_trained_run_and_its_base_model_on_one_benchmark(tmp_path):
     assert [i["question"] for i in before["items"]] == [i["question"] for i in after["items"]]
     assert before["items"][0]["logprobs"] != after["items"][0]["logprobs"]  # the adapter is applied
     (tmp_path / "p.jsonl").write_text('{"prompt": "Hi"}\n{"prompt": "2+2?"}\n')
-    folder = export_sources("tuned", "tiny-llama", str(tmp_path / "p.jsonl"), str(tmp_path / "he"), max_new_tokens=4,
-                            runs_dir=str(tmp_path / "runs"))
+    folder = export_sources(
+        "tuned",
+        "tiny-llama",
+        str(tmp_path / "p.jsonl"),
+        str(tmp_path / "he"),
+        max_new_tokens=4,
+        runs_dir=str(tmp_path / "runs"),
+    )
     assert json.loads((folder / "key.json").read_text())["models"] == ["tuned", "tiny-llama"]
 
 
@@ -207,7 +257,9 @@ def test_a_run_named_like_a_model_alias_is_used_and_named(tmp_path, caplog):
     (tmp_path / "b.csv").write_text(CSV_BENCH)
     result = cli("eval", "tiny-llama", "--runs-dir", str(runs), "--benchmark", str(tmp_path / "b.csv"))
     assert result.returncode == 0, result.stderr
-    assert f"names both the run {runs / 'tiny-llama'} and a model alias; using the run" in " ".join(result.stderr.split())
+    assert f"names both the run {runs / 'tiny-llama'} and a model alias; using the run" in " ".join(
+        result.stderr.split()
+    )
     assert (runs / "tiny-llama" / "benchmark-b.json").is_file()
 
 
@@ -236,23 +288,46 @@ def test_lora_run_taught_the_answers_beats_its_base_on_the_benchmark(tmp_path):
 
     quiz, lessons = _taught_quiz(tmp_path)
     # a random model learns through adapters alone only with a wide rank and full-batch steps
-    train(tiny_run_config(tmp_path / "runs", name="taught", data={"task": None, "train": str(lessons)},
-                          method={"lora": {"r": 64, "alpha": 128}},
-                          training={"max_steps": 60, "batch_size": 10, "learning_rate": 5e-3, "precision": "fp32"}))
+    train(
+        tiny_run_config(
+            tmp_path / "runs",
+            name="taught",
+            data={"task": None, "train": str(lessons)},
+            method={"lora": {"r": 64, "alpha": 128}},
+            training={"max_steps": 60, "batch_size": 10, "learning_rate": 5e-3, "precision": "fp32"},
+        )
+    )
     # the run learnt chat turns, so both are scored as chat replies: the same call for the base and the run
-    scores = {name: benchmark_source(name, str(quiz), runs_dir=str(tmp_path / "runs"), prompt_format="chat",
-                                     out=str(tmp_path / f"{name}.json"))[0] for name in ("tiny-llama", "taught")}
+    scores = {
+        name: benchmark_source(
+            name, str(quiz), runs_dir=str(tmp_path / "runs"), prompt_format="chat", out=str(tmp_path / f"{name}.json")
+        )[0]
+        for name in ("tiny-llama", "taught")
+    }
     before, after = scores["tiny-llama"], scores["taught"]
     assert after["model"] == "taught" and before["model"] == "tiny-llama" and before["chance"] == 0.25
     assert before["accuracy"] <= 0.4  # 10 questions: near chance
     assert after["accuracy"] >= 0.7 and after["accuracy"] - before["accuracy"] >= 0.3
     assert all(a["logprobs"] != b["logprobs"] for a, b in zip(after["items"], before["items"]))  # adapter applied
     [capitals, overall] = compare(before, after)
-    assert capitals["subject"] == "capitals" and overall["delta"] == pytest.approx(after["accuracy"] - before["accuracy"])
+    assert capitals["subject"] == "capitals" and overall["delta"] == pytest.approx(
+        after["accuracy"] - before["accuracy"]
+    )
 
     # the same before/after as one command, printed as one table
-    result = cli("eval", "taught", "--runs-dir", str(tmp_path / "runs"), "--benchmark", str(quiz),
-                 "--prompt-format", "chat", "--baseline", "tiny-llama", cwd=tmp_path)
+    result = cli(
+        "eval",
+        "taught",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--benchmark",
+        str(quiz),
+        "--prompt-format",
+        "chat",
+        "--baseline",
+        "tiny-llama",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if "overall" in line)
     assert re.findall(r"\d\.\d{3}", row)[:2] == [f"{before['accuracy']:.3f}", f"{after['accuracy']:.3f}"]
@@ -284,6 +359,7 @@ def test_judge_with_fixed_position_bias_gives_ties_not_wins():
 def test_judge_verdicts_survive_the_swap_only_when_quality_outweighs_bias():
     def judge(bias):  # prefers the longer answer, plus a pull towards the first position
         return lambda triples: [bias + (1.0 if len(x) > len(y) else -1.0) for _, x, y in triples]
+
     assert pairwise(PROMPTS, GOOD, BAD, judge(0.5))["win_rate"] == 1.0
     assert pairwise(PROMPTS, BAD, GOOD, judge(0.5))["loss_rate"] == 1.0
     strong_bias = pairwise(PROMPTS, GOOD, BAD, judge(2.0))
@@ -300,6 +376,7 @@ def test_logprob_judge_reads_a_b_margins_independent_of_batching(tiny):
 
 
 # --- human evaluation --------------------------------------------------------------------------------------------
+
 
 def _fill(folder, verdicts_for_x: list[str], first: str = "X"):
     """Fill sheet.csv as an annotator who knows which side model `first` is on: 'x' (it is better), 'y' or 'tie'."""
@@ -321,7 +398,9 @@ def test_wilson_interval_matches_the_textbook_value():
 
 def test_humaneval_round_trip_blinds_and_unblinds(tmp_path):
     prompts = [f"question {i}" for i in range(10)]
-    folder = write_sheet(tmp_path / "he", prompts, {"X": [f"x{i}" for i in range(10)], "Y": [f"y{i}" for i in range(10)]}, seed=0)
+    folder = write_sheet(
+        tmp_path / "he", prompts, {"X": [f"x{i}" for i in range(10)], "Y": [f"y{i}" for i in range(10)]}, seed=0
+    )
     sheet = (folder / "sheet.csv").read_text()
     assert "X" not in sheet.split("\n")[0] and "Y" not in sheet  # identities only in key.json
     key = json.loads((folder / "key.json").read_text())
@@ -358,8 +437,18 @@ def test_humaneval_import_errors_name_the_row(tmp_path):
 
 def test_humaneval_cli_round_trip(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "Hi"}\n{"prompt": "2+2?"}\n')
-    export = cli("humaneval", "export", "tiny-llama", "tiny-llama", "--prompts", str(tmp_path / "p.jsonl"),
-                 "--out", str(tmp_path / "he"), "--max-new-tokens", "2")
+    export = cli(
+        "humaneval",
+        "export",
+        "tiny-llama",
+        "tiny-llama",
+        "--prompts",
+        str(tmp_path / "p.jsonl"),
+        "--out",
+        str(tmp_path / "he"),
+        "--max-new-tokens",
+        "2",
+    )
     assert export.returncode == 0, export.stderr
     folder = tmp_path / "he"
     assert json.loads((folder / "key.json").read_text())["models"] == ["tiny-llama", "tiny-llama (tiny-llama)"]

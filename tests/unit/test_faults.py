@@ -38,18 +38,21 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("damage", ["no trainer_state.json", "truncated weights", "no weights", "truncated optimizer",
-                                    "corrupt trainer_state.json"])
+@pytest.mark.parametrize(
+    "damage",
+    ["no trainer_state.json", "truncated weights", "no weights", "truncated optimizer", "corrupt trainer_state.json"],
+)
 def test_last_checkpoint_skips_a_damaged_newest_one_and_names_it(tmp_path, damage):
     run = RunDir(tmp_path / "run")
     _checkpoint(run.checkpoints, 2)
     newest = _checkpoint(run.checkpoints, 4)
-    {"no trainer_state.json": lambda: (newest / "trainer_state.json").unlink(),
-     "truncated weights": lambda: _truncate(newest / "adapter_model.safetensors"),
-     "no weights": lambda: (newest / "adapter_model.safetensors").unlink(),
-     "truncated optimizer": lambda: _truncate(newest / "optimizer.pt"),
-     "corrupt trainer_state.json": lambda: (newest / "trainer_state.json").write_text('{"global_st'),
-     }[damage]()
+    {
+        "no trainer_state.json": lambda: (newest / "trainer_state.json").unlink(),
+        "truncated weights": lambda: _truncate(newest / "adapter_model.safetensors"),
+        "no weights": lambda: (newest / "adapter_model.safetensors").unlink(),
+        "truncated optimizer": lambda: _truncate(newest / "optimizer.pt"),
+        "corrupt trainer_state.json": lambda: (newest / "trainer_state.json").write_text('{"global_st'),
+    }[damage]()
     skipped = []
     assert run.last_checkpoint(on_skip=lambda folder, why: skipped.append((folder.name, why))).name == "checkpoint-2"
     assert [name for name, _ in skipped] == ["checkpoint-4"] and checkpoint_problem(newest) == skipped[0][1]
@@ -57,8 +60,12 @@ def test_last_checkpoint_skips_a_damaged_newest_one_and_names_it(tmp_path, damag
 
 
 def test_resume_falls_back_from_a_truncated_checkpoint_with_a_warning(runs_dir, capfd):
-    config = tiny_run_config(runs_dir, name="cut", training={"max_steps": 8, "save_steps": 2},
-                             evaluation={"before_after": False, "generation": False})
+    config = tiny_run_config(
+        runs_dir,
+        name="cut",
+        training={"max_steps": 8, "save_steps": 2},
+        evaluation={"before_after": False, "generation": False},
+    )
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[StopAtStep(7)])
     ckpts = runs_dir / "cut" / "checkpoints"
@@ -88,7 +95,8 @@ def _config_file(tmp_path, runs_dir, name, **sections):
 
 @pytest.mark.parametrize("code, expected", [(errno.ENOSPC, "Out of disk space"), (errno.EACCES, "is not writable")])
 def test_write_fault_during_a_checkpoint_is_one_error_and_keeps_the_previous_checkpoint(
-        runs_dir, tmp_path, monkeypatch, capfd, code, expected):
+    runs_dir, tmp_path, monkeypatch, capfd, code, expected
+):
     save = Trainer._save_optimizer_and_scheduler
 
     def failing_save(self, output_dir):  # the weights of checkpoint-4 are written, then the disk fills up
@@ -184,6 +192,7 @@ def test_full_disk_while_saving_a_tabular_model_is_one_error(runs_dir, tmp_path,
 
 def test_out_of_memory_in_an_rl_run_is_one_error(runs_dir, tmp_path, monkeypatch, capfd):
     from test_rl import rl_config
+
     from trainforge.tasks.lm import ppo
 
     def oom(*args, **kwargs):
@@ -191,7 +200,9 @@ def test_out_of_memory_in_an_rl_run_is_one_error(runs_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(ppo, "train_ppo", oom)
     cfg = tmp_path / "rl.yaml"
-    cfg.write_text(dump_config(rl_config(runs_dir, "ppo", evaluation={"before_after": False}).model_copy(update={"name": "rl"})))
+    cfg.write_text(
+        dump_config(rl_config(runs_dir, "ppo", evaluation={"before_after": False}).model_copy(update={"name": "rl"}))
+    )
     status, err = _cli_main(monkeypatch, capfd, "train", str(cfg))
     flat = " ".join(err.split())
     assert status == 2 and "Traceback" not in err and "Out of memory" in flat and "training.batch_size" in flat

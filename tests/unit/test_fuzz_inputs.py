@@ -30,7 +30,11 @@ def _load_all(path, fmt):
 
 
 @FUZZ
-@given(data=st.binary(max_size=300), fmt=st.sampled_from(["text", "alpaca", "chat"]), suffix=st.sampled_from([".jsonl", ".csv"]))
+@given(
+    data=st.binary(max_size=300),
+    fmt=st.sampled_from(["text", "alpaca", "chat"]),
+    suffix=st.sampled_from([".jsonl", ".csv"]),
+)
 def test_random_bytes(tmp_path, data, fmt, suffix):
     path = tmp_path / f"f{suffix}"
     path.write_bytes(data)
@@ -55,8 +59,16 @@ def test_mutated_chat_rows(tmp_path, cut, junk, bom):
 
 
 @FUZZ
-@given(table=st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=True)),
-                                st.one_of(st.none(), st.integers(), st.text(max_size=5))), min_size=1, max_size=4))
+@given(
+    table=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=True)),
+            st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_parquet_with_odd_types(tmp_path, table):
     path = tmp_path / "f.parquet"
     frame = pd.DataFrame(table, columns=["instruction", "output"])
@@ -79,7 +91,11 @@ def test_random_yaml_config(tmp_path, doc):
 
 
 @FUZZ
-@given(section=st.sampled_from(["training", "method", "data", "evaluation", "model"]), key=st.text(max_size=12), value=json_values)
+@given(
+    section=st.sampled_from(["training", "method", "data", "evaluation", "model"]),
+    key=st.text(max_size=12),
+    value=json_values,
+)
 def test_random_config_values(section, key, value):
     try:
         load_config(base={"data": {"task": "dates-json"}, section: {key: value}})

@@ -1,11 +1,9 @@
 """Random and mutated tables, JSONL and YAML at the input boundary of every run kind: each failure is the project's
 own DataError / ConfigError naming the file (and the row, column or key), never a library's exception."""
 
-import json
-import os
 import math
+import os
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,16 +16,30 @@ from trainforge.config import load_config
 from trainforge.data.readers import read_rows
 from trainforge.errors import ConfigError, DataError, TrainforgeError
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 GOOD_CSV = "a,b,c,y\n" + "".join(f"{i * 0.5},{i % 3},{'xyz'[i % 3]},{'no' if i % 2 else 'yes'}\n" for i in range(24))
-cells = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity=True),
-                  st.text(max_size=4), st.sampled_from(["nan", "inf", "-inf", "1e999", "", " ", "NaN", "\u00e9"]))
+cells = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.sampled_from(["nan", "inf", "-inf", "1e999", "", " ", "NaN", "\u00e9"]),
+)
 
 
 def _fit(path, runs_dir, task="classification"):
     """Read, check and cross-validate; only the project's errors may escape, naming the file."""
-    config = tabular_config(runs_dir, task=task, data={"path": str(path), "target": "y", "dataset": None,
-                                                       "split": {"strategy": "random"}}, cv={"folds": 2})
+    config = tabular_config(
+        runs_dir,
+        task=task,
+        data={"path": str(path), "target": "y", "dataset": None, "split": {"strategy": "random"}},
+        cv={"folds": 2},
+    )
     try:
         scores = fold_scores(prepare(config))
     except TrainforgeError as err:
@@ -46,23 +58,29 @@ def test_random_bytes_as_a_table(tmp_path, runs_dir, data):
 
 
 @FUZZ
-@given(at=st.integers(0, len(GOOD_CSV)), junk=st.sampled_from(["", ",", "\n", '"', "\x00", "inf", "nan", ",,,\n",
-                                                               "\ufeff", "1e999"]),
-       latin1=st.booleans(), bom=st.booleans(), cut=st.integers(0, 3))
+@given(
+    at=st.integers(0, len(GOOD_CSV)),
+    junk=st.sampled_from(["", ",", "\n", '"', "\x00", "inf", "nan", ",,,\n", "\ufeff", "1e999"]),
+    latin1=st.booleans(),
+    bom=st.booleans(),
+    cut=st.integers(0, 3),
+)
 def test_mutated_csv(tmp_path, runs_dir, at, junk, latin1, bom, cut):
-    text = GOOD_CSV[:at] + junk + GOOD_CSV[at + cut:]
+    text = GOOD_CSV[:at] + junk + GOOD_CSV[at + cut :]
     raw = text.encode()
     if latin1:  # one latin-1 byte inside an otherwise UTF-8 file
-        raw = raw[: len(raw) // 2] + "\u00e9".encode("latin-1") + raw[len(raw) // 2:]
+        raw = raw[: len(raw) // 2] + "\u00e9".encode("latin-1") + raw[len(raw) // 2 :]
     path = tmp_path / "t.csv"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + raw)
     _fit(path, runs_dir)
 
 
 @FUZZ
-@given(columns=st.lists(st.lists(cells, min_size=12, max_size=12), min_size=1, max_size=3),
-       target=st.lists(st.sampled_from(["p", "q", None, 1, 2.5]), min_size=12, max_size=12),
-       task=st.sampled_from(["classification", "regression"]))
+@given(
+    columns=st.lists(st.lists(cells, min_size=12, max_size=12), min_size=1, max_size=3),
+    target=st.lists(st.sampled_from(["p", "q", None, 1, 2.5]), min_size=12, max_size=12),
+    task=st.sampled_from(["classification", "regression"]),
+)
 def test_parquet_with_odd_values(tmp_path, runs_dir, columns, target, task):
     frame = pd.DataFrame({f"f{i}": col for i, col in enumerate(columns)} | {"y": target})
     path = tmp_path / "t.parquet"
@@ -83,12 +101,15 @@ def test_infinite_feature_names_file_column_and_row(tmp_path, runs_dir, value):
         prepare(tabular_config(runs_dir, data={"path": str(path), "target": "y", "dataset": None}))
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", r"empty.csv is empty"),
-    (b"\xef\xbb\xbf", r"empty.csv is empty"),
-    (b"a,b,y\n", r"empty.csv.*no rows"),
-    (b"a,b\n1,2\n3,4\n", r"empty.csv has no column 'y'"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", r"empty.csv is empty"),
+        (b"\xef\xbb\xbf", r"empty.csv is empty"),
+        (b"a,b,y\n", r"empty.csv.*no rows"),
+        (b"a,b\n1,2\n3,4\n", r"empty.csv has no column 'y'"),
+    ],
+)
 def test_empty_and_headless_tables(tmp_path, runs_dir, content, expected):
     path = tmp_path / "empty.csv"
     path.write_bytes(content)
@@ -101,8 +122,11 @@ def test_labels_absent_from_training_name_column_and_row(tmp_path, runs_dir):
 
     path = tmp_path / "train.csv"
     path.write_text(GOOD_CSV)
-    run = train_classical(tabular_config(runs_dir, name="labels", cv={"folds": 2},
-                                         data={"path": str(path), "target": "y", "dataset": None}))
+    run = train_classical(
+        tabular_config(
+            runs_dir, name="labels", cv={"folds": 2}, data={"path": str(path), "target": "y", "dataset": None}
+        )
+    )
     frame = pd.read_csv(path).head(4)
     frame.loc[2, "y"] = "maybe"  # line 4 of the file, after the header
     frame.to_csv(tmp_path / "new.csv", index=False)
@@ -125,10 +149,14 @@ def test_duplicate_keys_in_yaml_name_file_key_and_line(tmp_path):
 
 
 @FUZZ
-@given(doc=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                        max_leaves=10),
-       section=st.sampled_from(["data", "training", "cv", "preprocessing", "tuning", "model", "task"]))
+@given(
+    doc=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=10,
+    ),
+    section=st.sampled_from(["data", "training", "cv", "preprocessing", "tuning", "model", "task"]),
+)
 def test_random_tabular_config_sections(tmp_path, doc, section):
     import yaml
 

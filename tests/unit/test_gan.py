@@ -13,10 +13,15 @@ from trainforge.tracking.rundir import read_json
 
 
 def _config(runs_dir, **gan):
-    return load_config(base={
-        "name": "ring", "task": "gan", "data": {"task": "gaussian-mixture", "task_size": 2000},
-        "gan": {"steps": 1200, "logging_steps": 100, "save_steps": 600, "samples": 800, **gan},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True}})
+    return load_config(
+        base={
+            "name": "ring",
+            "task": "gan",
+            "data": {"task": "gaussian-mixture", "task_size": 2000},
+            "gan": {"steps": 1200, "logging_steps": 100, "save_steps": 600, "samples": 800, **gan},
+            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True},
+        }
+    )
 
 
 def test_gan_covers_the_modes_without_a_collapsed_discriminator(runs_dir):
@@ -66,19 +71,32 @@ def test_gan_on_a_table_needs_numeric_columns(runs_dir, tmp_path):
 
     table = tmp_path / "words.csv"
     table.write_text("word\nalpha\nbeta\n")
-    config = load_config(base={"task": "gan", "data": {"path": str(table)},
-                               "tracking": {"runs_dir": str(runs_dir), "mlflow": False}})
+    config = load_config(
+        base={"task": "gan", "data": {"path": str(table)}, "tracking": {"runs_dir": str(runs_dir), "mlflow": False}}
+    )
     with pytest.raises(DataError, match="numeric columns"):
         train(config)
     assert not runs_dir.exists()  # refused before a run directory was made
 
 
 def test_gan_on_digits_spreads_its_pixels_like_the_data_without_a_collapsed_discriminator(runs_dir):
-    config = load_config(base={
-        "name": "digits", "task": "gan", "data": {"dataset": "digits"},
-        "gan": {"latent_dim": 16, "hidden": [64], "steps": 600, "batch_size": 64, "logging_steps": 100,
-                "save_steps": 1000, "samples": 256},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True}})
+    config = load_config(
+        base={
+            "name": "digits",
+            "task": "gan",
+            "data": {"dataset": "digits"},
+            "gan": {
+                "latent_dim": 16,
+                "hidden": [64],
+                "steps": 600,
+                "batch_size": 64,
+                "logging_steps": 100,
+                "save_steps": 1000,
+                "samples": 256,
+            },
+            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True},
+        }
+    )
     run = train(config)
     summary = read_json(run.file("summary.json"))
     rows = [m for m in run.metrics() if "d_loss" in m]

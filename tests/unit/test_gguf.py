@@ -15,8 +15,12 @@ LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "
 def lora_run(tmp_path_factory):
     from trainforge.pipeline import train
 
-    cfg = tiny_run_config(tmp_path_factory.mktemp("runs"), name="lora", training={"max_steps": 4, "save_steps": 4},
-                          evaluation={"before_after": False, "perplexity": False, "generation": False})
+    cfg = tiny_run_config(
+        tmp_path_factory.mktemp("runs"),
+        name="lora",
+        training={"max_steps": 4, "save_steps": 4},
+        evaluation={"before_after": False, "perplexity": False, "generation": False},
+    )
     return train(cfg)
 
 
@@ -52,7 +56,9 @@ def test_gguf_layout_is_llama_cpps(readers):
     for quantize, matrix_type in (("f16", T.F16), ("q8_0", T.Q8_0)):
         reader = readers[quantize]
         tensors = {t.name: t for t in reader.tensors}
-        expected = {"token_embd.weight", "output_norm.weight"} | {f"blk.{i}.{n}.weight" for i in range(2) for n in LAYER}
+        expected = {"token_embd.weight", "output_norm.weight"} | {
+            f"blk.{i}.{n}.weight" for i in range(2) for n in LAYER
+        }
         assert set(tensors) == expected  # tied embeddings: no output.weight
         assert list(tensors["token_embd.weight"].shape) == [64, 49152]  # GGUF lists dims innermost first
         assert list(tensors["blk.1.attn_k.weight"].shape) == [64, 32]  # 2 kv heads x 16
@@ -87,7 +93,9 @@ def test_gguf_round_trip_gives_the_merged_models_logits(lora_run, exports):
     from trainforge.models.loading import load_causal_lm
 
     merged, _, _ = run_model(lora_run)
-    back = AutoModelForCausalLM.from_pretrained(exports["f16"].parent, gguf_file="model.gguf", dtype=torch.float32).eval()
+    back = AutoModelForCausalLM.from_pretrained(
+        exports["f16"].parent, gguf_file="model.gguf", dtype=torch.float32
+    ).eval()
     ids = torch.randint(10, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
     want, got = _logits(merged, ids), _logits(back, ids)
     assert (want - got).abs().max() < 0.02 * want.abs().max()  # F16 rounding only: the q/k permutation round-trips

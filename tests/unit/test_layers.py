@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "trainforge"
 
 # Lowest first. A module may import from its own layer and the layers below it.
@@ -16,8 +14,10 @@ LAYERS = (
     ("base", ("trainforge", "errors", "hardware")),
     ("config", ("config",)),
     ("tracking", ("tracking",)),
-    ("building blocks", ("data", "models", "methods", "evaluation", "classical", "nn", "checkpoints", "distributed",
-                         "inference")),
+    (
+        "building blocks",
+        ("data", "models", "methods", "evaluation", "classical", "nn", "checkpoints", "distributed", "inference"),
+    ),
     ("run", ("run",)),
     ("tasks", ("tasks",)),
     ("applications", ("pipeline", "stages", "tuning", "active", "constitutional", "export", "serve", "ui")),
@@ -25,8 +25,12 @@ LAYERS = (
 )
 # config/ is pure data, but it validates names against these catalogs (method names and the tasks each supports,
 # estimator and metric names), which live with what they name.
-CONFIG_CATALOGS = ("trainforge.methods", "trainforge.methods.base", "trainforge.classical.estimators",
-                   "trainforge.classical.metrics")
+CONFIG_CATALOGS = (
+    "trainforge.methods",
+    "trainforge.methods.base",
+    "trainforge.classical.estimators",
+    "trainforge.classical.metrics",
+)
 
 
 def module_names() -> dict[str, Path]:
@@ -95,9 +99,12 @@ def upward_imports() -> list[str]:
     wraps, found = wrapped_packages(), []
     for module, imported in GRAPH.items():
         for target in sorted(imported):
-            if layer_of(target) > layer_of(module) and not (module.startswith("trainforge.config") and
-                                                          target in CONFIG_CATALOGS):
-                found.append(f"{module} → {target} ({LAYERS[layer_of(module)][0]} imports {LAYERS[layer_of(target)][0]})")
+            if layer_of(target) > layer_of(module) and not (
+                module.startswith("trainforge.config") and target in CONFIG_CATALOGS
+            ):
+                found.append(
+                    f"{module} → {target} ({LAYERS[layer_of(module)][0]} imports {LAYERS[layer_of(target)][0]})"
+                )
             mine, theirs = task_package(module), task_package(target)
             if mine and theirs and mine != theirs and theirs not in wraps.get(mine, set()):
                 found.append(f"{module} → {target} (task {mine} imports task {theirs} without wrapping it)")

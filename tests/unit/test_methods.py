@@ -60,12 +60,13 @@ def test_adapter_loads_with_peft_and_merges_for_transformers(runs_dir):
 
 def test_clm_with_packing_trains_and_eval_loss_falls(runs_dir, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(f'{{"text": "The river {i} flows north past the mill and the old bridge."}}\n' for i in range(80)))
+    corpus.write_text(
+        "".join(f'{{"text": "The river {i} flows north past the mill and the old bridge."}}\n' for i in range(80))
+    )
     config = tiny_run_config(
         runs_dir,
         data={"task": None, "path": str(corpus), "format": "text"},
-        training={"objective": "clm", "max_length": 32, "max_steps": 10, "packing": True,
-                  "eval_steps": 2},
+        training={"objective": "clm", "max_length": 32, "max_steps": 10, "packing": True, "eval_steps": 2},
     )
     run = train(config)
     _loss_fell(run, 0.9)
@@ -79,15 +80,17 @@ def test_packed_rows_stay_rows_with_the_loss_of_examples_alone():
     square is batch² times a row's), and its loss is that of its examples trained alone: no attention across them."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from trainforge.methods.shared_prefix import chunked_causal_lm_loss
     from trainforge.methods.lm_trainer import keep_packed_rows_apart
+    from trainforge.methods.shared_prefix import chunked_causal_lm_loss
     from trainforge.models import load_causal_lm
 
     torch.manual_seed(0)
     model = load_causal_lm("tiny-llama").eval()
     examples = [torch.randint(3, 200, (n,)).tolist() for n in (7, 5, 9, 4)]
-    rows = [{"input_ids": examples[0] + examples[1], "seq_lengths": [7, 5]},
-            {"input_ids": examples[2] + examples[3], "seq_lengths": [9, 4]}]
+    rows = [
+        {"input_ids": examples[0] + examples[1], "seq_lengths": [7, 5]},
+        {"input_ids": examples[2] + examples[3], "seq_lengths": [9, 4]},
+    ]
     collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)  # what TRL's packing sets up
     keep_packed_rows_apart(collator)
     batch = collator(rows)
@@ -108,8 +111,9 @@ def test_packed_rows_stay_rows_with_the_loss_of_examples_alone():
 
 def test_early_stopping_ends_the_run_after_patience_evaluations(runs_dir):
     # A threshold no change can beat: every evaluation after the first counts as "no improvement".
-    config = tiny_run_config(runs_dir, training={
-        "max_steps": 40, "eval_steps": 2, "early_stopping": {"patience": 2, "threshold": 1e9}})
+    config = tiny_run_config(
+        runs_dir, training={"max_steps": 40, "eval_steps": 2, "early_stopping": {"patience": 2, "threshold": 1e9}}
+    )
     run = train(config)
     last_step = max(m["step"] for m in run.metrics())
     assert last_step <= 8, last_step

@@ -16,7 +16,9 @@ def test_metrics_log_throughput_and_overfitting_warning(tmp_path):
     logger = MetricsLogger(run)
     logger.on_train_begin(None, _State(0), None)
     for step, (loss, tokens) in enumerate([(2.0, 100), (1.5, 200), (1.0, 300)], start=1):
-        logger.on_log(None, _State(step), None, logs={"loss": loss, "num_tokens": tokens, "grad_norm": 1.0, "learning_rate": 1e-3})
+        logger.on_log(
+            None, _State(step), None, logs={"loss": loss, "num_tokens": tokens, "grad_norm": 1.0, "learning_rate": 1e-3}
+        )
     logger.on_log(None, _State(3), None, logs={"eval_loss": 1.2})
     for step, (loss, tokens) in enumerate([(0.5, 400), (0.3, 500), (0.2, 600)], start=4):
         logger.on_log(None, _State(step), None, logs={"loss": loss, "num_tokens": tokens})
@@ -44,7 +46,9 @@ def test_packed_rows_do_not_attend_across_examples():
     with torch.no_grad():
         # use_cache=False as in training: packed rows are recognised only without a KV cache
         alone_b = model(b[None], use_cache=False).logits[0]
-        packed = model(torch.cat([a, b])[None], position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]]), use_cache=False).logits[0]
+        packed = model(
+            torch.cat([a, b])[None], position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]]), use_cache=False
+        ).logits[0]
         leaky = model(torch.cat([a, b])[None], use_cache=False).logits[0]
     assert torch.allclose(packed[5:], alone_b, atol=1e-5)
     assert not torch.allclose(leaky[5:], alone_b, atol=1e-3)

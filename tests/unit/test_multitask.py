@@ -15,11 +15,24 @@ TASKS = [{"name": "topic", "target": "label"}, {"name": "urgency"}, {"name": "ho
 
 def mt_config(runs_dir, **sections):
     base = {
-        "task": "multi-task", "model": {"name": "tiny-bert"},
-        "data": {"task": "support-tickets-triage", "task_size": 160, "split": {"train": 0.7, "validation": 0.1, "test": 0.2}},
+        "task": "multi-task",
+        "model": {"name": "tiny-bert"},
+        "data": {
+            "task": "support-tickets-triage",
+            "task_size": 160,
+            "split": {"train": 0.7, "validation": 0.1, "test": 0.2},
+        },
         "multitask": {"tasks": TASKS},
-        "training": {"max_steps": 24, "batch_size": 16, "learning_rate": 3e-3, "max_length": 48, "logging_steps": 2,
-                     "save_steps": 12, "precision": "fp32", "lr_scheduler": "constant"},
+        "training": {
+            "max_steps": 24,
+            "batch_size": 16,
+            "learning_rate": 3e-3,
+            "max_length": 48,
+            "logging_steps": 2,
+            "save_steps": 12,
+            "precision": "fp32",
+            "lr_scheduler": "constant",
+        },
         "evaluation": {"batch_size": 64},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": True},
     }
@@ -30,8 +43,12 @@ def test_config_defaults_and_checks(tmp_path):
     config = mt_config(tmp_path)
     assert (config.method.name, config.data.format) == ("full", "classification")
     assert [t.target for t in config.multitask.tasks] == ["label", "urgency", "hours"]
-    assert load_config(base={"task": "multi-task", "data": {"task": "support-tickets-triage"},
-                             "multitask": {"tasks": TASKS}}).model.name == "minilm-l6"
+    assert (
+        load_config(
+            base={"task": "multi-task", "data": {"task": "support-tickets-triage"}, "multitask": {"tasks": TASKS}}
+        ).model.name
+        == "minilm-l6"
+    )
     with pytest.raises(ConfigError, match="needs `multitask.tasks`"):
         load_config(base={"task": "multi-task", "data": {"task": "support-tickets-triage"}})
     with pytest.raises(ConfigError, match="task names must be distinct"):
@@ -41,7 +58,9 @@ def test_config_defaults_and_checks(tmp_path):
     with pytest.raises(ConfigError, match="leave out `data.target`"):
         mt_config(tmp_path, data={"target": "label"})
     with pytest.raises(ConfigError, match="the `multitask` section is for `task: multi-task`"):
-        load_config(base={"task": "text-classification", "data": {"task": "support-tickets"}, "multitask": {"tasks": TASKS}})
+        load_config(
+            base={"task": "text-classification", "data": {"task": "support-tickets"}, "multitask": {"tasks": TASKS}}
+        )
     with pytest.raises(ConfigError, match="weight"):
         mt_config(tmp_path, multitask={"tasks": [{"name": "a", "weight": -1}]})
 
@@ -59,12 +78,16 @@ def test_rows_are_checked_and_missing_labels_allowed(tmp_path):
     from trainforge.tasks.multi_task.data import label_vector, load_multitask
 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
-    rows = [{"text": "refund", "label": "billing", "hours": 2}, {"text": "crash", "label": "technical"},
-            {"text": "late parcel", "hours": 30.5}]
+    rows = [
+        {"text": "refund", "label": "billing", "hours": 2},
+        {"text": "crash", "label": "technical"},
+        {"text": "late parcel", "hours": 30.5},
+    ]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test.write_text('{"text": "lost", "label": "billing", "hours": 1}\n')
-    config = mt_config(tmp_path, data={"task": None, "train": str(train), "test": str(test)},
-                       multitask={"tasks": [TASKS[0], TASKS[2]]})
+    config = mt_config(
+        tmp_path, data={"task": None, "train": str(train), "test": str(test)}, multitask={"tasks": [TASKS[0], TASKS[2]]}
+    )
     splits, specs = load_multitask(config.data, config.multitask, 0)
     assert specs[0].classes == ["billing", "technical"] and specs[1].mean == pytest.approx(16.25)
     vector = label_vector(specs, splits.train[2]["targets"])
@@ -73,7 +96,9 @@ def test_rows_are_checked_and_missing_labels_allowed(tmp_path):
     with pytest.raises(DataError, match=r"test.jsonl, row 1 \(test split\): label 'shipping' of task 'topic' never"):
         load_multitask(config.data, config.multitask, 0)
     train.write_text('{"text": "refund", "label": "billing", "hours": "soon"}\n')
-    with pytest.raises(DataError, match=r"train.jsonl, row 1: field `hours` \(task hours, regression\) must be a number"):
+    with pytest.raises(
+        DataError, match=r"train.jsonl, row 1: field `hours` \(task hours, regression\) must be a number"
+    ):
         load_multitask(config.data, config.multitask, 0)
     train.write_text('{"text": "refund", "label": "billing", "hours": 1}\n{"text": "hello"}\n')
     with pytest.raises(DataError, match=r"train.jsonl, row 2: the row carries no target of any task"):
@@ -85,13 +110,18 @@ def _model_and_batch(weights=(1.0, 1.0, 1.0), loss_weighting="fixed"):
     from trainforge.tasks.multi_task.data import TaskSpec
     from trainforge.tasks.multi_task.model import build_model
 
-    specs = [TaskSpec("topic", "classification", "label", weights[0], classes=["a", "b", "c"]),
-             TaskSpec("urgency", "classification", "urgency", weights[1], classes=["x", "y"]),
-             TaskSpec("hours", "regression", "hours", weights[2])]
+    specs = [
+        TaskSpec("topic", "classification", "label", weights[0], classes=["a", "b", "c"]),
+        TaskSpec("urgency", "classification", "urgency", weights[1], classes=["x", "y"]),
+        TaskSpec("hours", "regression", "hours", weights[2]),
+    ]
     torch.manual_seed(0)
     model = build_model(resolve_model("tiny-bert"), specs, loss_weighting).eval()  # eval: no dropout noise
-    batch = dict(load_tokenizer("tiny-bert")(["the invoice is wrong", "the app crashes", "no rush"], padding=True,
-                                             return_tensors="pt"))
+    batch = dict(
+        load_tokenizer("tiny-bert")(
+            ["the invoice is wrong", "the app crashes", "no rush"], padding=True, return_tensors="pt"
+        )
+    )
     batch["labels"] = torch.tensor([[0.0, 1.0, 0.5], [2.0, float("nan"), -1.0], [float("nan"), 0.0, float("nan")]])
     return model, batch
 
@@ -137,7 +167,9 @@ def test_task_batches_hold_one_task_each():
     assert all(np.isnan(c["labels"][1 - t]) for c, t in zip(copies, task_of_row))
     for mode in ("round_robin", "proportional"):
         batches = list(TaskBatches(task_of_row, 3, mode, seed=0))
-        assert len(batches) == len(TaskBatches(task_of_row, 3, mode, seed=0)) == 4  # 8 topic rows: 3 batches, 2 urgency rows: 1
+        assert (
+            len(batches) == len(TaskBatches(task_of_row, 3, mode, seed=0)) == 4
+        )  # 8 topic rows: 3 batches, 2 urgency rows: 1
         assert sorted(i for b in batches for i in b) == list(range(10))
         assert all(len({task_of_row[i] for i in b}) == 1 for b in batches)
     order = [task_of_row[b[0]] for b in TaskBatches(task_of_row, 3, "round_robin", seed=0)]
@@ -148,8 +180,9 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
     from typer.testing import CliRunner
 
     from trainforge.cli import app
-    from trainforge.tasks.multi_task.task import evaluate as evaluate_multitask_run, load_run_model, predict_outputs, prepare
     from trainforge.pipeline import train
+    from trainforge.tasks.multi_task.task import evaluate as evaluate_multitask_run
+    from trainforge.tasks.multi_task.task import load_run_model, predict_outputs, prepare
 
     config = mt_config(runs_dir, tracking={"mlflow": True})
     run = train(config)
@@ -167,7 +200,10 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
     prep = prepare(config)
     first, _ = load_run_model(run)
     again, _ = load_run_model(run)
-    for a, b in zip(predict_outputs(first, prep.tokenizer, prep.heldout_rows), predict_outputs(again, prep.tokenizer, prep.heldout_rows)):
+    for a, b in zip(
+        predict_outputs(first, prep.tokenizer, prep.heldout_rows),
+        predict_outputs(again, prep.tokenizer, prep.heldout_rows),
+    ):
         assert np.array_equal(a, b)
 
     texts = tmp_path / "texts.jsonl"
@@ -176,7 +212,9 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in texts.with_suffix(".predictions.jsonl").read_text().splitlines()]
     assert rows[0]["id"] == 7 and set(rows[0]["prediction"]) == {"topic", "urgency", "hours"}
-    assert rows[0]["prediction"]["urgency"] in {"low", "normal", "high"} and isinstance(rows[0]["prediction"]["hours"], float)
+    assert rows[0]["prediction"]["urgency"] in {"low", "normal", "high"} and isinstance(
+        rows[0]["prediction"]["hours"], float
+    )
     result = CliRunner().invoke(app, ["eval", str(run.path), "--runs-dir", str(runs_dir)])
     assert result.exit_code == 0 and "hours.r2" in result.output, result.output
 
@@ -184,8 +222,14 @@ def test_run_learns_every_task_and_round_trips(runs_dir, tmp_path):
 def test_round_robin_sampling_run(runs_dir):
     from trainforge.pipeline import train
 
-    run = train(mt_config(runs_dir, multitask={"sampling": "round_robin"},
-                          training={"max_steps": 6, "logging_steps": 1}, evaluation={"before_after": False}))
+    run = train(
+        mt_config(
+            runs_dir,
+            multitask={"sampling": "round_robin"},
+            training={"max_steps": 6, "logging_steps": 1},
+            evaluation={"before_after": False},
+        )
+    )
     logged = [m for m in run.metrics() if "loss" in m]
     tasks = [[k for k in m if k.startswith("loss_")] for m in logged]
     assert tasks[:3] == [["loss_topic"], ["loss_urgency"], ["loss_hours"]]  # one task per batch, in turn
@@ -198,8 +242,12 @@ def test_resume_gives_the_same_final_model(runs_dir, sampling):
     from trainforge.pipeline import train
     from trainforge.tracking.callbacks import StopAtStep
 
-    sections = {"multitask": {"sampling": sampling}, "evaluation": {"before_after": False},
-                "training": {"max_steps": 8, "save_steps": 3}, "tracking": {"report": False}}
+    sections = {
+        "multitask": {"sampling": sampling},
+        "evaluation": {"before_after": False},
+        "training": {"max_steps": 8, "save_steps": 3},
+        "tracking": {"report": False},
+    }
     straight = train(mt_config(runs_dir, name="straight", **sections))
     interrupted = mt_config(runs_dir, name="interrupted", **sections)
     with pytest.raises(KeyboardInterrupt):

@@ -11,16 +11,21 @@ from conftest import StopAtEpoch
 from trainforge.config import load_config
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError
-from trainforge.tasks.networks.task import augment, evaluate as evaluate_nn_run, predict as predict_nn_file
 from trainforge.pipeline import train
+from trainforge.tasks.networks.task import augment
+from trainforge.tasks.networks.task import evaluate as evaluate_nn_run
+from trainforge.tasks.networks.task import predict as predict_nn_file
 from trainforge.tracking.rundir import read_json
 
 
 def nn_config(runs_dir, **sections):
-    base = {"task": "classification", "model": {"name": "torch_mlp"},
-            "data": {"dataset": "breast_cancer", "split": {"strategy": "stratified"}},
-            "training": {"epochs": 6, "learning_rate": 3e-3},
-            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}
+    base = {
+        "task": "classification",
+        "model": {"name": "torch_mlp"},
+        "data": {"dataset": "breast_cancer", "split": {"strategy": "stratified"}},
+        "training": {"epochs": 6, "learning_rate": 3e-3},
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+    }
     return load_config(base=merge(base, sections))
 
 
@@ -59,13 +64,21 @@ def test_mlp_predict_and_eval_reload_the_saved_network(mlp_run, tmp_path):
     assert len(out) == 40 and {"prediction", "proba_0", "proba_1"} <= set(out.columns)
     assert np.allclose(out[["proba_0", "proba_1"]].sum(axis=1), 1, atol=1e-5)
     assert (out["prediction"] == out["target"]).mean() >= 0.9
-    assert evaluate_nn_run(mlp_run)["accuracy"] == pytest.approx(read_json(mlp_run.file("summary.json"))["test.accuracy"])
+    assert evaluate_nn_run(mlp_run)["accuracy"] == pytest.approx(
+        read_json(mlp_run.file("summary.json"))["test.accuracy"]
+    )
     assert evaluate_nn_run(mlp_run, str(table))["accuracy"] >= 0.9
 
 
 def test_mlp_regression_beats_the_mean(runs_dir):
-    run = train(nn_config(runs_dir, task="regression", data={"dataset": "diabetes", "split": {"strategy": "random"}},
-                          training={"epochs": 15}))
+    run = train(
+        nn_config(
+            runs_dir,
+            task="regression",
+            data={"dataset": "diabetes", "split": {"strategy": "random"}},
+            training={"epochs": 15},
+        )
+    )
     assert read_json(run.file("summary.json"))["test.r2"] >= 0.3
 
 
@@ -98,17 +111,30 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(runs_dir):
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(runs_dir):
     # a falling loss with greater_is_better read as "no improvement": stops after 1 + patience epochs
-    run = train(nn_config(runs_dir, training={"epochs": 10, "early_stopping": {
-        "patience": 2, "metric": "eval_loss", "greater_is_better": True}}))
+    run = train(
+        nn_config(
+            runs_dir,
+            training={
+                "epochs": 10,
+                "early_stopping": {"patience": 2, "metric": "eval_loss", "greater_is_better": True},
+            },
+        )
+    )
     summary = read_json(run.file("summary.json"))
     assert summary["epochs"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
 
 
 def test_cnn_reaches_96_percent_on_digits_in_seconds(runs_dir):
-    run = train(load_config(base={
-        "task": "image-classification", "data": {"dataset": "digits", "split": {"strategy": "stratified"}},
-        "training": {"epochs": 10, "batch_size": 32, "learning_rate": 1e-2},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}))
+    run = train(
+        load_config(
+            base={
+                "task": "image-classification",
+                "data": {"dataset": "digits", "split": {"strategy": "stratified"}},
+                "training": {"epochs": 10, "batch_size": 32, "learning_rate": 1e-2},
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+            }
+        )
+    )
     summary = read_json(run.file("summary.json"))
     assert summary["model"] == "lenet" and summary["test.accuracy"] >= 0.96
     assert evaluate_nn_run(run)["accuracy"] == pytest.approx(summary["test.accuracy"])
@@ -138,11 +164,17 @@ def _digit_images(folder, per_class=12):
 
 def test_cnn_trains_on_a_folder_of_images_and_predicts_a_folder(runs_dir, tmp_path):
     _digit_images(tmp_path / "images")
-    run = train(load_config(base={
-        "task": "image-classification", "data": {"path": str(tmp_path / "images"),
-                                                 "split": {"train": 0.8, "validation": 0.0, "test": 0.2}},
-        "training": {"epochs": 15, "batch_size": 8, "learning_rate": 3e-3}, "nn": {"augment": {"shift": 1}},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}))
+    run = train(
+        load_config(
+            base={
+                "task": "image-classification",
+                "data": {"path": str(tmp_path / "images"), "split": {"train": 0.8, "validation": 0.0, "test": 0.2}},
+                "training": {"epochs": 15, "batch_size": 8, "learning_rate": 3e-3},
+                "nn": {"augment": {"shift": 1}},
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+            }
+        )
+    )
     assert read_json(run.file("nn.json"))["image_shape"] == [1, 16, 16]
     assert read_json(run.file("summary.json"))["test.accuracy"] >= 0.8
     out = pd.read_csv(predict_nn_file(run, str(tmp_path / "images" / "7"), str(tmp_path / "p.csv")))
@@ -156,17 +188,32 @@ def test_cnn_reads_numpy_arrays(runs_dir, tmp_path):
     (tmp_path / "arrays").mkdir()
     np.save(tmp_path / "arrays" / "images.npy", digits.images[:300])
     np.save(tmp_path / "arrays" / "labels.npy", digits.target[:300])
-    run = train(load_config(base={
-        "task": "image-classification", "data": {"path": str(tmp_path / "arrays")}, "training": {"epochs": 2},
-        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}))
+    run = train(
+        load_config(
+            base={
+                "task": "image-classification",
+                "data": {"path": str(tmp_path / "arrays")},
+                "training": {"epochs": 2},
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+            }
+        )
+    )
     assert read_json(run.file("nn.json"))["image_shape"] == [1, 8, 8]
     assert read_json(run.file("summary.json"))["test_rows"] == 30
 
 
 def test_autoencoder_separates_the_known_anomalies(runs_dir, tmp_path):
-    run = train(load_config(base={
-        "task": "anomaly-detection", "data": {"dataset": "anomalies"}, "training": {"epochs": 12},
-        "nn": {"bottleneck": 3}, "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}}))
+    run = train(
+        load_config(
+            base={
+                "task": "anomaly-detection",
+                "data": {"dataset": "anomalies"},
+                "training": {"epochs": 12},
+                "nn": {"bottleneck": 3},
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+            }
+        )
+    )
     summary = read_json(run.file("summary.json"))
     assert summary["test.roc_auc"] >= 0.9 and summary["val.roc_auc"] >= 0.9
     assert losses(run)[-1] < 0.5 * losses(run)[0]
@@ -180,12 +227,15 @@ def test_autoencoder_separates_the_known_anomalies(runs_dir, tmp_path):
     assert evaluate_nn_run(run)["roc_auc"] == pytest.approx(summary["test.roc_auc"])
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"task": "classification", "model": {"name": "lenet"}}, "not an estimator for task classification"),
-    ({"model": {"name": "torch_mlp", "params": {"hidden": [8]}}}, "leave out `model.params`"),
-    ({"model": {"name": "random_forest"}, "nn": {"hidden": [8]}}, "the `nn` section is for"),
-    ({"task": "image-classification", "model": {"name": "lenet"}, "data": {"dataset": "wine"}}, "holds no images"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"task": "classification", "model": {"name": "lenet"}}, "not an estimator for task classification"),
+        ({"model": {"name": "torch_mlp", "params": {"hidden": [8]}}}, "leave out `model.params`"),
+        ({"model": {"name": "random_forest"}, "nn": {"hidden": [8]}}, "the `nn` section is for"),
+        ({"task": "image-classification", "model": {"name": "lenet"}, "data": {"dataset": "wine"}}, "holds no images"),
+    ],
+)
 def test_config_rejects_misfits(runs_dir, sections, message):
     with pytest.raises(ConfigError, match=message):
         nn_config(runs_dir, **sections)
@@ -194,8 +244,14 @@ def test_config_rejects_misfits(runs_dir, sections, message):
 def test_tune_searches_the_learning_rate_of_a_network(runs_dir):
     from trainforge.tuning.run import tune
 
-    run = tune(nn_config(runs_dir, name="tune-mlp", training={"epochs": 2},
-                         tuning={"strategy": "random", "trials": 3, "metric": "eval_accuracy", "pruning": False}))
+    run = tune(
+        nn_config(
+            runs_dir,
+            name="tune-mlp",
+            training={"epochs": 2},
+            tuning={"strategy": "random", "trials": 3, "metric": "eval_accuracy", "pruning": False},
+        )
+    )
     trials = [row for row in run.metrics() if row.get("state") == "complete"]
     assert len(trials) == 3 and all(0.5 <= t["score"] <= 1 for t in trials)
     assert {k for t in trials for k in t["params"]} == {"training.learning_rate"}
@@ -213,8 +269,13 @@ def test_bad_image_data_names_the_folder(runs_dir, tmp_path):
     np.save(tmp_path / "arrays" / "images.npy", np.zeros((5, 8, 8)))
     np.save(tmp_path / "arrays" / "labels.npy", np.zeros(4))
     for folder, message in (("one", "at least two subfolders"), ("arrays", "5 images but labels.npy 4")):
-        cfg = load_config(base={"task": "image-classification", "data": {"path": str(tmp_path / folder)},
-                                "tracking": {"runs_dir": str(runs_dir), "mlflow": False}})
+        cfg = load_config(
+            base={
+                "task": "image-classification",
+                "data": {"path": str(tmp_path / folder)},
+                "tracking": {"runs_dir": str(runs_dir), "mlflow": False},
+            }
+        )
         with pytest.raises(DataError, match=message):
             train(cfg)
     assert not runs_dir.exists()  # refused before a run directory is made

@@ -9,17 +9,20 @@ import pytest
 from trainforge.config import load_config
 from trainforge.config.loader import merge
 from trainforge.errors import ConfigError
-from trainforge.tasks.networks.task import evaluate as evaluate_nn_run, predict as predict_nn_file
 from trainforge.nn.seq import build_vocab, decode, encode
 from trainforge.pipeline import train
+from trainforge.tasks.networks.task import evaluate as evaluate_nn_run
+from trainforge.tasks.networks.task import predict as predict_nn_file
 from trainforge.tracking.rundir import read_json
 
 SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 
 def seq_config(runs_dir, **sections):
-    base = {"tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
-            "nn": {"embedding": 32, "hidden_size": 48}}
+    base = {
+        "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+        "nn": {"embedding": 32, "hidden_size": 48},
+    }
     return load_config(base=merge(base, sections))
 
 
@@ -30,25 +33,44 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def textcls_run(runs):
-    return train(seq_config(runs, name="gru-tickets", task="text-classification", model={"name": "gru"},
-                            data={"task": "support-tickets", "task_size": 400, "split": SPLIT},
-                            training={"epochs": 6, "batch_size": 32, "learning_rate": 0.01}))
+    return train(
+        seq_config(
+            runs,
+            name="gru-tickets",
+            task="text-classification",
+            model={"name": "gru"},
+            data={"task": "support-tickets", "task_size": 400, "split": SPLIT},
+            training={"epochs": 6, "batch_size": 32, "learning_rate": 0.01},
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def lm_run(runs):
-    return train(seq_config(runs, name="char-lstm", task="sequence-generation",
-                            data={"task": "support-tickets", "task_size": 300, "split": SPLIT},
-                            nn={"hidden_size": 96, "samples": 2, "sample_length": 60},
-                            training={"epochs": 4, "batch_size": 32, "learning_rate": 0.005}))
+    return train(
+        seq_config(
+            runs,
+            name="char-lstm",
+            task="sequence-generation",
+            data={"task": "support-tickets", "task_size": 300, "split": SPLIT},
+            nn={"hidden_size": 96, "samples": 2, "sample_length": 60},
+            training={"epochs": 4, "batch_size": 32, "learning_rate": 0.005},
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def seq2seq_run(runs):
-    return train(seq_config(runs, name="reverse", task="seq2seq",
-                            data={"task": "reverse-letters", "task_size": 2000, "split": SPLIT},
-                            nn={"hidden_size": 64},
-                            training={"epochs": 8, "batch_size": 64, "learning_rate": 0.005}))
+    return train(
+        seq_config(
+            runs,
+            name="reverse",
+            task="seq2seq",
+            data={"task": "reverse-letters", "task_size": 2000, "split": SPLIT},
+            nn={"hidden_size": 64},
+            training={"epochs": 8, "batch_size": 64, "learning_rate": 0.005},
+        )
+    )
 
 
 def test_vocabulary_round_trip():
@@ -74,8 +96,12 @@ def test_gru_classifies_tickets_well_above_chance(textcls_run):
 def test_text_classifier_eval_and_predict(textcls_run, tmp_path):
     assert evaluate_nn_run(textcls_run)["accuracy"] == read_json(textcls_run.file("summary.json"))["test.accuracy"]
     texts = tmp_path / "tickets.jsonl"
-    texts.write_text("\n".join(json.dumps({"text": t}) for t in
-                               ["Hello, I was charged twice for the Nimbus plan.", "The box arrived damaged, order 4471."]))
+    texts.write_text(
+        "\n".join(
+            json.dumps({"text": t})
+            for t in ["Hello, I was charged twice for the Nimbus plan.", "The box arrived damaged, order 4471."]
+        )
+    )
     frame = pd.read_csv(predict_nn_file(textcls_run, str(texts), None))
     assert list(frame["prediction"]) == ["billing", "shipping"]
     assert frame[[c for c in frame if c.startswith("proba_")]].sum(1).round(5).eq(1).all()
@@ -103,13 +129,18 @@ def test_seq2seq_reverses_letters_exactly(seq2seq_run, tmp_path):
 def test_seq2seq_resume_gives_the_same_weights(runs):
     from safetensors.torch import load_file
 
-    base = dict(task="seq2seq", data={"task": "reverse-letters", "task_size": 300, "split": SPLIT},
-                nn={"hidden_size": 16, "embedding": 8}, training={"epochs": 3, "batch_size": 64})
+    base = dict(
+        task="seq2seq",
+        data={"task": "reverse-letters", "task_size": 300, "split": SPLIT},
+        nn={"hidden_size": 16, "embedding": 8},
+        training={"epochs": 3, "batch_size": 64},
+    )
     whole = train(seq_config(runs, name="whole", **base))
 
     def stop(epoch, row):
         if epoch == 2:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         train(seq_config(runs, name="cut", **base), callbacks=[stop])
     cut = train(seq_config(runs, name="cut", **base), resume=True)

@@ -16,8 +16,11 @@ from trainforge.errors import ConfigError, DataError
 from trainforge.pipeline import evaluate_run, train
 
 PAIR = {"prompt": "Say hi", "chosen": "hi", "rejected": "Good day to you, dear friend."}
-MESSAGES = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}],
-            "chosen": [{"role": "assistant", "content": "hi"}], "rejected": [{"role": "assistant", "content": "hello there"}]}
+MESSAGES = {
+    "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}],
+    "chosen": [{"role": "assistant", "content": "hi"}],
+    "rejected": [{"role": "assistant", "content": "hello there"}],
+}
 
 
 def test_strings_and_message_lists_normalize_to_the_same_shape(tmp_path):
@@ -29,16 +32,21 @@ def test_strings_and_message_lists_normalize_to_the_same_shape(tmp_path):
     assert second["prompt"][0]["role"] == "system" and second["rejected"][0]["content"] == "hello there"
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"prompt": "q", "chosen": "a"}, r"row 2: field `rejected` is missing"),
-    ({"prompt": "q", "chosen": "a", "rejected": "a"}, r"row 2: `chosen` and `rejected` are the same answer"),
-    ({"prompt": "q", "chosen": 5, "rejected": "b"}, r"row 2: `chosen` must be a non-empty list of messages"),
-    ({**MESSAGES, "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-     r"row 2: the last message of `prompt` must be the user's"),
-    ({**MESSAGES, "chosen": [{"role": "robot", "content": "a"}]}, r"row 2: `chosen` message 0 has role 'robot'"),
-    ({**PAIR, "rejected": "  "}, r"row 2: field `rejected` is missing or empty"),
-    ({**PAIR, "constraint": "short"}, r"row 2: `constraint` must be an object"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"prompt": "q", "chosen": "a"}, r"row 2: field `rejected` is missing"),
+        ({"prompt": "q", "chosen": "a", "rejected": "a"}, r"row 2: `chosen` and `rejected` are the same answer"),
+        ({"prompt": "q", "chosen": 5, "rejected": "b"}, r"row 2: `chosen` must be a non-empty list of messages"),
+        (
+            {**MESSAGES, "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            r"row 2: the last message of `prompt` must be the user's",
+        ),
+        ({**MESSAGES, "chosen": [{"role": "robot", "content": "a"}]}, r"row 2: `chosen` message 0 has role 'robot'"),
+        ({**PAIR, "rejected": "  "}, r"row 2: field `rejected` is missing or empty"),
+        ({**PAIR, "constraint": "short"}, r"row 2: `constraint` must be an object"),
+    ],
+)
 def test_bad_pairs_name_file_and_row(tmp_path, row, expected):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(PAIR) + "\n" + json.dumps(row) + "\n")
@@ -74,9 +82,11 @@ def test_config_ties_preference_data_to_preference_objectives(tmp_path):
 
 def _preference_run(runs_dir, objective, **training):
     config = tiny_run_config(
-        runs_dir, data={"task": "constrained-answers", "format": "preference"},
+        runs_dir,
+        data={"task": "constrained-answers", "format": "preference"},
         training={"objective": objective, "max_steps": 8, "learning_rate": 1e-2, "max_length": 96, **training},
-        evaluation={"max_samples": 6, "max_new_tokens": 8})
+        evaluation={"max_samples": 6, "max_new_tokens": 8},
+    )
     return train(config)
 
 
@@ -108,8 +118,12 @@ def test_dpo_sft_weight_holds_the_chosen_answers_likelihood_up(runs_dir):
 
 def test_reward_model_beats_chance_on_held_out_pairs(runs_dir):
     config = tiny_run_config(
-        runs_dir, task="reward", data={"task": "constrained-answers", "task_size": 96},
-        training={"max_steps": 12, "learning_rate": 1e-2, "max_length": 96}, evaluation={"max_samples": None})
+        runs_dir,
+        task="reward",
+        data={"task": "constrained-answers", "task_size": 96},
+        training={"max_steps": 12, "learning_rate": 1e-2, "max_length": 96},
+        evaluation={"max_samples": None},
+    )
     run = train(config)
     summary = json.loads(run.file("summary.json").read_text())
     assert summary["after.pair_accuracy"] >= 0.75, summary
@@ -121,9 +135,12 @@ def test_reward_model_beats_chance_on_held_out_pairs(runs_dir):
 
 def test_full_dpo_precomputes_the_reference_instead_of_copying_the_model(runs_dir):
     config = tiny_run_config(
-        runs_dir, data={"task": "constrained-answers", "format": "preference", "task_size": 40},
-        method={"name": "full"}, training={"objective": "dpo", "max_steps": 4, "learning_rate": 1e-3, "max_length": 96},
-        evaluation={"max_samples": 3, "max_new_tokens": 4})
+        runs_dir,
+        data={"task": "constrained-answers", "format": "preference", "task_size": 40},
+        method={"name": "full"},
+        training={"objective": "dpo", "max_steps": 4, "learning_rate": 1e-3, "max_length": 96},
+        evaluation={"max_samples": 3, "max_new_tokens": 4},
+    )
     run = train(config)
     margins = [m["rewards/margins"] for m in run.metrics() if "rewards/margins" in m]
     assert abs(margins[0]) < 1e-2 and margins[-1] > margins[0], margins  # the reference is the initial policy

@@ -13,17 +13,20 @@ from trainforge.pipeline import train
 
 def _config(runs_dir, method, **sections):
     return tiny_run_config(
-        runs_dir, method={"name": method, "virtual_tokens": {"num_virtual_tokens": 8}},
-        training={"max_steps": 12, "learning_rate": 1e-1}, evaluation={"generation": True, "before_after": True},
-        **sections)
+        runs_dir,
+        method={"name": method, "virtual_tokens": {"num_virtual_tokens": 8}},
+        training={"max_steps": 12, "learning_rate": 1e-1},
+        evaluation={"generation": True, "before_after": True},
+        **sections,
+    )
 
 
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_virtual_token_methods_train_evaluate_and_reload(runs_dir, method):
     from peft import PeftModel
 
-    from trainforge.inference.merge import merge_run
     from trainforge.inference import load_run_model
+    from trainforge.inference.merge import merge_run
     from trainforge.models import load_causal_lm
     from trainforge.pipeline import evaluate_run
 

@@ -14,9 +14,13 @@ def lm_run(tmp_path_factory):
 
     runs = tmp_path_factory.mktemp("runs")
     # fp32: the same trained weights on every CPU (bf16 autocast is picked only where the CPU has bf16 units)
-    cfg = tiny_run_config(runs, name="full", method={"name": "full"},
-                          training={"max_steps": 2, "save_steps": 2, "precision": "fp32"},
-                          evaluation={"before_after": False, "perplexity": False, "generation": False})
+    cfg = tiny_run_config(
+        runs,
+        name="full",
+        method={"name": "full"},
+        training={"max_steps": 2, "save_steps": 2, "precision": "fp32"},
+        evaluation={"before_after": False, "perplexity": False, "generation": False},
+    )
     return train(cfg)
 
 
@@ -38,7 +42,9 @@ def _logits(folder, ids, mask):
 # Bounds on the logits' change averaged over positions: the single worst position of a 2-step random model swings
 # with the CPU's kernels (int8 on an AVX2 CPU: 6.2% at the worst of 44 positions, 2.5% on average). int4 (NF4,
 # blocks of 64) moves them far more than int8; its bound is on their direction.
-@pytest.mark.parametrize("kind, max_share, max_error, min_cosine", [("int8", 0.30, 0.04, 0.999), ("int4", 0.20, 1.0, 0.85)])
+@pytest.mark.parametrize(
+    "kind, max_share, max_error, min_cosine", [("int8", 0.30, 0.04, 0.999), ("int4", 0.20, 1.0, 0.85)]
+)
 def test_quantized_export_is_small_and_close(lm_run, kind, max_share, max_error, min_cosine):
     from transformers import AutoModelForCausalLM
 
@@ -56,7 +62,9 @@ def test_quantized_export_is_small_and_close(lm_run, kind, max_share, max_error,
     real = mask.bool()
     error = ((got - ref).abs().max(-1).values[real] / ref.abs().max(-1).values[real]).mean().item()
     cosine = torch.nn.functional.cosine_similarity(got[real], ref[real], dim=-1).mean().item()
-    print(f"{kind}: linear weights {share:.1%} of fp32, mean relative logit error {error:.4f}, mean cosine {cosine:.4f}")
+    print(
+        f"{kind}: linear weights {share:.1%} of fp32, mean relative logit error {error:.4f}, mean cosine {cosine:.4f}"
+    )
     assert error <= max_error  # the largest logit change, relative to the largest logit, per position
     assert cosine >= min_cosine
 
@@ -89,7 +97,9 @@ def test_onnx_int8_export_is_smaller_and_close(lm_run):
     assert (int8 / "model.onnx").stat().st_size <= 0.30 * (fp32 / "model.onnx").stat().st_size  # embeddings too
     ids, mask = _batch()
     ref, got = torch.from_numpy(onnx_logits(fp32, ids, mask)), torch.from_numpy(onnx_logits(int8, ids, mask))
-    assert torch.nn.functional.cosine_similarity(got[mask.bool()], ref[mask.bool()], dim=-1).min() >= 0.98  # activations are quantized too
+    assert (
+        torch.nn.functional.cosine_similarity(got[mask.bool()], ref[mask.bool()], dim=-1).min() >= 0.98
+    )  # activations are quantized too
 
 
 def test_int4_classifier_keeps_its_head_and_runs(tmp_path):
@@ -99,8 +109,16 @@ def test_int4_classifier_keeps_its_head_and_runs(tmp_path):
     from trainforge.export.quantize import quantize_folder
 
     torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                             num_attention_heads=4, num_labels=4)).save_pretrained(tmp_path / "fp32")
+    BertForSequenceClassification(
+        BertConfig(
+            vocab_size=1000,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_labels=4,
+        )
+    ).save_pretrained(tmp_path / "fp32")
     out = quantize_folder(tmp_path / "fp32", AutoModelForSequenceClassification, "int4", tmp_path / "int4")
     model = AutoModelForSequenceClassification.from_pretrained(out, device_map="cpu").eval()
     assert type(model.classifier) is torch.nn.Linear and model.classifier.out_features == 4

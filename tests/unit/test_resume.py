@@ -52,9 +52,12 @@ def test_a_run_resumes_where_auto_checkpointing_resolves_differently(runs_dir, m
     run; a machine that trains in the other precision resolves it otherwise and must still resume the run."""
     import trainforge.run.prepare as pipeline
 
-    config = tiny_run_config(runs_dir, name="moved", training={"max_steps": 4, "save_steps": 2,
-                                                               "gradient_checkpointing": "auto"},
-                             evaluation={"before_after": False, "generation": False})
+    config = tiny_run_config(
+        runs_dir,
+        name="moved",
+        training={"max_steps": 4, "save_steps": 2, "gradient_checkpointing": "auto"},
+        evaluation={"before_after": False, "generation": False},
+    )
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[StopAtStep(3)])
     started_with = load_config(runs_dir / "moved" / "config.yaml").training.gradient_checkpointing

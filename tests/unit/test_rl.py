@@ -34,8 +34,15 @@ def direction_score(prompt: str, completion: str) -> float:
 
 def rl_config(runs_dir, objective, **sections):
     base = {
-        "training": {"objective": objective, "max_steps": 20, "batch_size": 8, "learning_rate": 1e-2,
-                     "lr_scheduler": "constant", "logging_steps": 1, "precision": "fp32"},
+        "training": {
+            "objective": objective,
+            "max_steps": 20,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "lr_scheduler": "constant",
+            "logging_steps": 1,
+            "precision": "fp32",
+        },
         "reward": {"function": "test_rl:direction_score"},
         "rl": {"max_new_tokens": 8, "kl_coef": 0.02, "ppo_epochs": 2},
         "evaluation": {"max_samples": 8},
@@ -59,7 +66,7 @@ def test_gae_matches_a_hand_computation():
     b0 = 0.39 + g * lam * b1
     adv, ret = gae(rewards, values, mask, g, lam)
     assert torch.allclose(adv, torch.tensor([[a0, a1, a2], [b0, b1, 0.0]]), atol=1e-6)
-    assert torch.allclose(ret, torch.tensor([[a0 + .5, a1 + .4, a2 + .3], [b0 + .2, b1 + .1, 0.0]]), atol=1e-6)
+    assert torch.allclose(ret, torch.tensor([[a0 + 0.5, a1 + 0.4, a2 + 0.3], [b0 + 0.2, b1 + 0.1, 0.0]]), atol=1e-6)
 
 
 def test_ppo_raises_mean_reward_on_a_toy_reward(runs_dir):
@@ -79,8 +86,15 @@ def test_ppo_raises_mean_reward_on_a_toy_reward(runs_dir):
 
 @pytest.mark.parametrize("objective", ["grpo", "rloo"])
 def test_trl_objectives_run_with_the_same_reward_and_log_it(runs_dir, objective):
-    run = train(rl_config(runs_dir, objective, training={"max_steps": 2, "batch_size": 2},
-                          rl={"num_generations": 4}, evaluation={"max_samples": 2}))
+    run = train(
+        rl_config(
+            runs_dir,
+            objective,
+            training={"max_steps": 2, "batch_size": 2},
+            rl={"num_generations": 4},
+            evaluation={"max_samples": 2},
+        )
+    )
     rows = [m for m in run.metrics() if "reward" in m]
     assert len(rows) == 2 and all(math.isfinite(m["reward"]) for m in rows)
     assert (run.path / "adapter").is_dir() and run.info()["status"] == "completed"
@@ -104,12 +118,14 @@ def test_a_reward_model_folder_or_run_scores_conversations(tmp_path):
     run = tmp_path / "reward-run"  # a finished `task: reward` run keeps its full model in model/
     (run / "model").mkdir(parents=True)
     (run / "run.json").write_text('{"status": "completed"}')
-    reward_config = load_config(base={"task": "reward", "model": {"name": "tiny-llama"},
-                                      "data": {"task": "constrained-answers"}})
+    reward_config = load_config(
+        base={"task": "reward", "model": {"name": "tiny-llama"}, "data": {"task": "constrained-answers"}}
+    )
     (run / "config.yaml").write_text(dump_config(reward_config))
     tokenizer = load_tokenizer("tiny-llama")
-    scorer_model = AutoModelForSequenceClassification.from_pretrained(resolve_model("tiny-llama"), num_labels=1,
-                                                                      pad_token_id=tokenizer.pad_token_id)
+    scorer_model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model("tiny-llama"), num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
     scorer_model.save_pretrained(run / "model")
     tokenizer.save_pretrained(run / "model")
     prompt = [{"role": "user", "content": "Give the date as JSON."}]
@@ -144,9 +160,12 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     from trainforge.tasks.lm import ppo
 
     def config(name):
-        return rl_config(runs_dir, "ppo", training={"max_steps": 6, "batch_size": 4, "save_steps": 2,
-                                                    "save_total_limit": 2},
-                         evaluation={"before_after": False, "max_samples": 2}).model_copy(update={"name": name})
+        return rl_config(
+            runs_dir,
+            "ppo",
+            training={"max_steps": 6, "batch_size": 4, "save_steps": 2, "save_total_limit": 2},
+            evaluation={"before_after": False, "max_samples": 2},
+        ).model_copy(update={"name": name})
 
     whole = train(config("whole"))
     step, calls = ppo.PPO.step, []
@@ -162,7 +181,9 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
         train(config("cut"))
     cut_dir = runs_dir / "cut"
     assert sorted(p.name for p in (cut_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    assert {"model.safetensors", "state.pt", "trainer_state.json"} <= {p.name for p in (cut_dir / "checkpoints" / "checkpoint-4").iterdir()}
+    assert {"model.safetensors", "state.pt", "trainer_state.json"} <= {
+        p.name for p in (cut_dir / "checkpoints" / "checkpoint-4").iterdir()
+    }
     state = cut_dir / "checkpoints" / "checkpoint-4" / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # as if the crash came during the save: skipped on resume
     calls.clear()
@@ -197,9 +218,13 @@ def test_a_trl_run_resumes_through_the_trainer_checkpoint(runs_dir, objective):
             self.crash = crash
 
     def config(name):
-        return rl_config(runs_dir, objective, training={"max_steps": 3, "batch_size": 1, "save_steps": 2},
-                         rl={"num_generations": 2},
-                         evaluation={"before_after": False, "max_samples": 2}).model_copy(update={"name": name})
+        return rl_config(
+            runs_dir,
+            objective,
+            training={"max_steps": 3, "batch_size": 1, "save_steps": 2},
+            rl={"num_generations": 2},
+            evaluation={"before_after": False, "max_samples": 2},
+        ).model_copy(update={"name": name})
 
     whole = train(config("whole"))
     with pytest.raises(Crash):

@@ -77,7 +77,10 @@ def test_chat_answers_until_an_empty_line(two_runs):
     env = {**os.environ, "COLUMNS": "250"}
     result = subprocess.run(
         [sys.executable, "-m", "trainforge.cli", "chat", "a", "--runs-dir", str(two_runs[0]), "--max-new-tokens", "3"],
-        input="What is 2+2?\nAnd 3+3?\n\n", capture_output=True, text=True, env=env,
+        input="What is 2+2?\nAnd 3+3?\n\n",
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("model>") == 2

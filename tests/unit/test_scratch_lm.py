@@ -13,13 +13,26 @@ from trainforge.tracking.rundir import read_json
 
 def _pretrain(runs_dir, **training):
     return {
-        "name": "pre", "task": "lm",
-        "model": {"name": "scratch", "architecture": {"hidden_size": 64, "layers": 2, "heads": 4},
-                  "tokenizer": {"vocab_size": 400}},
+        "name": "pre",
+        "task": "lm",
+        "model": {
+            "name": "scratch",
+            "architecture": {"hidden_size": 64, "layers": 2, "heads": 4},
+            "tokenizer": {"vocab_size": 400},
+        },
         "data": {"task": "dates-json", "task_size": 240, "split": {"train": 0.8, "validation": 0.1, "test": 0.1}},
-        "training": {"objective": "clm", "max_steps": 30, "batch_size": 8, "learning_rate": 3e-3, "max_length": 64,
-                     "precision": "fp32",
-                     "logging_steps": 5, "save_steps": 100, "lr_scheduler": "constant", **training},
+        "training": {
+            "objective": "clm",
+            "max_steps": 30,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "max_length": 64,
+            "precision": "fp32",
+            "logging_steps": 5,
+            "save_steps": 100,
+            "lr_scheduler": "constant",
+            **training,
+        },
         "evaluation": {"generation": False},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
     }
@@ -43,10 +56,18 @@ def test_pretraining_from_scratch_beats_the_uniform_baseline_and_saves_a_transfo
 
 def test_pretrain_then_fine_tune_without_any_hub_model(runs_dir):
     pre = _pretrain(runs_dir, max_steps=10)
-    chain = {"name": "scratch", "task": "lm", "data": pre.pop("data"), "tracking": pre.pop("tracking"),
-             "evaluation": {"generation": False}, "model": pre["model"],
-             "stages": [{"name": "pretrain", "training": pre["training"]},
-                        {"name": "sft", "training": {**pre["training"], "objective": "sft", "max_steps": 6, "max_length": 192}}]}
+    chain = {
+        "name": "scratch",
+        "task": "lm",
+        "data": pre.pop("data"),
+        "tracking": pre.pop("tracking"),
+        "evaluation": {"generation": False},
+        "model": pre["model"],
+        "stages": [
+            {"name": "pretrain", "training": pre["training"]},
+            {"name": "sft", "training": {**pre["training"], "objective": "sft", "max_steps": 6, "max_length": 192}},
+        ],
+    }
     stages = parse_stages(chain, "chain.yaml")
     assert stages[1].config.model.name == "scratch" and stages[1].inherits_model
     runs = run_stages(stages)

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from _classical import tabular_config  # noqa: E402
-from conftest import tiny_run_config  # noqa: E402
-from trainforge.pipeline import train  # noqa: E402
-from trainforge.serve import build_app  # noqa: E402
+from _classical import tabular_config
+from conftest import tiny_run_config
+from trainforge.pipeline import train
+from trainforge.serve import build_app
 
 QUESTION = [{"role": "user", "content": "Extract the date: born on May 3, 1999."}]
 
@@ -23,8 +23,9 @@ QUESTION = [{"role": "user", "content": "Extract the date: born on May 3, 1999."
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
-    return train(tiny_run_config(runs_dir, training={"max_steps": 2},
-                                 evaluation={"before_after": False, "generation": False}))
+    return train(
+        tiny_run_config(runs_dir, training={"max_steps": 2}, evaluation={"before_after": False, "generation": False})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,20 @@ def test_chat_greedy_answer_equals_local_generation_and_streams_the_same_text(lm
     choice = answer["choices"][0]
     assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip() == local
     usage = answer["usage"]
-    assert 0 < usage["completion_tokens"] <= 12 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert (
+        0 < usage["completion_tokens"] <= 12
+        and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    )
     assert choice["finish_reason"] == ("length" if usage["completion_tokens"] == 12 else "stop")
 
     r = lm.post("/v1/chat/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     chunks = _sse(r)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == choice["message"]["content"]
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        == choice["message"]["content"]
+    )
     assert chunks[-2]["choices"][0]["finish_reason"] == choice["finish_reason"]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == usage
 
@@ -72,8 +79,9 @@ def test_completions_stream_and_seeded_sampling(lm, lm_run):
     assert whole["object"] == "text_completion" and whole["usage"]["prompt_tokens"] == 3
     streamed = "".join(c["choices"][0]["text"] for c in _sse(lm.post("/v1/completions", json={**body, "stream": True})))
     assert streamed == whole["choices"][0]["text"]
-    sampled = [lm.post("/v1/completions", json={**body, "temperature": 1.5, "top_p": 0.9, "seed": 7}).json()
-               for _ in range(2)]
+    sampled = [
+        lm.post("/v1/completions", json={**body, "temperature": 1.5, "top_p": 0.9, "seed": 7}).json() for _ in range(2)
+    ]
     assert sampled[0]["choices"][0]["text"] == sampled[1]["choices"][0]["text"]  # the seed makes it repeatable
     assert lm.get("/v1/models").json()["data"][0]["id"] == lm_run.name
     assert lm.get("/health").json() == {"status": "ok", "model": lm_run.name, "kind": "generative"}
@@ -90,18 +98,21 @@ def test_stop_strings_end_the_answer_whole_and_streamed(lm, lm_run):
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.parametrize("body, status, param, code", [
-    ({"model": "gpt-4", "prompt": "x"}, 404, "model", "model_not_found"),
-    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
-    ({"prompt": "x", "max_tokens": 2001}, 400, "max_tokens", "invalid_value"),
-    ({"prompt": "x", "max_tokens": 1024}, 400, "prompt", "context_length_exceeded"),  # tiny-llama: 1024 positions
-    ({"prompt": "x", "temperature": 3}, 400, "temperature", None),
-    ({"prompt": "x", "tools": []}, 400, "tools", None),  # unsupported parameters are refused, not ignored
-    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
-    ({"prompt": "x", "n": 2}, 400, "n", None),
-    ({"prompt": 5}, 400, "prompt", None),
-    ({}, 400, "prompt", None),
-])
+@pytest.mark.parametrize(
+    "body, status, param, code",
+    [
+        ({"model": "gpt-4", "prompt": "x"}, 404, "model", "model_not_found"),
+        ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens", None),
+        ({"prompt": "x", "max_tokens": 2001}, 400, "max_tokens", "invalid_value"),
+        ({"prompt": "x", "max_tokens": 1024}, 400, "prompt", "context_length_exceeded"),  # tiny-llama: 1024 positions
+        ({"prompt": "x", "temperature": 3}, 400, "temperature", None),
+        ({"prompt": "x", "tools": []}, 400, "tools", None),  # unsupported parameters are refused, not ignored
+        ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+        ({"prompt": "x", "n": 2}, 400, "n", None),
+        ({"prompt": 5}, 400, "prompt", None),
+        ({}, 400, "prompt", None),
+    ],
+)
 def test_invalid_requests_get_openai_errors(lm, lm_run, body, status, param, code):
     r = lm.post("/v1/completions", json={"model": lm_run.name, **body})
     assert r.status_code == status, r.text
@@ -112,12 +123,16 @@ def test_invalid_requests_get_openai_errors(lm, lm_run, body, status, param, cod
 
 def test_malformed_json_oversized_body_and_wrong_endpoint(lm_run, lm):
     small = TestClient(build_app(lm_run, max_body_bytes=200))
-    r = small.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    r = small.post(
+        "/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     big = {"model": lm_run.name, "messages": [{"role": "user", "content": "x" * 300}]}
     r = small.post("/v1/chat/completions", json=big)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
-    r = small.post("/v1/chat/completions", content=iter([b"{", b"x" * 300]), headers={"content-type": "application/json"})
+    r = small.post(
+        "/v1/chat/completions", content=iter([b"{", b"x" * 300]), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413  # a chunked body without Content-Length is counted as it arrives
     r = lm.post("/v1/predict", json={"model": lm_run.name, "input": "hello"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unsupported_endpoint"
@@ -175,7 +190,9 @@ def test_predict_with_a_text_classification_run(runs_dir, tmp_path):
     assert r.status_code == 200, r.text
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    saved = [json.loads(line)["prediction"] for line in predict_classifier_file(run, str(data)).read_text().splitlines()]
+    saved = [
+        json.loads(line)["prediction"] for line in predict_classifier_file(run, str(data)).read_text().splitlines()
+    ]
     assert [d["prediction"] for d in r.json()["data"]] == saved  # the same path as `trainforge predict`
 
 
@@ -216,13 +233,14 @@ def test_concurrent_requests_answer_as_if_alone_and_are_not_queued_behind_a_long
 
     import uvicorn
 
-    from trainforge.serve.app import create_app
     from trainforge.serve import load_backend
+    from trainforge.serve.app import create_app
 
     backend = load_backend(lm_run)
     backend.model.register_forward_pre_hook(lambda *_: time.sleep(0.02))  # a slow model: the long stream takes seconds
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, lm_run.name), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(backend, lm_run.name), host="127.0.0.1", port=0, log_level="warning")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)
@@ -238,8 +256,9 @@ def test_concurrent_requests_answer_as_if_alone_and_are_not_queued_behind_a_long
 
     long = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 120, "stream": True}
     short = {"model": lm_run.name, "messages": QUESTION, "max_tokens": 6}
-    sampled = [{"model": lm_run.name, "prompt": "Today", "max_tokens": 6, "temperature": 1.5, "seed": seed}
-               for seed in (1, 2)]
+    sampled = [
+        {"model": lm_run.name, "prompt": "Today", "max_tokens": 6, "temperature": 1.5, "seed": seed} for seed in (1, 2)
+    ]
 
     def stream_long(events: dict):
         pieces = []

@@ -11,7 +11,14 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
 from conftest import tiny_run_config
-from trainforge.methods.shared_prefix import chunked_causal_lm_loss, common_start, pair_layout, share_pair_prefixes, shared_start_hidden, usable
+from trainforge.methods.shared_prefix import (
+    chunked_causal_lm_loss,
+    common_start,
+    pair_layout,
+    share_pair_prefixes,
+    shared_start_hidden,
+    usable,
+)
 from trainforge.models.registry import resolve_model
 from trainforge.pipeline import train
 
@@ -77,16 +84,29 @@ def test_dpo_with_a_shared_prompt_trains_like_the_two_row_forward(runs_dir, meth
 
     layouts_without_grad = []
     real_layout = shared_prefix.pair_layout
-    monkeypatch.setattr(shared_prefix, "pair_layout", lambda *a: layouts_without_grad.append(
-        not torch.is_grad_enabled()) or real_layout(*a))
+    monkeypatch.setattr(
+        shared_prefix,
+        "pair_layout",
+        lambda *a: layouts_without_grad.append(not torch.is_grad_enabled()) or real_layout(*a),
+    )
 
     def run(name, shared):
-        config = tiny_run_config(runs_dir, name=name, data={"task": "constrained-answers", "format": "preference",
-                                                           "task_size": 48},
-                                 method={"name": method},
-                                 training={"objective": "dpo", "max_steps": 6, "max_length": 96, "learning_rate": 5e-3,
-                                           "shared_prompt": shared, "precision": "fp32", "logging_steps": 1},
-                                 evaluation={"before_after": False, "generation": False})
+        config = tiny_run_config(
+            runs_dir,
+            name=name,
+            data={"task": "constrained-answers", "format": "preference", "task_size": 48},
+            method={"name": method},
+            training={
+                "objective": "dpo",
+                "max_steps": 6,
+                "max_length": 96,
+                "learning_rate": 5e-3,
+                "shared_prompt": shared,
+                "precision": "fp32",
+                "logging_steps": 1,
+            },
+            evaluation={"before_after": False, "generation": False},
+        )
         return [m["loss"] for m in train(config).metrics() if "loss" in m]
 
     shared, two_rows = run("shared", True), run("two-rows", False)
@@ -105,18 +125,36 @@ def test_orpo_with_a_shared_prompt_trains_like_trls_forward(runs_dir, monkeypatc
 
     layouts = []
     real_layout = shared_prefix.pair_layout
-    monkeypatch.setattr(shared_prefix, "pair_layout", lambda *a: layouts.append(torch.is_grad_enabled()) or
-                        real_layout(*a))
-    compared = ("loss", "nll_loss", "logps/chosen", "logps/rejected", "log_odds_ratio", "rewards/margins",
-                "num_input_tokens_seen")
+    monkeypatch.setattr(
+        shared_prefix, "pair_layout", lambda *a: layouts.append(torch.is_grad_enabled()) or real_layout(*a)
+    )
+    compared = (
+        "loss",
+        "nll_loss",
+        "logps/chosen",
+        "logps/rejected",
+        "log_odds_ratio",
+        "rewards/margins",
+        "num_input_tokens_seen",
+    )
 
     def run(name, shared):
-        config = tiny_run_config(runs_dir, name=name, data={"task": "constrained-answers", "format": "preference",
-                                                           "task_size": 48},
-                                 training={"objective": "orpo", "beta": 1.0, "max_steps": 6, "max_length": 96,
-                                           "learning_rate": 5e-3, "shared_prompt": shared, "precision": "fp32",
-                                           "logging_steps": 1},
-                                 evaluation={"before_after": False, "generation": False})
+        config = tiny_run_config(
+            runs_dir,
+            name=name,
+            data={"task": "constrained-answers", "format": "preference", "task_size": 48},
+            training={
+                "objective": "orpo",
+                "beta": 1.0,
+                "max_steps": 6,
+                "max_length": 96,
+                "learning_rate": 5e-3,
+                "shared_prompt": shared,
+                "precision": "fp32",
+                "logging_steps": 1,
+            },
+            evaluation={"before_after": False, "generation": False},
+        )
         logged = [m for m in train(config).metrics() if "loss" in m]
         return {k: [m[k] for m in logged] for k in compared}
 
@@ -140,8 +178,8 @@ def _sft_batch():
     attention_mask, labels = torch.zeros_like(input_ids), torch.full_like(input_ids, -100)
     for i, rest in enumerate(rests):
         row = start + rest
-        input_ids[i, :len(row)], attention_mask[i, :len(row)] = torch.tensor(row), 1
-        labels[i, len(start) - 1:len(row)] = input_ids[i, len(start) - 1:len(row)]
+        input_ids[i, : len(row)], attention_mask[i, : len(row)] = torch.tensor(row), 1
+        labels[i, len(start) - 1 : len(row)] = input_ids[i, len(start) - 1 : len(row)]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -184,9 +222,14 @@ def test_common_start_leaves_each_row_a_token_and_odd_batches_run_plainly():
 def test_sft_with_a_shared_start_trains_like_the_plain_forward(runs_dir):
     """The same SFT run (the dates task's rows share the chat template's system prompt and the instruction) with
     and without the shared start: the same losses step by step."""
+
     def run(name, shared):
-        config = tiny_run_config(runs_dir, name=name, training={"shared_prompt": shared, "precision": "fp32", "max_steps": 6},
-                                 evaluation={"before_after": False, "generation": False})
+        config = tiny_run_config(
+            runs_dir,
+            name=name,
+            training={"shared_prompt": shared, "precision": "fp32", "max_steps": 6},
+            evaluation={"before_after": False, "generation": False},
+        )
         return [m["loss"] for m in train(config).metrics() if "loss" in m]
 
     shared, plain = run("shared", True), run("plain", False)

@@ -14,10 +14,20 @@ from trainforge.tracking.rundir import read_json
 
 def _mlm_section(runs_dir):
     return {
-        "task": "lm", "model": {"name": "tiny-bert"}, "method": {"name": "full"},
+        "task": "lm",
+        "model": {"name": "tiny-bert"},
+        "method": {"name": "full"},
         "data": {"task": "support-tickets-shift", "task_size": 160, "format": "text"},
-        "training": {"objective": "mlm", "max_steps": 24, "batch_size": 16, "learning_rate": 2e-3, "max_length": 48,
-                     "logging_steps": 4, "save_steps": 100, "lr_scheduler": "constant"},
+        "training": {
+            "objective": "mlm",
+            "max_steps": 24,
+            "batch_size": 16,
+            "learning_rate": 2e-3,
+            "max_length": 48,
+            "logging_steps": 4,
+            "save_steps": 100,
+            "lr_scheduler": "constant",
+        },
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
     }
 
@@ -49,8 +59,12 @@ def _chain(runs_dir):
         "tracking": adapt.pop("tracking"),
         "stages": [
             {"name": "adapt", **adapt},
-            {"name": "classify", "task": "text-classification", "method": {"name": "full"},
-             "training": {"max_steps": 6, "batch_size": 16, "max_length": 48, "save_steps": 100}},
+            {
+                "name": "classify",
+                "task": "text-classification",
+                "method": {"name": "full"},
+                "training": {"max_steps": 6, "batch_size": 16, "max_length": 48, "save_steps": 100},
+            },
         ],
     }
 
@@ -87,14 +101,24 @@ def test_sft_chain_hands_over_the_merged_adapter(runs_dir):
     assert load_config(second.file("config.yaml")).model.name == str((first.path / "merged").resolve())
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("name"), "needs a top-level `name`"),
-    (lambda d: d["stages"][1].update(name="adapt"), "used twice"),
-    (lambda d: d.update(stages=[]), "non-empty list"),
-    (lambda d: d["stages"][0].update(training={"objective": "mlm", "epochs": -1}), r"stage 1 \(adapt\).*training.epochs"),
-    (lambda d: d["stages"].insert(0, {"name": "tab", "task": "classification", "data": {"dataset": "iris", "task": None}}),
-     "neither leaves a model"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("name"), "needs a top-level `name`"),
+        (lambda d: d["stages"][1].update(name="adapt"), "used twice"),
+        (lambda d: d.update(stages=[]), "non-empty list"),
+        (
+            lambda d: d["stages"][0].update(training={"objective": "mlm", "epochs": -1}),
+            r"stage 1 \(adapt\).*training.epochs",
+        ),
+        (
+            lambda d: d["stages"].insert(
+                0, {"name": "tab", "task": "classification", "data": {"dataset": "iris", "task": None}}
+            ),
+            "neither leaves a model",
+        ),
+    ],
+)
 def test_bad_chains_are_refused_before_anything_runs(runs_dir, change, message):
     data = _chain(runs_dir)
     change(data)

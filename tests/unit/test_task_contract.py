@@ -52,26 +52,61 @@ def _table(folder: Path) -> str:
 # entry name → (a tiny config in `runs_dir`, a file `trainforge predict` reads, for tasks that predict)
 CASES = {
     "lm": (lambda runs: tiny_run_config(runs, name="lm", training=SHORT), _prompts),
-    "rl": (lambda runs: tiny_run_config(
-        runs, name="rl", training={**SHORT, "objective": "grpo", "batch_size": 2, "precision": "fp32"},
-        reward={"function": "trainforge.data.tasks:dates_json_reward"},
-        rl={"max_new_tokens": 4, "num_generations": 2}, evaluation={"max_samples": 2}), _prompts),
-    "distill": (lambda runs: tiny_run_config(runs, name="distill", method={"name": "full"}, training=SHORT,
-                                             distill={"teacher": "tiny-llama", "student_layers": [1]}), _prompts),
+    "rl": (
+        lambda runs: tiny_run_config(
+            runs,
+            name="rl",
+            training={**SHORT, "objective": "grpo", "batch_size": 2, "precision": "fp32"},
+            reward={"function": "trainforge.data.tasks:dates_json_reward"},
+            rl={"max_new_tokens": 4, "num_generations": 2},
+            evaluation={"max_samples": 2},
+        ),
+        _prompts,
+    ),
+    "distill": (
+        lambda runs: tiny_run_config(
+            runs,
+            name="distill",
+            method={"name": "full"},
+            training=SHORT,
+            distill={"teacher": "tiny-llama", "student_layers": [1]},
+        ),
+        _prompts,
+    ),
     "text-classification": (lambda runs: tc_config(runs, name="text-classification", training=SHORT), _texts),
     "multi-task": (lambda runs: mt_config(runs, name="multi-task", training=SHORT, tracking={"report": False}), _texts),
-    "reward": (lambda runs: tiny_run_config(runs, name="reward", task="reward", training=SHORT,
-                                            data={"task": "constrained-answers", "task_size": 48}), None),
+    "reward": (
+        lambda runs: tiny_run_config(
+            runs, name="reward", task="reward", training=SHORT, data={"task": "constrained-answers", "task_size": 48}
+        ),
+        None,
+    ),
     "tabular": (lambda runs: tabular_config(runs, name="tabular"), _table),
     "networks": (lambda runs: nn_config(runs, name="networks", training={"epochs": 3}), _table),
-    "gan": (lambda runs: load_config(base={
-        "name": "gan", "task": "gan", "data": {"task": "gaussian-mixture", "task_size": 400},
-        "gan": {"steps": 120, "logging_steps": 20, "save_steps": 60, "samples": 100},
-        "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False}}), None),
-    "rl-agent": (lambda runs: load_config(base={
-        "name": "rl-agent", "task": "rl-agent", "data": {"env": "CartPole-v1"},
-        "agent": {"steps": 400, "learning_starts": 100, "save_steps": 200, "eval_episodes": 2},
-        "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False}}), None),
+    "gan": (
+        lambda runs: load_config(
+            base={
+                "name": "gan",
+                "task": "gan",
+                "data": {"task": "gaussian-mixture", "task_size": 400},
+                "gan": {"steps": 120, "logging_steps": 20, "save_steps": 60, "samples": 100},
+                "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False},
+            }
+        ),
+        None,
+    ),
+    "rl-agent": (
+        lambda runs: load_config(
+            base={
+                "name": "rl-agent",
+                "task": "rl-agent",
+                "data": {"env": "CartPole-v1"},
+                "agent": {"steps": 400, "learning_starts": 100, "save_steps": 200, "eval_episodes": 2},
+                "tracking": {"runs_dir": str(runs), "mlflow": False, "report": False},
+            }
+        ),
+        None,
+    ),
 }
 
 
@@ -161,13 +196,16 @@ def test_a_task_trains_and_resumes_where_it_says_so(trained):
 def test_evaluate_returns_numbers(trained):
     entry, _, run = trained
     scores = registry.for_run(run).hook("evaluate")(run)
-    assert scores and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                          for v in scores.values()), scores
+    assert scores and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scores.values()
+    ), scores
 
 
 def test_a_task_recognises_its_own_run_and_no_other(trained):
     entry, config, run = trained
-    used_as = registry.get(next(w for w in entry.wraps if config.task in registry.get(w).tasks)) if entry.wraps else entry
+    used_as = (
+        registry.get(next(w for w in entry.wraps if config.task in registry.get(w).tasks)) if entry.wraps else entry
+    )
     assert registry.for_run(run) is used_as
     assert [e.name for e in registry.ENTRIES if e.handles(registry.run_config(run))] == [entry.name]
     info = run.info()
@@ -201,8 +239,9 @@ def test_what_a_finished_run_can_do(trained, tmp_path):
         with pytest.raises(RunError, match=f"task {used.name} .* cannot"):
             used.hook(hook, f"Run {run.path}")
     if used.can("predict"):
-        written = used.hook("predict")(run, CASES[entry.name][1](tmp_path), str(tmp_path / "out.jsonl"),
-                                       max_new_tokens=4)
+        written = used.hook("predict")(
+            run, CASES[entry.name][1](tmp_path), str(tmp_path / "out.jsonl"), max_new_tokens=4
+        )
         assert Path(written).is_file() and Path(written).stat().st_size > 0
     if used.can("serve"):
         backend = used.hook("backend")(run)
@@ -231,11 +270,15 @@ def test_tuning_objectives_where_a_task_tunes(trained):
 
 @pytest.mark.parametrize("name", ["gan", "rl-agent", "reward"])
 @pytest.mark.parametrize("command", ["predict", "serve", "chat"])
-def test_runs_that_do_not_generate_say_so_instead_of_loading_a_language_model(name, command, runs_dir, monkeypatch,
-                                                                              capfd, tmp_path):
+def test_runs_that_do_not_generate_say_so_instead_of_loading_a_language_model(
+    name, command, runs_dir, monkeypatch, capfd, tmp_path
+):
     _, _, run = finished(name, runs_dir)
-    args = {"predict": ["predict", str(run.path), "--data", _prompts(tmp_path)], "serve": ["serve", str(run.path)],
-            "chat": ["chat", str(run.path)]}[command]
+    args = {
+        "predict": ["predict", str(run.path), "--data", _prompts(tmp_path)],
+        "serve": ["serve", str(run.path)],
+        "chat": ["chat", str(run.path)],
+    }[command]
     monkeypatch.setattr(sys, "argv", ["trainforge", *args])
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -248,8 +291,7 @@ def test_application_runs_are_not_taken_for_trained_models(tmp_path):
     from trainforge.tuning.run import tune
 
     runs = tmp_path / "runs"
-    config = tabular_config(runs, name="search", tuning={"trials": 2, "strategy": "random"},
-                            tracking={"mlflow": True})
+    config = tabular_config(runs, name="search", tuning={"trials": 2, "strategy": "random"}, tracking={"mlflow": True})
     run = tune(config)
     summary = read_json(run.file("summary.json"))
     assert summary["mlflow_run_id"] and summary["mlflow_run_id"] == run.info()["mlflow_run_id"]
@@ -257,12 +299,24 @@ def test_application_runs_are_not_taken_for_trained_models(tmp_path):
         registry.for_run(run)
 
 
-@pytest.mark.parametrize("make", [
-    lambda runs: tabular_config(runs, name="table", tracking={"mlflow": True}),
-    lambda runs: load_config(base=merge(tabular_config(runs).model_dump(mode="json"), {
-        "name": "curves", "data": {"dataset": "iris"}, "tracking": {"mlflow": True},
-        "active": {"initial": 10, "batch_size": 10, "rounds": 2, "strategies": ["margin"], "repeats": 1}})),
-], ids=["tabular", "active"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda runs: tabular_config(runs, name="table", tracking={"mlflow": True}),
+        lambda runs: load_config(
+            base=merge(
+                tabular_config(runs).model_dump(mode="json"),
+                {
+                    "name": "curves",
+                    "data": {"dataset": "iris"},
+                    "tracking": {"mlflow": True},
+                    "active": {"initial": 10, "batch_size": 10, "rounds": 2, "strategies": ["margin"], "repeats": 1},
+                },
+            )
+        ),
+    ],
+    ids=["tabular", "active"],
+)
 def test_summary_json_carries_the_mlflow_run_id(make, tmp_path):
     """Tabular and active-learning runs end through the same finish_run as every task: the MLflow run id is in
     summary.json as in run.json."""

@@ -13,12 +13,28 @@ H, LAYERS, FF, C = 32, 2, 64, 4  # tiny-bert: hidden, layers, feed-forward width
 
 def tc_config(runs_dir, **sections):
     base = {
-        "task": "text-classification", "model": {"name": "tiny-bert"},
-        "data": {"task": "support-tickets", "task_size": 96, "split": {"train": 0.75, "validation": 0.125, "test": 0.125}},
-        "method": {"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]},
-                   "adapter": {"bottleneck": 8}},
-        "training": {"max_steps": 6, "batch_size": 16, "learning_rate": 1e-2, "max_length": 40, "logging_steps": 2,
-                     "save_steps": 3, "precision": "fp32", "lr_scheduler": "constant"},
+        "task": "text-classification",
+        "model": {"name": "tiny-bert"},
+        "data": {
+            "task": "support-tickets",
+            "task_size": 96,
+            "split": {"train": 0.75, "validation": 0.125, "test": 0.125},
+        },
+        "method": {
+            "name": "lora",
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]},
+            "adapter": {"bottleneck": 8},
+        },
+        "training": {
+            "max_steps": 6,
+            "batch_size": 16,
+            "learning_rate": 1e-2,
+            "max_length": 40,
+            "logging_steps": 2,
+            "save_steps": 3,
+            "precision": "fp32",
+            "lr_scheduler": "constant",
+        },
         "evaluation": {"batch_size": 32},
         "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
     }
@@ -28,7 +44,9 @@ def tc_config(runs_dir, **sections):
 def test_defaults_and_method_task_checks(tmp_path):
     config = tc_config(tmp_path, model={"name": "tiny-bert"})
     assert (config.data.format, config.data.target) == ("classification", "label")
-    assert load_config(base={"task": "text-classification", "data": {"task": "support-tickets"}}).model.name == "minilm-l6"
+    assert (
+        load_config(base={"task": "text-classification", "data": {"task": "support-tickets"}}).model.name == "minilm-l6"
+    )
     multi = tc_config(tmp_path, data={"task": "support-tickets-multi", "multi_label": True})
     assert multi.data.target == "labels"
     with pytest.raises(ConfigError, match="`method.name` = 'qlora' does not support task text-classification"):
@@ -53,7 +71,9 @@ def test_rows_are_checked_and_unseen_labels_rejected(tmp_path):
         load_labelled(cfg, 0)
     csv = tmp_path / "multi.csv"
     csv.write_text('text,labels\nrefund and crash,billing|technical\n"lost parcel","[""shipping""]"\n')
-    multi = tc_config(tmp_path, data={"task": None, "path": None, "train": str(csv), "test": None, "multi_label": True}).data
+    multi = tc_config(
+        tmp_path, data={"task": None, "path": None, "train": str(csv), "test": None, "multi_label": True}
+    ).data
     splits, classes = load_labelled(multi, 0)
     assert classes == ["billing", "shipping", "technical"]
     assert splits.train[0]["labels"] == ["billing", "technical"]
@@ -77,13 +97,16 @@ HEAD = H * C + C  # classifier
 POOLER = H * H + H
 
 
-@pytest.mark.parametrize("method,expected", [
-    ("lora", LAYERS * 2 * (4 * H + H * 4) + HEAD),  # query and value: A (r×in) + B (out×r); the head trains too
-    ("ia3", LAYERS * (H + H + H + FF) + HEAD),  # key, value: one scale per output; both output.dense: one per input
-    ("adapter", 2 * LAYERS * (H * 8 + 8 + 8 * H + H) + POOLER + HEAD),  # two bottlenecks (b=8) per layer + head
-    ("feature-extraction", POOLER + HEAD),
-    ("full", None),
-])
+@pytest.mark.parametrize(
+    "method,expected",
+    [
+        ("lora", LAYERS * 2 * (4 * H + H * 4) + HEAD),  # query and value: A (r×in) + B (out×r); the head trains too
+        ("ia3", LAYERS * (H + H + H + FF) + HEAD),  # key, value: one scale per output; both output.dense: one per input
+        ("adapter", 2 * LAYERS * (H * 8 + 8 + 8 * H + H) + POOLER + HEAD),  # two bottlenecks (b=8) per layer + head
+        ("feature-extraction", POOLER + HEAD),
+        ("full", None),
+    ],
+)
 def test_trainable_parameters_match_the_formula(tmp_path, method, expected):
     model = _prepared_model(tmp_path, method)
     total = sum(p.numel() for p in model.parameters())
@@ -103,10 +126,11 @@ def test_a_fresh_adapter_leaves_the_outputs_unchanged(tmp_path):
 
 
 def test_adapter_run_keeps_the_base_and_round_trips(runs_dir):
+    from safetensors.torch import load_file
+
     from trainforge.models import resolve_model
     from trainforge.pipeline import train
     from trainforge.tasks.text_classification.task import load_run_classifier, predict_logits, prepare
-    from safetensors.torch import load_file
 
     config = tc_config(runs_dir, method={"name": "adapter"})
     run = train(config)
@@ -124,25 +148,34 @@ def test_adapter_run_keeps_the_base_and_round_trips(runs_dir):
     first = predict_logits(model, prep.tokenizer, prep.heldout_rows)
     assert (first == predict_logits(again, prep.tokenizer, prep.heldout_rows)).all()
     saved = json.loads(run.file("eval_after.json").read_text())["scores"]
-    from trainforge.tasks.text_classification.task import scores
     import numpy as np
+
+    from trainforge.tasks.text_classification.task import scores
+
     assert scores(first, np.asarray([r["labels"] for r in prep.heldout_rows]), False) == saved
 
 
 def test_embeddings_to_a_classical_estimator(runs_dir):
     from trainforge.pipeline import train
 
-    run = train(tc_config(runs_dir, method={"name": "feature-extraction",
-                                            "features": {"estimator": "logistic_regression"}}))
+    run = train(
+        tc_config(runs_dir, method={"name": "feature-extraction", "features": {"estimator": "logistic_regression"}})
+    )
     summary = json.loads(run.file("summary.json").read_text())
     assert summary["estimator"] == "logistic_regression" and summary["trainable_params"] == 0
     assert 0 <= summary["after.accuracy"] <= 1 and (run.path / "model.skops").is_file()
     from trainforge.tasks.text_classification.task import evaluate as evaluate_classifier_run
+
     saved = json.loads(run.file("eval_after.json").read_text())["scores"]
     assert evaluate_classifier_run(run) == pytest.approx(saved)  # eval reloads the base encoder and the estimator
     with pytest.raises(ConfigError, match="`method.features.estimator`"):
-        train(tc_config(runs_dir, data={"task": "support-tickets-multi", "multi_label": True},
-                        method={"name": "feature-extraction", "features": {"estimator": "logistic_regression"}}))
+        train(
+            tc_config(
+                runs_dir,
+                data={"task": "support-tickets-multi", "multi_label": True},
+                method={"name": "feature-extraction", "features": {"estimator": "logistic_regression"}},
+            )
+        )
 
 
 def test_a_run_without_a_validation_split_scores_the_test_split(runs_dir):
@@ -169,8 +202,12 @@ def test_eval_and_predict_commands_on_a_text_classification_run(runs_dir, tmp_pa
     labelled = tmp_path / "labelled.jsonl"
     target = "labels" if multi else "label"
     first = ["billing", "technical"] if multi else "billing"
-    labelled.write_text(json.dumps({"text": "I was charged twice for my plan", target: first}) + "\n"
-                        + json.dumps({"text": "the app crashes on start", target: ["technical"] if multi else "technical"}) + "\n")
+    labelled.write_text(
+        json.dumps({"text": "I was charged twice for my plan", target: first})
+        + "\n"
+        + json.dumps({"text": "the app crashes on start", target: ["technical"] if multi else "technical"})
+        + "\n"
+    )
     result = CliRunner().invoke(app, ["eval", str(run.path), "--data", str(labelled), "--runs-dir", str(runs_dir)])
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "macro_f1" in result.output

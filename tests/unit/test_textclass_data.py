@@ -13,7 +13,7 @@ def test_ticket_tasks_are_seeded_and_cover_every_topic(name):
     assert fmt == "classification"
     assert rows == generate_task(name, 400, seed=1)[1]
     assert rows != generate_task(name, 400, seed=2)[1]
-    labels = Counter(l for r in rows for l in (r["labels"] if "labels" in r else [r["label"]]))
+    labels = Counter(label for r in rows for label in (r["labels"] if "labels" in r else [r["label"]]))
     assert set(labels) == set(TICKET_TOPICS)
     assert min(labels.values()) > 400 / len(TICKET_TOPICS) / 2  # no topic is rare
 
@@ -39,5 +39,7 @@ def test_a_bag_of_words_separates_the_topics():
 
     _, rows = generate_task("support-tickets", 600, seed=0)
     vec = CountVectorizer().fit([r["text"] for r in rows[:400]])
-    clf = LogisticRegression(max_iter=2000).fit(vec.transform([r["text"] for r in rows[:400]]), [r["label"] for r in rows[:400]])
+    clf = LogisticRegression(max_iter=2000).fit(
+        vec.transform([r["text"] for r in rows[:400]]), [r["label"] for r in rows[:400]]
+    )
     assert clf.score(vec.transform([r["text"] for r in rows[400:]]), [r["label"] for r in rows[400:]]) > 0.9

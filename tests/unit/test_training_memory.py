@@ -33,8 +33,16 @@ def test_mask_dropout_follows_torch_seed_and_draws_fresh_masks():
 
 
 def test_lora_dropout_layers_are_swapped():
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     model = get_peft_model(model, LoraConfig(r=2, lora_dropout=0.1, target_modules="all-linear"))
     use_mask_dropout(model)
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]

@@ -12,9 +12,16 @@ from trainforge.tuning.study import MedianRule
 
 def test_tune_searches_an_lm_config_and_the_best_learning_rate_wins(runs_dir):
     config = tiny_run_config(
-        runs_dir, name="lr-search", training={"max_steps": 6, "eval_steps": 3},
-        tuning={"strategy": "grid", "trials": 2, "replace_space": True,
-                "space": {"training.learning_rate": [1.0e-6, 1.0e-2]}})
+        runs_dir,
+        name="lr-search",
+        training={"max_steps": 6, "eval_steps": 3},
+        tuning={
+            "strategy": "grid",
+            "trials": 2,
+            "replace_space": True,
+            "space": {"training.learning_rate": [1.0e-6, 1.0e-2]},
+        },
+    )
     run = tune(config)
     summary = read_json(run.file("summary.json"))
     assert summary["metric"] == "eval_loss" and summary["direction"] == "minimize"

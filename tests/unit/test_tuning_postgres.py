@@ -38,8 +38,10 @@ def postgres_url():
     pytest.importorskip("psycopg2", reason="psycopg2 (the test extra) is not installed")
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): install Debian's `postgresql` package "
-                    "(.ci/run does) to run this test")
+        pytest.skip(
+            "no PostgreSQL server programs (initdb, pg_ctl): install Debian's `postgresql` package "
+            "(.ci/run does) to run this test"
+        )
     as_user: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="trainforge-pg-"))  # not under pytest's tmp_path: root-only folders
     if os.geteuid() == 0:
@@ -58,14 +60,29 @@ def postgres_url():
         return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
 
     try:
-        steps = [(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"),
-                 (pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "start",
-                  "-o", f"-p {port} -h 127.0.0.1 -k {folder}")]
+        steps = [
+            (initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"),
+            (
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+                f"-p {port} -h 127.0.0.1 -k {folder}",
+            ),
+        ]
         for cmd in steps:
             done = run(*cmd)
             if done.returncode:
-                pytest.skip(f"cannot start a PostgreSQL server: `{Path(cmd[0]).name}` failed: "
-                            f"{(done.stderr or done.stdout).strip()[-500:]}")
+                pytest.skip(
+                    f"cannot start a PostgreSQL server: `{Path(cmd[0]).name}` failed: "
+                    f"{(done.stderr or done.stdout).strip()[-500:]}"
+                )
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").exists():
@@ -74,19 +91,44 @@ def postgres_url():
 
 
 def test_two_tune_processes_share_one_postgres_study(postgres_url, tmp_path):
-    space = {"C": {"type": "float", "low": 0.001, "high": 1000, "log": True, "grid": [10.0 ** e for e in range(-3, 4)]},
-             "preprocessing.scale": ["standard", "minmax", "robust"]}
-    config = tabular_config(tmp_path / "runs", model={"name": "logistic_regression"}, cv={"folds": 3},
-                            tuning={"strategy": "grid", "trials": 100, "space": space, "replace_space": True,
-                                    "pruning": False})
+    space = {
+        "C": {"type": "float", "low": 0.001, "high": 1000, "log": True, "grid": [10.0**e for e in range(-3, 4)]},
+        "preprocessing.scale": ["standard", "minmax", "robust"],
+    }
+    config = tabular_config(
+        tmp_path / "runs",
+        model={"name": "logistic_regression"},
+        cv={"folds": 3},
+        tuning={"strategy": "grid", "trials": 100, "space": space, "replace_space": True, "pruning": False},
+    )
     (tmp_path / "tune.yaml").write_text(dump_config(config))
     src = str(Path(trainforge.__file__).parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     # two `trainforge tune` processes started together, as on two machines: distinct run names and worker indices
-    workers = [subprocess.Popen([sys.executable, "-m", "trainforge.cli", "tune", "tune.yaml", f"name=worker{i}",
-                                 "--storage", postgres_url, "--study", "shared", "--worker-index", str(i)],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trainforge.cli",
+                "tune",
+                "tune.yaml",
+                f"name=worker{i}",
+                "--storage",
+                postgres_url,
+                "--study",
+                "shared",
+                "--worker-index",
+                str(i),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-2000:] for o in outputs)
 

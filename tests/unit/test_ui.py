@@ -8,21 +8,28 @@ import pytest
 import yaml
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from conftest import tiny_run_config  # noqa: E402
-from trainforge.config import load_config  # noqa: E402
-from trainforge.config.loader import dump_config  # noqa: E402
-from trainforge.pipeline import train  # noqa: E402
-from trainforge.tracking.rundir import RunDir  # noqa: E402
-from trainforge.ui import build_app  # noqa: E402
-from trainforge.ui.app import terminal_text  # noqa: E402
+from conftest import tiny_run_config
+from trainforge.config import load_config
+from trainforge.config.loader import dump_config
+from trainforge.pipeline import train
+from trainforge.tracking.rundir import RunDir
+from trainforge.ui import build_app
+from trainforge.ui.app import terminal_text
 
 
 def forest(runs_dir, name, trees):
-    return load_config(base={"name": name, "task": "classification", "data": {"dataset": "iris"}, "cv": {"folds": 2},
-                             "model": {"name": "random_forest", "params": {"n_estimators": trees}},
-                             "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False}})
+    return load_config(
+        base={
+            "name": name,
+            "task": "classification",
+            "data": {"dataset": "iris"},
+            "cv": {"folds": 2},
+            "model": {"name": "random_forest", "params": {"n_estimators": trees}},
+            "tracking": {"runs_dir": str(runs_dir), "mlflow": False, "report": False},
+        }
+    )
 
 
 @pytest.fixture
@@ -41,14 +48,19 @@ def test_schema_examples_and_validation_errors(client):
     assert client.get("/api/examples/chain/yaml").json() == {"yaml": "stages: []\n"}  # a chain opens as its text
     assert client.get("/api/examples/one").json() == {"task": "classification", "data": {"dataset": "iris"}}
     assert client.get("/api/examples/..%2Fone").status_code == 404
-    bad = client.post("/api/launch", json={"overrides": ['data.task="dates-json"', "training.max_steps=oops"],
-                                           "launch": False})
+    bad = client.post(
+        "/api/launch", json={"overrides": ['data.task="dates-json"', "training.max_steps=oops"], "launch": False}
+    )
     assert bad.status_code == 400
     assert bad.json()["error"].startswith("Invalid config from the launch form: key `training.max_steps` = 'oops'")
-    ok = client.post("/api/launch", json={"overrides": ['task="classification"', 'data.dataset="iris"'],
-                                          "launch": False}).json()
+    ok = client.post(
+        "/api/launch", json={"overrides": ['task="classification"', 'data.dataset="iris"'], "launch": False}
+    ).json()
     assert ok["name"].startswith("random_forest-classification-") and "dataset: iris" in ok["yaml"]
-    assert client.post("/api/launch", content=b'{"overrides": []}', headers={"content-type": "text/plain"}).status_code == 415
+    assert (
+        client.post("/api/launch", content=b'{"overrides": []}', headers={"content-type": "text/plain"}).status_code
+        == 415
+    )
 
 
 def test_runs_compare_and_chat_refusal(client, runs_dir):
@@ -68,21 +80,31 @@ def chain_yaml(runs_dir, first_steps=2):
     """A two-stage tiny-llama chain (SFT on dates, then more SFT from its model), as a config file's text."""
     base = yaml.safe_load(dump_config(tiny_run_config(runs_dir, training={"save_steps": 2})))
     base["tracking"]["runs_dir"] = "elsewhere"  # the dashboard puts it under its own runs folder
-    return yaml.safe_dump({**{k: v for k, v in base.items() if k not in ("name", "training")}, "name": "chain",
-                           "stages": [{"name": "one", "training": {**base["training"], "max_steps": first_steps}},
-                                      {"name": "two", "training": {**base["training"], "max_steps": 2}}]})
+    return yaml.safe_dump(
+        {
+            **{k: v for k, v in base.items() if k not in ("name", "training")},
+            "name": "chain",
+            "stages": [
+                {"name": "one", "training": {**base["training"], "max_steps": first_steps}},
+                {"name": "two", "training": {**base["training"], "max_steps": 2}},
+            ],
+        }
+    )
 
 
 def test_a_stage_chain_is_checked_stage_by_stage_as_the_cli_does(client, runs_dir):
-    ok = client.post("/api/launch", json={"yaml": chain_yaml(runs_dir), "overrides": ["method.lora.r=2"],
-                                          "launch": False}).json()
+    ok = client.post(
+        "/api/launch", json={"yaml": chain_yaml(runs_dir), "overrides": ["method.lora.r=2"], "launch": False}
+    ).json()
     assert ok["name"] == "chain" and ok["stages"] == ["chain-one", "chain-two"]
     shown = yaml.safe_load(ok["yaml"])
     assert shown["tracking"]["runs_dir"] == str(runs_dir) and shown["method"]["lora"]["r"] == 2
     bad = chain_yaml(runs_dir).replace("max_steps: 2", "max_steps: oops", 1)
     err = client.post("/api/launch", json={"yaml": bad, "overrides": [], "launch": False}).json()["error"]
     assert err.startswith("Invalid config from the launch form stage 1 (one): key `training.max_steps` = 'oops'")
-    assert "not valid YAML at line 1" in client.post("/api/launch", json={"yaml": "a: [", "overrides": []}).json()["error"]
+    assert (
+        "not valid YAML at line 1" in client.post("/api/launch", json={"yaml": "a: [", "overrides": []}).json()["error"]
+    )
 
 
 def test_stop_a_launched_chain_like_ctrl_c(client, runs_dir):
@@ -91,8 +113,9 @@ def test_stop_a_launched_chain_like_ctrl_c(client, runs_dir):
     ignores SIGINT here, as one started as a background job does: the child must hear the Stop all the same."""
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        assert client.post("/api/launch", json={"yaml": chain_yaml(runs_dir, first_steps=100_000),
-                                                "overrides": []}).json()["ok"]
+        assert client.post(
+            "/api/launch", json={"yaml": chain_yaml(runs_dir, first_steps=100_000), "overrides": []}
+        ).json()["ok"]
     finally:
         signal.signal(signal.SIGINT, ignored)
     stage = RunDir(runs_dir / "chain-one")
@@ -117,11 +140,13 @@ def test_stop_a_launched_chain_like_ctrl_c(client, runs_dir):
 
 
 def test_log_panel_shows_what_a_terminal_shows(client, runs_dir):
-    raw = ("\x1b[1mstep\x1b[0m 1\n"
-           "  0%|          | 0/8 [00:00<?, ?it/s]\r 50%|#####     | 4/8\r100%|##########| 8/8 [00:01, 6.1it/s]\n"
-           "\x1b[32mdone\x1b[0m\r\n"
-           "abcdef\rXY\n"
-           "tail 10%\x1b[A\r tail 20%")
+    raw = (
+        "\x1b[1mstep\x1b[0m 1\n"
+        "  0%|          | 0/8 [00:00<?, ?it/s]\r 50%|#####     | 4/8\r100%|##########| 8/8 [00:01, 6.1it/s]\n"
+        "\x1b[32mdone\x1b[0m\r\n"
+        "abcdef\rXY\n"
+        "tail 10%\x1b[A\r tail 20%"
+    )
     assert terminal_text(raw) == ("step 1\n100%|##########| 8/8 [00:01, 6.1it/s]\ndone\nXYcdef\n tail 20%")
     train(forest(runs_dir, "logged", 3))
     (runs_dir / "logged" / "train.log").write_text(raw)

@@ -9,8 +9,8 @@ import pytest
 from _classical import tabular_config
 from trainforge import cli
 from trainforge.classical.artifacts import JOBLIB, SKOPS, TRUST_ENV, load_model
-from trainforge.tasks.tabular.task import train as train_classical
 from trainforge.errors import RunError
+from trainforge.tasks.tabular.task import train as train_classical
 
 
 @pytest.fixture

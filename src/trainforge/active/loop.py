@@ -38,8 +38,9 @@ def accuracy(learner, positions: np.ndarray, labels: np.ndarray) -> float:
     return float((learner.predict_proba(positions).argmax(1) == labels).mean())
 
 
-def query(learner, pool: np.ndarray, labelled: np.ndarray, strategy: str, k: int,
-          rng: np.random.Generator) -> np.ndarray:
+def query(
+    learner, pool: np.ndarray, labelled: np.ndarray, strategy: str, k: int, rng: np.random.Generator
+) -> np.ndarray:
     """Indices into `pool` of the next `k` rows to label. `labelled` is a bool mask over `pool`; the learner must be
     fitted on those rows already (the random strategy never looks at it)."""
     candidates = np.flatnonzero(~labelled)
@@ -52,8 +53,18 @@ def initial_positions(n_pool: int, initial: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(n_pool, size=min(initial, n_pool), replace=False)
 
 
-def simulate(learner, pool: np.ndarray, pool_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-             strategy: str, initial: int, batch_size: int, rounds: int, seed: int) -> tuple[list[int], list[float]]:
+def simulate(
+    learner,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    strategy: str,
+    initial: int,
+    batch_size: int,
+    rounds: int,
+    seed: int,
+) -> tuple[list[int], list[float]]:
     """Labels hidden in the pool, revealed when queried. Returns the learning curve: (labels used, test accuracy)
     after the seed set and after each round."""
     labelled = np.zeros(len(pool), dtype=bool)
@@ -61,8 +72,10 @@ def simulate(learner, pool: np.ndarray, pool_labels: np.ndarray, test: np.ndarra
     if len(np.unique(pool_labels[labelled])) < 2:
         from trainforge.errors import DataError
 
-        raise DataError(f"Key `active.initial` = {initial}: the seed set drawn at seed {seed} holds one class only, "
-                        "so no classifier can be fitted; raise `active.initial`.")
+        raise DataError(
+            f"Key `active.initial` = {initial}: the seed set drawn at seed {seed} holds one class only, "
+            "so no classifier can be fitted; raise `active.initial`."
+        )
     rng = np.random.default_rng(seed + 1)
     used, scores = [], []
     for round_ in range(rounds + 1):

@@ -47,17 +47,21 @@ class Pool:
 
 def _needs_proba(estimator, key: str, name: str) -> None:
     if not hasattr(estimator, "predict_proba"):
-        raise ConfigError(f"Key `{key}` = {name!r}: active learning scores rows by class probabilities and this "
-                          "estimator has no predict_proba; use e.g. logistic_regression, random_forest or lightgbm "
-                          "(svm: set `probability: true`).")
+        raise ConfigError(
+            f"Key `{key}` = {name!r}: active learning scores rows by class probabilities and this "
+            "estimator has no predict_proba; use e.g. logistic_regression, random_forest or lightgbm "
+            "(svm: set `probability: true`)."
+        )
 
 
 def _held_out(test, validation):
     """The rows every round is scored on: the test split, else the validation split."""
     rows = test if len(test) else validation
     if not len(rows):
-        raise ConfigError("Key `data.split`: active learning scores every round on held-out rows; give a test (or "
-                          "validation) fraction or file.")
+        raise ConfigError(
+            "Key `data.split`: active learning scores every round on held-out rows; give a test (or "
+            "validation) fraction or file."
+        )
     return rows
 
 
@@ -70,8 +74,16 @@ def _tabular_pool(config: RunConfig) -> Pool:
     pool = np.asarray(prep.split.train)
     test = np.asarray(_held_out(prep.split.test, prep.split.validation))
     learner = EstimatorLearner(prep.X, prep.pipeline, len(prep.classes))
-    return Pool(learner, pool, prep.y[pool], test, prep.y[test], [str(c) for c in prep.classes],
-                lambda idx: prep.X.iloc[pool[idx]].reset_index(drop=True), prep.table.source)
+    return Pool(
+        learner,
+        pool,
+        prep.y[pool],
+        test,
+        prep.y[test],
+        [str(c) for c in prep.classes],
+        lambda idx: prep.X.iloc[pool[idx]].reset_index(drop=True),
+        prep.table.source,
+    )
 
 
 def _text_pool(config: RunConfig) -> Pool:
@@ -95,8 +107,16 @@ def _text_pool(config: RunConfig) -> Pool:
     n = len(prep.train_rows)
     pool, test = np.arange(n), np.arange(n, len(rows))
     texts = [r["text"] for r in prep.splits.train]
-    return Pool(EstimatorLearner(X, make, len(prep.classes)), pool, labels[pool], test, labels[test], prep.classes,
-                lambda idx: pd.DataFrame({config.data.text_field: [texts[i] for i in idx]}), prep.splits.source)
+    return Pool(
+        EstimatorLearner(X, make, len(prep.classes)),
+        pool,
+        labels[pool],
+        test,
+        labels[test],
+        prep.classes,
+        lambda idx: pd.DataFrame({config.data.text_field: [texts[i] for i in idx]}),
+        prep.splits.source,
+    )
 
 
 def load_pool(config: RunConfig) -> Pool:
@@ -104,8 +124,9 @@ def load_pool(config: RunConfig) -> Pool:
         return _tabular_pool(config)
     if config.task == "text-classification":
         return _text_pool(config)
-    raise ConfigError(f"Key `task` = {config.task!r}: active learning needs `classification` (a table) or "
-                      "`text-classification`.")
+    raise ConfigError(
+        f"Key `task` = {config.task!r}: active learning needs `classification` (a table) or `text-classification`."
+    )
 
 
 # simulate ----------------------------------------------------------------------------------------------------------
@@ -114,17 +135,36 @@ def simulate_strategies(config: RunConfig, data: Pool, on_point: Callable | None
     a = config.active
     curves = {}
     for strategy in a.strategies:
-        runs = [simulate(data.learner, data.pool, data.pool_labels, data.test, data.test_labels, strategy,
-                         a.initial, a.batch_size, a.rounds, a.seed + r) for r in range(a.repeats)]
+        runs = [
+            simulate(
+                data.learner,
+                data.pool,
+                data.pool_labels,
+                data.test,
+                data.test_labels,
+                strategy,
+                a.initial,
+                a.batch_size,
+                a.rounds,
+                a.seed + r,
+            )
+            for r in range(a.repeats)
+        ]
         used, scores = runs[0][0], np.mean([s for _, s in runs], axis=0)
-        curves[strategy] = {"labels": used, "accuracy": [round(float(s), 6) for s in scores],
-                            "std": [round(float(s), 6) for s in np.std([s for _, s in runs], axis=0)],
-                            "final": float(scores[-1]), "auc": area_under_curve(used, list(scores))}
+        curves[strategy] = {
+            "labels": used,
+            "accuracy": [round(float(s), 6) for s in scores],
+            "std": [round(float(s), 6) for s in np.std([s for _, s in runs], axis=0)],
+            "final": float(scores[-1]),
+            "auc": area_under_curve(used, list(scores)),
+        }
         for u, s in zip(used, scores):
             if on_point:
                 on_point(strategy, u, float(s))
-        console.print(f"  {strategy}: accuracy {scores[0]:.4f} → {scores[-1]:.4f} at {used[-1]} labels, "
-                      f"area {curves[strategy]['auc']:.4f}")
+        console.print(
+            f"  {strategy}: accuracy {scores[0]:.4f} → {scores[-1]:.4f} at {used[-1]} labels, "
+            f"area {curves[strategy]['auc']:.4f}"
+        )
     return curves
 
 
@@ -133,8 +173,14 @@ def learning_curve_png(curves: dict[str, dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for strategy, c in curves.items():
         x, y, sd = np.asarray(c["labels"]), np.asarray(c["accuracy"]), np.asarray(c["std"])
-        ax.plot(x, y, marker="o", markersize=3, label=f"{strategy} (area {c['auc']:.3f})",
-                linestyle="--" if strategy == "random" else "-")
+        ax.plot(
+            x,
+            y,
+            marker="o",
+            markersize=3,
+            label=f"{strategy} (area {c['auc']:.3f})",
+            linestyle="--" if strategy == "random" else "-",
+        )
         if sd.any():
             ax.fill_between(x, y - sd, y + sd, alpha=0.15)
     ax.set_xlabel("labels used")
@@ -146,24 +192,39 @@ def learning_curve_png(curves: dict[str, dict]) -> bytes:
 
 def _simulate_run(config: RunConfig, data: Pool, run: RunDir) -> dict:
     a = config.active
-    console.print(f"[bold]simulate:[/] {len(data.pool)} pool rows (labels hidden), {len(data.test)} held-out rows; "
-                  f"{a.initial} initial labels + {a.rounds} rounds × {a.batch_size}")
+    console.print(
+        f"[bold]simulate:[/] {len(data.pool)} pool rows (labels hidden), {len(data.test)} held-out rows; "
+        f"{a.initial} initial labels + {a.rounds} rounds × {a.batch_size}"
+    )
     log = lambda s, u, v: run.append_metrics({"step": u, f"accuracy.{s}": v})  # noqa: E731
     curves = simulate_strategies(config, data, log)
     atomic_write_json(run.file("curves.json"), curves)
     picture = learning_curve_png(curves)
     run.file("learning_curve.png").write_bytes(picture)
-    summary: dict = {"task": config.task, "model": config.model.name, "method": "active-learning", "mode": "simulate",
-                     "metric": "accuracy", "pool_rows": len(data.pool), "test_rows": len(data.test),
-                     "labels_used": curves[config.active.strategies[0]]["labels"][-1], "repeats": config.active.repeats}
+    summary: dict = {
+        "task": config.task,
+        "model": config.model.name,
+        "method": "active-learning",
+        "mode": "simulate",
+        "metric": "accuracy",
+        "pool_rows": len(data.pool),
+        "test_rows": len(data.test),
+        "labels_used": curves[config.active.strategies[0]]["labels"][-1],
+        "repeats": config.active.repeats,
+    }
     for strategy, c in curves.items():
         summary[f"{strategy}.final_accuracy"] = round(c["final"], 6)
         summary[f"{strategy}.auc"] = round(c["auc"], 6)
     summary["best_strategy"] = max(curves, key=lambda s: curves[s]["auc"])
     rows = [[s, f"{c['final']:.4f}", f"{c['auc']:.4f}", c["labels"][-1]] for s, c in curves.items()]
-    finish_run(run, config, summary, figures=[("Learning curves", picture)],
-               tables=[("Strategies", rows, ["strategy", "final accuracy", "area under curve", "labels"])],
-               artifacts=[run.file("curves.json"), run.file("learning_curve.png")])
+    finish_run(
+        run,
+        config,
+        summary,
+        figures=[("Learning curves", picture)],
+        tables=[("Strategies", rows, ["strategy", "final accuracy", "area under curve", "labels"])],
+        artifacts=[run.file("curves.json"), run.file("learning_curve.png")],
+    )
     table = Table("strategy", "final accuracy", "area under curve", "labels", title=f"active learning {run.name}")
     for row in rows:
         table.add_row(*map(str, row))
@@ -191,8 +252,10 @@ def read_labels(path: Path, queried: list[int], classes: list[str]) -> dict[int,
         raise DataError(f"Labels file {source} could not be read as CSV: {err}") from None
     missing = [c for c in ("row", "label") if c not in frame.columns]
     if missing:
-        raise DataError(f"Labels file {source} has no column {', '.join(map(repr, missing))}; it must keep the `row` "
-                        f"and `label` columns of the {TO_LABEL} it came from.")
+        raise DataError(
+            f"Labels file {source} has no column {', '.join(map(repr, missing))}; it must keep the `row` "
+            f"and `label` columns of the {TO_LABEL} it came from."
+        )
     index, wanted, out = {c: i for i, c in enumerate(classes)}, set(queried), {}
     for i, (row, label) in enumerate(zip(frame["row"], frame["label"])):
         number = i + 2  # the header is row 1
@@ -202,27 +265,45 @@ def read_labels(path: Path, queried: list[int], classes: list[str]) -> dict[int,
         if not label:
             raise row_error(source, number, f"the `label` cell is empty; fill in one of {', '.join(classes)}.")
         if label not in index:
-            raise row_error(source, number, f"label {label!r} is not a known class; expected one of {', '.join(classes)}.")
+            raise row_error(
+                source, number, f"label {label!r} is not a known class; expected one of {', '.join(classes)}."
+            )
         out[int(row)] = index[label]
     left = sorted(wanted - set(out))
     if left:
-        raise DataError(f"Labels file {source}: the queried rows {', '.join(map(str, left[:10]))} are missing; keep "
-                        f"every row of {TO_LABEL} and fill in its `label`.")
+        raise DataError(
+            f"Labels file {source}: the queried rows {', '.join(map(str, left[:10]))} are missing; keep "
+            f"every row of {TO_LABEL} and fill in its `label`."
+        )
     return out
 
 
 def _start_interactive(config: RunConfig, data: Pool, run: RunDir) -> dict:
     a = config.active
     picked = initial_positions(len(data.pool), a.initial, a.seed)
-    state = {"strategy": a.strategies[0], "classes": data.classes, "round": 0, "queried": picked.tolist(),
-             "labelled": {}}
+    state = {
+        "strategy": a.strategies[0],
+        "classes": data.classes,
+        "round": 0,
+        "queried": picked.tolist(),
+        "labelled": {},
+    }
     atomic_write_json(run.file(STATE_FILE), state)
     path = _write_to_label(run, data, picked)
-    summary = {"task": config.task, "model": config.model.name, "method": "active-learning", "mode": "interactive",
-               "strategy": state["strategy"], "labels_used": 0, "pool_rows": len(data.pool)}
+    summary = {
+        "task": config.task,
+        "model": config.model.name,
+        "method": "active-learning",
+        "mode": "interactive",
+        "strategy": state["strategy"],
+        "labels_used": 0,
+        "pool_rows": len(data.pool),
+    }
     finish_run(run, config, summary, status="awaiting-labels")
-    Console().print(f"label the {len(picked)} rows of [bold]{path}[/] (fill in `label`: {', '.join(data.classes)}), "
-                    f"then run: trainforge active CONFIG --labels {path}")
+    Console().print(
+        f"label the {len(picked)} rows of [bold]{path}[/] (fill in `label`: {', '.join(data.classes)}), "
+        f"then run: trainforge active CONFIG --labels {path}"
+    )
     return summary
 
 
@@ -230,9 +311,11 @@ def _run_for_labels(config: RunConfig, labels: Path) -> RunDir:
     for candidate in (labels.parent, Path(config.tracking.runs_dir) / (config.name or "")):
         if (candidate / STATE_FILE).is_file():
             return RunDir.open(candidate)
-    raise RunError(f"--labels {labels}: found no interactive active-learning run beside it (no {STATE_FILE} in "
-                   f"{labels.parent}) nor a run named by `name` under {config.tracking.runs_dir}/; pass the "
-                   f"{TO_LABEL} inside the run directory that wrote it.")
+    raise RunError(
+        f"--labels {labels}: found no interactive active-learning run beside it (no {STATE_FILE} in "
+        f"{labels.parent}) nor a run named by `name` under {config.tracking.runs_dir}/; pass the "
+        f"{TO_LABEL} inside the run directory that wrote it."
+    )
 
 
 def continue_interactive(config: RunConfig, labels: Path) -> RunDir:
@@ -260,25 +343,39 @@ def continue_interactive(config: RunConfig, labels: Path) -> RunDir:
     run.append_metrics(point)
     state["round"] += 1
     done = state["round"] > a.rounds or labelled.all()
-    summary = {**read_json(run.file("summary.json")), "labels_used": point["labels"], "round": state["round"] - 1,
-               "accuracy": point.get("accuracy")}
+    summary = {
+        **read_json(run.file("summary.json")),
+        "labels_used": point["labels"],
+        "round": state["round"] - 1,
+        "accuracy": point.get("accuracy"),
+    }
     if done:
         state["queried"] = []
         run.file(TO_LABEL).unlink(missing_ok=True)
     else:
-        picked = query(data.learner, data.pool, labelled, strategy, a.batch_size,
-                       np.random.default_rng(a.seed + state["round"]))
+        picked = query(
+            data.learner, data.pool, labelled, strategy, a.batch_size, np.random.default_rng(a.seed + state["round"])
+        )
         state["queried"] = picked.tolist()
         _write_to_label(run, data, picked)
     atomic_write_json(run.file(STATE_FILE), state)
     curve = [[m["labels"], f"{m['accuracy']:.4f}" if "accuracy" in m else "—"] for m in run.metrics()]
-    finish_run(run, config, summary, tables=[("Labels used vs held-out accuracy", curve, ["labels", "accuracy"])],
-               artifacts=[run.file(STATE_FILE)], status="completed" if done else "awaiting-labels")
+    finish_run(
+        run,
+        config,
+        summary,
+        tables=[("Labels used vs held-out accuracy", curve, ["labels", "accuracy"])],
+        artifacts=[run.file(STATE_FILE)],
+        status="completed" if done else "awaiting-labels",
+    )
     acc = f"{point['accuracy']:.4f}" if "accuracy" in point else "n/a (one class labelled so far)"
     Console().print(f"{point['labels']} labels: held-out accuracy {acc}")
-    Console().print("done: every round is labelled." if done else
-                    f"next: label [bold]{run.file(TO_LABEL)}[/], then run: trainforge active CONFIG --labels "
-                    f"{run.file(TO_LABEL)}")
+    Console().print(
+        "done: every round is labelled."
+        if done
+        else f"next: label [bold]{run.file(TO_LABEL)}[/], then run: trainforge active CONFIG --labels "
+        f"{run.file(TO_LABEL)}"
+    )
     return run
 
 

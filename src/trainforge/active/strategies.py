@@ -29,8 +29,9 @@ SCORERS = {"least_confidence": least_confidence, "margin": margin, "entropy": en
 STRATEGIES = (*SCORERS, "random")
 
 
-def select(strategy: str, proba: np.ndarray | None, k: int, rng: np.random.Generator,
-           n: int | None = None) -> np.ndarray:
+def select(
+    strategy: str, proba: np.ndarray | None, k: int, rng: np.random.Generator, n: int | None = None
+) -> np.ndarray:
     """Positions (into the candidate rows) of the `k` rows to query. `random` needs only `n`, the candidate count.
 
     Ties break at random (seeded), so equal scores do not always favour the first rows of the file.

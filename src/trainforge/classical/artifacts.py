@@ -18,8 +18,17 @@ SKOPS, JOBLIB = "model.skops", "model.joblib"
 RECORD = "artifacts.json"  # sha256 of each pickle this run wrote: a pickle it did not write is not loaded unasked
 TRUST_ENV = "TRAINFORGE_TRUST_PICKLE"  # "1": load pickles from anywhere (set by `trainforge --trust-pickle`)
 # Types from these packages may be rebuilt on load; everything else in a skops file is refused.
-ALLOWED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "xgboost.", "trainforge.classical.", "builtins.",
-                    "collections.", "pandas.")
+ALLOWED_PREFIXES = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "lightgbm.",
+    "xgboost.",
+    "trainforge.classical.",
+    "builtins.",
+    "collections.",
+    "pandas.",
+)
 
 
 def save_model(pipeline, folder: Path) -> Path:
@@ -41,9 +50,11 @@ def save_model(pipeline, folder: Path) -> Path:
     target = folder / JOBLIB
     joblib.dump(pipeline, target)
     atomic_write_json(folder / RECORD, {JOBLIB: {"sha256": _sha256(target)}})
-    console.print(f"[bold yellow]warning:[/] skops could not save this model ({reason}); saved {target} with joblib "
-                  "instead. joblib files are pickles: loading one can run arbitrary code, so load it only from a run "
-                  "you trust.")
+    console.print(
+        f"[bold yellow]warning:[/] skops could not save this model ({reason}); saved {target} with joblib "
+        "instead. joblib files are pickles: loading one can run arbitrary code, so load it only from a run "
+        "you trust."
+    )
     return target
 
 
@@ -78,10 +89,15 @@ def _check_pickle_origin(folder: Path, trust_pickle: bool) -> None:
         recorded = None
     if (folder / "run.json").is_file() and recorded == _sha256(path):
         return
-    why = ("is not in a trainforge run directory (no run.json)" if not (folder / "run.json").is_file()
-           else f"is not the file this run wrote (its sha256 is not the one recorded in {RECORD})")
-    raise RunError(f"{path} {why}. It is a pickle: loading it runs whatever code it holds. If you trust where it "
-                   f"came from, load it with `trainforge --trust-pickle ...` (or {TRUST_ENV}=1).")
+    why = (
+        "is not in a trainforge run directory (no run.json)"
+        if not (folder / "run.json").is_file()
+        else f"is not the file this run wrote (its sha256 is not the one recorded in {RECORD})"
+    )
+    raise RunError(
+        f"{path} {why}. It is a pickle: loading it runs whatever code it holds. If you trust where it "
+        f"came from, load it with `trainforge --trust-pickle ...` (or {TRUST_ENV}=1)."
+    )
 
 
 def load_model(folder: Path, trust_pickle: bool = False):
@@ -93,7 +109,9 @@ def load_model(folder: Path, trust_pickle: bool = False):
 
         _check_pickle_origin(folder, trust_pickle)
 
-        console.print(f"[bold yellow]warning:[/] loading {folder / JOBLIB} with joblib (a pickle): this runs code from "
-                      "the file; do it only for runs you trust.")
+        console.print(
+            f"[bold yellow]warning:[/] loading {folder / JOBLIB} with joblib (a pickle): this runs code from "
+            "the file; do it only for runs you trust."
+        )
         return joblib.load(folder / JOBLIB)
     raise RunError(f"Run {folder} has no saved model ({SKOPS} or {JOBLIB}); did the run finish?")

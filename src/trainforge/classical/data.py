@@ -79,8 +79,10 @@ def read_table(path: str | Path, max_rows: int | None = None) -> pd.DataFrame:
     frame.columns = [str(c) for c in frame.columns]
     odd = [c for c in frame.columns if any(ord(ch) < 32 or ord(ch) == 127 for ch in c)]
     if odd:  # a NUL or other control character in a header breaks column selection further down
-        raise DataError(f"Data file {path}: column name {odd[0]!r} holds control characters; is the header "
-                        "corrupt or the file binary?")
+        raise DataError(
+            f"Data file {path}: column name {odd[0]!r} holds control characters; is the header "
+            "corrupt or the file binary?"
+        )
     return frame
 
 
@@ -89,12 +91,20 @@ def missing_columns_error(source: str, role: str, missing: list[str], columns) -
     return DataError(f"{source} has no column {names} ({role}); its columns are: {', '.join(map(str, columns))}.")
 
 
-def check_columns(frame: pd.DataFrame, cfg: DataConfig, source: str, extra: dict[str, list[str]] | None = None,
-                  need_target: bool = True) -> None:
-    roles = {"the target, `data.target`": [cfg.target] if cfg.target and need_target else [],
-             "`data.drop_columns`": cfg.drop_columns,
-             "`data.group_column`": [cfg.group_column] if cfg.group_column else [],
-             "`data.time_column`": [cfg.time_column] if cfg.time_column else [], **(extra or {})}
+def check_columns(
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    source: str,
+    extra: dict[str, list[str]] | None = None,
+    need_target: bool = True,
+) -> None:
+    roles = {
+        "the target, `data.target`": [cfg.target] if cfg.target and need_target else [],
+        "`data.drop_columns`": cfg.drop_columns,
+        "`data.group_column`": [cfg.group_column] if cfg.group_column else [],
+        "`data.time_column`": [cfg.time_column] if cfg.time_column else [],
+        **(extra or {}),
+    }
     for role, names in roles.items():
         missing = [c for c in names if c not in frame.columns]
         if missing:
@@ -125,8 +135,10 @@ def load_table(cfg: DataConfig, task: str, extra: dict[str, list[str]] | None = 
         columns = list(frames["train"].columns)
         for part, other in frames.items():
             if set(other.columns) != set(columns):
-                raise DataError(f"Data file {getattr(cfg, part)} has columns {sorted(other.columns)} but the training "
-                                f"file {cfg.train} has {sorted(columns)}; the split files must share one header.")
+                raise DataError(
+                    f"Data file {getattr(cfg, part)} has columns {sorted(other.columns)} but the training "
+                    f"file {cfg.train} has {sorted(columns)}; the split files must share one header."
+                )
         sizes = np.cumsum([0, *(len(f) for f in frames.values())])
         parts = {part: np.arange(sizes[i], sizes[i + 1]) for i, part in enumerate(frames)}
         base = frames["train"].attrs.get(ROW_BASE, 1)
@@ -147,8 +159,10 @@ def _time_values(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
     bad = parsed.isna()
     if bad.any():
         at = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{source}, column {column!r} (`data.time_column`): row {int(frame.index[at]) + frame.attrs.get(ROW_BASE, 1)} "
-                        f"holds {values.iloc[at]!r}, not a time or a number; every row needs one to be ordered.")
+        raise DataError(
+            f"{source}, column {column!r} (`data.time_column`): row {int(frame.index[at]) + frame.attrs.get(ROW_BASE, 1)} "
+            f"holds {values.iloc[at]!r}, not a time or a number; every row needs one to be ordered."
+        )
     return parsed.to_numpy()
 
 
@@ -159,23 +173,31 @@ def check_target(frame: pd.DataFrame, target: str, task: str, source: str) -> No
         raise DataError(f"{source}, column {target!r} (the target): every row is empty.")
     if empty.any() and task != "clustering":
         rows = [int(frame.index[i]) + frame.attrs.get(ROW_BASE, 1) for i in np.flatnonzero(empty)[:5]]
-        raise DataError(f"{source}, column {target!r} (the target) is empty in {int(empty.sum())} rows "
-                        f"(rows {', '.join(map(str, rows))}{', ...' if empty.sum() > 5 else ''}); fill or drop them.")
+        raise DataError(
+            f"{source}, column {target!r} (the target) is empty in {int(empty.sum())} rows "
+            f"(rows {', '.join(map(str, rows))}{', ...' if empty.sum() > 5 else ''}); fill or drop them."
+        )
     if task == "regression":
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         if np.isinf(numbers).any():
             at = int(np.flatnonzero(np.isinf(numbers))[0])
-            raise DataError(f"{source}, column {target!r} (the regression target): row "
-                            f"{int(frame.index[at]) + frame.attrs.get(ROW_BASE, 1)} holds {values.iloc[at]!r}, an "
-                            "infinite number; a target must be finite.")
+            raise DataError(
+                f"{source}, column {target!r} (the regression target): row "
+                f"{int(frame.index[at]) + frame.attrs.get(ROW_BASE, 1)} holds {values.iloc[at]!r}, an "
+                "infinite number; a target must be finite."
+            )
     if task == "regression" and not pd.api.types.is_numeric_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
         bad = np.flatnonzero(numbers.isna().to_numpy() & ~empty)
         if len(bad):
-            raise DataError(f"{source}, column {target!r} (the regression target) must hold numbers; row "
-                            f"{int(frame.index[bad[0]]) + frame.attrs.get(ROW_BASE, 1)} holds {values.iloc[bad[0]]!r}.")
+            raise DataError(
+                f"{source}, column {target!r} (the regression target) must hold numbers; row "
+                f"{int(frame.index[bad[0]]) + frame.attrs.get(ROW_BASE, 1)} holds {values.iloc[bad[0]]!r}."
+            )
     if task == "classification":
         counts = values.value_counts()
         if len(counts) < 2:
-            raise DataError(f"{source}, column {target!r} (the target) holds one class only ({counts.index[0]!r}); "
-                            "classification needs at least two.")
+            raise DataError(
+                f"{source}, column {target!r} (the target) holds one class only ({counts.index[0]!r}); "
+                "classification needs at least two."
+            )

@@ -25,17 +25,20 @@ class Metric:
         return "maximize" if self.greater_is_better else "minimize"
 
 
-METRICS = {m.name: m for m in [
-    Metric("accuracy", "classification", True, "accuracy"),
-    Metric("f1", "classification", True, "f1", "f1_macro"),
-    Metric("roc_auc", "classification", True, "roc_auc", "roc_auc_ovr", needs_scores=True),
-    Metric("log_loss", "classification", False, "neg_log_loss", needs_scores=True),
-    Metric("rmse", "regression", False, "neg_root_mean_squared_error"),
-    Metric("mae", "regression", False, "neg_mean_absolute_error"),
-    Metric("r2", "regression", True, "r2"),
-    Metric("silhouette", "clustering", True, ""),
-    Metric("adjusted_rand", "clustering", True, ""),
-]}
+METRICS = {
+    m.name: m
+    for m in [
+        Metric("accuracy", "classification", True, "accuracy"),
+        Metric("f1", "classification", True, "f1", "f1_macro"),
+        Metric("roc_auc", "classification", True, "roc_auc", "roc_auc_ovr", needs_scores=True),
+        Metric("log_loss", "classification", False, "neg_log_loss", needs_scores=True),
+        Metric("rmse", "regression", False, "neg_root_mean_squared_error"),
+        Metric("mae", "regression", False, "neg_mean_absolute_error"),
+        Metric("r2", "regression", True, "r2"),
+        Metric("silhouette", "clustering", True, ""),
+        Metric("adjusted_rand", "clustering", True, ""),
+    ]
+}
 DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse", "clustering": "silhouette"}
 
 
@@ -44,7 +47,9 @@ def check_metric(name: str, task: str) -> str:
         return DEFAULT_METRIC[task]
     if name not in METRICS or METRICS[name].task != task:
         fits = [m for m, spec in METRICS.items() if spec.task == task]
-        raise ValueError(f"key `cv.metric` = {name!r} is not a {task} metric; expected auto or one of {', '.join(fits)}")
+        raise ValueError(
+            f"key `cv.metric` = {name!r} is not a {task} metric; expected auto or one of {', '.join(fits)}"
+        )
     return name
 
 

@@ -14,14 +14,19 @@ from trainforge.errors import ConfigError
 
 def _preprocessing_key(config: RunConfig) -> str:
     """What the fitted preprocessing of a fold depends on besides the data (the estimator decides default scaling)."""
-    return json.dumps([_data_key(config), config.model.name, config.preprocessing.model_dump(mode="json")],
-                      sort_keys=True)
+    return json.dumps(
+        [_data_key(config), config.model.name, config.preprocessing.model_dump(mode="json")], sort_keys=True
+    )
 
 
 def _data_key(config: RunConfig) -> str:
-    keys = {"task": config.task, "data": config.data.model_dump(mode="json"), "cv": config.cv.model_dump(mode="json"),
-            "columns": [config.preprocessing.numeric, config.preprocessing.categorical, config.preprocessing.dates],
-            "seed": config.training.seed}
+    keys = {
+        "task": config.task,
+        "data": config.data.model_dump(mode="json"),
+        "cv": config.cv.model_dump(mode="json"),
+        "columns": [config.preprocessing.numeric, config.preprocessing.categorical, config.preprocessing.dates],
+        "seed": config.training.seed,
+    }
     return json.dumps(keys, sort_keys=True)
 
 
@@ -34,8 +39,10 @@ class ClassicalObjective:
         self._fold_features: dict[str, dict] = {}
         prep = self.prepared(config)
         if prep.task != "clustering" and prep.cv == "none":
-            raise ConfigError("Tuning scores trials by cross-validation; `cv.strategy: none` leaves nothing to score. "
-                              "Use auto, kfold, stratified, group or time.")
+            raise ConfigError(
+                "Tuning scores trials by cross-validation; `cv.strategy: none` leaves nothing to score. "
+                "Use auto, kfold, stratified, group or time."
+            )
         self.metric = prep.metric
         self.direction = prep.metric.direction
         self.last_step = 0 if prep.task == "clustering" else config.cv.folds - 1  # the step after which a trial is done
@@ -59,6 +66,7 @@ class ClassicalObjective:
     def __call__(self, config: RunConfig, report: Callable[[int, float], None]) -> tuple[float, dict]:
         prep = self.prepared(config)
         features = self._fold_features.setdefault(_preprocessing_key(config), {})
-        scores = fold_scores(prep, config, on_fold=lambda i, _, so_far: report(i, float(np.mean(so_far))),
-                             fold_features=features)
+        scores = fold_scores(
+            prep, config, on_fold=lambda i, _, so_far: report(i, float(np.mean(so_far))), fold_features=features
+        )
         return float(np.mean(scores)), {"fold_scores": scores}

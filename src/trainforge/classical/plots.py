@@ -12,8 +12,14 @@ def confusion_png(pipeline, X, y, classes) -> bytes:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.6), dpi=100)
-    ConfusionMatrixDisplay.from_predictions(y, pipeline.predict(X), labels=list(range(len(classes))),
-                                            display_labels=[str(c) for c in classes], ax=ax, colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(
+        y,
+        pipeline.predict(X),
+        labels=list(range(len(classes))),
+        display_labels=[str(c) for c in classes],
+        ax=ax,
+        colorbar=False,
+    )
     return png(fig)
 
 
@@ -111,6 +117,8 @@ def importance_figure(pipeline, X, y, scorer, top: int = 15) -> list[tuple[str, 
 
 def supervised_figures(task, pipeline, X, y, classes, part: str) -> list[tuple[str, bytes | None]]:
     if task == "classification":
-        return [(f"Confusion matrix ({part} split)", confusion_png(pipeline, X, y, classes)),
-                (f"ROC curve ({part} split)", roc_png(pipeline, X, y, classes))]
+        return [
+            (f"Confusion matrix ({part} split)", confusion_png(pipeline, X, y, classes)),
+            (f"ROC curve ({part} split)", roc_png(pipeline, X, y, classes)),
+        ]
     return [(f"Residuals ({part} split)", residuals_png(pipeline, X, y))]

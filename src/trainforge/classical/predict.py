@@ -32,8 +32,10 @@ def predict_frame(pipeline, schema: dict, frame: pd.DataFrame, source: str) -> p
     model = pipeline[-1]
     if schema["task"] == "clustering":
         if not hasattr(model, "predict"):
-            raise RunError(f"{schema['estimator']} ({type(model).__name__}) cannot assign new rows to clusters; "
-                           "use kmeans for a model that predicts.")
+            raise RunError(
+                f"{schema['estimator']} ({type(model).__name__}) cannot assign new rows to clusters; "
+                "use kmeans for a model that predicts."
+            )
         out["cluster"] = pipeline.predict(frame)
         return out
     predicted = pipeline.predict(frame)
@@ -81,9 +83,11 @@ def encode_labels(values: pd.Series, classes: list, column: str, source: str, ro
     if unknown.any():
         first = int(np.flatnonzero(unknown)[0])
         seen = sorted({str(v) for v in values[unknown]})
-        raise DataError(f"{source}, column {column!r} (the target) holds label(s) {seen[:5]} the model never saw in "
-                        f"training (first in row {int(values.index[first]) + row_base}); it knows: "
-                        f"{', '.join(map(str, classes))}.")
+        raise DataError(
+            f"{source}, column {column!r} (the target) holds label(s) {seen[:5]} the model never saw in "
+            f"training (first in row {int(values.index[first]) + row_base}); it knows: "
+            f"{', '.join(map(str, classes))}."
+        )
     return codes.to_numpy(dtype=int)
 
 
@@ -95,8 +99,10 @@ def evaluate_frame(pipeline, schema: dict, frame: pd.DataFrame, source: str) -> 
         truth = frame[target].to_numpy() if target and target in frame.columns else None
         return clustering_scores(pipeline[:-1].transform(frame), np.asarray(labels), truth)
     if target not in frame.columns:
-        raise DataError(f"{source} has no column {target!r} (the target the run was trained on); evaluation needs "
-                        f"the true values. Its columns are: {', '.join(map(str, frame.columns))}.")
+        raise DataError(
+            f"{source} has no column {target!r} (the target the run was trained on); evaluation needs "
+            f"the true values. Its columns are: {', '.join(map(str, frame.columns))}."
+        )
     base = frame.attrs.get("row_base", 1)
     if task == "classification":
         y = encode_labels(frame[target], schema["classes"], target, source, base)
@@ -104,8 +110,10 @@ def evaluate_frame(pipeline, schema: dict, frame: pd.DataFrame, source: str) -> 
     y = pd.to_numeric(frame[target], errors="coerce")
     if y.isna().any():
         first = int(np.flatnonzero(y.isna().to_numpy())[0])
-        raise DataError(f"{source}, column {target!r} (the regression target): row {int(frame.index[first]) + base} "
-                        f"holds {frame[target].iloc[first]!r}, not a number.")
+        raise DataError(
+            f"{source}, column {target!r} (the regression target): row {int(frame.index[first]) + base} "
+            f"holds {frame[target].iloc[first]!r}, not a number."
+        )
     return supervised_scores(task, pipeline, frame, y.to_numpy(dtype=float))
 
 

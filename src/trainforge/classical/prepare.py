@@ -60,8 +60,11 @@ class Prepared:
 def prepare(config: RunConfig) -> Prepared:
     data, pre = config.data, config.preprocessing
     entry = get_estimator(config.model.name, config.task)
-    extra = {"`preprocessing.numeric`": pre.numeric, "`preprocessing.categorical`": pre.categorical,
-             "`preprocessing.dates`": pre.dates}
+    extra = {
+        "`preprocessing.numeric`": pre.numeric,
+        "`preprocessing.categorical`": pre.categorical,
+        "`preprocessing.dates`": pre.dates,
+    }
     table = load_table(data, config.task, extra)
     frame = table.frame
     not_features = {data.target, data.group_column, *data.drop_columns} - {None}
@@ -85,14 +88,27 @@ def prepare(config: RunConfig) -> Prepared:
         split = Holdout(parts["train"], parts.get("validation", empty), parts.get("test", empty))
     else:
         split = holdout(len(frame), data.split, config.training.seed, y, groups)
-    prep = Prepared(config, entry, table, frame[features], y, truth, classes, groups, kinds, split,
-                    resolve(config.cv.metric, config.task), cv_strategy(config.cv, data.split, config.task))
+    prep = Prepared(
+        config,
+        entry,
+        table,
+        frame[features],
+        y,
+        truth,
+        classes,
+        groups,
+        kinds,
+        split,
+        resolve(config.cv.metric, config.task),
+        cv_strategy(config.cv, data.split, config.task),
+    )
     prep.pipeline()  # unknown `model.params` fail here, before anything is written
     return prep
 
 
-def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callable | None = None,
-                fold_features: dict | None = None) -> list[float]:
+def fold_scores(
+    prep: Prepared, config: RunConfig | None = None, on_fold: Callable | None = None, fold_features: dict | None = None
+) -> list[float]:
     """The CV scores of a config on the training split (clustering: one score of a fit on every row).
     `fold_features`: see `cross_validate`."""
     config = config or prep.config
@@ -107,8 +123,9 @@ def fold_scores(prep: Prepared, config: RunConfig | None = None, on_fold: Callab
     X, y = prep.rows("train")
     groups = prep.groups[prep.split.train] if prep.groups is not None else None
     splitter = cv_splitter(prep.cv, config.cv.folds, config.cv.shuffle, config.training.seed)
-    return cross_validate(prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features,
-                          prep.table.source)
+    return cross_validate(
+        prep.pipeline(config), X, y, splitter, groups, prep.scorer(), on_fold, fold_features, prep.table.source
+    )
 
 
 def cluster(pipeline, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

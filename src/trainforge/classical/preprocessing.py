@@ -36,14 +36,19 @@ def _looks_like_dates(values: pd.Series) -> bool:
 
 def detect_kinds(frame: pd.DataFrame, features: list[str], cfg: PreprocessingConfig, source: str) -> dict[str, str]:
     """numeric | categorical | date per feature column; `preprocessing.numeric/categorical/dates` win over detection."""
-    forced = {**{c: NUMERIC for c in cfg.numeric}, **{c: CATEGORICAL for c in cfg.categorical},
-              **{c: DATE for c in cfg.dates}}
+    forced = {
+        **{c: NUMERIC for c in cfg.numeric},
+        **{c: CATEGORICAL for c in cfg.categorical},
+        **{c: DATE for c in cfg.dates},
+    }
     kinds = {}
     for column in features:
         values = frame[column]
         if values.isna().all():
-            raise DataError(f"{source}, column {column!r} has no values at all (every row is empty); drop it with "
-                            "`data.drop_columns` or fill it.")
+            raise DataError(
+                f"{source}, column {column!r} has no values at all (every row is empty); drop it with "
+                "`data.drop_columns` or fill it."
+            )
         kind = forced.get(column)
         if kind is None:
             if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
@@ -58,9 +63,11 @@ def detect_kinds(frame: pd.DataFrame, features: list[str], cfg: PreprocessingCon
                     kind = NUMERIC
                 elif share >= _LOOKS_NUMERIC:
                     bad = int(np.flatnonzero((numbers.isna() & present).to_numpy())[0])
-                    raise DataError(f"{source}, column {column!r} looks numeric ({share:.0%} of its values are numbers) "
-                                    f"but row {_row(frame, bad)} holds {values.iloc[bad]!r}; fix the value, or list the "
-                                    "column under `preprocessing.categorical` to treat it as categories.")
+                    raise DataError(
+                        f"{source}, column {column!r} looks numeric ({share:.0%} of its values are numbers) "
+                        f"but row {_row(frame, bad)} holds {values.iloc[bad]!r}; fix the value, or list the "
+                        "column under `preprocessing.categorical` to treat it as categories."
+                    )
                 else:
                     kind = DATE if _looks_like_dates(values) else CATEGORICAL
         kinds[column] = kind
@@ -71,9 +78,11 @@ def _check_finite(values: pd.Series, column: str, X: pd.DataFrame, source: str) 
     """An infinite number (`inf`, or `1e999` read as one) breaks every scaler and estimator; empty cells are imputed."""
     infinite = np.flatnonzero(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)))
     if len(infinite):
-        raise DataError(f"{source}, column {column!r} (numeric): row {_row(X, int(infinite[0]))} holds "
-                        f"{values.iloc[int(infinite[0])]!r}, an infinite number ({len(infinite)} such row(s)); "
-                        "replace it with a finite value, or leave the cell empty to have it imputed.")
+        raise DataError(
+            f"{source}, column {column!r} (numeric): row {_row(X, int(infinite[0]))} holds "
+            f"{values.iloc[int(infinite[0])]!r}, an infinite number ({len(infinite)} such row(s)); "
+            "replace it with a finite value, or leave the cell empty to have it imputed."
+        )
 
 
 class TableColumns(TransformerMixin, BaseEstimator):
@@ -87,8 +96,10 @@ class TableColumns(TransformerMixin, BaseEstimator):
     def check(self, X: pd.DataFrame, source: str = "The input table") -> pd.DataFrame:
         missing = [c for c in self.kinds if c not in X.columns]
         if missing:
-            raise DataError(f"{source} lacks the column(s) {', '.join(map(repr, missing))} the model was trained on; "
-                            f"it needs: {', '.join(self.kinds)}.")
+            raise DataError(
+                f"{source} lacks the column(s) {', '.join(map(repr, missing))} the model was trained on; "
+                f"it needs: {', '.join(self.kinds)}."
+            )
         table = X.loc[:, list(self.kinds)]
         for column, kind in self.kinds.items():
             values = table[column]
@@ -99,7 +110,11 @@ class TableColumns(TransformerMixin, BaseEstimator):
                 continue
             present = values.notna()
             if kind == NUMERIC:
-                converted = values.astype(float) if pd.api.types.is_bool_dtype(values) else pd.to_numeric(values, errors="coerce")
+                converted = (
+                    values.astype(float)
+                    if pd.api.types.is_bool_dtype(values)
+                    else pd.to_numeric(values, errors="coerce")
+                )
             elif kind == DATE:
                 converted = _parse_dates(values)
             else:
@@ -110,8 +125,10 @@ class TableColumns(TransformerMixin, BaseEstimator):
                 bad = np.flatnonzero((converted.isna() & present).to_numpy())
                 if len(bad):
                     what = "a number" if kind == NUMERIC else "a date"
-                    raise DataError(f"{source}, column {column!r} ({kind}): row {_row(X, int(bad[0]))} holds "
-                                    f"{values.iloc[int(bad[0])]!r}, not {what}.")
+                    raise DataError(
+                        f"{source}, column {column!r} ({kind}): row {_row(X, int(bad[0]))} holds "
+                        f"{values.iloc[int(bad[0])]!r}, not {what}."
+                    )
             if kind == NUMERIC:
                 _check_finite(converted, column, X, source)
             table[column] = converted
@@ -132,8 +149,10 @@ class TableColumns(TransformerMixin, BaseEstimator):
         for column, known in self.categories_.items():
             unseen = sorted(set(table[column].dropna()) - set(known))
             if unseen:
-                msg = (f"column {column!r} holds categories never seen in training: {unseen[:5]}"
-                       f"{' ...' if len(unseen) > 5 else ''}")
+                msg = (
+                    f"column {column!r} holds categories never seen in training: {unseen[:5]}"
+                    f"{' ...' if len(unseen) > 5 else ''}"
+                )
                 if self.unknown_categories == "error":
                     raise DataError(f"The input table, {msg}; the model cannot place them.")
                 warnings.warn(f"{msg}; they are encoded as unknown.", UserWarning, stacklevel=2)
@@ -175,7 +194,9 @@ def _scaler(name: str):
     return {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}[name]()
 
 
-def build_pipeline(kinds: dict[str, str], frame: pd.DataFrame, cfg: PreprocessingConfig, scale_default: bool, estimator):
+def build_pipeline(
+    kinds: dict[str, str], frame: pd.DataFrame, cfg: PreprocessingConfig, scale_default: bool, estimator
+):
     """raw table → TableColumns → ColumnTransformer(impute, scale, encode, date parts) → estimator."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -194,28 +215,47 @@ def build_pipeline(kinds: dict[str, str], frame: pd.DataFrame, cfg: Preprocessin
     ordinal = [c for c in categorical if c not in onehot]
 
     def numbers(*head):
-        imputer = (SimpleImputer(strategy="constant", fill_value=0) if cfg.impute_numeric == "zero"
-                   else SimpleImputer(strategy=cfg.impute_numeric))
+        imputer = (
+            SimpleImputer(strategy="constant", fill_value=0)
+            if cfg.impute_numeric == "zero"
+            else SimpleImputer(strategy=cfg.impute_numeric)
+        )
         steps = [*head, ("impute", imputer)]
         if scale != "none":
             steps.append(("scale", _scaler(scale)))
         return Pipeline(steps)
 
-    fill = (SimpleImputer(strategy="most_frequent") if cfg.impute_categorical == "most_frequent"
-            else SimpleImputer(strategy="constant", fill_value="missing"))
+    fill = (
+        SimpleImputer(strategy="most_frequent")
+        if cfg.impute_categorical == "most_frequent"
+        else SimpleImputer(strategy="constant", fill_value="missing")
+    )
     blocks = []
     if numeric:
         blocks.append(("numeric", numbers(), numeric))
     if dates:
         blocks.append(("dates", numbers(("parts", DateFeatures())), dates))
     if onehot:
-        blocks.append(("onehot", Pipeline([("impute", fill), ("encode", OneHotEncoder(
-            handle_unknown="ignore", sparse_output=False))]), onehot))
+        blocks.append(
+            (
+                "onehot",
+                Pipeline([("impute", fill), ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]),
+                onehot,
+            )
+        )
     if ordinal:
-        blocks.append(("ordinal", Pipeline([("impute", fill), ("encode", OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=-1))]), ordinal))
+        blocks.append(
+            (
+                "ordinal",
+                Pipeline(
+                    [("impute", fill), ("encode", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1))]
+                ),
+                ordinal,
+            )
+        )
     if not blocks:
         raise DataError("The table has no feature columns left after removing the target and `data.drop_columns`.")
     prepare = ColumnTransformer(blocks, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("columns", TableColumns(kinds, cfg.unknown_categories)), ("prepare", prepare),
-                     ("model", estimator)])
+    return Pipeline(
+        [("columns", TableColumns(kinds, cfg.unknown_categories)), ("prepare", prepare), ("model", estimator)]
+    )

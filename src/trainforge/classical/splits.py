@@ -49,8 +49,10 @@ def holdout(n: int, split: SplitFractions, seed: int, y=None, groups=None) -> Ho
         part = dict(zip(unique.tolist(), np.where(middle < n_train, 0, np.where(middle < n_train + n_val, 1, 2))))
         rows = np.array([part[g] for g in groups.tolist()])
         if not (rows == 0).any():
-            raise DataError(f"A group split of {len(unique)} groups leaves no group for training; add groups or raise "
-                            "`data.split.train`.")
+            raise DataError(
+                f"A group split of {len(unique)} groups leaves no group for training; add groups or raise "
+                "`data.split.train`."
+            )
         return Holdout(*(np.flatnonzero(rows == i) for i in range(3)))
     else:  # stratified
         from sklearn.model_selection import train_test_split
@@ -58,17 +60,24 @@ def holdout(n: int, split: SplitFractions, seed: int, y=None, groups=None) -> Ho
         positions = np.arange(n)
         y = np.asarray(y)
         try:
-            train, rest = train_test_split(positions, train_size=n_train, stratify=y, random_state=seed) \
-                if n_train < n else (positions, positions[:0])
+            train, rest = (
+                train_test_split(positions, train_size=n_train, stratify=y, random_state=seed)
+                if n_train < n
+                else (positions, positions[:0])
+            )
             if len(rest) and n_val and n_val < len(rest):
                 val, test = train_test_split(rest, train_size=n_val, stratify=y[rest], random_state=seed)
             else:
                 val, test = (rest, rest[:0]) if n_val else (rest[:0], rest)
         except ValueError as err:
-            raise DataError(f"A stratified split is impossible for this target: {err} Use `data.split.strategy: random` "
-                            "or more rows per class.") from None
+            raise DataError(
+                f"A stratified split is impossible for this target: {err} Use `data.split.strategy: random` "
+                "or more rows per class."
+            ) from None
         return Holdout(np.sort(train), np.sort(val), np.sort(test))
-    return Holdout(np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_val]), np.sort(order[n_train + n_val:]))
+    return Holdout(
+        np.sort(order[:n_train]), np.sort(order[n_train : n_train + n_val]), np.sort(order[n_train + n_val :])
+    )
 
 
 def cv_strategy(cv: CVConfig, split: SplitFractions, task: str) -> str:
@@ -94,8 +103,17 @@ def cv_splitter(strategy: str, folds: int, shuffle: bool, seed: int):
     raise ValueError(f"no folds for cv strategy {strategy!r}")
 
 
-def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: Callable | None = None,
-                   fold_features: dict | None = None, source: str = "The data") -> list[float]:
+def cross_validate(
+    pipeline,
+    X,
+    y,
+    splitter,
+    groups,
+    scorer: Callable,
+    on_fold: Callable | None = None,
+    fold_features: dict | None = None,
+    source: str = "The data",
+) -> list[float]:
     """Fit a clone per fold and score it: the same fits and scores as `cross_val_score`, one fold at a time so that
     `on_fold(index, score, scores_so_far)` can report progress (and prune a tuning trial).
 
@@ -108,8 +126,9 @@ def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: 
     try:
         folds = list(splitter.split(X, y, groups))
     except ValueError as err:
-        raise DataError(f"{source}: cross-validation cannot split the training rows ({err}); lower `cv.folds` or "
-                        "add rows.") from None
+        raise DataError(
+            f"{source}: cross-validation cannot split the training rows ({err}); lower `cv.folds` or add rows."
+        ) from None
     for index, (train, valid) in enumerate(folds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # unseen categories in a fold are expected
@@ -118,8 +137,10 @@ def cross_validate(pipeline, X, y, splitter, groups, scorer: Callable, on_fold: 
             else:
                 if index not in fold_features:
                     preprocess = clone(pipeline[:-1])
-                    fold_features[index] = (preprocess.fit_transform(X.iloc[train], y[train]),
-                                            preprocess.transform(X.iloc[valid]))
+                    fold_features[index] = (
+                        preprocess.fit_transform(X.iloc[train], y[train]),
+                        preprocess.transform(X.iloc[valid]),
+                    )
                 model, (fit_rows, valid_rows) = clone(pipeline[-1]), fold_features[index]
             scores.append(scorer(model.fit(fit_rows, y[train]), valid_rows, y[valid]))
         if on_fold is not None:

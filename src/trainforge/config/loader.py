@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from trainforge.config.schema import RunConfig
 from trainforge.errors import ConfigError
 
-
 _EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -34,7 +33,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"Override {pair!r} sets a key below `{part}`, which an earlier override set to a value.")
+                raise ConfigError(
+                    f"Override {pair!r} sets a key below `{part}`, which an earlier override set to a value."
+                )
             node = child
         node[parts[-1]] = value
     return tree
@@ -85,7 +86,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         raise ConfigError(f"Config file {path} is empty; it needs at least a `data:` section.")
     if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections (model, data, method, ...), got {type(data).__name__}.")
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of sections (model, data, method, ...), got {type(data).__name__}."
+        )
     return data
 
 
@@ -116,13 +119,17 @@ def with_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[st
     return merge(data, parse_overrides(overrides)) if overrides else data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> RunConfig:
     """The one entry point: YAML file (or `base` dict) + overrides → validated RunConfig."""
     data = with_overrides(read_yaml(path) if path is not None else dict(base or {}), overrides)
     source = str(path) if path is not None else "(in memory)"
     if "stages" in data:
-        raise ConfigError(f"Config {source} chains `stages:`; run it with `trainforge train`, which runs each stage "
-                          "in turn (each stage's run directory then works with eval, predict and export).")
+        raise ConfigError(
+            f"Config {source} chains `stages:`; run it with `trainforge train`, which runs each stage "
+            "in turn (each stage's run directory then works with eval, predict and export)."
+        )
     return validate(data, source)
 
 

@@ -58,17 +58,27 @@ def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise row_error(source, number, f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.")
+            raise row_error(
+                source,
+                number,
+                f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.",
+            )
         if "role" in turn:
             role, content = turn.get("role"), turn.get("content")
         else:
             role, content = SHAREGPT_ROLES.get(turn.get("from")), turn.get("value")
         if role not in ROLES:
-            raise row_error(source, number, f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).")
+            raise row_error(
+                source,
+                number,
+                f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).",
+            )
         if not isinstance(content, str) or not content.strip():
             raise row_error(source, number, f"{where}message {i} ({role}) has no text content.")
         if role == "system" and i != 0:
-            raise row_error(source, number, f"{where}message {i} is a system message; only the first message may be one.")
+            raise row_error(
+                source, number, f"{where}message {i} is a system message; only the first message may be one."
+            )
         messages.append({"role": role, "content": content})
     return messages
 
@@ -76,7 +86,11 @@ def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -
 def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
     key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
     if key is None:
-        raise row_error(source, number, "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".")
+        raise row_error(
+            source,
+            number,
+            "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".",
+        )
     messages = _messages(row[key], key, source, number)
     if messages[-1]["role"] != "assistant":
         raise row_error(source, number, "the last message must be the assistant's answer to learn from.")
@@ -95,11 +109,17 @@ def message_turns(row: dict, key: str, source: str, number: int, last_role: str)
             return [{"role": last_role, "content": field_text(row, key, source, number)}]
     if value is None:
         present = ", ".join(sorted(map(str, row))) or "none"
-        raise row_error(source, number, f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
-                                    f"`rejected`; fields present: {present}).")
+        raise row_error(
+            source,
+            number,
+            f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
+            f"`rejected`; fields present: {present}).",
+        )
     messages = _messages(value, key, source, number, where=f"`{key}` ")
     if messages[-1]["role"] != last_role:
-        raise row_error(source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}.")
+        raise row_error(
+            source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}."
+        )
     return messages
 
 
@@ -110,9 +130,13 @@ def normalize_preference(row: dict, source: str, number: int, **_: Any) -> dict:
     chosen = message_turns(row, "chosen", source, number, "assistant")
     rejected = message_turns(row, "rejected", source, number, "assistant")
     if any(m["role"] != "assistant" for m in chosen + rejected):
-        raise row_error(source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`.")
+        raise row_error(
+            source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`."
+        )
     if chosen == rejected:
-        raise row_error(source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.")
+        raise row_error(
+            source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference."
+        )
     out = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     constraint = row.get("constraint")
     if constraint is not None:
@@ -126,11 +150,18 @@ def normalize_seq2seq(row: dict, source: str, number: int, text_field: str = "te
     return {"source": field_text(row, "source", source, number), "target": field_text(row, "target", source, number)}
 
 
-NORMALIZERS = {"text": normalize_text, "alpaca": normalize_alpaca, "chat": normalize_chat, "preference": normalize_preference,
-               "seq2seq": normalize_seq2seq}
+NORMALIZERS = {
+    "text": normalize_text,
+    "alpaca": normalize_alpaca,
+    "chat": normalize_chat,
+    "preference": normalize_preference,
+    "seq2seq": normalize_seq2seq,
+}
 
 
-def normalize_rows(numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text") -> list[dict]:
+def normalize_rows(
+    numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text"
+) -> list[dict]:
     """Validate every row before anything trains; the first bad row stops with its file and row number."""
     normalize = NORMALIZERS[fmt]
     return [normalize(row, source, number, text_field=text_field) for number, row in numbered_rows]

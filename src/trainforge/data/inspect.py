@@ -26,7 +26,12 @@ def inspect_file(path: str, fmt: str, model: str, n_examples: int, out: Console)
         return inspect_pairs(path, examples, tokenizer, model, n_examples, out)
     texts = [example_text(tokenizer, e) for e in examples]
     lengths = sorted(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    stats = {"rows": len(examples), "tokens": sum(lengths), **{f"p{q}": percentile(lengths, q) for q in (50, 90, 99)}, "max": lengths[-1]}
+    stats = {
+        "rows": len(examples),
+        "tokens": sum(lengths),
+        **{f"p{q}": percentile(lengths, q) for q in (50, 90, 99)},
+        "max": lengths[-1],
+    }
     table = Table("rows", "total tokens", "p50", "p90", "p99", "max", title=f"{path} ({fmt}, {model} tokenizer)")
     table.add_row(*(str(stats[k]) for k in ("rows", "tokens", "p50", "p90", "p99", "max")))
     out.print(table)
@@ -45,17 +50,38 @@ def inspect_pairs(path: str, pairs: list[dict], tokenizer, model: str, n_example
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     prompts = [render(tokenizer, p["prompt"], add_generation_prompt=True) for p in pairs]
-    answers = {side: [count(render(tokenizer, p["prompt"] + p[side])) - count(prompt) for p, prompt in zip(pairs, prompts)]
-               for side in ("chosen", "rejected")}
+    answers = {
+        side: [count(render(tokenizer, p["prompt"] + p[side])) - count(prompt) for p, prompt in zip(pairs, prompts)]
+        for side in ("chosen", "rejected")
+    }
     lengths = {"prompt": sorted(count(p) for p in prompts), **{k: sorted(v) for k, v in answers.items()}}
-    stats = {"rows": len(pairs), **{f"{part}.{name}": percentile(v, q) for part, v in lengths.items()
-                                   for name, q in (("p50", 50), ("p90", 90), ("max", 100))}}
-    table = Table("part", "p50 tokens", "p90", "max", title=f"{path} (preference, {len(pairs)} pairs, {model} tokenizer)")
+    stats = {
+        "rows": len(pairs),
+        **{
+            f"{part}.{name}": percentile(v, q)
+            for part, v in lengths.items()
+            for name, q in (("p50", 50), ("p90", 90), ("max", 100))
+        },
+    }
+    table = Table(
+        "part", "p50 tokens", "p90", "max", title=f"{path} (preference, {len(pairs)} pairs, {model} tokenizer)"
+    )
     for part in lengths:
         table.add_row(part, *(str(stats[f"{part}.{name}"]) for name in ("p50", "p90", "max")))
     out.print(table)
     for i, (pair, prompt) in enumerate(zip(pairs[:n_examples], prompts)):
         out.print(Panel(prompt, title=f"pair {i + 1}: prompt as the model sees it", expand=False), highlight=False)
-        out.print(Columns([Panel(pair[side][-1]["content"], title=f"[green]{side}[/]" if side == "chosen" else f"[red]{side}[/]")
-                           for side in ("chosen", "rejected")], equal=True, expand=True), highlight=False)
+        out.print(
+            Columns(
+                [
+                    Panel(
+                        pair[side][-1]["content"], title=f"[green]{side}[/]" if side == "chosen" else f"[red]{side}[/]"
+                    )
+                    for side in ("chosen", "rejected")
+                ],
+                equal=True,
+                expand=True,
+            ),
+            highlight=False,
+        )
     return stats

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 from trainforge.config.schema import DataConfig
-from trainforge.data.formats import row_error, field_text
+from trainforge.data.formats import field_text, row_error
 from trainforge.data.splits import Splits, load_splits
 from trainforge.errors import DataError
 
 
 def checked_label(value, key: str, source: str, number: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
-        raise row_error(source, number, f"field `{key}` must be a non-empty string or integer label, got {value!r:.60}.")
+        raise row_error(
+            source, number, f"field `{key}` must be a non-empty string or integer label, got {value!r:.60}."
+        )
     return str(value).strip()
 
 
@@ -27,7 +29,9 @@ def _labels(value, key: str, source: str, number: int) -> list[str]:
         else:
             value = [v for v in text.split("|") if v.strip()]
     if not isinstance(value, list) or not value:
-        raise row_error(source, number, f"field `{key}` must be a non-empty list of labels (multi-label), got {value!r:.60}.")
+        raise row_error(
+            source, number, f"field `{key}` must be a non-empty list of labels (multi-label), got {value!r:.60}."
+        )
     return sorted({checked_label(v, key, source, number) for v in value})
 
 
@@ -41,9 +45,17 @@ def normalizer(cfg: DataConfig):
             text = field_text(row, cfg.text_field, source, number)
             if key not in row or row[key] is None:
                 present = ", ".join(sorted(map(str, row))) or "none"
-                raise row_error(source, number, f"field `{key}` (the label{'s' if cfg.multi_label else ''}) is missing "
-                            f"(fields present: {present}); set `data.target` to the label field.")
-            labels = _labels(row[key], key, source, number) if cfg.multi_label else [checked_label(row[key], key, source, number)]
+                raise row_error(
+                    source,
+                    number,
+                    f"field `{key}` (the label{'s' if cfg.multi_label else ''}) is missing "
+                    f"(fields present: {present}); set `data.target` to the label field.",
+                )
+            labels = (
+                _labels(row[key], key, source, number)
+                if cfg.multi_label
+                else [checked_label(row[key], key, source, number)]
+            )
             rows.append({"text": text, "labels": labels, "where": f"{source}, row {number}"})
         return rows
 
@@ -55,15 +67,18 @@ def load_labelled(cfg: DataConfig, seed: int) -> tuple[Splits, list[str]]:
     splits = load_splits(cfg, seed, normalizer(cfg))
     classes = sorted({label for row in splits.train for label in row["labels"]})
     if len(classes) < 2 and not cfg.multi_label:
-        raise DataError(f"{splits.source}: the training split holds one class ({classes[0]!r}); classification "
-                        "needs at least two.")
+        raise DataError(
+            f"{splits.source}: the training split holds one class ({classes[0]!r}); classification needs at least two."
+        )
     known = set(classes)
     for part in ("validation", "test"):
         for row in getattr(splits, part):
             unseen = [label for label in row["labels"] if label not in known]
             if unseen:
-                raise DataError(f"Data {row['where']} ({part} split): label {unseen[0]!r} never occurs in the training "
-                                f"split, so no model can learn it; the training labels are {', '.join(classes)}.")
+                raise DataError(
+                    f"Data {row['where']} ({part} split): label {unseen[0]!r} never occurs in the training "
+                    f"split, so no model can learn it; the training labels are {', '.join(classes)}."
+                )
     return splits, classes
 
 

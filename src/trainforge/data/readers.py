@@ -10,17 +10,32 @@ from typing import Any
 
 from trainforge.errors import DataError
 
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def detect_kind(path: Path) -> str:
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        if (
+            (path / "dataset_info.json").is_file()
+            or (path / "dataset_dict.json").is_file()
+            or (path / "state.json").is_file()
+        ):
             return "hf"
-        raise DataError(f"Data folder {path} is not a Hugging Face `save_to_disk` folder (no dataset_info.json or dataset_dict.json).")
+        raise DataError(
+            f"Data folder {path} is not a Hugging Face `save_to_disk` folder (no dataset_info.json or dataset_dict.json)."
+        )
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"Data file {path} has an unknown type {path.suffix!r}; expected one of {', '.join(sorted(SUFFIXES))} or an HF dataset folder.")
+        raise DataError(
+            f"Data file {path} has an unknown type {path.suffix!r}; expected one of {', '.join(sorted(SUFFIXES))} or an HF dataset folder."
+        )
     return kind
 
 
@@ -30,7 +45,9 @@ def _decode(path: Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"Data file {path} is not UTF-8 text: invalid byte {raw[err.start]:#04x} on line {line}.") from None
+        raise DataError(
+            f"Data file {path} is not UTF-8 text: invalid byte {raw[err.start]:#04x} on line {line}."
+        ) from None
 
 
 class _DuplicateKey(Exception):
@@ -57,14 +74,20 @@ def _read_jsonl(path: Path) -> Numbered:
         try:
             row = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
-            raise DataError(f"Data file {path}, row {number}: not valid JSON ({err.msg} at column {err.colno}).") from None
+            raise DataError(
+                f"Data file {path}, row {number}: not valid JSON ({err.msg} at column {err.colno})."
+            ) from None
         except _DuplicateKey as err:
-            raise DataError(f"Data file {path}, row {number}: duplicate key {err.args[0]!r} in one JSON object; "
-                            "JSON readers disagree on which value wins, so give each key once.") from None
+            raise DataError(
+                f"Data file {path}, row {number}: duplicate key {err.args[0]!r} in one JSON object; "
+                "JSON readers disagree on which value wins, so give each key once."
+            ) from None
         except RecursionError:
             raise DataError(f"Data file {path}, row {number}: JSON nested too deeply to read.") from None
         if not isinstance(row, dict):
-            raise DataError(f"Data file {path}, row {number}: expected a JSON object per line, got {type(row).__name__}.")
+            raise DataError(
+                f"Data file {path}, row {number}: expected a JSON object per line, got {type(row).__name__}."
+            )
         rows.append((number, row))
     return rows
 

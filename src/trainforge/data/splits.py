@@ -48,7 +48,10 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
         if fmt == "preference":
             rows = normalize_rows(list(enumerate(rows, start=1)), fmt, f"bundled task {cfg.task}")
             if cfg.format == "chat":  # prompt + chosen answer: SFT data, so SFT can precede DPO on the same task
-                fmt, rows = "chat", [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows]
+                fmt, rows = (
+                    "chat",
+                    [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows],
+                )
         if fmt != cfg.format:
             raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"

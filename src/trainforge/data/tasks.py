@@ -56,10 +56,14 @@ def dates_json(n: int, seed: int) -> list[dict]:
         y, m, d = random_date(rng)
         text = rng.choice(SENTENCES).format(date=rng.choice(DATE_FORMATS)(y, m, d))
         answer = json.dumps({"year": y, "month": m, "day": d})
-        rows.append({"messages": [
-            {"role": "user", "content": f"{DATES_INSTRUCTION}\nText: {text}"},
-            {"role": "assistant", "content": answer},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{DATES_INSTRUCTION}\nText: {text}"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
     return rows
 
 
@@ -81,21 +85,57 @@ def dates_json_reward(prompt: str, completion: str) -> float:
 # Support tickets: each topic has its own phrases; a ticket is a template filled with one or two topic phrases,
 # product names and filler, so a bag of words separates the topics but single words can mislead.
 TICKET_TOPICS: dict[str, list[str]] = {
-    "billing": ["I was charged twice", "the invoice amount is wrong", "I need a refund", "my card was declined",
-                "the subscription price went up", "please cancel the extra charge", "the receipt shows a wrong tax",
-                "I want to change my payment method"],
-    "shipping": ["my parcel has not arrived", "the tracking number does not work", "the delivery is late",
-                 "the box arrived damaged", "can I change the delivery address", "the courier left it at the wrong door",
-                 "shipping costs were too high", "the order is stuck in customs"],
-    "technical": ["the app crashes on start", "I get an error code 500", "the page does not load",
-                  "sync stopped working", "the update broke the login screen", "the device will not connect to wifi",
-                  "the export button does nothing", "notifications no longer appear"],
-    "account": ["I cannot reset my password", "please delete my account", "I want to change my email address",
-                "my account was locked", "two factor codes never arrive", "someone else logged into my profile",
-                "how do I merge two accounts", "my username is already taken"],
+    "billing": [
+        "I was charged twice",
+        "the invoice amount is wrong",
+        "I need a refund",
+        "my card was declined",
+        "the subscription price went up",
+        "please cancel the extra charge",
+        "the receipt shows a wrong tax",
+        "I want to change my payment method",
+    ],
+    "shipping": [
+        "my parcel has not arrived",
+        "the tracking number does not work",
+        "the delivery is late",
+        "the box arrived damaged",
+        "can I change the delivery address",
+        "the courier left it at the wrong door",
+        "shipping costs were too high",
+        "the order is stuck in customs",
+    ],
+    "technical": [
+        "the app crashes on start",
+        "I get an error code 500",
+        "the page does not load",
+        "sync stopped working",
+        "the update broke the login screen",
+        "the device will not connect to wifi",
+        "the export button does nothing",
+        "notifications no longer appear",
+    ],
+    "account": [
+        "I cannot reset my password",
+        "please delete my account",
+        "I want to change my email address",
+        "my account was locked",
+        "two factor codes never arrive",
+        "someone else logged into my profile",
+        "how do I merge two accounts",
+        "my username is already taken",
+    ],
 }
-TICKET_PRODUCTS = ["the Nimbus plan", "the Atlas router", "order 4471", "the mobile app", "my Pro license",
-                   "the desktop client", "the starter kit", "the family bundle"]
+TICKET_PRODUCTS = [
+    "the Nimbus plan",
+    "the Atlas router",
+    "order 4471",
+    "the mobile app",
+    "my Pro license",
+    "the desktop client",
+    "the starter kit",
+    "the family bundle",
+]
 TICKET_TEMPLATES = [
     "Hello, {a} for {product}. Can you help?",
     "{a}. This is about {product}.",
@@ -110,17 +150,34 @@ TICKET_TWO = [
 ]
 # The same topics in another domain (a hospital's patient portal): different words, same labels.
 SHIFT_TOPICS: dict[str, list[str]] = {
-    "billing": ["my insurance claim was rejected", "the co-payment was billed twice", "the hospital bill lists a scan I never had",
-                "I need an itemised statement for my insurer", "the clinic charged me a no-show fee"],
-    "shipping": ["my prescription refill never came in the post", "the pharmacy courier missed me",
-                 "the medication package arrived opened", "the home test kit is lost in the mail",
-                 "the insulin delivery was not refrigerated"],
-    "technical": ["the patient portal shows a blank screen", "the video consultation keeps freezing",
-                  "lab results will not download", "the appointment booking form throws an error",
-                  "the health app drains my battery"],
-    "account": ["I cannot log into the patient portal", "please link my child's record to my login",
-                "my date of birth is wrong in my profile", "the portal locked me out after a password change",
-                "I want to close my patient account"],
+    "billing": [
+        "my insurance claim was rejected",
+        "the co-payment was billed twice",
+        "the hospital bill lists a scan I never had",
+        "I need an itemised statement for my insurer",
+        "the clinic charged me a no-show fee",
+    ],
+    "shipping": [
+        "my prescription refill never came in the post",
+        "the pharmacy courier missed me",
+        "the medication package arrived opened",
+        "the home test kit is lost in the mail",
+        "the insulin delivery was not refrigerated",
+    ],
+    "technical": [
+        "the patient portal shows a blank screen",
+        "the video consultation keeps freezing",
+        "lab results will not download",
+        "the appointment booking form throws an error",
+        "the health app drains my battery",
+    ],
+    "account": [
+        "I cannot log into the patient portal",
+        "please link my child's record to my login",
+        "my date of birth is wrong in my profile",
+        "the portal locked me out after a password change",
+        "I want to close my patient account",
+    ],
 }
 SHIFT_PRODUCTS = ["Dr. Rao's clinic", "my last check-up", "the cardiology ward", "ref. PT-2290", "the pharmacy app"]
 SHIFT_TEMPLATES = [
@@ -131,8 +188,9 @@ SHIFT_TEMPLATES = [
 ]
 
 
-def _tickets(n: int, seed: int, topics: dict[str, list[str]], products: list[str], templates: list[str],
-             multi: bool) -> list[dict]:
+def _tickets(
+    n: int, seed: int, topics: dict[str, list[str]], products: list[str], templates: list[str], multi: bool
+) -> list[dict]:
     rng = random.Random(seed)
     names = list(topics)
     rows = []
@@ -183,16 +241,42 @@ def support_tickets_triage(n: int, seed: int) -> list[dict]:
     for row in support_tickets(n, seed):
         urgency = rng.choice(list(URGENCY_PHRASES))
         hours = TOPIC_HOURS[row["label"]] * URGENCY_FACTOR[urgency] + rng.gauss(0, 1.0)
-        rows.append({"text": f"{row['text']} {rng.choice(URGENCY_PHRASES[urgency])}", "label": row["label"],
-                     "urgency": urgency, "hours": round(max(hours, 0.5), 1)})
+        rows.append(
+            {
+                "text": f"{row['text']} {rng.choice(URGENCY_PHRASES[urgency])}",
+                "label": row["label"],
+                "urgency": urgency,
+                "hours": round(max(hours, 0.5), 1),
+            }
+        )
     return rows
 
 
 # Constrained answers: short profiles, and questions whose answer must meet a constraint a program checks
 # (a JSON object with exactly the requested keys, or a word limit). The chosen answer meets it, the rejected
 # one is a plausible answer that does not.
-FIRST_NAMES = ["Alice", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Julia", "Kofi", "Lena",
-               "Mateo", "Nora", "Omar", "Petra", "Quinn", "Rosa", "Sven", "Tara"]
+FIRST_NAMES = [
+    "Alice",
+    "Bruno",
+    "Chen",
+    "Dara",
+    "Emil",
+    "Fatima",
+    "Goran",
+    "Hana",
+    "Ivo",
+    "Julia",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nora",
+    "Omar",
+    "Petra",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+]
 CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Cairo", "Denver", "Porto", "Hanoi", "Quito", "Perth", "Riga"]
 JOBS = ["baker", "nurse", "pilot", "teacher", "plumber", "chemist", "florist", "lawyer", "welder", "librarian"]
 PROFILE_TEMPLATES = [
@@ -210,12 +294,14 @@ def _json_keys_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, 
     prompt = f"Reply with only a JSON object with exactly the keys {quoted}.\nText: {text}"
     chosen = json.dumps({k: profile[k] for k in keys})
     others = [k for k in PROFILE_KEYS if k not in keys]
-    rejected = rng.choice([
-        f"{profile['name']} is a {profile['job']} from {profile['city']}.",  # prose, no JSON
-        json.dumps({k: profile[k] for k in keys[:-1]}),  # a key missing
-        json.dumps({k: profile[k] for k in PROFILE_KEYS if k in keys or k == others[0]}),  # an extra key
-        f"Here is the JSON: {chosen}",  # text around the object
-    ])
+    rejected = rng.choice(
+        [
+            f"{profile['name']} is a {profile['job']} from {profile['city']}.",  # prose, no JSON
+            json.dumps({k: profile[k] for k in keys[:-1]}),  # a key missing
+            json.dumps({k: profile[k] for k in PROFILE_KEYS if k in keys or k == others[0]}),  # an extra key
+            f"Here is the JSON: {chosen}",  # text around the object
+        ]
+    )
     return prompt, chosen, rejected, {"kind": "json_keys", "keys": keys}
 
 
@@ -224,16 +310,22 @@ def _max_words_pair(rng: random.Random, profile: dict, text: str) -> tuple[str, 
     field, question = rng.choice([("job", "what does {name} do for a living"), ("city", "where does {name} live")])
     question = question.format(**profile)
     prompt = f"In at most {limit} words, {question}?\nText: {text}"
-    sentence = f"{profile['name']} is a {profile['job']}." if field == "job" else f"{profile['name']} lives in {profile['city']}."
+    sentence = (
+        f"{profile['name']} is a {profile['job']}."
+        if field == "job"
+        else f"{profile['name']} lives in {profile['city']}."
+    )
     if len(sentence.split()) > limit:
         # The full sentence is the near miss a tuned model makes (one word over): the pair teaches exactly that.
         chosen = f"A {profile['job']}." if field == "job" else f"In {profile['city']}."
         rejected = sentence
     else:
         chosen = sentence
-        rejected = (f"According to the text, {profile['name']}, who is {profile['age']} years old, "
-                    + (f"works as a {profile['job']} in {profile['city']}." if field == "job"
-                       else f"lives in {profile['city']} and works as a {profile['job']}."))
+        rejected = f"According to the text, {profile['name']}, who is {profile['age']} years old, " + (
+            f"works as a {profile['job']} in {profile['city']}."
+            if field == "job"
+            else f"lives in {profile['city']} and works as a {profile['job']}."
+        )
     return prompt, chosen, rejected, {"kind": "max_words", "max_words": limit}
 
 
@@ -242,8 +334,12 @@ def constrained_answers(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        profile = {"name": rng.choice(FIRST_NAMES), "age": rng.randint(19, 75), "city": rng.choice(CITIES),
-                   "job": rng.choice(JOBS)}
+        profile = {
+            "name": rng.choice(FIRST_NAMES),
+            "age": rng.randint(19, 75),
+            "city": rng.choice(CITIES),
+            "job": rng.choice(JOBS),
+        }
         text = rng.choice(PROFILE_TEMPLATES).format(**profile)
         prompt, chosen, rejected, constraint = rng.choice([_json_keys_pair, _max_words_pair])(rng, profile, text)
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "constraint": constraint})

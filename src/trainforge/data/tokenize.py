@@ -23,8 +23,10 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
         start = len(render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
         end = len(render(tokenizer, messages[: i + 1]))
         if not full.startswith(render(tokenizer, messages[: i + 1])):
-            raise DataError("The tokenizer's chat template renders a conversation's prefix differently from the whole; "
-                            "assistant-only loss cannot be located. Use `training.objective: clm` or another model.")
+            raise DataError(
+                "The tokenizer's chat template renders a conversation's prefix differently from the whole; "
+                "assistant-only loss cannot be located. Use `training.objective: clm` or another model."
+            )
         spans.append((start, end))
     return full, spans
 
@@ -53,7 +55,9 @@ def tokenize_clm(tokenizer, texts: list[str], block_size: int) -> list[dict]:
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
-def tokenize_mlm(tokenizer, texts: list[str], max_length: int, mlm_probability: float, mask_seed: int | None) -> list[dict]:
+def tokenize_mlm(
+    tokenizer, texts: list[str], max_length: int, mlm_probability: float, mask_seed: int | None
+) -> list[dict]:
     """Masked-LM rows, one per text. With `mask_seed` the masking is fixed here (held-out rows, so perplexity is
     comparable across models); without it the rows carry no labels and the training collator masks afresh."""
     rows = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
@@ -74,12 +78,20 @@ def example_text(tokenizer, example: dict) -> str:
     return example["text"] if "text" in example else render(tokenizer, example["messages"])
 
 
-def tokenize_examples(tokenizer, examples: list[dict], objective: str, max_length: int,
-                      mlm_probability: float = 0.15, mask_seed: int | None = None) -> list[dict]:
+def tokenize_examples(
+    tokenizer,
+    examples: list[dict],
+    objective: str,
+    max_length: int,
+    mlm_probability: float = 0.15,
+    mask_seed: int | None = None,
+) -> list[dict]:
     if objective == "mlm":
         if tokenizer.mask_token_id is None:
-            raise DataError("Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
-                            "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders.")
+            raise DataError(
+                "Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
+                "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders."
+            )
         return tokenize_mlm(tokenizer, [e["text"] for e in examples], max_length, mlm_probability, mask_seed)
     if objective == "clm":
         return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length)

@@ -53,7 +53,9 @@ def _choices(row: dict, where: str) -> list[str]:
                 break
             raw.append(row[letter])
     if not isinstance(raw, list) or len(raw) < 2:
-        raise DataError(f"{where}: expected at least two choices, as a `choices` list or columns A, B, ...; got {raw!r}.")
+        raise DataError(
+            f"{where}: expected at least two choices, as a `choices` list or columns A, B, ...; got {raw!r}."
+        )
     out = []
     for i, choice in enumerate(raw):
         if isinstance(choice, bool) or not isinstance(choice, (str, int, float)) or not str(choice).strip():
@@ -73,8 +75,10 @@ def _answer(value, n: int, where: str) -> int:
             return value
     elif isinstance(value, str) and len(value.strip()) == 1 and value.strip().upper() in LETTERS[:n]:
         return LETTERS.index(value.strip().upper())
-    raise DataError(f"{where}: `answer` must be a letter A-{LETTERS[n - 1]} or a 0-based index 0-{n - 1} "
-                    f"for its {n} choices; got {value!r}.")
+    raise DataError(
+        f"{where}: `answer` must be a letter A-{LETTERS[n - 1]} or a 0-based index 0-{n - 1} "
+        f"for its {n} choices; got {value!r}."
+    )
 
 
 def load_questions(path: str | Path) -> list[Question]:
@@ -89,7 +93,9 @@ def load_questions(path: str | Path) -> list[Question]:
         subject = row.get("subject") or "all"
         if not isinstance(subject, str):
             raise DataError(f"{where}: `subject` must be text, got {subject!r}.")
-        questions.append(Question(text.strip(), tuple(choices), _answer(row.get("answer"), len(choices), where), subject.strip()))
+        questions.append(
+            Question(text.strip(), tuple(choices), _answer(row.get("answer"), len(choices), where), subject.strip())
+        )
     if not questions:
         raise DataError(f"Benchmark file {path} holds no questions.")
     return questions
@@ -99,18 +105,48 @@ def load_questions(path: str | Path) -> list[Question]:
 # The bundled benchmark: facts and templates written here, questions drawn with a seed
 
 CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
-    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Russia": "Moscow", "Egypt": "Cairo",
-    "Canada": "Ottawa", "Mexico": "Mexico City", "Brazil": "Brasilia", "Argentina": "Buenos Aires",
-    "Australia": "Canberra", "Kenya": "Nairobi", "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki",
-    "Greece": "Athens", "Turkey": "Ankara", "Poland": "Warsaw", "Austria": "Vienna", "Ireland": "Dublin",
-    "Peru": "Lima", "Thailand": "Bangkok", "South Korea": "Seoul", "Netherlands": "Amsterdam",
-    "Belgium": "Brussels", "Hungary": "Budapest",
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Portugal": "Lisbon",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "India": "New Delhi",
+    "Russia": "Moscow",
+    "Egypt": "Cairo",
+    "Canada": "Ottawa",
+    "Mexico": "Mexico City",
+    "Brazil": "Brasilia",
+    "Argentina": "Buenos Aires",
+    "Australia": "Canberra",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Finland": "Helsinki",
+    "Greece": "Athens",
+    "Turkey": "Ankara",
+    "Poland": "Warsaw",
+    "Austria": "Vienna",
+    "Ireland": "Dublin",
+    "Peru": "Lima",
+    "Thailand": "Bangkok",
+    "South Korea": "Seoul",
+    "Netherlands": "Amsterdam",
+    "Belgium": "Brussels",
+    "Hungary": "Budapest",
 }
 UNITS = [  # (larger unit, smaller unit, factor)
-    ("kilometers", "meters", 1000), ("meters", "centimeters", 100), ("kilograms", "grams", 1000),
-    ("hours", "minutes", 60), ("minutes", "seconds", 60), ("days", "hours", 24), ("liters", "milliliters", 1000),
-    ("feet", "inches", 12), ("weeks", "days", 7), ("dollars", "cents", 100),
+    ("kilometers", "meters", 1000),
+    ("meters", "centimeters", 100),
+    ("kilograms", "grams", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("days", "hours", 24),
+    ("liters", "milliliters", 1000),
+    ("feet", "inches", 12),
+    ("weeks", "days", 7),
+    ("dollars", "cents", 100),
 ]
 WEEKDAYS = list(calendar.day_name)
 MONTHS = list(calendar.month_name)[1:]
@@ -157,11 +193,11 @@ def _capitals(rng: random.Random) -> Question:
 def _dates(rng: random.Random) -> Question:
     if rng.random() < 0.5:
         start, step = rng.randrange(12), rng.randint(1, 11)
-        names, unit, answer = MONTHS, "months", MONTHS[(start + step) % 12]
+        names, answer = MONTHS, MONTHS[(start + step) % 12]
         text = f"Which month comes {step} months after {MONTHS[start]}?"
     else:
         start, step = rng.randrange(7), rng.randint(1, 13)
-        names, unit, answer = WEEKDAYS, "days", WEEKDAYS[(start + step) % 7]
+        names, answer = WEEKDAYS, WEEKDAYS[(start + step) % 7]
         text = f"What day of the week is {step} days after {WEEKDAYS[start]}?"
     options = [answer, *rng.sample([x for x in names if x != answer], 3)]
     rng.shuffle(options)
@@ -218,7 +254,9 @@ def _fewshot(question: Question, index: int, pool: list[Question], k: int, seed:
     same = [q for q in others if q.subject == question.subject]
     candidates = same if len(same) >= k else others
     if len(candidates) < k:
-        raise DataError(f"{k}-shot prompting needs {k} example questions besides each question; the pool has {len(candidates)}.")
+        raise DataError(
+            f"{k}-shot prompting needs {k} example questions besides each question; the pool has {len(candidates)}."
+        )
     return random.Random(f"{seed}:{index}").sample(candidates, k)
 
 
@@ -240,13 +278,21 @@ def chat_request(tokenizer, user: str, reply: str) -> tuple[str, str]:
     prompt = render(tokenizer, turn, add_generation_prompt=True)
     full = render(tokenizer, [*turn, {"role": "assistant", "content": reply}])
     if not full.startswith(prompt):  # a template that rewrites earlier turns once a reply follows
-        raise DataError("The tokenizer's chat template renders a conversation with the assistant's reply differently "
-                        "from the prompt alone, so a reply cannot be scored after it; use --prompt-format plain.")
-    return prompt, full[len(prompt):]
+        raise DataError(
+            "The tokenizer's chat template renders a conversation with the assistant's reply differently "
+            "from the prompt alone, so a reply cannot be scored after it; use --prompt-format plain."
+        )
+    return prompt, full[len(prompt) :]
 
 
-def run_benchmark(questions: list[Question], scorer: Scorer, fewshot: int = 0, pool: list[Question] | None = None,
-                  seed: int = 0, chat_tokenizer=None) -> dict:
+def run_benchmark(
+    questions: list[Question],
+    scorer: Scorer,
+    fewshot: int = 0,
+    pool: list[Question] | None = None,
+    seed: int = 0,
+    chat_tokenizer=None,
+) -> dict:
     """Accuracy overall and per subject, by summed log-likelihood (`accuracy`) and by per-token log-likelihood
     (`accuracy_norm`, which does not favour short choices), plus each question's scores. With `chat_tokenizer`,
     prompts and choices go through its chat template (the `chat` prompt format)."""
@@ -256,41 +302,76 @@ def run_benchmark(questions: list[Question], scorer: Scorer, fewshot: int = 0, p
         prompts = [build_prompt(q, s) for q, s in zip(questions, shots)]
         requests = [(p, f" {c}") for p, q in zip(prompts, questions) for c in q.choices]
     else:
-        requests = [chat_request(chat_tokenizer, build_question(q, s), c) for q, s in zip(questions, shots) for c in q.choices]
+        requests = [
+            chat_request(chat_tokenizer, build_question(q, s), c) for q, s in zip(questions, shots) for c in q.choices
+        ]
     scores = iter(scorer(requests))
     items = []
     for q in questions:
         got = [next(scores) for _ in q.choices]
         sums = [s for s, _ in got]
         norms = [s / max(n, 1) for s, n in got]
-        items.append({**asdict(q), "logprobs": sums, "predicted": max(range(len(sums)), key=sums.__getitem__),
-                      "predicted_norm": max(range(len(norms)), key=norms.__getitem__)})
+        items.append(
+            {
+                **asdict(q),
+                "logprobs": sums,
+                "predicted": max(range(len(sums)), key=sums.__getitem__),
+                "predicted_norm": max(range(len(norms)), key=norms.__getitem__),
+            }
+        )
 
     def summary(rows: list[dict]) -> dict:
-        return {"questions": len(rows),
-                "accuracy": sum(r["predicted"] == r["answer"] for r in rows) / len(rows),
-                "accuracy_norm": sum(r["predicted_norm"] == r["answer"] for r in rows) / len(rows),
-                "chance": sum(1 / len(r["choices"]) for r in rows) / len(rows)}
+        return {
+            "questions": len(rows),
+            "accuracy": sum(r["predicted"] == r["answer"] for r in rows) / len(rows),
+            "accuracy_norm": sum(r["predicted_norm"] == r["answer"] for r in rows) / len(rows),
+            "chance": sum(1 / len(r["choices"]) for r in rows) / len(rows),
+        }
 
     subjects = sorted({r["subject"] for r in items})
-    return {**summary(items), "fewshot": fewshot, "seed": seed, "prompt_format": "plain" if chat_tokenizer is None else "chat",
-            "subjects": {s: summary([r for r in items if r["subject"] == s]) for s in subjects}, "items": items}
+    return {
+        **summary(items),
+        "fewshot": fewshot,
+        "seed": seed,
+        "prompt_format": "plain" if chat_tokenizer is None else "chat",
+        "subjects": {s: summary([r for r in items if r["subject"] == s]) for s in subjects},
+        "items": items,
+    }
 
 
 def compare(baseline: dict, results: dict) -> list[dict]:
     """Accuracy of a baseline and of the compared source per subject and overall, with the difference (after -
     before); both must be results of the same questions."""
     if [i["question"] for i in baseline["items"]] != [i["question"] for i in results["items"]]:
-        raise DataError(f"{baseline['model']} and {results['model']} were scored on different questions; "
-                        "compare results of the same benchmark, seed and --per-subject.")
-    rows = [*((s, baseline["subjects"][s], results["subjects"][s]) for s in results["subjects"]), ("overall", baseline, results)]
-    return [{"subject": name, "questions": after["questions"], "before": before["accuracy"], "after": after["accuracy"],
-             "delta": after["accuracy"] - before["accuracy"]} for name, before, after in rows]
+        raise DataError(
+            f"{baseline['model']} and {results['model']} were scored on different questions; "
+            "compare results of the same benchmark, seed and --per-subject."
+        )
+    rows = [
+        *((s, baseline["subjects"][s], results["subjects"][s]) for s in results["subjects"]),
+        ("overall", baseline, results),
+    ]
+    return [
+        {
+            "subject": name,
+            "questions": after["questions"],
+            "before": before["accuracy"],
+            "after": after["accuracy"],
+            "delta": after["accuracy"] - before["accuracy"],
+        }
+        for name, before, after in rows
+    ]
 
 
 @torch.no_grad()
-def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8, max_length: int = 1024,
-                   precision: str = "fp32") -> list[tuple[float, int]]:
+def loglikelihoods(
+    model,
+    tokenizer,
+    requests: list[tuple[str, str]],
+    batch_size: int = 8,
+    max_length: int = 1024,
+    precision: str = "fp32",
+) -> list[tuple[float, int]]:
     """Summed log-probability and token count of each continuation given its context, in batches of similar
     length (right padding; contexts cut from the left to fit max_length)."""
     from trainforge.hardware import autocast
@@ -300,8 +381,8 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
     encoded = []
     for context, continuation in requests:
         ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"][:max_length - 1]
-        encoded.append((ctx[-(max_length - len(cont)):], cont))
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"][: max_length - 1]
+        encoded.append((ctx[-(max_length - len(cont)) :], cont))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[tuple[float, int]] = [(0.0, 0)] * len(requests)
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
@@ -324,9 +405,18 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], batch_size
     return results
 
 
-def benchmark_source(source, spec: str, fewshot: int = 0, fewshot_from: str | None = None, seed: int = 0,
-                     per_subject: int = 25, batch_size: int = 8, out: str | None = None,
-                     runs_dir: str = "runs", prompt_format: str = "plain") -> tuple[dict, Path]:
+def benchmark_source(
+    source,
+    spec: str,
+    fewshot: int = 0,
+    fewshot_from: str | None = None,
+    seed: int = 0,
+    per_subject: int = 25,
+    batch_size: int = 8,
+    out: str | None = None,
+    runs_dir: str = "runs",
+    prompt_format: str = "plain",
+) -> tuple[dict, Path]:
     """Run a benchmark on a run or model (a loaded Source, or its name: loaded once the files are found valid) and
     write the results as JSON: into the run's directory for a run (benchmark-<name>.json), else to `out` (default
     evals/<model>-<name>.json)."""
@@ -340,10 +430,18 @@ def benchmark_source(source, spec: str, fewshot: int = 0, fewshot_from: str | No
     if isinstance(source, str):
         source = load_source(source, runs_dir)
     if prompt_format == "chat" and not getattr(source.tokenizer, "chat_template", None):
-        raise ConfigError(f"--prompt-format chat needs a tokenizer with a chat template; {source.label}'s has none "
-                          "(use --prompt-format plain).")
-    results = run_benchmark(questions, lambda reqs: loglikelihoods(source.model, source.tokenizer, reqs, batch_size),
-                            fewshot, pool, seed, source.tokenizer if prompt_format == "chat" else None)
+        raise ConfigError(
+            f"--prompt-format chat needs a tokenizer with a chat template; {source.label}'s has none "
+            "(use --prompt-format plain)."
+        )
+    results = run_benchmark(
+        questions,
+        lambda reqs: loglikelihoods(source.model, source.tokenizer, reqs, batch_size),
+        fewshot,
+        pool,
+        seed,
+        source.tokenizer if prompt_format == "chat" else None,
+    )
     results = {"benchmark": name, "model": source.label, **results}
     if out:
         target = Path(out)

@@ -44,8 +44,15 @@ def write_sheet(out_dir: str | Path, prompts: list[str], answers: dict[str, list
     rows, key = [], {"models": [name_1, name_2], "seed": seed, "items": {}}
     for i, (prompt, x, y) in enumerate(zip(prompts, answers_1, answers_2), start=1):
         swap = rng.random() < 0.5
-        rows.append({"id": str(i), "prompt": prompt, "answer_A": y if swap else x, "answer_B": x if swap else y,
-                     "preference": ""})
+        rows.append(
+            {
+                "id": str(i),
+                "prompt": prompt,
+                "answer_A": y if swap else x,
+                "answer_B": x if swap else y,
+                "preference": "",
+            }
+        )
         key["items"][str(i)] = {"A": name_2 if swap else name_1, "B": name_1 if swap else name_2}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,9 +67,12 @@ def _html(rows: list[dict]) -> str:
     the filled sheet as CSV (the same columns as sheet.csv)."""
     cards = "".join(
         f'<section><h2>#{r["id"]}</h2><pre class="prompt">{html.escape(r["prompt"])}</pre><div class="pair">'
-        f'<div><h3>A</h3><pre>{html.escape(r["answer_A"])}</pre></div>'
-        f'<div><h3>B</h3><pre>{html.escape(r["answer_B"])}</pre></div></div><p>'
-        + "".join(f'<label><input type="radio" name="p{html.escape(r["id"])}" value="{v}"> {v}</label> ' for v in ("A", "B", "tie"))
+        f"<div><h3>A</h3><pre>{html.escape(r['answer_A'])}</pre></div>"
+        f"<div><h3>B</h3><pre>{html.escape(r['answer_B'])}</pre></div></div><p>"
+        + "".join(
+            f'<label><input type="radio" name="p{html.escape(r["id"])}" value="{v}"> {v}</label> '
+            for v in ("A", "B", "tie")
+        )
         + "</p></section>"
         for r in rows
     )
@@ -107,7 +117,9 @@ def import_sheet(sheet: str | Path, key_file: str | Path | None = None) -> dict:
     sheet = Path(sheet)
     key_path = Path(key_file) if key_file else sheet.parent / "key.json"
     if not key_path.is_file():
-        raise DataError(f"No key file {key_path} to unblind {sheet}; pass the key.json written by the export with --key.")
+        raise DataError(
+            f"No key file {key_path} to unblind {sheet}; pass the key.json written by the export with --key."
+        )
     key = json.loads(key_path.read_text(encoding="utf-8"))
     first, second = key["models"]
     counts = {first: 0, second: 0, "tie": 0}
@@ -116,30 +128,54 @@ def import_sheet(sheet: str | Path, key_file: str | Path | None = None) -> dict:
         where = f"Sheet {sheet}, row {number}"
         missing = [c for c in ("id", "preference") if c not in row]
         if missing:
-            raise DataError(f"{where}: no {', '.join(missing)} column; keep the columns of the exported sheet ({', '.join(COLUMNS)}).")
+            raise DataError(
+                f"{where}: no {', '.join(missing)} column; keep the columns of the exported sheet ({', '.join(COLUMNS)})."
+            )
         ident = str(row["id"]).strip()
         item = key["items"].get(ident)
         if item is None:
-            raise DataError(f"{where}: id {ident!r} is not in the key {key_path}; was the sheet edited or from another export?")
+            raise DataError(
+                f"{where}: id {ident!r} is not in the key {key_path}; was the sheet edited or from another export?"
+            )
         if ident in seen:
             raise DataError(f"{where}: id {ident!r} appears twice.")
         seen.add(ident)
         choice = CHOICES.get(str(row["preference"] or "").strip().lower())
         if choice is None:
-            raise DataError(f"{where} (id {ident}): preference {row['preference']!r} is not one of A, B, tie"
-                            f"{' (it is empty: every row needs a verdict)' if not str(row['preference'] or '').strip() else ''}.")
+            raise DataError(
+                f"{where} (id {ident}): preference {row['preference']!r} is not one of A, B, tie"
+                f"{' (it is empty: every row needs a verdict)' if not str(row['preference'] or '').strip() else ''}."
+            )
         counts[item[choice] if choice != "tie" else "tie"] += 1
     absent = sorted(set(key["items"]) - seen, key=int)
     if absent:
-        raise DataError(f"Sheet {sheet} lacks the rows with id {', '.join(absent)} of the export; every prompt needs a verdict.")
+        raise DataError(
+            f"Sheet {sheet} lacks the rows with id {', '.join(absent)} of the export; every prompt needs a verdict."
+        )
     n, decided = len(seen), counts[first] + counts[second]
-    return {"a": first, "b": second, "rated": n, "wins": counts[first], "losses": counts[second], "ties": counts["tie"],
-            "tie_rate": counts["tie"] / n, "win_rate": counts[first] / decided if decided else None,
-            "ci95": list(wilson(counts[first], decided)) if decided else None, "ties_in_win_rate": "excluded"}
+    return {
+        "a": first,
+        "b": second,
+        "rated": n,
+        "wins": counts[first],
+        "losses": counts[second],
+        "ties": counts["tie"],
+        "tie_rate": counts["tie"] / n,
+        "win_rate": counts[first] / decided if decided else None,
+        "ci95": list(wilson(counts[first], decided)) if decided else None,
+        "ties_in_win_rate": "excluded",
+    }
 
 
-def export_sources(name_a: str, name_b: str, prompts_file: str, out_dir: str, seed: int = 0, max_new_tokens: int = 128,
-                   runs_dir: str = "runs") -> Path:
+def export_sources(
+    name_a: str,
+    name_b: str,
+    prompts_file: str,
+    out_dir: str,
+    seed: int = 0,
+    max_new_tokens: int = 128,
+    runs_dir: str = "runs",
+) -> Path:
     """Answer the prompts with both runs / models and write the blinded sheet."""
     from trainforge.evaluation.sources import answer_prompts, load_source, read_prompts
 

@@ -28,8 +28,9 @@ def padded_batches(rows: list[dict], pad_id: int, batch_size: int):
 
 
 @torch.no_grad()
-def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32",
-               causal: bool = True) -> float:
+def perplexity(
+    model, rows: list[dict], pad_id: int, batch_size: int = 8, precision: str = "fp32", causal: bool = True
+) -> float:
     """exp(mean NLL) over the label tokens of tokenized rows (assistant tokens for SFT, all tokens for CLM, the
     masked tokens for MLM, where a position predicts itself rather than the next token)."""
     model.eval()
@@ -43,7 +44,10 @@ def perplexity(model, rows: list[dict], pad_id: int, batch_size: int = 8, precis
         shift = 1 if causal else 0
         shift_logits, shift_labels = logits[:, : width - shift], labels[:, shift:].to(device)
         nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            shift_logits.reshape(-1, shift_logits.size(-1)),
+            shift_labels.reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
         )
         total_nll += nll.item()
         total_tokens += int((shift_labels != IGNORE).sum())
@@ -69,8 +73,15 @@ def teacher_kl(model, teacher, rows: list[dict], pad_id: int, batch_size: int = 
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16, precision: str = "fp32",
-             sampling: dict | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    precision: str = "fp32",
+    sampling: dict | None = None,
+) -> list[str]:
     """Greedy answers for rendered prompts, batched by length (left padding), returned in input order. `sampling`
     (e.g. {"do_sample": True, "temperature": 0.7}) replaces greedy decoding; seed torch before calling."""
     model.eval()
@@ -85,15 +96,26 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, bat
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
             with autocast(precision):
                 if virtual_tokens:
-                    new = _decode_by_forward(model, enc, max_new_tokens, tokenizer, sampling or {},
-                                             positions=virtual_tokens == "PREFIX_TUNING")
+                    new = _decode_by_forward(
+                        model,
+                        enc,
+                        max_new_tokens,
+                        tokenizer,
+                        sampling or {},
+                        positions=virtual_tokens == "PREFIX_TUNING",
+                    )
                 else:
                     out = model.generate(
-                        **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, **(sampling or {"do_sample": False}),
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id,
+                        **(sampling or {"do_sample": False}),
                     )
                     new = out[:, enc["input_ids"].shape[1] :]
             for i, seq in zip(idx, new):
@@ -133,8 +155,15 @@ def _decode_by_forward(model, enc, max_new_tokens: int, tokenizer, sampling: dic
     return torch.stack(new, 1)
 
 
-def generation_scores(model, tokenizer, examples: list[dict], metrics: list[str], max_new_tokens: int,
-                      batch_size: int, precision: str = "fp32") -> tuple[dict[str, float], list[dict]]:
+def generation_scores(
+    model,
+    tokenizer,
+    examples: list[dict],
+    metrics: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    precision: str = "fp32",
+) -> tuple[dict[str, float], list[dict]]:
     """Task metrics of greedy answers to the test prompts, and the (prompt, reference, prediction) samples."""
     pairs = [prompt_and_reference(tokenizer, e) for e in examples]
     prompts = [p for p, _ in pairs]

@@ -25,9 +25,9 @@ def answer_logprob(model, tokenizer, prompt: str, full: str, precision: str = "f
     ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]], device=device)
     with autocast(precision):
         logits = model(input_ids=ids).logits.float()
-    logits = logits[:, logits.size(1) - ids.size(1):]  # prompt tuning prepends virtual-token positions
+    logits = logits[:, logits.size(1) - ids.size(1) :]  # prompt tuning prepends virtual-token positions
     logps = torch.log_softmax(logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
-    return float(logps[n_prompt - 1:].sum())
+    return float(logps[n_prompt - 1 :].sum())
 
 
 def policy_preference(model, tokenizer, rows: list[dict], precision: str = "fp32") -> dict[str, float]:
@@ -36,20 +36,26 @@ def policy_preference(model, tokenizer, rows: list[dict], precision: str = "fp32
     margins = []
     for row in rows:
         prompt, chosen, rejected = _pair_texts(tokenizer, row)
-        margins.append(answer_logprob(model, tokenizer, prompt, chosen, precision)
-                       - answer_logprob(model, tokenizer, prompt, rejected, precision))
+        margins.append(
+            answer_logprob(model, tokenizer, prompt, chosen, precision)
+            - answer_logprob(model, tokenizer, prompt, rejected, precision)
+        )
     return {"pair_accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}
 
 
 @torch.no_grad()
-def reward_preference(model, tokenizer, rows: list[dict], batch_size: int = 16, precision: str = "fp32") -> dict[str, float]:
+def reward_preference(
+    model, tokenizer, rows: list[dict], batch_size: int = 16, precision: str = "fp32"
+) -> dict[str, float]:
     """A reward model's pair_accuracy (chosen scored above rejected) and mean score margin on held-out pairs."""
     model.eval()
     device = next(model.parameters()).device
     texts = [t for row in rows for t in _pair_texts(tokenizer, row)[1:]]  # chosen, rejected, chosen, ...
     scores = []
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[start:start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+        enc = tokenizer(
+            texts[start : start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt"
+        ).to(device)
         with autocast(precision):
             scores.extend(model(**enc).logits[:, 0].float().tolist())
     margins = [c - r for c, r in zip(scores[0::2], scores[1::2])]
@@ -61,11 +67,14 @@ def constraint_rate(rows: list[dict], predictions: list[str]) -> float:
     return sum(satisfies(row, answer) for row, answer in zip(rows, predictions)) / len(rows)
 
 
-def constraint_scores(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int,
-                      precision: str = "fp32") -> tuple[dict[str, float], list[dict]]:
+def constraint_scores(
+    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, precision: str = "fp32"
+) -> tuple[dict[str, float], list[dict]]:
     """Greedy answers to held-out preference prompts, scored by constraint satisfaction; with the samples."""
     prompts = [render(tokenizer, row["prompt"], add_generation_prompt=True) for row in rows]
     predictions = generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision)
-    samples = [{"prompt": p, "reference": row["chosen"][-1]["content"], "prediction": y, "satisfied": satisfies(row, y)}
-               for p, row, y in zip(prompts, rows, predictions)]
+    samples = [
+        {"prompt": p, "reference": row["chosen"][-1]["content"], "prediction": y, "satisfied": satisfies(row, y)}
+        for p, row, y in zip(prompts, rows, predictions)
+    ]
     return {"constraint_rate": constraint_rate(rows, predictions)}, samples

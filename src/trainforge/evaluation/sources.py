@@ -34,7 +34,10 @@ def load_source(name: str, runs_dir: str = "runs") -> Source:
         if name in ALIASES:
             logging.getLogger("trainforge.evaluation").warning(
                 "%r names both the run %s and a model alias; using the run. To score the model alias, rename the "
-                "run or point --runs-dir elsewhere.", name, run.path)
+                "run or point --runs-dir elsewhere.",
+                name,
+                run.path,
+            )
         model, tokenizer = load_run_model(run)
         return Source(run.name, model, tokenizer, run)
     model = load_causal_lm(name)  # unknown names fail here, listing the aliases
@@ -48,10 +51,14 @@ def read_prompts(path: str) -> list[str]:
     for number, row in read_rows(path):
         text = row.get("prompt", row.get("instruction"))
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"Prompts file {path}, row {number}: expected a non-empty `prompt` (or `instruction`) string, "
-                            f"got {text!r}.")
+            raise DataError(
+                f"Prompts file {path}, row {number}: expected a non-empty `prompt` (or `instruction`) string, "
+                f"got {text!r}."
+            )
         extra = row.get("input")
-        prompts.append(f"{text.strip()}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else text.strip())
+        prompts.append(
+            f"{text.strip()}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else text.strip()
+        )
     if not prompts:
         raise DataError(f"Prompts file {path} holds no rows.")
     return prompts

@@ -22,8 +22,11 @@ GGUF_FILE = "model.gguf"
 
 def _permute_rope(weights: np.ndarray, n_head: int) -> np.ndarray:
     """HF's half-split rotary layout → llama.cpp's interleaved pairs, per head (rows of a q/k projection)."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 @functools.cache
@@ -35,8 +38,11 @@ def _bundled_tokenizer_metadata() -> dict:
     from trainforge.models.registry import smollm2_gguf_path
 
     reader = gguf.GGUFReader(smollm2_gguf_path())
-    return {k: (f.contents(), f.types[0], f.types[-1] if len(f.types) > 1 else None)
-            for k, f in reader.fields.items() if k.startswith("tokenizer.")}
+    return {
+        k: (f.contents(), f.types[0], f.types[-1] if len(f.types) > 1 else None)
+        for k, f in reader.fields.items()
+        if k.startswith("tokenizer.")
+    }
 
 
 def _tokenizer_metadata(tokenizer) -> dict:
@@ -47,19 +53,24 @@ def _tokenizer_metadata(tokenizer) -> dict:
         raise ConfigError(
             f"GGUF export copies its tokenizer metadata from the bundled SmolLM2 GGUF, but this model's tokenizer "
             f"({len(tokenizer)} tokens) has a different vocabulary. Only models that use the SmolLM2 tokenizer "
-            "(smollm2-135m-instruct, tiny-llama and runs fine-tuned from them) can be exported to GGUF for now.")
+            "(smollm2-135m-instruct, tiny-llama and runs fine-tuned from them) can be exported to GGUF for now."
+        )
     return fields
 
 
 def _check_quantize(quantize: str) -> None:
     if quantize not in QUANTIZE:
-        raise ConfigError(f"Option `--quantize` = {quantize!r} with `--format gguf`: expected one of {', '.join(QUANTIZE)}.")
+        raise ConfigError(
+            f"Option `--quantize` = {quantize!r} with `--format gguf`: expected one of {', '.join(QUANTIZE)}."
+        )
 
 
 def _check_llama(model) -> None:
     config = model.config
     if type(model).__name__ != "LlamaForCausalLM":
-        raise ConfigError(f"GGUF export supports LLaMA-architecture causal LMs; this model is a {type(model).__name__}.")
+        raise ConfigError(
+            f"GGUF export supports LLaMA-architecture causal LMs; this model is a {type(model).__name__}."
+        )
     scaling = getattr(config, "rope_scaling", None) or {}
     if scaling.get("rope_type", scaling.get("type", "default")) != "default":
         raise ConfigError(f"GGUF export does not write rope scaling; this model uses {scaling}.")
@@ -88,8 +99,10 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16", name: str = 
     token_fields = _tokenizer_metadata(tokenizer)
     n_tokens = len(token_fields["tokenizer.ggml.tokens"][0])
     if config.vocab_size != n_tokens:
-        raise ConfigError(f"The model's embedding has {config.vocab_size} rows but its tokenizer has {n_tokens} "
-                          "tokens; llama.cpp needs them equal.")
+        raise ConfigError(
+            f"The model's embedding has {config.vocab_size} rows but its tokenizer has {n_tokens} "
+            "tokens; llama.cpp needs them equal."
+        )
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
@@ -138,5 +151,6 @@ def export_run_gguf(run: RunDir, quantize: str | None = None, out: Path | None =
     quantize = quantize or "f16"
     _check_quantize(quantize)  # before loading anything
     model, tokenizer, _ = run_model(run)
-    return export_gguf(model, tokenizer, Path(out) if out else run.path / f"export-gguf-{quantize}", quantize,
-                       name=run.name)
+    return export_gguf(
+        model, tokenizer, Path(out) if out else run.path / f"export-gguf-{quantize}", quantize, name=run.name
+    )

@@ -32,15 +32,19 @@ def _onnx_libraries():
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise ConfigError("`--format onnx` needs onnx, onnxscript and onnxruntime; install them with "
-                          "`pip install 'trainforge[onnx]'`.") from None
+        raise ConfigError(
+            "`--format onnx` needs onnx, onnxscript and onnxruntime; install them with "
+            "`pip install 'trainforge[onnx]'`."
+        ) from None
 
 
 def export_onnx(model, tokenizer, out: Path, quantize: str | None = None) -> Path:
     """`out/model.onnx` (+ tokenizer files); with quantize='int8' the weights are dynamically quantized to INT8."""
     _onnx_libraries()
     if quantize not in (None, "int8"):
-        raise ConfigError(f"Option `--quantize` = {quantize!r} with `--format onnx`: onnxruntime quantizes to int8 only.")
+        raise ConfigError(
+            f"Option `--quantize` = {quantize!r} with `--format onnx`: onnxruntime quantizes to int8 only."
+        )
     wrapper = LogitsOnly(model.eval())
     ids = torch.full((2, 8), tokenizer.pad_token_id or 0, dtype=torch.long)
     ids[:, :6] = torch.arange(6) + 10
@@ -49,8 +53,16 @@ def export_onnx(model, tokenizer, out: Path, quantize: str | None = None) -> Pat
     with atomic_dir(out) as tmp:
         fp32 = tmp / ("model-fp32.onnx" if quantize else "model.onnx")
         with torch.no_grad():
-            torch.onnx.export(wrapper, (ids, mask), str(fp32), input_names=list(INPUTS), output_names=["logits"],
-                              dynamic_shapes={n: {0: batch, 1: seq} for n in INPUTS}, dynamo=True, external_data=False)
+            torch.onnx.export(
+                wrapper,
+                (ids, mask),
+                str(fp32),
+                input_names=list(INPUTS),
+                output_names=["logits"],
+                dynamic_shapes={n: {0: batch, 1: seq} for n in INPUTS},
+                dynamo=True,
+                external_data=False,
+            )
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -74,4 +86,6 @@ def export_run_onnx(run: RunDir, quantize: str | None = None, out: Path | None =
     from trainforge.export.quantize import run_model
 
     model, tokenizer, _ = run_model(run)
-    return export_onnx(model, tokenizer, Path(out) if out else run.path / f"export-onnx{'-' + quantize if quantize else ''}", quantize)
+    return export_onnx(
+        model, tokenizer, Path(out) if out else run.path / f"export-onnx{'-' + quantize if quantize else ''}", quantize
+    )

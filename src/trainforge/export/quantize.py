@@ -22,7 +22,9 @@ def quantization_config(kind: str):
         try:
             from torchao.quantization import Int8WeightOnlyConfig
         except ImportError:
-            raise ConfigError("`--quantize int8` uses torchao; install it with `pip install 'trainforge[quantize]'`.") from None
+            raise ConfigError(
+                "`--quantize int8` uses torchao; install it with `pip install 'trainforge[quantize]'`."
+            ) from None
         from transformers import TorchAoConfig
 
         return TorchAoConfig(Int8WeightOnlyConfig())
@@ -46,8 +48,11 @@ def quantize_folder(src: Path, auto_class, kind: str, out: Path) -> Path:
         # A classifier's head stays in full precision: it is tiny, and bitsandbytes' CPU kernel wants out_features
         # divisible by 32 (a 4-class head fails at the first forward).
         config.llm_int8_skip_modules = ["classifier", "score"]
-    kwargs = {"dtype": torch.bfloat16} if config is None else {"dtype": torch.float32, "quantization_config": config,
-                                                               "device_map": "cpu"}
+    kwargs = (
+        {"dtype": torch.bfloat16}
+        if config is None
+        else {"dtype": torch.float32, "quantization_config": config, "device_map": "cpu"}
+    )
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its CUDA-only kernels fail to load on CPU, harmlessly
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

@@ -43,7 +43,12 @@ def prompt_messages(row: dict, fmt: str, source: str, number: int) -> list[dict]
         row = {**row, "output": row.get("output") or "(to predict)"}  # the answer is what we generate
         return normalize_rows([(number, row)], "alpaca", source)[0]["messages"][:-1]
     messages = row.get("messages")
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
+    if (
+        isinstance(messages, list)
+        and messages
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") != "assistant"
+    ):
         row = {**row, "messages": [*messages, {"role": "assistant", "content": "(to predict)"}]}
     return normalize_rows([(number, row)], "chat", source)[0]["messages"][:-1]
 
@@ -58,8 +63,13 @@ def predict_file(run: RunDir, data: str, out: str | None, max_new_tokens: int = 
     if data_config.format == "text":  # a continued-pretraining run continues the text
         prompts = [normalize_rows([(n, row)], "text", data, data_config.text_field)[0]["text"] for n, row in rows]
     else:
-        prompts = [render(tokenizer, prompt_messages(row, data_config.format, data, n), add_generation_prompt=True) for n, row in rows]
+        prompts = [
+            render(tokenizer, prompt_messages(row, data_config.format, data, n), add_generation_prompt=True)
+            for n, row in rows
+        ]
     answers = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
-    atomic_write_text(target, "".join(json.dumps({**row, "prediction": a}) + "\n" for (_, row), a in zip(rows, answers)))
+    atomic_write_text(
+        target, "".join(json.dumps({**row, "prediction": a}) + "\n" for (_, row), a in zip(rows, answers))
+    )
     return target

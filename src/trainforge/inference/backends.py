@@ -67,13 +67,17 @@ class Generator:
         from trainforge.inference import load_run_model
 
         if load_config(run.file("config.yaml")).training.objective == "mlm":
-            raise RunError(f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
-                           "only causal-LM runs (sft, clm objectives) can be served for completions.")
+            raise RunError(
+                f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
+                "only causal-LM runs (sft, clm objectives) can be served for completions."
+            )
         self.model, self.tokenizer = load_run_model(run)
         if virtual_token_method(self.model) == "PREFIX_TUNING":
-            raise RunError(f"Run {run.path} is prefix-tuned, and peft's `generate`, which streaming and sampling here "
-                           "rely on, decodes prefix-tuned models wrong (trainforge's evaluation and `predict` decode "
-                           "them right): score it with `trainforge eval` / `predict`, or serve a LoRA or prompt-tuned run.")
+            raise RunError(
+                f"Run {run.path} is prefix-tuned, and peft's `generate`, which streaming and sampling here "
+                "rely on, decodes prefix-tuned models wrong (trainforge's evaluation and `predict` decode "
+                "them right): score it with `trainforge eval` / `predict`, or serve a LoRA or prompt-tuned run."
+            )
         self.context = getattr(self.model.config, "max_position_embeddings", None)
         self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
         self.sampling = threading.Lock()
@@ -88,9 +92,14 @@ class Generator:
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _kwargs(self, ids: list[int], sampling: Sampling) -> dict:
-        kwargs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-                  "max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
-                  "eos_token_id": self.tokenizer.eos_token_id, "do_sample": not sampling.greedy}
+        kwargs = {
+            "input_ids": torch.tensor([ids]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+            "max_new_tokens": sampling.max_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "do_sample": not sampling.greedy,
+        }
         if sampling.greedy:  # the model's own sampling defaults (generation_config.json) do not apply
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:  # OpenAI semantics: temperature and nucleus only, no top-k cut
@@ -104,7 +113,7 @@ class Generator:
         with turn, self.slots, torch.no_grad():
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
-            return self.model.generate(**self._kwargs(ids, sampling), **extra)[0, len(ids):]
+            return self.model.generate(**self._kwargs(ids, sampling), **extra)[0, len(ids) :]
 
     def _completion(self, ids: list[int], new: torch.Tensor, sampling: Sampling, started: float) -> Completion:
         tokens = new.tolist()
@@ -131,8 +140,9 @@ class Generator:
 
         def work():
             try:
-                result["new"] = self._generate(ids, sampling, streamer=streamer,
-                                               stopping_criteria=StoppingCriteriaList([_Cancelled(gone)]))
+                result["new"] = self._generate(
+                    ids, sampling, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancelled(gone)])
+                )
             except BaseException as err:  # noqa: BLE001 - re-raised in the reading thread
                 result["error"] = err
                 streamer.end()

@@ -8,7 +8,6 @@ from trainforge.errors import RunError
 from trainforge.inference import load_run_model
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
-
 # peft adapters that add virtual tokens instead of changing weights: nothing to fold into the base model
 PROMPT_LEARNING = {"PREFIX_TUNING": "prefix tuning", "PROMPT_TUNING": "prompt tuning", "P_TUNING": "p-tuning"}
 
@@ -20,14 +19,18 @@ def unmergeable_adapter(adapter: Path) -> None:
     config_file = adapter / "adapter_config.json"
     peft_type = json.loads(config_file.read_text()).get("peft_type") if config_file.is_file() else None
     if peft_type in PROMPT_LEARNING:
-        raise RunError(f"Run {adapter.parent} trained {PROMPT_LEARNING[peft_type]}: its adapter adds virtual tokens "
-                       "rather than changing weights, so there is nothing to merge into the base model. Load it "
-                       f"with peft.PeftModel.from_pretrained(base, {str(adapter)!r}) instead.")
+        raise RunError(
+            f"Run {adapter.parent} trained {PROMPT_LEARNING[peft_type]}: its adapter adds virtual tokens "
+            "rather than changing weights, so there is nothing to merge into the base model. Load it "
+            f"with peft.PeftModel.from_pretrained(base, {str(adapter)!r}) instead."
+        )
 
 
 def merge_run(run: RunDir, out: Path | None = None) -> Path:
     if not (run.path / "adapter").is_dir():
-        raise RunError(f"Run {run.path} has no adapter to merge (its method saved a whole model in {run.path / 'model'}).")
+        raise RunError(
+            f"Run {run.path} has no adapter to merge (its method saved a whole model in {run.path / 'model'})."
+        )
     unmergeable_adapter(run.path / "adapter")
     model, tokenizer = load_run_model(run)
     merged = model.merge_and_unload()

@@ -17,11 +17,13 @@ def load_reward_model(name: str, pad_token_id: int):
 
     path = resolve_model(name)
     try:  # the score of a sequence is read at its last non-pad token, so the model must know the pad id
-        return from_pretrained_noting_new_weights(AutoModelForSequenceClassification, path, num_labels=1,
-                                                  pad_token_id=pad_token_id, dtype=torch.float32)
+        return from_pretrained_noting_new_weights(
+            AutoModelForSequenceClassification, path, num_labels=1, pad_token_id=pad_token_id, dtype=torch.float32
+        )
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load {name!r} from {path} as a reward model (a sequence scorer): "
-                         f"{type(err).__name__}: {err}") from None
+        raise ModelError(
+            f"Could not load {name!r} from {path} as a reward model (a sequence scorer): {type(err).__name__}: {err}"
+        ) from None
 
 
 def load_run_reward_model(run: RunDir, config: RunConfig, tokenizer):
@@ -29,7 +31,9 @@ def load_run_reward_model(run: RunDir, config: RunConfig, tokenizer):
     if (run.path / "adapter").is_dir():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_reward_model(config.model.name, tokenizer.pad_token_id), run.path / "adapter")
+        return PeftModel.from_pretrained(
+            load_reward_model(config.model.name, tokenizer.pad_token_id), run.path / "adapter"
+        )
     if (run.path / "model").is_dir():
         return load_reward_model(str(run.path / "model"), tokenizer.pad_token_id)
     raise RunError(f"Run {run.path} has no trained reward model (adapter/ or model/): status is {run.status}.")

@@ -21,8 +21,7 @@ from trainforge.methods.base import Method, register
 
 WEIGHTS, CONFIG = "adapter_weights.safetensors", "bottleneck_adapter.json"
 # Output projections after attention and after the feed-forward block, by architecture.
-DEFAULT_TARGETS = {"bert": ["attention.output.dense", "output.dense"],
-                   "llama": ["self_attn.o_proj", "mlp.down_proj"]}
+DEFAULT_TARGETS = {"bert": ["attention.output.dense", "output.dense"], "llama": ["self_attn.o_proj", "mlp.down_proj"]}
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 HEAD_PREFIXES = ("classifier", "score", "bert.pooler")  # what trains on top of a frozen encoder
 
@@ -53,12 +52,16 @@ def insert_adapters(model: nn.Module, bottleneck: int, activation: str, targets:
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     targets = targets or DEFAULT_TARGETS.get(model_type)
     if not targets:
-        raise ConfigError(f"Key `method.adapter.target_modules`: no default for model type {model_type!r}; name the "
-                          "output projections to adapt (e.g. [attention.output.dense, output.dense]).")
+        raise ConfigError(
+            f"Key `method.adapter.target_modules`: no default for model type {model_type!r}; name the "
+            "output projections to adapt (e.g. [attention.output.dense, output.dense])."
+        )
     adapted = []
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and any(_matches(name, t) for t in targets):
-            module.add_module("adapter", Bottleneck(module.out_features, bottleneck, activation).to(module.weight.dtype))
+            module.add_module(
+                "adapter", Bottleneck(module.out_features, bottleneck, activation).to(module.weight.dtype)
+            )
             module.register_forward_hook(_adapt_output)
             adapted.append(name)
     if not adapted:
@@ -119,9 +122,18 @@ class BottleneckAdapter(Method):
 
     def save(self, model, tokenizer, out: Path) -> None:
         opts = self.config.method.adapter
-        save_trainable(model, out, {"method": self.name, "base_model": self.config.model.name,
-                                    "bottleneck": opts.bottleneck, "activation": opts.activation,
-                                    "targets": self.targets, "adapted": self.adapted})
+        save_trainable(
+            model,
+            out,
+            {
+                "method": self.name,
+                "base_model": self.config.model.name,
+                "bottleneck": opts.bottleneck,
+                "activation": opts.activation,
+                "targets": self.targets,
+                "adapted": self.adapted,
+            },
+        )
         tokenizer.save_pretrained(out)
 
 

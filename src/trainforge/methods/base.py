@@ -28,7 +28,9 @@ def get_method(config) -> "Method":
     try:
         return _REGISTRY[config.method.name](config)
     except KeyError:
-        raise ConfigError(f"Unknown method {config.method.name!r}; expected one of {', '.join(method_names())}.") from None
+        raise ConfigError(
+            f"Unknown method {config.method.name!r}; expected one of {', '.join(method_names())}."
+        ) from None
 
 
 class Method:
@@ -59,6 +61,8 @@ class Method:
         from trainforge import distributed
 
         if distributed.sharding() and type(self).save is not Method.save:
-            return (f"method {self.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; use lora "
-                    "or full")
+            return (
+                f"method {self.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; use lora "
+                "or full"
+            )
         return None

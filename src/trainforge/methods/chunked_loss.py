@@ -15,14 +15,20 @@ IGNORE = -100
 CHUNK_POSITIONS = 1024  # at most 1024 × vocab fp32 logits alive at once (≈200 MB for a 49k vocabulary)
 
 
-def _chunk_nll(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+def _chunk_nll(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
     logits = F.linear(hidden, weight, bias).float()
     return F.cross_entropy(logits, labels, reduction="sum")
 
 
-def label_positions_loss(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels: torch.Tensor,
-                         num_items_in_batch: int | torch.Tensor | None = None,
-                         chunk_size: int = CHUNK_POSITIONS) -> torch.Tensor:
+def label_positions_loss(
+    hidden: torch.Tensor,
+    lm_head: torch.nn.Linear,
+    labels: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    chunk_size: int = CHUNK_POSITIONS,
+) -> torch.Tensor:
     """The mean next-token NLL of `labels` (batch, seq; IGNORE elsewhere) given the backbone's last hidden states
     (batch, seq, hidden), as HF causal LMs compute it: summed and divided by `num_items_in_batch` when given (the
     Trainer's count across gradient accumulation), else by the number of label tokens."""
@@ -34,8 +40,14 @@ def label_positions_loss(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels:
         weight = weight.to(torch.get_autocast_dtype(device))
     total = picked.sum() * 0.0  # keeps a batch without label tokens connected to the graph: a zero gradient
     for start in range(0, targets.numel(), chunk_size):
-        total = total + checkpoint(_chunk_nll, picked[start : start + chunk_size], weight, lm_head.bias,
-                                   targets[start : start + chunk_size], use_reentrant=False)
+        total = total + checkpoint(
+            _chunk_nll,
+            picked[start : start + chunk_size],
+            weight,
+            lm_head.bias,
+            targets[start : start + chunk_size],
+            use_reentrant=False,
+        )
     count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(count, device=total.device)
 

@@ -11,8 +11,9 @@ from trainforge.data.tokenize import IGNORE
 TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
-def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+def distillation_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean over the selected positions of KL(softmax(t/T) ‖ softmax(s/T)), times T² so its gradient keeps the scale
     of the hard loss (Hinton et al. 2015)."""
     if mask is not None:
@@ -21,8 +22,12 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     teacher_logits = teacher_logits.reshape(-1, teacher_logits.size(-1)).float()
     if student_logits.numel() == 0:
         return student_logits.sum()
-    kl = F.kl_div(F.log_softmax(student_logits / temperature, -1), F.log_softmax(teacher_logits / temperature, -1),
-                  log_target=True, reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(student_logits / temperature, -1),
+        F.log_softmax(teacher_logits / temperature, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
     return kl * temperature**2
 
 

@@ -19,8 +19,12 @@ class FusedLoraLinear(LoraLinear):
         if args or kwargs or x.is_cuda or self.disable_adapters or self.merged or len(self.active_adapters) != 1:
             return None
         adapter = self.active_adapters[0]
-        if (adapter not in self.lora_A or adapter in self.lora_variant or self.lora_B[adapter].bias is not None
-                or type(self.base_layer) is not torch.nn.Linear):
+        if (
+            adapter not in self.lora_A
+            or adapter in self.lora_variant
+            or self.lora_B[adapter].bias is not None
+            or type(self.base_layer) is not torch.nn.Linear
+        ):
             return None
         return adapter
 
@@ -36,8 +40,12 @@ class FusedLoraLinear(LoraLinear):
         else:
             x = dropout(x)
         h = self.lora_A[adapter](x)
-        fused = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]),
-                            self.lora_B[adapter].weight.t(), alpha=alpha)
+        fused = torch.addmm(
+            result.reshape(-1, result.shape[-1]),
+            h.reshape(-1, h.shape[-1]),
+            self.lora_B[adapter].weight.t(),
+            alpha=alpha,
+        )
         return fused.view(result.shape)
 
 

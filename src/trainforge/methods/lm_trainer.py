@@ -72,13 +72,18 @@ def chunked_loss_trainer(trainer_class, share_start: bool):
     label-positions-only chunked cross-entropy (methods.chunked_loss) for models that support it; other models,
     and evaluations that want logits, keep the class's own loss. `share_start`: a batch's common first tokens
     run once."""
+
     class ChunkedLossTrainer(trainer_class):
         shared_start = share_start
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Under DDP the forward must go through the wrapper (it arms the gradient all-reduce): the plain loss then.
-            if (return_outputs or not model.training or self.accelerator.num_processes > 1
-                    or not supports_chunked_loss(self.accelerator.unwrap_model(model))):
+            if (
+                return_outputs
+                or not model.training
+                or self.accelerator.num_processes > 1
+                or not supports_chunked_loss(self.accelerator.unwrap_model(model))
+            ):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = self._chunked_loss(model, inputs, num_items_in_batch)
             # like Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages gradients
@@ -99,8 +104,9 @@ def chunked_loss_trainer(trainer_class, share_start: bool):
         def _chunked_loss(self, model, inputs, num_items_in_batch=None):
             # The backbone is called directly, not through the forward that accelerate wrapped in autocast.
             with self.accelerator.autocast():
-                return chunked_causal_lm_loss(self.accelerator.unwrap_model(model), inputs, num_items_in_batch,
-                                              share_start=self.shared_start)
+                return chunked_causal_lm_loss(
+                    self.accelerator.unwrap_model(model), inputs, num_items_in_batch, share_start=self.shared_start
+                )
 
     return ChunkedLossTrainer
 
@@ -109,7 +115,12 @@ def build_mlm_trainer(model, prep, run, callbacks: list):
     """Masked-LM continued pretraining: training rows are masked afresh each epoch by the collator; held-out rows
     come masked once (fixed seed), so eval_loss tracks the same perplexity the before/after table reports."""
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification, Trainer, TrainingArguments
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     has_eval = bool(prep.eval_rows)
     # No collator seed: masks then come from torch's global RNG, which checkpoints save and --resume restores.
@@ -121,7 +132,11 @@ def build_mlm_trainer(model, prep, run, callbacks: list):
 
     args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval))
     return Trainer(
-        model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
-        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None, data_collator=collate,
-        processing_class=prep.tokenizer, callbacks=with_early_stopping(prep.config, callbacks),
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(prep.train_rows),
+        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
+        data_collator=collate,
+        processing_class=prep.tokenizer,
+        callbacks=with_early_stopping(prep.config, callbacks),
     )

@@ -46,8 +46,11 @@ class Lora(PeftMethod):
 
         opts = self.config.method.lora
         return LoraConfig(
-            r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-            target_modules=opts.target_modules, task_type=self.task_type(),
+            r=opts.r,
+            lora_alpha=opts.alpha,
+            lora_dropout=opts.dropout,
+            target_modules=opts.target_modules,
+            task_type=self.task_type(),
         )
 
 
@@ -64,14 +67,18 @@ class QLora(Lora):
 
         q = self.config.method.quantization
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
             bnb_4bit_compute_dtype=torch.bfloat16 if self.config.training.precision == "bf16" else torch.float32,
         )
 
     def prepare(self, model):
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.config.training.gradient_checkpointing))
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(self.config.training.gradient_checkpointing)
+        )
         return super().prepare(model)
 
 
@@ -86,8 +93,9 @@ class IA3(PeftMethod):
         from peft import IA3Config
 
         opts = self.config.method.ia3
-        return IA3Config(task_type=self.task_type(), target_modules=opts.target_modules,
-                         feedforward_modules=opts.feedforward_modules)
+        return IA3Config(
+            task_type=self.task_type(), target_modules=opts.target_modules, feedforward_modules=opts.feedforward_modules
+        )
 
 
 @register
@@ -102,8 +110,9 @@ class PrefixTuning(PeftMethod):
         from peft import PrefixTuningConfig
 
         opts = self.config.method.virtual_tokens
-        return PrefixTuningConfig(task_type=self.task_type(), num_virtual_tokens=opts.num_virtual_tokens,
-                                  prefix_projection=opts.projection)
+        return PrefixTuningConfig(
+            task_type=self.task_type(), num_virtual_tokens=opts.num_virtual_tokens, prefix_projection=opts.projection
+        )
 
 
 @register
@@ -122,6 +131,9 @@ class PromptTuning(PeftMethod):
         opts = self.config.method.virtual_tokens
         init = {}
         if opts.init_text:
-            init = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": opts.init_text,
-                    "tokenizer_name_or_path": str(resolve_model(self.config.model.name))}
+            init = {
+                "prompt_tuning_init": PromptTuningInit.TEXT,
+                "prompt_tuning_init_text": opts.init_text,
+                "tokenizer_name_or_path": str(resolve_model(self.config.model.name)),
+            }
         return PromptTuningConfig(task_type=self.task_type(), num_virtual_tokens=opts.num_virtual_tokens, **init)

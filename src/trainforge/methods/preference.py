@@ -35,8 +35,13 @@ def build_preference_trainer(model, prep, run, callbacks: list):
         model.requires_grad_(False)  # the bare base, all of it frozen once DPOTrainer adds the adapter
     tune_model_for_training(model, t.attention, t.max_length, t.precision)
     common = dict(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=t.max_length, beta=t.beta)
-    kwargs = dict(model=model, train_dataset=pair_dataset(prep.train_rows), eval_dataset=pair_dataset(prep.eval_rows),
-                  processing_class=prep.tokenizer, callbacks=with_early_stopping(config, callbacks))
+    kwargs = dict(
+        model=model,
+        train_dataset=pair_dataset(prep.train_rows),
+        eval_dataset=pair_dataset(prep.eval_rows),
+        processing_class=prep.tokenizer,
+        callbacks=with_early_stopping(config, callbacks),
+    )
     if t.objective == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -124,8 +129,13 @@ def shared_prompt_orpo_trainer(orpo_trainer):
             in_answer = answers[:, 1:] != IGNORE
             answer_logps = (log_probs * in_answer).sum(-1) / in_answer.sum(-1)
             chosen_nll = -log_probs[:pairs].sum() / scored[:pairs].sum()
-            return (answer_logps[:pairs], answer_logps[pairs:], out.mean_logits[:pairs][scored[:pairs]],
-                    out.mean_logits[pairs:][scored[pairs:]], chosen_nll)
+            return (
+                answer_logps[:pairs],
+                answer_logps[pairs:],
+                out.mean_logits[:pairs][scored[:pairs]],
+                out.mean_logits[pairs:][scored[pairs:]],
+                chosen_nll,
+            )
 
     return SharedPromptORPOTrainer
 
@@ -136,6 +146,11 @@ def build_reward_trainer(model, prep, run, callbacks: list):
 
     config = prep.config
     args = RewardConfig(**trainer_arguments(config, run, bool(prep.eval_rows)), max_length=config.training.max_length)
-    return RewardTrainer(model=model, args=args, train_dataset=pair_dataset(prep.train_rows),
-                         eval_dataset=pair_dataset(prep.eval_rows), processing_class=prep.tokenizer,
-                         callbacks=with_early_stopping(config, callbacks))
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=pair_dataset(prep.train_rows),
+        eval_dataset=pair_dataset(prep.eval_rows),
+        processing_class=prep.tokenizer,
+        callbacks=with_early_stopping(config, callbacks),
+    )

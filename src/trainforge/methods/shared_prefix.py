@@ -54,8 +54,9 @@ def pair_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PairLa
     part = torch.where(s < chosen_len, CHOSEN, part)
     part = torch.where(s < common, PREFIX, part)
     rejected_at = (s - chosen_len + common).clamp(0, width - 1)  # the rejected row's position a shared slot holds
-    ids = torch.where(part == REJECTED, input_ids[pairs:].gather(1, rejected_at),
-                      input_ids[:pairs].gather(1, s.clamp(max=width - 1)))
+    ids = torch.where(
+        part == REJECTED, input_ids[pairs:].gather(1, rejected_at), input_ids[:pairs].gather(1, s.clamp(max=width - 1))
+    )
     position_ids = torch.where(part == REJECTED, rejected_at, s)
     row_start = (torch.arange(pairs, device=input_ids.device) * s.size(1))[:, None]
     rejected_source = torch.where(at < common, at, at - common + chosen_len).clamp(max=s.size(1) - 1)
@@ -118,8 +119,10 @@ class _AfterStartLayerCache(DynamicLayer):
 
     def update(self, key_states, value_states, *args, **kwargs):
         rows = key_states.size(0)
-        return (torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
-                torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2))
+        return (
+            torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
+            torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2),
+        )
 
 
 def _checkpointed_layers(base) -> list:
@@ -145,8 +148,14 @@ def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
     qualify (one row, a short common start, explicit positions or embeddings, sliding-window layers, checkpointed
     layers of a transformers version that cannot be told to keep the cache)."""
     input_ids, attention_mask = features.get("input_ids"), features.get("attention_mask")
-    if (input_ids is None or attention_mask is None or attention_mask.dim() != 2 or input_ids.size(0) < 2
-            or set(features) != {"input_ids", "attention_mask"} or not caches_full_attention(base)):
+    if (
+        input_ids is None
+        or attention_mask is None
+        or attention_mask.dim() != 2
+        or input_ids.size(0) < 2
+        or set(features) != {"input_ids", "attention_mask"}
+        or not caches_full_attention(base)
+    ):
         return None
     checkpointed = _checkpointed_layers(base)
     if checkpointed and not hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache"):
@@ -163,8 +172,13 @@ def shared_start_hidden(base, features: dict) -> torch.Tensor | None:
         start = base.base_model(input_ids=input_ids[:1, :shared], cache=start_cache, use_cache=True).last_hidden_state
         rest_cache = Cache(layers=[_AfterStartLayerCache(layer) for layer in start_cache.layers])
         positions = torch.arange(shared, width, device=input_ids.device)[None].expand(rows, -1)
-        rest = base.base_model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
-                               cache=rest_cache, use_cache=True).last_hidden_state
+        rest = base.base_model(
+            input_ids=input_ids[:, shared:],
+            attention_mask=attention_mask,
+            position_ids=positions,
+            cache=rest_cache,
+            use_cache=True,
+        ).last_hidden_state
     return torch.cat([start.expand(rows, -1, -1), rest], dim=1)
 
 
@@ -207,18 +221,33 @@ def share_pair_prefixes(model) -> None:
         return
     fused = base.forward
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, num_items_in_batch=None,
-                **kwargs):
+    def forward(
+        self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, num_items_in_batch=None, **kwargs
+    ):
         kwargs = {k: v for k, v in kwargs.items() if v is not None and k != "use_cache"}  # peft passes Nones
-        if (not fused_lm_head or input_ids is None or attention_mask is None or labels is None or kwargs
-                or input_ids.size(0) % 2 or attention_mask.dim() != 2):
-            return fused(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=fused_lm_head,
-                         num_items_in_batch=num_items_in_batch, **kwargs)
+        if (
+            not fused_lm_head
+            or input_ids is None
+            or attention_mask is None
+            or labels is None
+            or kwargs
+            or input_ids.size(0) % 2
+            or attention_mask.dim() != 2
+        ):
+            return fused(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=labels,
+                fused_lm_head=fused_lm_head,
+                num_items_in_batch=num_items_in_batch,
+                **kwargs,
+            )
         layout = pair_layout(input_ids, attention_mask)
         eager = self.config._attn_implementation == "eager"
         bias = attention_bias(layout, torch.float32, boolean=not eager)
-        hidden = self.base_model(input_ids=layout.input_ids, attention_mask=bias, position_ids=layout.position_ids,
-                                 use_cache=False).last_hidden_state
+        hidden = self.base_model(
+            input_ids=layout.input_ids, attention_mask=bias, position_ids=layout.position_ids, use_cache=False
+        ).last_hidden_state
         hidden = hidden.reshape(-1, hidden.size(-1))[layout.source]  # the batch's own (2·pairs, T) layout
         targets = labels[:, 1:]
         mask = targets != IGNORE
@@ -226,8 +255,14 @@ def share_pair_prefixes(model) -> None:
         head = self.get_output_embeddings()
         scored, stats = [], []
         for start in range(0, wanted.numel(), CHUNK_POSITIONS):
-            lp, st = checkpoint(_token_stats, picked[start : start + CHUNK_POSITIONS], head.weight, head.bias,
-                                wanted[start : start + CHUNK_POSITIONS], use_reentrant=False)
+            lp, st = checkpoint(
+                _token_stats,
+                picked[start : start + CHUNK_POSITIONS],
+                head.weight,
+                head.bias,
+                wanted[start : start + CHUNK_POSITIONS],
+                use_reentrant=False,
+            )
             scored.append(lp)
             stats.append(st)
         log_probs_flat = torch.cat(scored) if scored else picked.sum(-1) * 0.0
@@ -236,9 +271,15 @@ def share_pair_prefixes(model) -> None:
         log_probs = log_probs_flat.new_zeros(mask.shape).masked_scatter(mask, log_probs_flat)
         entropy, log_sum_sq, mean_logits, is_top1 = (stats.new_zeros(mask.shape).masked_scatter(mask, x) for x in stats)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=entropy,
-                                   log_sum_sq_probs=log_sum_sq, mean_logits=mean_logits, is_top1=is_top1.bool(),
-                                   label_mask=mask)
+        return FusedCausalLMOutput(
+            loss=-log_probs.sum() / count,
+            log_probs=log_probs,
+            entropy=entropy,
+            log_sum_sq_probs=log_sum_sq,
+            mean_logits=mean_logits,
+            is_top1=is_top1.bool(),
+            label_mask=mask,
+        )
 
     forward.shares_pair_prefixes = True
     base.forward = types.MethodType(forward, base)

@@ -47,8 +47,14 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
 # Modules whose fp32 outputs only feed bf16 matmuls under autocast: the norms at the head of each decoder layer's
 # branches (never the residual stream itself; a post-norm branch output, as in Gemma 2, is only added to it) and the
 # rotary embedding's cos/sin tables (fp32 tables made the rotated queries and keys fp32, cast back for attention).
-CAST_OUTPUTS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "ln_1", "ln_2",
-                "rotary_emb")
+CAST_OUTPUTS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "ln_1",
+    "ln_2",
+    "rotary_emb",
+)
 
 
 def cast_outputs_to_compute_dtype(model) -> None:
@@ -106,4 +112,3 @@ def mapped_ranges() -> list[tuple[int, int]]:
     except OSError:
         pass
     return ranges
-

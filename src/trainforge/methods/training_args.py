@@ -50,7 +50,8 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         include_num_input_tokens_seen="non_padding",  # trained tokens/s in metrics.jsonl for every Trainer
         activation_checkpointing=bool(t.gradient_checkpointing),
         activation_checkpointing_kwargs={"use_reentrant": False, "every_n_layers": int(t.gradient_checkpointing)}
-        if t.gradient_checkpointing else None,
+        if t.gradient_checkpointing
+        else None,
         disable_tqdm=False,
     )
 

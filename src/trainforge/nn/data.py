@@ -46,9 +46,15 @@ def load_tabular(config: RunConfig) -> tuple[Arrays, object]:
     from trainforge.classical.preprocessing import TableColumns, build_pipeline, detect_kinds
 
     data, pre = config.data, config.preprocessing
-    table = load_table(data, config.task, {"`preprocessing.numeric`": pre.numeric,
-                                           "`preprocessing.categorical`": pre.categorical,
-                                           "`preprocessing.dates`": pre.dates})
+    table = load_table(
+        data,
+        config.task,
+        {
+            "`preprocessing.numeric`": pre.numeric,
+            "`preprocessing.categorical`": pre.categorical,
+            "`preprocessing.dates`": pre.dates,
+        },
+    )
     frame = table.frame
     not_features = {data.target, data.group_column, *data.drop_columns} - {None}
     features = [c for c in frame.columns if c not in not_features]
@@ -82,6 +88,7 @@ def table_inputs(pipeline, frame: pd.DataFrame, source: str) -> np.ndarray:
 
 
 # images ---------------------------------------------------------------------------------------------------------
+
 
 def _digits() -> tuple[np.ndarray, np.ndarray, list]:
     from sklearn.datasets import load_digits
@@ -134,8 +141,10 @@ def read_npy_images(path: Path) -> np.ndarray:
 def _folder(config: RunConfig) -> tuple[np.ndarray, np.ndarray, list]:
     folder = Path(config.data.path)
     if not folder.is_dir():
-        raise DataError(f"Key `data.path` = {folder}: an image-classification run reads a folder (one subfolder of "
-                        "images per class, or images.npy + labels.npy); it is not a folder.")
+        raise DataError(
+            f"Key `data.path` = {folder}: an image-classification run reads a folder (one subfolder of "
+            "images per class, or images.npy + labels.npy); it is not a folder."
+        )
     if (folder / "images.npy").is_file():
         if not (folder / "labels.npy").is_file():
             raise DataError(f"{folder} holds images.npy but no labels.npy (one label per image).")
@@ -146,8 +155,10 @@ def _folder(config: RunConfig) -> tuple[np.ndarray, np.ndarray, list]:
         return images, np.searchsorted(np.asarray(classes), labels), classes
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and image_files(p))
     if len(classes) < 2:
-        raise DataError(f"{folder} needs at least two subfolders of images (one per class); found "
-                        f"{classes or 'none'}. Or put images.npy and labels.npy in it.")
+        raise DataError(
+            f"{folder} needs at least two subfolders of images (one per class); found "
+            f"{classes or 'none'}. Or put images.npy and labels.npy in it."
+        )
     files = [(f, i) for i, c in enumerate(classes) for f in image_files(folder / c)]
     images = read_images([f for f, _ in files], config.nn.image_size, config.nn.grayscale)
     return images, np.array([i for _, i in files]), classes

@@ -48,8 +48,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from trainforge.checkpoints import (cpu_weights, load_checkpoint, load_weights, restore_rng_states, rng_states,
-                                    save_checkpoint)
+from trainforge.checkpoints import (
+    cpu_weights,
+    load_checkpoint,
+    load_weights,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from trainforge.hardware import pick_device, to_device
 from trainforge.tracking.rundir import RunDir
 
@@ -76,12 +82,22 @@ class LoopSettings:
     @classmethod
     def from_config(cls, config) -> "LoopSettings":
         t = config.training
-        return cls(epochs=math.ceil(t.epochs), batch_size=t.batch_size, learning_rate=t.learning_rate,
-                   weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed,
-                   schedule=t.lr_scheduler, warmup_ratio=t.warmup_ratio,
-                   patience=t.early_stopping.patience, monitor=t.early_stopping.metric,
-                   greater_is_better=t.early_stopping.greater_is_better, threshold=t.early_stopping.threshold,
-                   checkpoint_every=config.nn.checkpoint_every, keep_checkpoints=t.save_total_limit)
+        return cls(
+            epochs=math.ceil(t.epochs),
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            seed=t.seed,
+            schedule=t.lr_scheduler,
+            warmup_ratio=t.warmup_ratio,
+            patience=t.early_stopping.patience,
+            monitor=t.early_stopping.metric,
+            greater_is_better=t.early_stopping.greater_is_better,
+            threshold=t.early_stopping.threshold,
+            checkpoint_every=config.nn.checkpoint_every,
+            keep_checkpoints=t.save_total_limit,
+        )
 
 
 @dataclass
@@ -112,13 +128,19 @@ def lr_factor(settings: LoopSettings, total_steps: int) -> Callable[[int], float
             return 1.0
         done = (step - warmup) / max(1, total_steps - warmup)
         return max(0.0, 1 - done) if settings.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
     return factor
 
 
 def _save_checkpoint(run: RunDir, model, optimizer, scheduler, progress: dict, settings: LoopSettings) -> None:
-    save_checkpoint(run, progress["step"], model.state_dict(),
-                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states(),
-                     **progress}, keep=settings.keep_checkpoints, meta={"epoch": progress["epoch"]})
+    save_checkpoint(
+        run,
+        progress["step"],
+        model.state_dict(),
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states(), **progress},
+        keep=settings.keep_checkpoints,
+        meta={"epoch": progress["epoch"]},
+    )
 
 
 def _load_checkpoint(run: RunDir, model, optimizer, scheduler) -> dict | None:
@@ -138,10 +160,18 @@ def _improved(value: float, best: float | None, settings: LoopSettings) -> bool:
     return value > best + settings.threshold if settings.greater_is_better else value < best - settings.threshold
 
 
-def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
-        train_set: torch.utils.data.Dataset, settings: LoopSettings, run: RunDir, *,
-        validate: Callable[[torch.nn.Module], dict[str, float]] | None = None, resume: bool = False,
-        callbacks: list[Callable[[int, dict], None]] | None = None, collate: Callable | None = None) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    train_set: torch.utils.data.Dataset,
+    settings: LoopSettings,
+    run: RunDir,
+    *,
+    validate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    resume: bool = False,
+    callbacks: list[Callable[[int, dict], None]] | None = None,
+    collate: Callable | None = None,
+) -> FitResult:
     """Train `model` in place (see the module docstring); returns what happened."""
     from torch.utils.data import DataLoader
 
@@ -151,23 +181,43 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train_set) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings, settings.epochs * per_epoch))
-    progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "best_weights": None,
-                "train_loss": float("nan")}
+    progress = {
+        "epoch": 0,
+        "step": 0,
+        "best": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "best_weights": None,
+        "train_loss": float("nan"),
+    }
     if resume and (state := _load_checkpoint(run, model, optimizer, scheduler)):
         progress.update(state)
     if settings.patience and validate is None:
         raise ValueError("early stopping needs a validation function")
     started, stopped = time.perf_counter(), False
-    bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console, transient=True)
+    bar = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     with bar:
-        task = bar.add_task("train", total=settings.epochs * per_epoch, completed=progress["epoch"] * per_epoch,
-                            epoch=progress["epoch"] + 1, loss="—")
+        task = bar.add_task(
+            "train",
+            total=settings.epochs * per_epoch,
+            completed=progress["epoch"] * per_epoch,
+            epoch=progress["epoch"] + 1,
+            loss="—",
+        )
         while progress["epoch"] < settings.epochs and not stopped:
             epoch = progress["epoch"] + 1
             order = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-            loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=order,
-                                collate_fn=collate)
+            loader = DataLoader(
+                train_set, batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
+            )
             model.train()
             total, count = 0.0, 0
             for batch in loader:
@@ -182,19 +232,26 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
                 value = loss.item()  # one device-to-host sync per step
                 total, count = total + value, count + 1
                 bar.update(task, advance=1, epoch=epoch, loss=f"{value:.4f}")
-            row = {"step": progress["step"], "epoch": epoch, "loss": total / max(count, 1),
-                   "learning_rate": scheduler.get_last_lr()[0]}
+            row = {
+                "step": progress["step"],
+                "epoch": epoch,
+                "loss": total / max(count, 1),
+                "learning_rate": scheduler.get_last_lr()[0],
+            }
             if validate is not None:
                 model.eval()
                 with torch.no_grad():
                     row.update({f"eval_{k}": float(v) for k, v in validate(model).items()})
                 if settings.monitor not in row:
-                    raise ValueError(f"early-stopping metric {settings.monitor!r} is not logged; logged: "
-                                     f"{', '.join(k for k in row if k.startswith('eval_'))}")
+                    raise ValueError(
+                        f"early-stopping metric {settings.monitor!r} is not logged; logged: "
+                        f"{', '.join(k for k in row if k.startswith('eval_'))}"
+                    )
                 value = row[settings.monitor]
                 if _improved(value, progress["best"], settings):
-                    progress.update(best=value, best_epoch=epoch, bad_epochs=0,
-                                    best_weights=cpu_weights(model.state_dict()))
+                    progress.update(
+                        best=value, best_epoch=epoch, bad_epochs=0, best_weights=cpu_weights(model.state_dict())
+                    )
                 else:
                     progress["bad_epochs"] += 1
                     stopped = bool(settings.patience and progress["bad_epochs"] >= settings.patience)
@@ -206,10 +263,18 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], torch.
             for callback in callbacks or []:
                 callback(epoch, row)
     if stopped:
-        console.print(f"[bold]early stopping[/] after epoch {progress['epoch']}: {settings.monitor} has not improved "
-                      f"for {settings.patience} epochs (best {progress['best']:.4g} at epoch {progress['best_epoch']})")
+        console.print(
+            f"[bold]early stopping[/] after epoch {progress['epoch']}: {settings.monitor} has not improved "
+            f"for {settings.patience} epochs (best {progress['best']:.4g} at epoch {progress['best_epoch']})"
+        )
     if progress["best_weights"] is not None and settings.patience:
         model.load_state_dict(progress["best_weights"])
     best = (progress["best_epoch"], progress["best"]) if settings.patience else (None, None)
-    return FitResult(progress["epoch"], progress["step"], progress["train_loss"], *best, stopped,
-                     round(time.perf_counter() - started, 2))
+    return FitResult(
+        progress["epoch"],
+        progress["step"],
+        progress["train_loss"],
+        *best,
+        stopped,
+        round(time.perf_counter() - started, 2),
+    )

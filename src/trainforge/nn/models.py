@@ -22,7 +22,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "leaky_relu": 
 SPEC_FILE, WEIGHTS_FILE = "architecture.json", "model.safetensors"
 
 
-def linear_stack(sizes: list[int], activation: str = "relu", dropout: float = 0.0, last_plain: bool = True) -> nn.Sequential:
+def linear_stack(
+    sizes: list[int], activation: str = "relu", dropout: float = 0.0, last_plain: bool = True
+) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, each but (when `last_plain`) the last followed by act + dropout."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
@@ -48,8 +50,17 @@ class MLP(nn.Module):
 class LeNet(nn.Module):
     """LeNet-style CNN: [conv 3×3 → activation → max-pool 2] per entry of `channels`, then two dense layers."""
 
-    def __init__(self, in_channels: int, height: int, width: int, classes: int, channels: list[int],
-                 dense: int = 64, activation: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        classes: int,
+        channels: list[int],
+        dense: int = 64,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         blocks: list[nn.Module] = []
         for a, b in zip([in_channels, *channels], channels):
@@ -94,12 +105,27 @@ def _run_packed(rnn: nn.RNNBase, embedded: torch.Tensor, ids: torch.Tensor):
 class RNNClassifier(nn.Module):
     """Token ids → embedding → RNN / LSTM / GRU (optionally both ways) → mean over the tokens → class logits."""
 
-    def __init__(self, vocab: int, classes: int, cell: str, embedding: int, hidden: int, layers: int = 1,
-                 bidirectional: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab: int,
+        classes: int,
+        cell: str,
+        embedding: int,
+        hidden: int,
+        layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, embedding, padding_idx=PAD)
-        self.rnn = CELLS[cell](embedding, hidden, layers, batch_first=True, bidirectional=bidirectional,
-                               dropout=dropout if layers > 1 else 0.0)
+        self.rnn = CELLS[cell](
+            embedding,
+            hidden,
+            layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), classes)
 
@@ -130,8 +156,9 @@ class Seq2Seq(nn.Module):
     queries, scored by a dot product through a learned matrix or by Bahdanau's additive score), and the
     [decoder output; context] mix predicts the next token. Trained with teacher forcing, decoded greedily."""
 
-    def __init__(self, vocab: int, cell: str, embedding: int, hidden: int, attention: str = "additive",
-                 dropout: float = 0.0):
+    def __init__(
+        self, vocab: int, cell: str, embedding: int, hidden: int, attention: str = "additive", dropout: float = 0.0
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, embedding, padding_idx=PAD)  # one vocabulary for source and target
         self.encoder = CELLS[cell](embedding, hidden, batch_first=True, bidirectional=True)
@@ -186,8 +213,14 @@ class Seq2Seq(nn.Module):
         return torch.cat(out, 1)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "lenet": LeNet, "autoencoder": Autoencoder,
-                                             "rnn_classifier": RNNClassifier, "char_lm": CharLM, "seq2seq": Seq2Seq}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "lenet": LeNet,
+    "autoencoder": Autoencoder,
+    "rnn_classifier": RNNClassifier,
+    "char_lm": CharLM,
+    "seq2seq": Seq2Seq,
+}
 
 
 def build(spec: dict) -> nn.Module:
@@ -212,7 +245,9 @@ def load(folder: Path) -> tuple[nn.Module, dict]:
         spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
         model = build(spec)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RunError(f"{folder / SPEC_FILE} does not describe a trainforge network ({err}); did the run finish?") from None
+        raise RunError(
+            f"{folder / SPEC_FILE} does not describe a trainforge network ({err}); did the run finish?"
+        ) from None
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device="cpu"))
     return model.to(pick_device()).eval(), spec
 

@@ -66,14 +66,17 @@ def decode(ids: np.ndarray, vocab: list[str]) -> str:
 
 # data -----------------------------------------------------------------------------------------------------------
 
+
 def rows_of(config: RunConfig):
     """The run's checked splits (text-classification: text + labels rows, and the classes)."""
     if config.task == "text-classification":
         from trainforge.data.labelled import load_labelled
 
         if config.data.multi_label:
-            raise DataError("The lstm / gru / rnn text classifiers predict one label per text; leave out "
-                            "`data.multi_label` (or use an encoder such as minilm-l6).")
+            raise DataError(
+                "The lstm / gru / rnn text classifiers predict one label per text; leave out "
+                "`data.multi_label` (or use an encoder such as minilm-l6)."
+            )
         return load_labelled(config.data, config.training.seed)
     from trainforge.data.splits import load_splits
 
@@ -88,13 +91,21 @@ def fit_vocab(config: RunConfig, train: list[dict], classes: list | None) -> dic
         vocab = build_vocab([r["text"] for r in train], level, nn_cfg.min_count)
         return {"vocab": vocab, "level": level, "length": nn_cfg.sequence_length}
     if task == "sequence-generation":
-        return {"vocab": build_vocab([r["text"] + "\n" for r in train], "char", nn_cfg.min_count), "level": "char",
-                "length": nn_cfg.sequence_length}
+        return {
+            "vocab": build_vocab([r["text"] + "\n" for r in train], "char", nn_cfg.min_count),
+            "level": "char",
+            "length": nn_cfg.sequence_length,
+        }
     vocab = build_vocab([r["source"] + r["target"] for r in train], "char", nn_cfg.min_count)
     cap = nn_cfg.sequence_length
     longest = max(len(r["target"]) for r in train)
-    return {"vocab": vocab, "level": "char", "length": min(cap, max(len(r["source"]) for r in train)),
-            "target_length": min(cap, longest + 2), "max_output": min(cap, 2 * longest + 2)}
+    return {
+        "vocab": vocab,
+        "level": "char",
+        "length": min(cap, max(len(r["source"]) for r in train)),
+        "target_length": min(cap, longest + 2),
+        "max_output": min(cap, 2 * longest + 2),
+    }
 
 
 def _windows(texts: list[str], info: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +116,7 @@ def _windows(texts: list[str], info: dict) -> tuple[np.ndarray, np.ndarray]:
     if not n:
         return np.zeros((0, info["length"]), np.int64), np.zeros((0, info["length"]), np.int64)
     span = n * info["length"]
-    return stream[:span].reshape(n, -1), stream[1:span + 1].reshape(n, -1)
+    return stream[:span].reshape(n, -1), stream[1 : span + 1].reshape(n, -1)
 
 
 def encode_rows(info: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,7 +126,7 @@ def encode_rows(info: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarray | 
         x = encode([r["text"] for r in rows], vocab, info["level"], info["length"])
         index = {c: i for i, c in enumerate(info["classes"])}
         labels = [r.get("labels") for r in rows]
-        y = np.array([index[l[0]] for l in labels], dtype=np.int64) if all(labels) else None
+        y = np.array([index[row_labels[0]] for row_labels in labels], dtype=np.int64) if all(labels) else None
         return x, y
     if task == "sequence-generation":
         return _windows([r["text"] for r in rows], info)
@@ -131,21 +142,36 @@ def load_sequences(config: RunConfig) -> Arrays:
     for part in ("train", "validation", "test"):
         xs[part], ys[part] = encode_rows(info, getattr(splits, part))
     if not len(xs["train"]):
-        raise DataError(f"{splits.source}: the training split is too short for one window of "
-                        f"`nn.sequence_length` = {config.nn.sequence_length} characters; lower it or add text.")
+        raise DataError(
+            f"{splits.source}: the training split is too short for one window of "
+            f"`nn.sequence_length` = {config.nn.sequence_length} characters; lower it or add text."
+        )
     info.pop("task"), info.pop("classes")
     return Arrays(xs, ys, splits.source, classes, None, info)
 
 
 # networks, losses, scores -----------------------------------------------------------------------------------------
 
+
 def spec(config: RunConfig, info: dict, classes: list | None) -> dict:
     nn_cfg = config.nn
-    common = {"vocab": len(info["vocab"]), "embedding": nn_cfg.embedding, "hidden": nn_cfg.hidden_size,
-              "dropout": nn_cfg.dropout}
+    common = {
+        "vocab": len(info["vocab"]),
+        "embedding": nn_cfg.embedding,
+        "hidden": nn_cfg.hidden_size,
+        "dropout": nn_cfg.dropout,
+    }
     if config.task == "text-classification":
-        return {"kind": "rnn_classifier", "params": {**common, "classes": len(classes), "cell": config.model.name,
-                                                     "layers": nn_cfg.layers, "bidirectional": nn_cfg.bidirectional}}
+        return {
+            "kind": "rnn_classifier",
+            "params": {
+                **common,
+                "classes": len(classes),
+                "cell": config.model.name,
+                "layers": nn_cfg.layers,
+                "bidirectional": nn_cfg.bidirectional,
+            },
+        }
     if config.task == "sequence-generation":
         return {"kind": "char_lm", "params": {**common, "cell": nn_cfg.cell or "lstm", "layers": nn_cfg.layers}}
     return {"kind": "seq2seq", "params": {**common, "cell": nn_cfg.cell or "gru", "attention": nn_cfg.attention}}
@@ -155,15 +181,18 @@ def loss_fn(task: str):
     if task == "text-classification":
         return lambda model, batch: F.cross_entropy(model(batch[0]), batch[1])
     if task == "sequence-generation":
+
         def lm_loss(model, batch):
             logits, _ = model(batch[0])
             return F.cross_entropy(logits.flatten(0, 1), batch[1].flatten())
+
         return lm_loss
 
     def seq2seq_loss(model, batch):  # teacher forcing: the true previous token feeds each step
         src, tgt = batch
         logits = model(src, tgt[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
+
     return seq2seq_loss
 
 
@@ -174,8 +203,11 @@ def _on(model, ids) -> torch.Tensor:
 
 def greedy_texts(model, info: dict, x: np.ndarray, size: int = 256) -> list[str]:
     with torch.no_grad():
-        return [decode(row, info["vocab"]) for i in range(0, len(x), size)
-                for row in model.greedy(_on(model, x[i:i + size]), info["max_output"]).cpu().numpy()]
+        return [
+            decode(row, info["vocab"])
+            for i in range(0, len(x), size)
+            for row in model.greedy(_on(model, x[i : i + size]), info["max_output"]).cpu().numpy()
+        ]
 
 
 def scores(info: dict, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -183,16 +215,25 @@ def scores(info: dict, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     model.eval()
     if info["task"] == "sequence-generation":
         with torch.no_grad():
-            total = sum(float(F.cross_entropy(model(_on(model, x[i:i + 256]))[0].flatten(0, 1),
-                                              _on(model, y[i:i + 256]).flatten(), reduction="sum"))
-                        for i in range(0, len(x), 256))
+            total = sum(
+                float(
+                    F.cross_entropy(
+                        model(_on(model, x[i : i + 256]))[0].flatten(0, 1),
+                        _on(model, y[i : i + 256]).flatten(),
+                        reduction="sum",
+                    )
+                )
+                for i in range(0, len(x), 256)
+            )
         loss = total / max(y.size, 1)
         return {"loss": loss, "perplexity": math.exp(loss), "uniform_perplexity": float(len(info["vocab"]))}
     predicted = greedy_texts(model, info, x)
     truth = [decode(row[1:], info["vocab"]) for row in y]
     chars = [sum(a == b for a, b in zip(p, t)) / max(len(t), len(p), 1) for p, t in zip(predicted, truth)]
-    return {"exact_match": float(np.mean([p == t for p, t in zip(predicted, truth)])),
-            "char_accuracy": float(np.mean(chars))}
+    return {
+        "exact_match": float(np.mean([p == t for p, t in zip(predicted, truth)])),
+        "char_accuracy": float(np.mean(chars)),
+    }
 
 
 def sample(model, info: dict, n: int, length: int, temperature: float, seed: int, prompt: str = "") -> list[str]:
@@ -218,6 +259,7 @@ def sample(model, info: dict, n: int, length: int, temperature: float, seed: int
 
 # predict / eval ---------------------------------------------------------------------------------------------------
 
+
 def file_rows(config: RunConfig, path: str, labelled: bool) -> list[dict]:
     """Checked rows of a data file for a finished run: with labels / targets (eval) or inputs only (predict)."""
     from trainforge.data.formats import normalize_rows
@@ -238,8 +280,10 @@ def check_labels(info: dict, rows: list[dict]) -> None:
     known = set(info["classes"])
     for row in rows:
         if row["labels"][0] not in known:
-            raise DataError(f"Data {row['where']}: label {row['labels'][0]!r} was not among the training labels "
-                            f"({', '.join(info['classes'])}); the network cannot score it.")
+            raise DataError(
+                f"Data {row['where']}: label {row['labels'][0]!r} was not among the training labels "
+                f"({', '.join(info['classes'])}); the network cannot score it."
+            )
 
 
 def eval_inputs(info: dict, config: RunConfig, data: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -268,8 +312,9 @@ def predict_frame(model, info: dict, config: RunConfig, data: str):
         x, _ = encode_rows(info, [{"text": r["text"]} for r in rows])
         with torch.no_grad():
             proba = model(_on(model, x)).softmax(-1).cpu().numpy() if len(x) else np.zeros((0, len(info["classes"])))
-        frame = pd.DataFrame({"text": [r["text"] for r in rows],
-                              "prediction": [info["classes"][i] for i in proba.argmax(1)]})
+        frame = pd.DataFrame(
+            {"text": [r["text"] for r in rows], "prediction": [info["classes"][i] for i in proba.argmax(1)]}
+        )
         for i, c in enumerate(info["classes"]):
             frame[f"proba_{c}"] = proba[:, i]
         return frame
@@ -277,7 +322,14 @@ def predict_frame(model, info: dict, config: RunConfig, data: str):
         x = encode([r["source"] for r in rows], info["vocab"], "char", info["length"])
         return pd.DataFrame({"source": [r["source"] for r in rows], "prediction": greedy_texts(model, info, x)})
     nn_cfg = config.nn
-    return pd.DataFrame({"prompt": [r["text"] for r in rows],
-                         "continuation": [sample(model, info, 1, nn_cfg.sample_length, nn_cfg.temperature,
-                                                 config.training.seed + i, r["text"])[0][len(r["text"]):]
-                                          for i, r in enumerate(rows)]})
+    return pd.DataFrame(
+        {
+            "prompt": [r["text"] for r in rows],
+            "continuation": [
+                sample(model, info, 1, nn_cfg.sample_length, nn_cfg.temperature, config.training.seed + i, r["text"])[
+                    0
+                ][len(r["text"]) :]
+                for i, r in enumerate(rows)
+            ],
+        }
+    )

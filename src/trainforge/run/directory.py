@@ -50,8 +50,11 @@ def open_for_resume(config: RunConfig) -> RunDir:
         candidates = [r for r in list_runs(runs_dir) if r.name == config.name]
     else:
         wanted = config_without_name(config)
-        candidates = [r for r in list_runs(runs_dir) if r.status != "completed"
-                      and config_without_name(load_config(r.file("config.yaml"))) == wanted]
+        candidates = [
+            r
+            for r in list_runs(runs_dir)
+            if r.status != "completed" and config_without_name(load_config(r.file("config.yaml"))) == wanted
+        ]
     if not candidates:
         what = f"run named {config.name}" if config.name else "unfinished run with this config"
         raise RunError(f"Nothing to resume: no {what} under {runs_dir}/.")
@@ -62,6 +65,8 @@ def open_for_resume(config: RunConfig) -> RunDir:
         raise RunError(f"Run {run.path} is still running (process {run.info().get('pid')}); stop it before resuming.")
     saved = load_config(run.file("config.yaml"))
     if config_without_name(saved) != config_without_name(config.model_copy(update={"name": saved.name})):
-        raise RunError(f"Run {run.path} was started with a different config; resume it with the config saved in "
-                       f"{run.file('config.yaml')}.")
+        raise RunError(
+            f"Run {run.path} was started with a different config; resume it with the config saved in "
+            f"{run.file('config.yaml')}."
+        )
     return run

@@ -35,10 +35,18 @@ def last_logged(run: RunDir, keys: tuple[str, ...]) -> dict:
     return found
 
 
-def finish_run(run: RunDir, config: RunConfig, summary: dict, comparison: list[list[str]] | None = None, *,
-               tables: list[tuple[str, list[list], list[str]]] | None = None,
-               figures: list[tuple[str, bytes]] | None = None, artifacts: list[Path] = (),
-               nested: list[dict] | None = None, status: str = "completed") -> str | None:
+def finish_run(
+    run: RunDir,
+    config: RunConfig,
+    summary: dict,
+    comparison: list[list[str]] | None = None,
+    *,
+    tables: list[tuple[str, list[list], list[str]]] | None = None,
+    figures: list[tuple[str, bytes]] | None = None,
+    artifacts: list[Path] = (),
+    nested: list[dict] | None = None,
+    status: str = "completed",
+) -> str | None:
     """summary.json, the report (with extra `tables` and `figures` sections), MLflow (with the task's extra
     `artifacts`, files or folders, and `nested` child runs such as tuning trials), and the status. summary.json
     and run.json carry `mlflow_run_id` (None when MLflow is off, or for a run that is not completed yet, e.g. one
@@ -71,8 +79,9 @@ def _track(run: RunDir, config: RunConfig, summary: dict, artifacts: list[Path],
     return run_id
 
 
-def finish_with_scores(run: RunDir, config: RunConfig, summary: dict, before: dict, after: dict,
-                       samples: list[dict] = (), **finish: object) -> list[list[str]] | None:
+def finish_with_scores(
+    run: RunDir, config: RunConfig, summary: dict, before: dict, after: dict, samples: list[dict] = (), **finish: object
+) -> list[list[str]] | None:
     """The close of a run that scored the untrained model too: eval_after.json, the `before.` / `after.` keys in
     the summary, then `finish_run` with the before/after table. Returns that table's rows (None without a
     baseline) for `print_summary`."""
@@ -96,8 +105,12 @@ def _shown(key: str, summary: dict) -> str | None:
     return fmt(value)
 
 
-def print_summary(run: RunDir, summary: dict, comparison: list[list[str]] | None = None,
-                  keys: tuple[str, ...] | list[str] | None = None) -> None:
+def print_summary(
+    run: RunDir,
+    summary: dict,
+    comparison: list[list[str]] | None = None,
+    keys: tuple[str, ...] | list[str] | None = None,
+) -> None:
     """The before/after table (when there is one), then `keys` of the summary (default: all of them), then where
     the run directory is."""
     out = Console()

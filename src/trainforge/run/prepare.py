@@ -62,8 +62,9 @@ def check_early_stopping(config: RunConfig, splits: Splits) -> None:
 
 def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokenizer, splits: Splits) -> Prepared:
     """Preference pairs as they are (TRL's trainers tokenize them); held out: the test split, else validation."""
-    return Prepared(config, hardware, method, tokenizer, splits, splits.train, splits.validation,
-                    splits.test or splits.validation)
+    return Prepared(
+        config, hardware, method, tokenizer, splits, splits.train, splits.validation, splits.test or splits.validation
+    )
 
 
 def scored_on(config: RunConfig, data: str | None) -> RunConfig:

@@ -33,8 +33,9 @@ def baseline_scores(run: RunDir, config: RunConfig, evaluate) -> dict:
     return before
 
 
-def train_and_save(model, prep: Prepared, run: RunDir, build_trainer, callbacks: list | None,
-                   resume: bool) -> tuple[object, dict]:
+def train_and_save(
+    model, prep: Prepared, run: RunDir, build_trainer, callbacks: list | None, resume: bool
+) -> tuple[object, dict]:
     """method.prepare → a resumable Trainer → the artifact saved atomically. Returns the trained model and the
     training part of the run summary."""
     config = prep.config
@@ -57,16 +58,22 @@ def train_and_save(model, prep: Prepared, run: RunDir, build_trainer, callbacks:
             with atomic_dir(target) as tmp:
                 prep.method.save(trainer.model, prep.tokenizer, tmp)
     return trainer.model, {
-        "method": config.method.name, "model": config.model.name, "steps": result.global_step,
-        "train_loss": round(result.training_loss, 4), "train_seconds": round(train_seconds, 1),
-        "trainable_params": trainable, "total_params": total, "precision": config.training.precision,
+        "method": config.method.name,
+        "model": config.model.name,
+        "steps": result.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "train_seconds": round(train_seconds, 1),
+        "trainable_params": trainable,
+        "total_params": total,
+        "precision": config.training.precision,
     }
 
 
 def report_parameters(model, method: str) -> tuple[int, int]:
     trainable, total = count_parameters(model)
-    console.print(f"[bold]method:[/] {method}: {trainable:,} of {total:,} parameters train "
-                  f"({100 * trainable / total:.3g}%)")
+    console.print(
+        f"[bold]method:[/] {method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3g}%)"
+    )
     return trainable, total
 
 

@@ -53,14 +53,17 @@ class ValidationObjective:
     def __init__(self, config: RunConfig, train: Callable, validation_rows: int, from_scratch: bool = False):
         name = "eval_loss" if config.tuning.metric == "auto" else config.tuning.metric
         if not name.startswith("eval_"):
-            raise ConfigError(f"Key `tuning.metric` = {config.tuning.metric!r}: a neural run is scored on its "
-                              "validation split; use a Trainer evaluation metric such as eval_loss, eval_accuracy "
-                              "or eval_macro_f1.")
+            raise ConfigError(
+                f"Key `tuning.metric` = {config.tuning.metric!r}: a neural run is scored on its "
+                "validation split; use a Trainer evaluation metric such as eval_loss, eval_accuracy "
+                "or eval_macro_f1."
+            )
         if not validation_rows:
             what = "a network" if from_scratch else "a neural run"
-            raise ConfigError(f"Tuning {what} scores each trial on its validation split, and the data has none: "
-                              "give `data.split.validation` a share" + ("." if from_scratch else
-                                                                         " or a `data.validation` file."))
+            raise ConfigError(
+                f"Tuning {what} scores each trial on its validation split, and the data has none: "
+                "give `data.split.validation` a share" + ("." if from_scratch else " or a `data.validation` file.")
+            )
         self.metric = ValidationMetric(name)
         self.direction = self.metric.direction
         self.train, self.from_scratch = train, from_scratch
@@ -68,8 +71,13 @@ class ValidationObjective:
     def default_space(self, config: RunConfig) -> dict[str, dict]:
         """Learning rate (log scale, around the method's usual range) and, for LoRA, the rank."""
         method = "scratch" if self.from_scratch else config.method.name
-        low, high = ((1e-5, 3e-4) if method == "full" else (5e-5, 5e-3) if method in ("lora", "qlora", "adapter")
-                     else (1e-4, 3e-2))
+        low, high = (
+            (1e-5, 3e-4)
+            if method == "full"
+            else (5e-5, 5e-3)
+            if method in ("lora", "qlora", "adapter")
+            else (1e-4, 3e-2)
+        )
         space = {"training.learning_rate": {"type": "float", "low": low, "high": high, "log": True}}
         if method in ("lora", "qlora"):
             space["method.lora.r"] = {"type": "categorical", "choices": [4, 8, 16, 32]}

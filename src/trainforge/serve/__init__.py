@@ -14,8 +14,9 @@ def build_app(run: RunDir, api_key: str | None = None, **limits):
     try:
         from trainforge.serve.app import create_app
     except ImportError as err:
-        raise TrainforgeError(f"Serving needs FastAPI and uvicorn ({err}); install them with "
-                              "`pip install 'trainforge[serve]'`.") from None
+        raise TrainforgeError(
+            f"Serving needs FastAPI and uvicorn ({err}); install them with `pip install 'trainforge[serve]'`."
+        ) from None
     return create_app(load_backend(run), run.name, api_key, **limits)
 
 

@@ -26,14 +26,26 @@ MAX_TOKENS_LIMIT = 4096
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
 
 
-def _error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -119,8 +131,9 @@ class BodyLimit:
             size += len(chunks[-1])
             more = message.get("more_body", False) and size <= self.limit
         if size > self.limit:
-            response = _error(413, f"The request body is over the server's limit of {self.limit} bytes.",
-                              code="request_too_large")
+            response = _error(
+                413, f"The request body is over the server's limit of {self.limit} bytes.", code="request_too_large"
+            )
             return await response(scope, receive, send)
         body, replayed = b"".join(chunks), False
 
@@ -134,8 +147,13 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(backend: Generator | Predictor, name: str, api_key: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES, max_tokens_limit: int = MAX_TOKENS_LIMIT) -> FastAPI:
+def create_app(
+    backend: Generator | Predictor,
+    name: str,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_tokens_limit: int = MAX_TOKENS_LIMIT,
+) -> FastAPI:
     """The API serving `backend` under the model name `name`; with `api_key`, /v1 wants `Authorization: Bearer`."""
 
     def authorized(request: Request) -> None:
@@ -143,8 +161,9 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
-            raise APIError(401, "Missing or incorrect API key: send it as `Authorization: Bearer <key>`.",
-                           code="invalid_api_key")
+            raise APIError(
+                401, "Missing or incorrect API key: send it as `Authorization: Bearer <key>`.", code="invalid_api_key"
+            )
 
     app = FastAPI(title=f"trainforge: {name}", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
@@ -160,8 +179,11 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
     async def invalid(request, err: RequestValidationError):
         first = err.errors()[0]
         if first["type"] == "json_invalid":
-            return _error(400, f"The request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}.",
-                          code="invalid_json")
+            return _error(
+                400,
+                f"The request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}.",
+                code="invalid_json",
+            )
         loc = [str(p) for p in first["loc"] if p != "body"]  # e.g. messages, 0, role
         message = "Unrecognized request argument supplied" if first["type"] == "extra_forbidden" else first["msg"]
         return _error(400, f"{message}: {'.'.join(loc)}." if loc else f"{message}.", param=loc[0] if loc else None)
@@ -176,12 +198,14 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
 
     def check_model(requested: str, wanted: type) -> None:
         if requested != name:
-            raise APIError(404, f"The model {requested!r} does not exist; this server serves {name!r}.", "model",
-                           "model_not_found")
+            raise APIError(
+                404, f"The model {requested!r} does not exist; this server serves {name!r}.", "model", "model_not_found"
+            )
         if not isinstance(backend, wanted):
             endpoint = "/v1/predict" if isinstance(backend, Predictor) else "/v1/chat/completions or /v1/completions"
-            raise APIError(404, f"Model {name!r} is a {backend.kind} model; use {endpoint}.", "model",
-                           "unsupported_endpoint")
+            raise APIError(
+                404, f"Model {name!r} is a {backend.kind} model; use {endpoint}.", "model", "unsupported_endpoint"
+            )
 
     @app.get("/health")
     def health():
@@ -189,7 +213,10 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
 
     @app.get("/v1/models", dependencies=v1)
     def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "trainforge"}]}
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": created, "owned_by": "trainforge"}],
+        }
 
     @app.get("/v1/models/{model}", dependencies=v1)
     def model(model: str):
@@ -200,23 +227,39 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
         check_model(req.model, Generator)
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or default_tokens
         if max_tokens > max_tokens_limit:
-            raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {max_tokens_limit}.",
-                           "max_tokens", "invalid_value")
+            raise APIError(
+                400,
+                f"max_tokens is {max_tokens}; this server allows at most {max_tokens_limit}.",
+                "max_tokens",
+                "invalid_value",
+            )
         ids = backend.encode(prompt)
         if backend.context and len(ids) + max_tokens > backend.context:
-            raise APIError(400, f"This model's maximum context length is {backend.context} tokens; the prompt has "
-                                f"{len(ids)} and max_tokens asks for {max_tokens} more.",
-                           "messages" if isinstance(req, ChatRequest) else "prompt",
-                           "context_length_exceeded")
+            raise APIError(
+                400,
+                f"This model's maximum context length is {backend.context} tokens; the prompt has "
+                f"{len(ids)} and max_tokens asks for {max_tokens} more.",
+                "messages" if isinstance(req, ChatRequest) else "prompt",
+                "context_length_exceeded",
+            )
         return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()))
 
     def usage(c: Completion) -> dict:
-        return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "total_tokens": c.prompt_tokens + c.completion_tokens}
+        return {
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "total_tokens": c.prompt_tokens + c.completion_tokens,
+        }
 
     def logged(c: Completion) -> Completion:
-        log.info("%s: %d prompt + %d completion tokens in %.2f s (%.1f tokens/s)", name, c.prompt_tokens,
-                 c.completion_tokens, c.seconds, c.completion_tokens / max(c.seconds, 1e-9))
+        log.info(
+            "%s: %d prompt + %d completion tokens in %.2f s (%.1f tokens/s)",
+            name,
+            c.prompt_tokens,
+            c.completion_tokens,
+            c.seconds,
+            c.completion_tokens / max(c.seconds, 1e-9),
+        )
         return c
 
     def events(req: _Generation, ids: list[int], sampling: Sampling, chunk) -> Iterator[str]:
@@ -230,7 +273,7 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
                         yield send({**chunk(None, None), "choices": [], "usage": usage(item)})
                 else:
                     yield send(chunk(item, None))
-        except Exception as err:  # noqa: BLE001 - headers are sent: the error travels as an event
+        except Exception as err:  # headers are sent: the error travels as an event
             log.exception("generation failed")
             yield send({"error": {"message": str(err), "type": "server_error", "param": None, "code": None}})
         yield "data: [DONE]\n\n"
@@ -252,27 +295,52 @@ def create_app(backend: Generator | Predictor, name: str, api_key: str | None = 
                 delta = {} if text is None else {"content": text}
                 if first[0] and text is not None:
                     delta, first[0] = {"role": "assistant", **delta}, False
-                return {**base, "object": "chat.completion.chunk",
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                return {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                }
 
             return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
         c = logged(backend.complete(ids, sampling))
-        return {**base, "object": "chat.completion", "usage": usage(c),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
-                             "finish_reason": c.finish_reason}]}
+        return {
+            **base,
+            "object": "chat.completion",
+            "usage": usage(c),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": c.text},
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                }
+            ],
+        }
 
     @app.post("/v1/completions", dependencies=v1)
     def completions(req: CompletionRequest):
         ids, sampling = prepare(req, req.prompt, 16)  # 16: OpenAI's default for this endpoint
-        base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": name}
+        base = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+        }
         if req.stream:
+
             def chunk(text, finish):
-                return {**base, "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]}
+                return {
+                    **base,
+                    "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}],
+                }
 
             return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
         c = logged(backend.complete(ids, sampling))
-        return {**base, "usage": usage(c),
-                "choices": [{"index": 0, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}]}
+        return {
+            **base,
+            "usage": usage(c),
+            "choices": [{"index": 0, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}],
+        }
 
     @app.post("/v1/predict", dependencies=v1)
     def predict(req: PredictRequest):

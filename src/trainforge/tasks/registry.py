@@ -56,12 +56,18 @@ CAPABILITIES = {
     "export": "export its model for other tools (trainforge export)",
     "chain": "hand its model to the next stage of a `stages:` chain",
 }
-HOOKS = {"predict": "predict", "serve": "backend", "tune": "tuning_objective", "export": "export_model",
-         "chain": "output_model"}
-APPLICATION_RUNS = {"tune": "a tuning run (trainforge tune): its best config is best.yaml",
-                    "active": "an active-learning run (trainforge active)",
-                    "constitutional": "a constitutional-AI data run (trainforge constitutional): its data files "
-                                      "train a model"}
+HOOKS = {
+    "predict": "predict",
+    "serve": "backend",
+    "tune": "tuning_objective",
+    "export": "export_model",
+    "chain": "output_model",
+}
+APPLICATION_RUNS = {
+    "tune": "a tuning run (trainforge tune): its best config is best.yaml",
+    "active": "an active-learning run (trainforge active)",
+    "constitutional": "a constitutional-AI data run (trainforge constitutional): its data files train a model",
+}
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,9 @@ class TaskEntry:
         config asked about."""
         if not self.can(capability):
             able = ", ".join(["evaluate (trainforge eval)", *(CAPABILITIES[c] for c in CAPABILITIES if self.can(c))])
-            raise RunError(f"{what}: task {self.name} ({self.summary}) cannot {CAPABILITIES[capability]}; it can "
-                           f"{able}.")
+            raise RunError(
+                f"{what}: task {self.name} ({self.summary}) cannot {CAPABILITIES[capability]}; it can {able}."
+            )
 
     def hook(self, name: str, what: str = "This run") -> Callable:
         """The task module's hook `name`, after checking the capability it provides."""
@@ -102,42 +109,110 @@ def _lm(config: RunConfig) -> bool:
 
 
 ENTRIES = (
-    TaskEntry("lm", "trainforge.tasks.lm.task", "a language model trained with sft, clm, mlm, dpo or orpo",
-              ("lm",), lambda c: _lm(c) and c.training.objective not in RL_OBJECTIVES,
-              lambda c: f"{c.method.name}-{c.training.objective}",
-              frozenset({"resume", "data-parallel", "tune", "predict", "serve", "generate", "export", "chain"})),
-    TaskEntry("rl", "trainforge.tasks.lm.rl", "task lm with objective ppo / grpo / rloo: online RL against a reward, "
-              "which runs its own RL loop, not the Trainer's",
-              ("lm",), lambda c: _lm(c) and c.training.objective in RL_OBJECTIVES,
-              lambda c: f"{c.method.name}-{c.training.objective}",
-              frozenset({"resume", "predict", "serve", "generate", "export", "chain"})),
-    TaskEntry("distill", "trainforge.tasks.distill.task", "a student distilled from a teacher (`distill:`)",
-              ("lm", "text-classification"), lambda c: bool(c.distill.teacher), lambda c: f"{c.method.name}-distill",
-              frozenset({"resume", "tune"}), wraps=("lm", "text-classification")),
-    TaskEntry("text-classification", "trainforge.tasks.text_classification.task",
-              "a pretrained encoder with a classification head", ("text-classification",),
-              lambda c: c.task == "text-classification" and not is_nn_run(c.task, c.model.name)
-              and not c.distill.teacher, lambda c: f"{c.method.name}-textcls",
-              frozenset({"resume", "data-parallel", "tune", "predict", "serve", "export", "chain"})),
-    TaskEntry("multi-task", "trainforge.tasks.multi_task.task", "one shared encoder, one head per task",
-              ("multi-task",), lambda c: c.task == "multi-task", lambda c: f"{c.method.name}-multitask",
-              frozenset({"resume", "tune", "predict"})),
-    TaskEntry("reward", "trainforge.tasks.reward.task", "a reward model: a sequence scorer trained on preference pairs",
-              ("reward",), lambda c: c.task == "reward", lambda c: f"{c.method.name}-reward", frozenset({"resume"})),
-    TaskEntry("tabular", "trainforge.tasks.tabular.task", "a classical estimator on a table (scikit-learn, "
-              "LightGBM, XGBoost)", ("classification", "regression", "clustering"),
-              lambda c: c.task in ("classification", "regression", "clustering") and not is_nn_run(c.task, c.model.name),
-              lambda c: f"{c.model.name}-{c.task}", frozenset({"tune", "predict", "serve"})),
-    TaskEntry("networks", "trainforge.tasks.networks.task", "a network trained from scratch (MLP, CNN, autoencoder, "
-              "LSTM / GRU / RNN, character LM, seq2seq)",
-              ("classification", "regression", "text-classification", "image-classification", "anomaly-detection",
-               "sequence-generation", "seq2seq"),
-              lambda c: is_nn_run(c.task, c.model.name), lambda c: f"{c.model.name}-{c.task}",
-              frozenset({"resume", "tune", "predict"})),
-    TaskEntry("gan", "trainforge.tasks.gan.task", "a generator / discriminator pair on numeric rows", ("gan",),
-              lambda c: c.task == "gan", lambda c: "gan", frozenset({"resume"})),
-    TaskEntry("rl-agent", "trainforge.tasks.rl_agent.task", "a DQN policy trained in a gymnasium environment",
-              ("rl-agent",), lambda c: c.task == "rl-agent", lambda c: f"dqn-{c.data.env}", frozenset({"resume"})),
+    TaskEntry(
+        name="lm",
+        module="trainforge.tasks.lm.task",
+        summary="a language model trained with sft, clm, mlm, dpo or orpo",
+        tasks=("lm",),
+        handles=lambda c: _lm(c) and c.training.objective not in RL_OBJECTIVES,
+        stem=lambda c: f"{c.method.name}-{c.training.objective}",
+        capabilities=frozenset({"resume", "data-parallel", "tune", "predict", "serve", "generate", "export", "chain"}),
+    ),
+    TaskEntry(
+        name="rl",
+        module="trainforge.tasks.lm.rl",
+        summary="task lm with objective ppo / grpo / rloo: online RL against a reward, "
+        "which runs its own RL loop, not the Trainer's",
+        tasks=("lm",),
+        handles=lambda c: _lm(c) and c.training.objective in RL_OBJECTIVES,
+        stem=lambda c: f"{c.method.name}-{c.training.objective}",
+        capabilities=frozenset({"resume", "predict", "serve", "generate", "export", "chain"}),
+    ),
+    TaskEntry(
+        name="distill",
+        module="trainforge.tasks.distill.task",
+        summary="a student distilled from a teacher (`distill:`)",
+        tasks=("lm", "text-classification"),
+        handles=lambda c: bool(c.distill.teacher),
+        stem=lambda c: f"{c.method.name}-distill",
+        capabilities=frozenset({"resume", "tune"}),
+        wraps=("lm", "text-classification"),
+    ),
+    TaskEntry(
+        name="text-classification",
+        module="trainforge.tasks.text_classification.task",
+        summary="a pretrained encoder with a classification head",
+        tasks=("text-classification",),
+        handles=lambda c: (
+            c.task == "text-classification" and not is_nn_run(c.task, c.model.name) and not c.distill.teacher
+        ),
+        stem=lambda c: f"{c.method.name}-textcls",
+        capabilities=frozenset({"resume", "data-parallel", "tune", "predict", "serve", "export", "chain"}),
+    ),
+    TaskEntry(
+        name="multi-task",
+        module="trainforge.tasks.multi_task.task",
+        summary="one shared encoder, one head per task",
+        tasks=("multi-task",),
+        handles=lambda c: c.task == "multi-task",
+        stem=lambda c: f"{c.method.name}-multitask",
+        capabilities=frozenset({"resume", "tune", "predict"}),
+    ),
+    TaskEntry(
+        name="reward",
+        module="trainforge.tasks.reward.task",
+        summary="a reward model: a sequence scorer trained on preference pairs",
+        tasks=("reward",),
+        handles=lambda c: c.task == "reward",
+        stem=lambda c: f"{c.method.name}-reward",
+        capabilities=frozenset({"resume"}),
+    ),
+    TaskEntry(
+        name="tabular",
+        module="trainforge.tasks.tabular.task",
+        summary="a classical estimator on a table (scikit-learn, LightGBM, XGBoost)",
+        tasks=("classification", "regression", "clustering"),
+        handles=lambda c: (
+            c.task in ("classification", "regression", "clustering") and not is_nn_run(c.task, c.model.name)
+        ),
+        stem=lambda c: f"{c.model.name}-{c.task}",
+        capabilities=frozenset({"tune", "predict", "serve"}),
+    ),
+    TaskEntry(
+        name="networks",
+        module="trainforge.tasks.networks.task",
+        summary="a network trained from scratch (MLP, CNN, autoencoder, LSTM / GRU / RNN, character LM, seq2seq)",
+        tasks=(
+            "classification",
+            "regression",
+            "text-classification",
+            "image-classification",
+            "anomaly-detection",
+            "sequence-generation",
+            "seq2seq",
+        ),
+        handles=lambda c: is_nn_run(c.task, c.model.name),
+        stem=lambda c: f"{c.model.name}-{c.task}",
+        capabilities=frozenset({"resume", "tune", "predict"}),
+    ),
+    TaskEntry(
+        name="gan",
+        module="trainforge.tasks.gan.task",
+        summary="a generator / discriminator pair on numeric rows",
+        tasks=("gan",),
+        handles=lambda c: c.task == "gan",
+        stem=lambda c: "gan",
+        capabilities=frozenset({"resume"}),
+    ),
+    TaskEntry(
+        name="rl-agent",
+        module="trainforge.tasks.rl_agent.task",
+        summary="a DQN policy trained in a gymnasium environment",
+        tasks=("rl-agent",),
+        handles=lambda c: c.task == "rl-agent",
+        stem=lambda c: f"dqn-{c.data.env}",
+        capabilities=frozenset({"resume"}),
+    ),
 )
 BY_NAME = {entry.name: entry for entry in ENTRIES}
 
@@ -149,8 +224,10 @@ def get(name: str) -> TaskEntry:
 def for_config(config: RunConfig) -> TaskEntry:
     found = [entry for entry in ENTRIES if entry.handles(config)]
     if len(found) != 1:  # the contract test keeps this from happening
-        raise ConfigError(f"Task {config.task!r} (model {config.model.name!r}): "
-                          f"{'no task handles this config' if not found else 'claimed by ' + ', '.join(e.name for e in found)}.")
+        raise ConfigError(
+            f"Task {config.task!r} (model {config.model.name!r}): "
+            f"{'no task handles this config' if not found else 'claimed by ' + ', '.join(e.name for e in found)}."
+        )
     return found[0]
 
 
@@ -158,8 +235,10 @@ def run_config(run: RunDir) -> RunConfig:
     try:
         return load_config(run.file("config.yaml"))
     except TrainforgeError as err:
-        raise RunError(f"Run {run.path}: its config.yaml cannot be read as a run config, so what the run is cannot "
-                       f"be told ({err}).") from None
+        raise RunError(
+            f"Run {run.path}: its config.yaml cannot be read as a run config, so what the run is cannot "
+            f"be told ({err})."
+        ) from None
 
 
 def used_as(config: RunConfig) -> TaskEntry:

@@ -50,8 +50,10 @@ class MetricsLogger(TrainerCallback):
         if self._eval_points:
             prev_eval, prev_train = self._eval_points[-1]
             if eval_loss > prev_eval and train_now < prev_train:
-                msg = (f"eval loss rose {prev_eval:.4f} → {eval_loss:.4f} while train loss fell "
-                       f"{prev_train:.4f} → {train_now:.4f}: the model may be overfitting")
+                msg = (
+                    f"eval loss rose {prev_eval:.4f} → {eval_loss:.4f} while train loss fell "
+                    f"{prev_train:.4f} → {train_now:.4f}: the model may be overfitting"
+                )
                 console.print(f"[bold yellow]warning:[/] {msg}")
                 warning = {"warning": msg}
         self._eval_points.append((eval_loss, train_now))

@@ -42,23 +42,29 @@ def resource_errors(run: RunDir, training=None) -> Iterator[None]:
         where = f" ({err.filename})" if err.filename else ""
         fewer_checkpoints = " (or set `training.save_total_limit` lower to keep fewer checkpoints)" if training else ""
         if err.errno in DISK_FULL:
-            raise RunError(f"Out of disk space while writing run {run.path}{where}. Free space{fewer_checkpoints}. "
-                           f"{hint()}") from None
+            raise RunError(
+                f"Out of disk space while writing run {run.path}{where}. Free space{fewer_checkpoints}. {hint()}"
+            ) from None
         if err.errno in NOT_WRITABLE:
-            raise RunError(f"Run directory {run.path} is not writable{where}: {err.strerror}. Make it writable (or "
-                           f"point `tracking.runs_dir` elsewhere). {hint()}") from None
+            raise RunError(
+                f"Run directory {run.path} is not writable{where}: {err.strerror}. Make it writable (or "
+                f"point `tracking.runs_dir` elsewhere). {hint()}"
+            ) from None
         raise
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
         if training is None:
-            raise RunError(f"Out of memory while fitting run {run.path}. Use fewer rows or columns, or estimator "
-                           f"parameters that need less memory (fewer or shallower trees, fewer neighbours, a linear "
-                           f"kernel).") from None
+            raise RunError(
+                f"Out of memory while fitting run {run.path}. Use fewer rows or columns, or estimator "
+                f"parameters that need less memory (fewer or shallower trees, fewer neighbours, a linear "
+                f"kernel)."
+            ) from None
         t = training
         raise RunError(
             f"Out of memory while training run {run.path} with `training.batch_size` {t.batch_size} and "
             f"`training.max_length` {t.max_length}. Lower `training.batch_size` (and raise "
             f"`training.gradient_accumulation_steps`, now {t.gradient_accumulation_steps}, to keep the same effective "
             f"batch), shorten `training.max_length`, or set `training.gradient_checkpointing: true`. "
-            f"{_resume_hint(run)}") from None
+            f"{_resume_hint(run)}"
+        ) from None

@@ -33,8 +33,10 @@ def _experiment(uri: str, experiment: str, artifact_root: Path):
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=artifact_root.resolve().as_uri()
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
     )
     return client, experiment_id
 
@@ -49,18 +51,26 @@ def log_nested(parent_id: str, uri: str, experiment: str, children: list[dict]) 
     ids = []
     for child in children:
         start = child.get("start")
-        mlrun = client.create_run(experiment_id, run_name=child["name"], start_time=start,
-                                  tags={"mlflow.parentRunId": parent_id, **child.get("tags", {})})
+        mlrun = client.create_run(
+            experiment_id,
+            run_name=child["name"],
+            start_time=start,
+            tags={"mlflow.parentRunId": parent_id, **child.get("tags", {})},
+        )
         stamp = child.get("end") or start or 0
-        client.log_batch(mlrun.info.run_id,
-                         params=[Param(k, str(v)[:6000]) for k, v in child.get("params", {}).items()],
-                         metrics=[Metric(k, float(v), stamp, 0) for k, v in child.get("metrics", {}).items()])
+        client.log_batch(
+            mlrun.info.run_id,
+            params=[Param(k, str(v)[:6000]) for k, v in child.get("params", {}).items()],
+            metrics=[Metric(k, float(v), stamp, 0) for k, v in child.get("metrics", {}).items()],
+        )
         client.set_terminated(mlrun.info.run_id, status=child.get("status", "FINISHED"), end_time=child.get("end"))
         ids.append(mlrun.info.run_id)
     return ids
 
 
-def log_run(run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]) -> str:
+def log_run(
+    run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]
+) -> str:
     """Log params, the metric history, the summary and small artifacts; return the MLflow run id."""
     from mlflow.entities import Metric, Param
 

@@ -36,16 +36,26 @@ def _img(title: str, png: bytes) -> str:
     return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None, config_yaml: str,
-                 figures: list[tuple[str, bytes]] | None = None,
-                 tables: list[tuple[str, list[list], list[str]]] | None = None) -> None:
+def write_report(
+    run: RunDir,
+    summary: dict,
+    comparison: list[list[str]] | None,
+    config_yaml: str,
+    figures: list[tuple[str, bytes]] | None = None,
+    tables: list[tuple[str, list[list], list[str]]] | None = None,
+) -> None:
     """`figures` (title, PNG) and `tables` (title, rows, header) add sections; runs that log no losses (tabular
     runs) show those instead of the loss curves."""
     png = loss_curve_png(run.metrics())
-    plot = f'<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else "<p>No losses logged.</p>"
+    plot = (
+        f'<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        if png
+        else "<p>No losses logged.</p>"
+    )
     parts = [
         f"<h1>trainforge run {html.escape(run.name)}</h1>",
-        "<h2>Summary</h2>", _table([[k, v] for k, v in summary.items()], ["key", "value"]),
+        "<h2>Summary</h2>",
+        _table([[k, v] for k, v in summary.items()], ["key", "value"]),
     ]
     if comparison:
         parts += ["<h2>Before / after</h2>", _table(comparison, ["metric", "before", "after"])]
@@ -56,8 +66,10 @@ def write_report(run: RunDir, summary: dict, comparison: list[list[str]] | None,
     for title, image in figures or []:
         parts += [f"<h2>{html.escape(title)}</h2>", _img(title, image)]
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
-    style = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
-             "pre{background:#f6f6f6;padding:1em;overflow:auto}")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     atomic_write_text(run.file("report.html"), page)

@@ -139,8 +139,10 @@ class RunDir:
             atomic_write_text(run.file("config.yaml"), config_yaml)
             run.set_status("running", started=time.time(), **({"kind": kind} if kind else {}))
         except OSError as err:  # a read-only or full runs folder: say so before any work starts
-            raise RunError(f"Cannot create run directory {run.path}: {err.strerror or err}. Make "
-                           f"{Path(runs_dir)} writable (with free space), or set `tracking.runs_dir` elsewhere.") from None
+            raise RunError(
+                f"Cannot create run directory {run.path}: {err.strerror or err}. Make "
+                f"{Path(runs_dir)} writable (with free space), or set `tracking.runs_dir` elsewhere."
+            ) from None
         return run
 
     @classmethod
@@ -170,8 +172,9 @@ class RunDir:
         try:
             yield self
         except BaseException as err:
-            self.set_status("interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                            error=f"{type(err).__name__}: {err}")
+            self.set_status(
+                "interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=f"{type(err).__name__}: {err}"
+            )
             raise
 
     @property
@@ -179,8 +182,12 @@ class RunDir:
         """As recorded, except a `running` run whose process on this host is gone reads `interrupted`."""
         info = self.info()
         status = info.get("status", "unknown")
-        if (status == "running" and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int)
-                and not _process_alive(info["pid"])):
+        if (
+            status == "running"
+            and info.get("host") == socket.gethostname()
+            and isinstance(info.get("pid"), int)
+            and not _process_alive(info["pid"])
+        ):
             return "interrupted"
         return status
 

@@ -8,8 +8,11 @@ from trainforge.tracking.figures import png, pyplot
 def history_png(trials, metric: str, maximize: bool) -> bytes:
     plt = pyplot()
     done = sorted((t.number, t.value) for t in trials if t.value is not None)
-    pruned = [(t.number, list(t.intermediate_values.values())[-1]) for t in trials
-              if t.value is None and t.intermediate_values]
+    pruned = [
+        (t.number, list(t.intermediate_values.values())[-1])
+        for t in trials
+        if t.value is None and t.intermediate_values
+    ]
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     if done:
         numbers, values = zip(*done)

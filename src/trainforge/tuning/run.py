@@ -19,8 +19,17 @@ from trainforge.run.directory import default_name, open_run
 from trainforge.run.finish import finish_run, fmt
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text
 from trainforge.tuning.plots import history_png
-from trainforge.tuning.study import (INTERRUPTED, SKIPPED, Plan, apply, create_study, objective_for, plan,
-                                     retry_interrupted, run_workers)
+from trainforge.tuning.study import (
+    INTERRUPTED,
+    SKIPPED,
+    Plan,
+    apply,
+    create_study,
+    objective_for,
+    plan,
+    retry_interrupted,
+    run_workers,
+)
 
 console = Console(stderr=True)
 
@@ -44,14 +53,18 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
     if resume:
         retried = retry_interrupted(p, socket.gethostname())
         p.resumed_after = len(study.get_trials(deepcopy=False))
-        console.print(f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
-                      + (f", {retried} interrupted one(s) queued again" if retried else ""))
+        console.print(
+            f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
+            + (f", {retried} interrupted one(s) queued again" if retried else "")
+        )
     else:
         run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config), kind="tune")
     run.set_status("running", workers=[*run.info().get("workers", []), tag])  # metrics.jsonl lists their trials
-    console.print(f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
-                  f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
-                  + (", median pruning on intermediate scores" if config.tuning.pruning else ""))
+    console.print(
+        f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
+        f"({p.storage}), {workers} worker(s) here, {p.direction} {p.metric}"
+        + (", median pruning on intermediate scores" if config.tuning.pruning else "")
+    )
     started = time.time()
     with run.failing_on_error():
         run_workers(p, workers, worker_index, tag, objective)
@@ -61,11 +74,18 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
 
 
 def _trial_row(t) -> dict:
-    return {"step": t.number, "trial": t.number, "state": t.state.name.lower(), "score": t.value,
-            "params": t.params, "fold_scores": t.user_attrs.get("fold_scores", []),
-            "seconds": t.user_attrs.get("seconds"), "worker": t.user_attrs.get("worker"),
-            **({"duplicate_of": t.user_attrs["duplicate_of"]} if "duplicate_of" in t.user_attrs else {}),
-            **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})}
+    return {
+        "step": t.number,
+        "trial": t.number,
+        "state": t.state.name.lower(),
+        "score": t.value,
+        "params": t.params,
+        "fold_scores": t.user_attrs.get("fold_scores", []),
+        "seconds": t.user_attrs.get("seconds"),
+        "worker": t.user_attrs.get("worker"),
+        **({"duplicate_of": t.user_attrs["duplicate_of"]} if "duplicate_of" in t.user_attrs else {}),
+        **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
+    }
 
 
 def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
@@ -81,29 +101,62 @@ def _record(run: RunDir, p: Plan, study, tag: str, seconds: float) -> dict:
         run.append_metrics(_trial_row(t))
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     count = lambda state: sum(t.state == state for t in trials)  # noqa: E731
-    summary = {"task": config.task, "model": config.model.name, "method": "tune", "strategy": config.tuning.strategy,
-               "metric": p.metric, "direction": p.direction, "study": p.study_name, "storage": p.storage,
-               "trials": len(trials), "trials_here": len(mine),
-               "interrupted": len(every) - len(trials), "complete": count(TrialState.COMPLETE),
-               "pruned": count(TrialState.PRUNED), "failed": count(TrialState.FAIL), "seconds": round(seconds, 2)}
+    summary = {
+        "task": config.task,
+        "model": config.model.name,
+        "method": "tune",
+        "strategy": config.tuning.strategy,
+        "metric": p.metric,
+        "direction": p.direction,
+        "study": p.study_name,
+        "storage": p.storage,
+        "trials": len(trials),
+        "trials_here": len(mine),
+        "interrupted": len(every) - len(trials),
+        "complete": count(TrialState.COMPLETE),
+        "pruned": count(TrialState.PRUNED),
+        "failed": count(TrialState.FAIL),
+        "seconds": round(seconds, 2),
+    }
     if not done:
         errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
         atomic_write_json(run.file("summary.json"), summary)
-        raise TrainforgeError(f"No trial of study {p.study_name!r} completed"
-                              + (f"; the first error: {errors[0]}" if errors else "") + ".")
+        raise TrainforgeError(
+            f"No trial of study {p.study_name!r} completed"
+            + (f"; the first error: {errors[0]}" if errors else "")
+            + "."
+        )
     best = study.best_trial
     best_config = apply(config, best.params).model_copy(update={"name": f"{config.name}-best"})
-    best_yaml = (f"# Best of study {p.study_name!r} (trial {best.number}): {p.metric} {best.value:.6g}\n"
-                 f"# Run it with: trainforge train {run.file('best.yaml')}\n" + dump_config(best_config))
+    best_yaml = (
+        f"# Best of study {p.study_name!r} (trial {best.number}): {p.metric} {best.value:.6g}\n"
+        f"# Run it with: trainforge train {run.file('best.yaml')}\n" + dump_config(best_config)
+    )
     atomic_write_text(run.file("best.yaml"), best_yaml)
-    summary.update({"best_trial": best.number, f"best.{p.metric}": best.value, "best_params": best.params,
-                    "best_config": str(run.file("best.yaml"))})
-    ranked = sorted((t for t in trials if t.value is not None), key=lambda t: t.value, reverse=p.direction == "maximize")
-    rows = [[t.number, f"{t.value:.4f}", yaml.safe_dump(t.params, default_flow_style=True, width=1000).strip()]
-            for t in ranked[:10]]
-    finish_run(run, config, summary, figures=[("Trial history", history_png(trials, p.metric, p.direction == "maximize"))],
-               tables=[("Best trials", rows, ["trial", p.metric, "params"])], artifacts=[run.file("best.yaml")],
-               nested=_trial_runs(run, summary["metric"], mine))
+    summary.update(
+        {
+            "best_trial": best.number,
+            f"best.{p.metric}": best.value,
+            "best_params": best.params,
+            "best_config": str(run.file("best.yaml")),
+        }
+    )
+    ranked = sorted(
+        (t for t in trials if t.value is not None), key=lambda t: t.value, reverse=p.direction == "maximize"
+    )
+    rows = [
+        [t.number, f"{t.value:.4f}", yaml.safe_dump(t.params, default_flow_style=True, width=1000).strip()]
+        for t in ranked[:10]
+    ]
+    finish_run(
+        run,
+        config,
+        summary,
+        figures=[("Trial history", history_png(trials, p.metric, p.direction == "maximize"))],
+        tables=[("Best trials", rows, ["trial", p.metric, "params"])],
+        artifacts=[run.file("best.yaml")],
+        nested=_trial_runs(run, summary["metric"], mine),
+    )
     return summary
 
 
@@ -115,18 +168,37 @@ def _trial_runs(run: RunDir, metric: str, trials) -> list[dict]:
         metrics.update({f"intermediate.{step}": v for step, v in t.intermediate_values.items()})
         if t.value is not None:
             metrics[metric] = t.value
-        children.append({"name": f"{run.name}-trial-{t.number}", "params": t.params, "metrics": metrics,
-                         "tags": {"trainforge.trial": str(t.number), "trainforge.state": t.state.name.lower()},
-                         "start": _ms(t.datetime_start), "end": _ms(t.datetime_complete),
-                         "status": "FINISHED" if t.state.name == "COMPLETE" else ("KILLED" if t.state.name == "PRUNED" else "FAILED")})
+        children.append(
+            {
+                "name": f"{run.name}-trial-{t.number}",
+                "params": t.params,
+                "metrics": metrics,
+                "tags": {"trainforge.trial": str(t.number), "trainforge.state": t.state.name.lower()},
+                "start": _ms(t.datetime_start),
+                "end": _ms(t.datetime_complete),
+                "status": "FINISHED"
+                if t.state.name == "COMPLETE"
+                else ("KILLED" if t.state.name == "PRUNED" else "FAILED"),
+            }
+        )
     return children
 
 
 def _print(run: RunDir, summary: dict) -> None:
     out = Console()
     table = Table("key", "value", title=f"tuning run {run.name}")
-    for key in ("strategy", "metric", "trials", "complete", "pruned", "failed", "seconds", "best_trial",
-                f"best.{summary['metric']}", "best_params"):
+    for key in (
+        "strategy",
+        "metric",
+        "trials",
+        "complete",
+        "pruned",
+        "failed",
+        "seconds",
+        "best_trial",
+        f"best.{summary['metric']}",
+        "best_params",
+    ):
         if key in summary:
             table.add_row(key, fmt(summary[key]))
     out.print(table)

@@ -49,4 +49,5 @@ def grid(space: dict[str, ParamSpace], points: int, seed: int) -> list[dict[str,
 
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
-        (isinstance(a[k], float) and isinstance(b[k], float) and math.isclose(a[k], b[k])) or a[k] == b[k] for k in a)
+        (isinstance(a[k], float) and isinstance(b[k], float) and math.isclose(a[k], b[k])) or a[k] == b[k] for k in a
+    )

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from trainforge.config import RunConfig, validate
 from trainforge.config.loader import merge
-from trainforge.errors import ConfigError, TrainforgeError
 from trainforge.config.schema import ParamSpace
+from trainforge.errors import ConfigError, TrainforgeError
 from trainforge.tuning.space import config_key, grid, same, suggest
 
 console = Console(stderr=True)
@@ -35,8 +35,10 @@ def objective_for(config: RunConfig):
 
     entry = registry.for_config(config)
     if not entry.can("tune"):
-        raise ConfigError(f"`trainforge tune` does not search {entry.name} runs ({entry.summary}): they report no "
-                          "validation score to optimise; train them with `trainforge train`.")
+        raise ConfigError(
+            f"`trainforge tune` does not search {entry.name} runs ({entry.summary}): they report no "
+            "validation score to optimise; train them with `trainforge train`."
+        )
     return entry.hook("tuning_objective")(config)
 
 
@@ -50,8 +52,10 @@ def search_space(config: RunConfig, objective=None) -> dict[str, ParamSpace]:
         space = {config_key(k): ParamSpace.model_validate(v) for k, v in objective.default_space(config).items()}
     for key, spec in config.tuning.space.items():
         if objective.sections_only and "." not in key:
-            raise ConfigError(f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
-                              "section (e.g. training.learning_rate, method.lora.r, training.epochs, nn.dropout).")
+            raise ConfigError(
+                f"Key `tuning.space.{key}`: a {config.task} run searches config keys, written with their "
+                "section (e.g. training.learning_rate, method.lora.r, training.epochs, nn.dropout)."
+            )
         space[config_key(key)] = spec
     return space
 
@@ -117,8 +121,11 @@ class NumberedGrid:
                 return {}
 
             def sample_independent(self, study, trial, name, distribution):
-                shift = sum(1 for t in study.get_trials(deepcopy=False)
-                            if t.number < trial.number and t.user_attrs.get(INTERRUPTED))
+                shift = sum(
+                    1
+                    for t in study.get_trials(deepcopy=False)
+                    if t.number < trial.number and t.user_attrs.get(INTERRUPTED)
+                )
                 return points[(trial.number - shift) % len(points)][name]
 
         return _Sampler()
@@ -133,8 +140,9 @@ def make_sampler(config: RunConfig, points: list[dict] | None, worker: int, resu
         return NumberedGrid(points)
     if config.tuning.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.tuning.startup_trials, multivariate=True,
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=config.tuning.startup_trials, multivariate=True, constant_liar=True
+    )
 
 
 class MedianRule:
@@ -242,8 +250,9 @@ def interrupted_count(trials) -> int:
 def plan(config: RunConfig, study_name: str, objective) -> Plan:
     space = search_space(config, objective)
     if not space:
-        raise ConfigError(f"Nothing to search: estimator {config.model.name!r} has no default space and `tuning.space` "
-                          "is empty.")
+        raise ConfigError(
+            f"Nothing to search: estimator {config.model.name!r} has no default space and `tuning.space` is empty."
+        )
     points = grid(space, config.tuning.grid_points, config.training.seed) if config.tuning.strategy == "grid" else None
     budget = min(config.tuning.trials, len(points)) if points else config.tuning.trials
     return Plan(config, study_name, storage_url(config), budget, points, objective.direction, objective.metric.name)
@@ -253,16 +262,25 @@ def create_study(p: Plan):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=p.study_name, storage=_storage(p.storage), direction=p.direction,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name=p.study_name, storage=_storage(p.storage), direction=p.direction, load_if_exists=True
+    )
     if study.direction.name.lower() != p.direction:
-        raise ConfigError(f"Study {p.study_name!r} in {p.storage} {study.direction.name.lower()}s its score but "
-                          f"{p.metric} must be {p.direction}d; use another `tuning.study_name`.")
+        raise ConfigError(
+            f"Study {p.study_name!r} in {p.storage} {study.direction.name.lower()}s its score but "
+            f"{p.metric} must be {p.direction}d; use another `tuning.study_name`."
+        )
     return study
 
 
-def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: float | None = None,
-               on_trial: Callable | None = None) -> None:
+def run_worker(
+    p: Plan,
+    worker: int,
+    worker_tag: str,
+    objective=None,
+    deadline: float | None = None,
+    on_trial: Callable | None = None,
+) -> None:
     """Ask → evaluate → tell until the study holds `budget` trials (all workers together) or time runs out."""
     import optuna
     from optuna.trial import TrialState
@@ -270,8 +288,11 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     objective = objective or objective_for(p.config)
     space = search_space(p.config, objective)
-    study = optuna.load_study(study_name=p.study_name, storage=_storage(p.storage),
-                              sampler=make_sampler(p.config, p.points, worker, p.resumed_after))
+    study = optuna.load_study(
+        study_name=p.study_name,
+        storage=_storage(p.storage),
+        sampler=make_sampler(p.config, p.points, worker, p.resumed_after),
+    )
     last_step = getattr(objective, "last_step", None)
     # duplicates are only possible on a discrete space; with a continuous key the lookup is not worth a read
     discrete = all(spec.type != "float" or spec.step for spec in space.values()) and p.points is None
@@ -290,8 +311,18 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
         overrides = {key: suggest(trial, key, spec) for key, spec in space.items()}
         started = time.perf_counter()
         try:
-            twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                         if same(t.params, trial.params)), None) if discrete else None
+            twin = (
+                next(
+                    (
+                        t
+                        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                        if same(t.params, trial.params)
+                    ),
+                    None,
+                )
+                if discrete
+                else None
+            )
             if twin is not None:  # the sampler proposed a config already scored: reuse its score, fit nothing
                 trial.set_user_attr("duplicate_of", twin.number)
                 trial.set_user_attr("fold_scores", twin.user_attrs.get("fold_scores", []))
@@ -301,14 +332,16 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
             reported: list[int] = []
             rule = MedianRule(study, p.direction == "maximize", pruning_startup(p.config), p.config.tuning.pruning)
 
-            def report(step: int, value: float) -> None:
+            def report(step: int, value: float, trial=trial, reported=reported, rule=rule) -> None:
                 reported.append(step)
                 trial.report(value, step)
                 # after the last step the trial is done: stopping it there would save nothing
                 if (last_step is None or step < last_step) and rule.should_prune(step, value):
                     raise optuna.TrialPruned()
 
-            trial_config = apply(p.config, overrides).model_copy(update={"name": f"{p.config.name}-trial-{trial.number}"})
+            trial_config = apply(p.config, overrides).model_copy(
+                update={"name": f"{p.config.name}-trial-{trial.number}"}
+            )
             value, details = objective(trial_config, report)
             trial.set_user_attr("fold_scores", [float(v) for v in details.get("fold_scores", [])])
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 4))
@@ -324,8 +357,13 @@ def run_worker(p: Plan, worker: int, worker_tag: str, objective=None, deadline: 
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             study.tell(trial, state=TrialState.FAIL)
             state, shown = "failed", f"failed: {type(err).__name__}: {err}"[:200]
-        console.print(f"  trial {trial.number}: {shown}  " + " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float)
-                                                                      else f"{k.split('.')[-1]}={v}" for k, v in overrides.items()))
+        console.print(
+            f"  trial {trial.number}: {shown}  "
+            + " ".join(
+                f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                for k, v in overrides.items()
+            )
+        )
         if on_trial:
             on_trial(trial.number, state)
 
@@ -345,11 +383,22 @@ def run_workers(p: Plan, workers: int, first_worker: int, tag: str, objective=No
     procs = []
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        fields = {k: getattr(p, k) for k in ("study_name", "storage", "budget", "points", "direction", "metric",
-                                             "resumed_after")}
+        fields = {
+            k: getattr(p, k)
+            for k in ("study_name", "storage", "budget", "points", "direction", "metric", "resumed_after")
+        }
         for i in range(1, workers):
-            proc = ctx.Process(target=_worker_entry, args=(p.config.model_dump(mode="json"), fields, first_worker + i,
-                                                           f"{tag}/{first_worker + i}", deadline), daemon=True)
+            proc = ctx.Process(
+                target=_worker_entry,
+                args=(
+                    p.config.model_dump(mode="json"),
+                    fields,
+                    first_worker + i,
+                    f"{tag}/{first_worker + i}",
+                    deadline,
+                ),
+                daemon=True,
+            )
             proc.start()
             procs.append(proc)
     try:
@@ -359,5 +408,6 @@ def run_workers(p: Plan, workers: int, first_worker: int, tag: str, objective=No
             proc.join()
     bad = [proc.exitcode for proc in procs if proc.exitcode]
     if bad:
-        raise TrainforgeError(f"{len(bad)} tuning worker process(es) exited with an error (exit codes {bad}); "
-                              "see the messages above.")
+        raise TrainforgeError(
+            f"{len(bad)} tuning worker process(es) exited with an error (exit codes {bad}); see the messages above."
+        )

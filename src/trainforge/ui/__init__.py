@@ -13,8 +13,9 @@ def build_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = N
     try:
         from trainforge.ui.app import create_app
     except ImportError as err:
-        raise TrainforgeError(f"The dashboard needs FastAPI and uvicorn ({err}); install them with "
-                              "`pip install 'trainforge[serve]'`.") from None
+        raise TrainforgeError(
+            f"The dashboard needs FastAPI and uvicorn ({err}); install them with `pip install 'trainforge[serve]'`."
+        ) from None
     return create_app(runs_dir, examples_dir)
 
 
@@ -24,8 +25,9 @@ def default_examples() -> Path | None:
     return here if here.is_dir() else None
 
 
-def run_ui(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765,
-           examples_dir: str | Path | None = None) -> None:
+def run_ui(
+    runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 8765, examples_dir: str | Path | None = None
+) -> None:
     import uvicorn
 
     from trainforge.ui.app import host_exposed
@@ -37,6 +39,7 @@ def run_ui(runs_dir: str | Path = "runs", host: str = "127.0.0.1", port: int = 8
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
     else:
         logging.getLogger("trainforge.ui").warning(
-            "listening on %s: anyone who can reach it can launch runs (which run code) on this machine", host)
+            "listening on %s: anyone who can reach it can launch runs (which run code) on this machine", host
+        )
     print(f"trainforge ui: http://{host}:{port}/  (runs from {Path(runs_dir).resolve()})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

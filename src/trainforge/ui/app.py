@@ -35,7 +35,7 @@ def terminal_text(raw: str) -> str:
     for line in _ANSI.sub("", raw).split("\n"):
         shown = ""
         for part in line.split("\r"):
-            shown = part + shown[len(part):]
+            shown = part + shown[len(part) :]
         lines.append(shown)
     return "\n".join(lines)
 
@@ -179,14 +179,27 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
         rows = []
         for run in list_runs(runs_dir):
             info = run.info()
-            rows.append({"name": run.name, "status": run.status, "started": info.get("started"),
-                         "summary": listed_summary(run), "generative": _generative(run)})
+            rows.append(
+                {
+                    "name": run.name,
+                    "status": run.status,
+                    "started": info.get("started"),
+                    "summary": listed_summary(run),
+                    "generative": _generative(run),
+                }
+            )
         known = {r["name"] for r in rows}
         for name, launch in launcher.launches.items():  # launched, run directory not there yet (or a chain)
             if name not in known:
-                rows.append({"name": name, "status": launch.status, "started": launch.started,
-                             "summary": {"stages": ", ".join(launch.stages)} if launch.stages else {},
-                             "generative": False})
+                rows.append(
+                    {
+                        "name": name,
+                        "status": launch.status,
+                        "started": launch.started,
+                        "summary": {"stages": ", ".join(launch.stages)} if launch.stages else {},
+                        "generative": False,
+                    }
+                )
         return _finite(rows)
 
     def log_tail(name: str) -> str:
@@ -208,14 +221,33 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
         stoppable = launch is not None and launch.returncode is None
         if launch and not (runs_dir / name / STATUS_FILE).is_file():
             config_text = launch.config_file.read_text(encoding="utf-8") if launch.stages else ""
-            return {"name": name, "status": launch.status, "info": {}, "stages": launch.stages, "summary": {},
-                    "config": config_text, "metrics": [], "log": log_tail(name), "generative": False,
-                    "stoppable": stoppable}
+            return {
+                "name": name,
+                "status": launch.status,
+                "info": {},
+                "stages": launch.stages,
+                "summary": {},
+                "config": config_text,
+                "metrics": [],
+                "log": log_tail(name),
+                "generative": False,
+                "stoppable": stoppable,
+            }
         run = run_named(name)
         config_text = run.file("config.yaml").read_text(encoding="utf-8") if run.file("config.yaml").is_file() else ""
-        return _finite({"name": run.name, "status": run.status, "info": run.info(), "summary": listed_summary(run),
-                        "config": config_text, "metrics": run.metrics(), "log": log_tail(name),
-                        "generative": _generative(run), "stoppable": stoppable})
+        return _finite(
+            {
+                "name": run.name,
+                "status": run.status,
+                "info": run.info(),
+                "summary": listed_summary(run),
+                "config": config_text,
+                "metrics": run.metrics(),
+                "log": log_tail(name),
+                "generative": _generative(run),
+                "stoppable": stoppable,
+            }
+        )
 
     @app.get("/api/compare")
     def compare_runs(a: str, b: str):
@@ -237,8 +269,11 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             backend = generators[run.path]
         ids = backend.encode(backend.chat_prompt(req.messages))
         completion = backend.complete(ids, Sampling(req.max_tokens))
-        return {"reply": completion.text, "completion_tokens": completion.completion_tokens,
-                "seconds": round(completion.seconds, 3)}
+        return {
+            "reply": completion.text,
+            "completion_tokens": completion.completion_tokens,
+            "seconds": round(completion.seconds, 3),
+        }
 
     # tuning studies ----------------------------------------------------------------------------------------------
     def storages() -> list[str]:
@@ -265,8 +300,15 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
                 continue
             for s in summaries:
                 best = s.best_trial.value if s.best_trial else None
-                found.append({"storage": url, "name": s.study_name, "trials": s.n_trials, "best": best,
-                              "direction": s.direction.name.lower() if s.direction else None})
+                found.append(
+                    {
+                        "storage": url,
+                        "name": s.study_name,
+                        "trials": s.n_trials,
+                        "best": best,
+                        "direction": s.direction.name.lower() if s.direction else None,
+                    }
+                )
         return _finite(found)
 
     @app.get("/api/study")
@@ -279,8 +321,10 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             s = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             raise HTTPException(404, f"No study {name!r} in {storage}.") from None
-        trials = [{"number": t.number, "value": t.value, "state": t.state.name.lower(), "params": t.params}
-                  for t in s.get_trials(deepcopy=False)]
+        trials = [
+            {"number": t.number, "value": t.value, "state": t.state.name.lower(), "params": t.params}
+            for t in s.get_trials(deepcopy=False)
+        ]
         return _finite({"name": name, "storage": storage, "direction": s.direction.name.lower(), "trials": trials})
 
     return app

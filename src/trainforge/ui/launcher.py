@@ -90,9 +90,14 @@ class Launcher:
             atomic_write_text(config_file, yaml_text)
             log = self.staging / f"{name}.log"
             with open(log, "wb") as out:
-                process = subprocess.Popen([sys.executable, "-m", "trainforge", "train", str(config_file)],
-                                           stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "trainforge", "train", str(config_file)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    start_new_session=True,
+                )
             launch = Launch(name, self.runs_dir / name, log, process, stages)
             self.launches[name] = launch
         return launch
@@ -111,6 +116,7 @@ class Launcher:
                 launch.process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 os.killpg(launch.process.pid, signal.SIGTERM)
+
         threading.Thread(target=escalate, daemon=True).start()
         return True
 

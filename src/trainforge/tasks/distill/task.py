@@ -16,10 +16,10 @@ from rich.table import Table
 
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError, RunError
+from trainforge.methods.distillation import distilling
 from trainforge.run.finish import finish_with_scores, fmt, print_summary
 from trainforge.run.training import baseline_scores, train_and_save
 from trainforge.tasks.distill.student import keep_layers
-from trainforge.methods.distillation import distilling
 from trainforge.tasks.lm import task as lm
 from trainforge.tasks.registry import open_task_run
 from trainforge.tasks.text_classification import task as text_classification
@@ -51,12 +51,16 @@ def load_teacher(config: RunConfig, classes: list[str] | None = None):
     name = config.distill.teacher
     if config.task == "text-classification":
         if run is None or not (run.file(text_classification.LABELS_FILE).is_file()):
-            raise ConfigError(f"Key `distill.teacher` = {name!r}: a text-classification student learns from a finished "
-                              f"text-classification run (its name under {config.tracking.runs_dir}/ or its directory).")
+            raise ConfigError(
+                f"Key `distill.teacher` = {name!r}: a text-classification student learns from a finished "
+                f"text-classification run (its name under {config.tracking.runs_dir}/ or its directory)."
+            )
         model, _, teacher_classes = text_classification.load_run_classifier(run)
         if teacher_classes != classes:
-            raise ConfigError(f"Key `distill.teacher` = {name!r}: the teacher knows classes {teacher_classes}, the data "
-                              f"has {classes}; teacher and student must classify into the same classes.")
+            raise ConfigError(
+                f"Key `distill.teacher` = {name!r}: the teacher knows classes {teacher_classes}, the data "
+                f"has {classes}; teacher and student must classify into the same classes."
+            )
     elif run is not None:
         from trainforge.inference import load_run_model
 
@@ -82,8 +86,10 @@ def build_student(config: RunConfig, teacher, classes: list[str] | None):
     if student.get_output_embeddings() is not None and teacher.get_output_embeddings() is not None:
         ours, theirs = student.get_output_embeddings().weight.shape[0], teacher.get_output_embeddings().weight.shape[0]
         if ours != theirs:
-            raise ConfigError(f"Key `model.name` = {config.model.name!r}: the student predicts {ours} tokens, the "
-                              f"teacher {theirs}; logit distillation needs one vocabulary (the same tokenizer).")
+            raise ConfigError(
+                f"Key `model.name` = {config.model.name!r}: the student predicts {ours} tokens, the "
+                f"teacher {theirs}; logit distillation needs one vocabulary (the same tokenizer)."
+            )
     return student
 
 
@@ -96,8 +102,10 @@ def teacher_answers(teacher, prep) -> list[dict]:
     ev = prep.config.evaluation
     prompts = [prompt_and_reference(prep.tokenizer, e)[0] for e in prep.splits.train]
     answers = generate(teacher, prep.tokenizer, prompts, ev.max_new_tokens, ev.batch_size, prep.hardware.precision)
-    return [{**e, "messages": [*e["messages"][:-1], {"role": "assistant", "content": a}]}
-            for e, a in zip(prep.splits.train, answers)]
+    return [
+        {**e, "messages": [*e["messages"][:-1], {"role": "assistant", "content": a}]}
+        for e, a in zip(prep.splits.train, answers)
+    ]
 
 
 def saved_mb(model) -> float:
@@ -118,20 +126,32 @@ def profile(model, prep, evaluate) -> dict:
     rows) and the task scores."""
     rows, cfg = prep.heldout_rows, prep.config
     if cfg.task == "text-classification":
-        run = lambda some: text_classification.predict_logits(model, prep.tokenizer, some, cfg.evaluation.batch_size,  # noqa: E731
-                                          prep.hardware.precision)
+
+        def run(some):
+            return text_classification.predict_logits(
+                model, prep.tokenizer, some, cfg.evaluation.batch_size, prep.hardware.precision
+            )
+
         unit, amount = "rows_per_second", len(rows)
     else:
         from trainforge.evaluation.lm import perplexity
 
-        run = lambda some: perplexity(model, some, prep.tokenizer.pad_token_id, cfg.evaluation.batch_size,  # noqa: E731
-                                      prep.hardware.precision)
+        def run(some):
+            return perplexity(
+                model, some, prep.tokenizer.pad_token_id, cfg.evaluation.batch_size, prep.hardware.precision
+            )
+
         unit, amount = "tokens_per_second", sum(len(r["input_ids"]) for r in rows)
     run(rows[:1])  # warm-up: first-call allocations are not the model's speed
     started = time.perf_counter()
     run(rows)
     speed = {unit: round(amount / (time.perf_counter() - started), 1)}
-    return {"params": sum(p.numel() for p in model.parameters()), "size_mb": saved_mb(model), **speed, **evaluate(model)}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "size_mb": saved_mb(model),
+        **speed,
+        **evaluate(model),
+    }
 
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
@@ -153,17 +173,28 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         builder = build_lm_trainer
     d = prep.config.distill
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
-    console.print(f"[bold]distill:[/] teacher {d.teacher} → student "
-                  f"{'layers ' + str(d.student_layers) if d.student_layers is not None else prep.config.model.name}, "
-                  f"{d.mode}, T={d.temperature:g}, alpha={d.alpha:g}")
+    console.print(
+        f"[bold]distill:[/] teacher {d.teacher} → student "
+        f"{'layers ' + str(d.student_layers) if d.student_layers is not None else prep.config.model.name}, "
+        f"{d.mode}, T={d.temperature:g}, alpha={d.alpha:g}"
+    )
     teacher = load_teacher(prep.config, classes)
     if not textcls:  # the student's held-out distance to the teacher, before / after (the teacher's own is 0)
         from trainforge.evaluation.lm import teacher_kl
 
         lm_scores = evaluate
-        evaluate = lambda model: {**lm_scores(model), "teacher_kl": teacher_kl(  # noqa: E731
-            model, teacher, prep.heldout_rows, prep.tokenizer.pad_token_id, prep.config.evaluation.batch_size,
-            prep.hardware.precision)}
+
+        def evaluate(model):
+            kl = teacher_kl(
+                model,
+                teacher,
+                prep.heldout_rows,
+                prep.tokenizer.pad_token_id,
+                prep.config.evaluation.batch_size,
+                prep.hardware.precision,
+            )
+            return {**lm_scores(model), "teacher_kl": kl}
+
     config, run = open_task_run("distill", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
@@ -185,14 +216,25 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         sides = {"teacher": profile(teacher, prep, evaluate), "student": profile(student, prep, evaluate)}
         after = {k: v for k, v in sides["student"].items() if k not in SIZE_AND_SPEED}
         kl = [m["kl_loss"] for m in run.metrics() if "kl_loss" in m]
-        summary = {**training, "task": config.task, "distill_mode": d.mode, "teacher": d.teacher,
-                   "first_kl_loss": kl[0] if kl else None, "last_kl_loss": kl[-1] if kl else None,
-                   **{f"{side}.{k}": v for side, values in sides.items() for k, v in values.items()}}
+        summary = {
+            **training,
+            "task": config.task,
+            "distill_mode": d.mode,
+            "teacher": d.teacher,
+            "first_kl_loss": kl[0] if kl else None,
+            "last_kl_loss": kl[-1] if kl else None,
+            **{f"{side}.{k}": v for side, values in sides.items() for k, v in values.items()},
+        }
         versus = [[k, sides["teacher"][k], sides["student"][k]] for k in sides["teacher"]]
-        comparison = finish_with_scores(run, config, summary, before, after,
-                                        tables=[("teacher / student", versus, ["", "teacher", "student"])])
-    print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "first_kl_loss",
-                                                  "last_kl_loss", "train_seconds", "precision"))
+        comparison = finish_with_scores(
+            run, config, summary, before, after, tables=[("teacher / student", versus, ["", "teacher", "student"])]
+        )
+    print_summary(
+        run,
+        summary,
+        comparison,
+        keys=("method", "model", "steps", "train_loss", "first_kl_loss", "last_kl_loss", "train_seconds", "precision"),
+    )
     print_versus(versus)
     return run
 

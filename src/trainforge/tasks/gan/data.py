@@ -34,8 +34,10 @@ def load_gan_rows(data, seed: int) -> tuple[np.ndarray, list[str], str]:
     table = bundled(data.dataset).drop(columns="target") if data.dataset else read_table(path, data.max_rows)
     numeric = table.select_dtypes("number").drop(columns=[c for c in data.drop_columns if c in table], errors="ignore")
     if numeric.shape[1] == 0 or numeric.isna().any().any():
-        raise DataError(f"{path}: a gan run learns numeric columns without gaps; found {numeric.shape[1]} numeric "
-                        f"columns{' with missing values' if numeric.shape[1] else ''}. Drop or fill them first.")
+        raise DataError(
+            f"{path}: a gan run learns numeric columns without gaps; found {numeric.shape[1]} numeric "
+            f"columns{' with missing values' if numeric.shape[1] else ''}. Drop or fill them first."
+        )
     source = f"scikit-learn {data.dataset}" if data.dataset else str(path)
     return numeric.to_numpy(np.float32), [str(c) for c in numeric.columns], source
 
@@ -47,5 +49,8 @@ def mode_scores(points: np.ndarray) -> dict[str, float]:
     nearest, closest = distance.min(axis=1), distance.argmin(axis=1)
     close = nearest < 3 * MIXTURE_STD
     counts = np.bincount(closest[close], minlength=MIXTURE_MODES)
-    return {"modes_hit": int((counts >= 0.01 * len(points)).sum()), "high_quality": float(close.mean()),
-            "mean_mode_distance": float(nearest.mean())}
+    return {
+        "modes_hit": int((counts >= 0.01 * len(points)).sum()),
+        "high_quality": float(close.mean()),
+        "mean_mode_distance": float(nearest.mean()),
+    }

@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 from rich.console import Console
+from torch import nn
 
 from trainforge.checkpoints import load_checkpoint, save_checkpoint
 from trainforge.config import RunConfig, load_config
@@ -25,6 +24,7 @@ from trainforge.tracking.rundir import RunDir, atomic_write_bytes
 
 console = Console(stderr=True)
 GENERATOR_DIR = "generator"
+
 
 def discriminator_accuracy(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
     """Share of real rows scored real and fake rows scored fake: near 0.5 when the generator fools it."""
@@ -55,9 +55,11 @@ def moment_gaps(points: np.ndarray, rows: np.ndarray) -> dict[str, float]:
     std = rows.std(axis=0)
     varying = std > 1e-6  # constant features (digits' always-blank corner pixels) have no scale to measure in
     a, b = points[:, varying] / std[varying], rows[:, varying] / std[varying]
-    return {"mean_gap": float(np.mean(np.abs(a.mean(axis=0) - b.mean(axis=0)))),
-            "std_gap": float(np.mean(np.abs(a.std(axis=0) - b.std(axis=0)))),
-            "wasserstein": float(np.mean([wasserstein_distance(a[:, j], b[:, j]) for j in range(a.shape[1])]))}
+    return {
+        "mean_gap": float(np.mean(np.abs(a.mean(axis=0) - b.mean(axis=0)))),
+        "std_gap": float(np.mean(np.abs(a.std(axis=0) - b.std(axis=0)))),
+        "wasserstein": float(np.mean([wasserstein_distance(a[:, j], b[:, j]) for j in range(a.shape[1])])),
+    }
 
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
@@ -66,8 +68,15 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     mean, std = rows.mean(axis=0), rows.std(axis=0) + 1e-6
     data = torch.from_numpy((rows - mean) / std)
     dim = data.shape[1]
-    meta = {"sizes": [g.latent_dim, *g.hidden, dim], "latent_dim": g.latent_dim, "columns": columns,
-            "mean": mean.tolist(), "std": std.tolist(), "task": config.data.task, "dataset": config.data.dataset}
+    meta = {
+        "sizes": [g.latent_dim, *g.hidden, dim],
+        "latent_dim": g.latent_dim,
+        "columns": columns,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "task": config.data.task,
+        "dataset": config.data.dataset,
+    }
     config, run = open_task_run("gan", config, resume)
     with run.failing_on_error():
         torch.manual_seed(g.seed)
@@ -85,8 +94,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             gen.load_state_dict(state["gen"]), disc.load_state_dict(state["disc"])
             opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"]), rng.set_state(state["rng"])
         console.print(f"[bold]data:[/] {source}: {len(rows)} rows × {dim} features")
-        console.print(f"[bold]gan:[/] generator {meta['sizes']}, discriminator {[dim, *g.hidden, 1]}, {g.steps} steps"
-                      + (f", resuming at step {start}" if start else ""))
+        console.print(
+            f"[bold]gan:[/] generator {meta['sizes']}, discriminator {[dim, *g.hidden, 1]}, {g.steps} steps"
+            + (f", resuming at step {start}" if start else "")
+        )
         bce, started = nn.BCEWithLogitsLoss(), time.perf_counter()
         ones, zeros = torch.ones(g.batch_size, 1, device=device), torch.zeros(g.batch_size, 1, device=device)
         for step in range(start + 1, g.steps + 1):
@@ -101,29 +112,62 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             g_loss.backward()
             opt_g.step()
             if step % g.logging_steps == 0 or step == g.steps:
-                run.append_metrics({"step": step, "d_loss": round(d_loss.item(), 4), "g_loss": round(g_loss.item(), 4),
-                                    "d_accuracy": round(discriminator_accuracy(disc, real, fake.detach()), 4)})
+                run.append_metrics(
+                    {
+                        "step": step,
+                        "d_loss": round(d_loss.item(), 4),
+                        "g_loss": round(g_loss.item(), 4),
+                        "d_accuracy": round(discriminator_accuracy(disc, real, fake.detach()), 4),
+                    }
+                )
             if step % g.save_steps == 0 and step < g.steps:
-                save_checkpoint(run, step, gen.state_dict(), {
-                    "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(), "rng": rng.get_state()})
+                save_checkpoint(
+                    run,
+                    step,
+                    gen.state_dict(),
+                    {
+                        "gen": gen.state_dict(),
+                        "disc": disc.state_dict(),
+                        "opt_g": opt_g.state_dict(),
+                        "opt_d": opt_d.state_dict(),
+                        "rng": rng.get_state(),
+                    },
+                )
         train_seconds = time.perf_counter() - started
         gen.eval()
         save_network(run.path / GENERATOR_DIR, gen, meta)
         points = sample(gen, meta, g.samples, seed=g.seed + 1)
         held = torch.from_numpy((rows[: g.samples] - mean) / std)
         fake = torch.from_numpy((points - mean) / std)
-        scores = {"d_accuracy": round(discriminator_accuracy(disc, held, fake), 4),
-                  **moment_gaps(points, rows), **sample_scores(points, config.data.task)}
+        scores = {
+            "d_accuracy": round(discriminator_accuracy(disc, held, fake), 4),
+            **moment_gaps(points, rows),
+            **sample_scores(points, config.data.task),
+        }
         picture = samples_png(points, rows, meta, config.data.dataset)
         atomic_write_bytes(run.file("samples.png"), picture)
-        summary = {"model": "gan", "data": source, "steps": g.steps, "train_seconds": round(train_seconds, 1),
-                   "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()])}
-        comparison = finish_with_scores(run, config, summary, before, scores,
-                                        figures=[("Losses", losses_png(run.metrics())), ("Samples", picture)],
-                                        artifacts=[run.path / GENERATOR_DIR, run.file("samples.png")])
-    print_summary(run, summary, comparison, keys=("model", "data", "steps", "train_seconds",
-                                            *[k for k in summary if k.startswith("after.")]))
+        summary = {
+            "model": "gan",
+            "data": source,
+            "steps": g.steps,
+            "train_seconds": round(train_seconds, 1),
+            "trainable_params": sum(p.numel() for p in [*gen.parameters(), *disc.parameters()]),
+        }
+        comparison = finish_with_scores(
+            run,
+            config,
+            summary,
+            before,
+            scores,
+            figures=[("Losses", losses_png(run.metrics())), ("Samples", picture)],
+            artifacts=[run.path / GENERATOR_DIR, run.file("samples.png")],
+        )
+    print_summary(
+        run,
+        summary,
+        comparison,
+        keys=("model", "data", "steps", "train_seconds", *[k for k in summary if k.startswith("after.")]),
+    )
     return run
 
 
@@ -156,7 +200,6 @@ def samples_png(points: np.ndarray, rows: np.ndarray, meta: dict, dataset: str |
     ax.scatter(points[:, x], points[:, y], s=4, alpha=0.5, label="generated")
     ax.set_xlabel(meta["columns"][x]), ax.set_ylabel(meta["columns"][y]), ax.legend(), ax.grid(alpha=0.3)
     return png(fig)
-
 
 
 def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:

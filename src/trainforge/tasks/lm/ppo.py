@@ -73,16 +73,20 @@ class PPO:
         t = config.training
         self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
         updates = steps * self.rl.ppo_epochs * self.rl.minibatches
-        self.scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=int(t.warmup_ratio * updates),
-                                       num_training_steps=updates)
+        self.scheduler = get_scheduler(
+            t.lr_scheduler, self.optimizer, num_warmup_steps=int(t.warmup_ratio * updates), num_training_steps=updates
+        )
 
     def trainable(self) -> dict[str, torch.Tensor]:
         """The policy's trained weights (the adapter's under LoRA), by parameter name."""
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
     def state(self) -> dict:
-        return {"value_head": self.value_head.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        return {
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
 
     def load_state(self, weights_file, state: dict) -> None:
         """Restores what `trainable()` (a safetensors file) and `state()` saved."""
@@ -90,8 +94,10 @@ class PPO:
 
         weights, params = load_file(str(weights_file)), self.trainable()
         if weights.keys() != params.keys():
-            raise RunError(f"{weights_file} holds other weights than this run trains ({len(weights)} tensors, "
-                           f"{len(params)} expected); resume it with the config it was started with.")
+            raise RunError(
+                f"{weights_file} holds other weights than this run trains ({len(weights)} tensors, "
+                f"{len(params)} expected); resume it with the config it was started with."
+            )
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(weights[name])
@@ -114,13 +120,22 @@ class PPO:
         enc = enc.to(device)
         self.model.eval()
         with self._autocast():
-            out = self.model.generate(**enc, do_sample=True, temperature=self.rl.temperature, top_k=0, top_p=1.0,
-                                      max_new_tokens=self.rl.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                      eos_token_id=tok.eos_token_id)
+            out = self.model.generate(
+                **enc,
+                do_sample=True,
+                temperature=self.rl.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=self.rl.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
         width = enc["input_ids"].size(1)
         response = out[:, width:]
         is_end = response == tok.eos_token_id
-        last = torch.where(is_end.any(1), is_end.int().argmax(1), torch.full_like(is_end[:, 0], response.size(1) - 1, dtype=torch.long))
+        last = torch.where(
+            is_end.any(1), is_end.int().argmax(1), torch.full_like(is_end[:, 0], response.size(1) - 1, dtype=torch.long)
+        )
         mask = (torch.arange(response.size(1), device=device)[None] <= last[:, None]).float()
         ids = torch.cat([enc["input_ids"], torch.where(mask.bool(), response, tok.pad_token_id)], 1)
         attention = torch.cat([enc["attention_mask"], mask.long()], 1)
@@ -132,11 +147,16 @@ class PPO:
         """Per-token log-probs of the response under the sampling temperature, and the values (or None)."""
         p, n = r.prompt_width, r.mask.size(1)
         with self._autocast():  # only the response positions need the (vocabulary-wide) logits
-            out = model(input_ids=r.ids[rows], attention_mask=r.attention[rows], position_ids=r.positions[rows],
-                        output_hidden_states=with_values, logits_to_keep=n + 1)
+            out = model(
+                input_ids=r.ids[rows],
+                attention_mask=r.attention[rows],
+                position_ids=r.positions[rows],
+                output_hidden_states=with_values,
+                logits_to_keep=n + 1,
+            )
         logits = out.logits[:, :-1].float() / self.rl.temperature
         logp = logits.log_softmax(-1).gather(-1, r.ids[rows, p:, None]).squeeze(-1)
-        values = self.value_head(out.hidden_states[-1][:, p - 1:-1].float()).squeeze(-1) if with_values else None
+        values = self.value_head(out.hidden_states[-1][:, p - 1 : -1].float()).squeeze(-1) if with_values else None
         return logp, values
 
     @torch.no_grad()
@@ -167,7 +187,9 @@ class PPO:
                 m = r.mask[mb]
                 ratio = torch.exp(logp - old_logp[mb])
                 adv = advantages[mb]
-                policy_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - rl.clip_range, 1 + rl.clip_range)), m)
+                policy_loss = masked_mean(
+                    torch.max(-adv * ratio, -adv * ratio.clamp(1 - rl.clip_range, 1 + rl.clip_range)), m
+                )
                 clipped = old_values[mb] + (values - old_values[mb]).clamp(-rl.value_clip_range, rl.value_clip_range)
                 value_loss = 0.5 * masked_mean(torch.max((values - returns[mb]) ** 2, (clipped - returns[mb]) ** 2), m)
                 loss = policy_loss + rl.vf_coef * value_loss
@@ -181,7 +203,8 @@ class PPO:
                 logs["clip_fraction"].append(masked_mean(((ratio - 1).abs() > rl.clip_range).float(), m).item())
                 logs["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[mb]) ** 2, m).item())
         return {
-            "reward": scores.mean().item(), "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "reward": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
             "kl": kl.sum(1).mean().item(),  # sequence KL to the reference, nats
             **{k: sum(v) / len(v) for k, v in logs.items()},
             "completion_length": r.mask.sum(1).mean().item(),
@@ -189,8 +212,9 @@ class PPO:
         }
 
 
-def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str, run,
-              resume: bool = False) -> dict:
+def train_ppo(
+    model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str, run, resume: bool = False
+) -> dict:
     """Runs `training.max_steps` (else epochs over the prompts) PPO steps, each step's metrics appended to the run,
     a checkpoint every `training.save_steps` steps; with `resume`, continues from the run's last complete one.
     Returns the number of steps and the trained value head."""
@@ -218,6 +242,11 @@ def train_ppo(model, tokenizer, reward: Scorer, prompts: list[list[dict]], confi
         row = ppo.step(batch)
         run.append_metrics({"step": step, "epoch": round(step * t.batch_size / len(prompts), 4), **row})
         if step % t.save_steps == 0 and step < steps:
-            save_checkpoint(run, step, ppo.trainable(), {**ppo.state(), "order": order, "prompt_rng": rng.getstate(),
-                                                         "rng": rng_states()}, keep=t.save_total_limit)
+            save_checkpoint(
+                run,
+                step,
+                ppo.trainable(),
+                {**ppo.state(), "order": order, "prompt_rng": rng.getstate(), "rng": rng_states()},
+                keep=t.save_total_limit,
+            )
     return {"steps": steps, "value_head": ppo.value_head}

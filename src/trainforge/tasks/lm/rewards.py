@@ -24,11 +24,15 @@ def program_reward(dotted: str) -> Scorer:
     try:
         fn = getattr(importlib.import_module(module_name), attr) if attr else None
     except ImportError as err:
-        raise ConfigError(f"Key `reward.function` = {dotted!r}: cannot import module {module_name!r} ({err}); "
-                          "expected `package.module:function` importable from the current environment.") from None
+        raise ConfigError(
+            f"Key `reward.function` = {dotted!r}: cannot import module {module_name!r} ({err}); "
+            "expected `package.module:function` importable from the current environment."
+        ) from None
     if not callable(fn):
-        raise ConfigError(f"Key `reward.function` = {dotted!r}: expected `package.module:function`, a callable "
-                          "function(prompt, completion) -> float; none found.")
+        raise ConfigError(
+            f"Key `reward.function` = {dotted!r}: expected `package.module:function`, a callable "
+            "function(prompt, completion) -> float; none found."
+        )
 
     def score(prompts: list[list[dict]], completions: list[str]) -> list[float]:
         return [float(fn(last_user_text(p), c)) for p, c in zip(prompts, completions)]
@@ -41,8 +45,8 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
     conversation rendered by its own tokenizer's chat template."""
     from trainforge.config import load_config
     from trainforge.data.tokenize import render
-    from trainforge.models import load_tokenizer
     from trainforge.inference.reward import load_reward_model, load_run_reward_model
+    from trainforge.models import load_tokenizer
     from trainforge.tracking.rundir import RunDir
 
     path = Path(name).expanduser()
@@ -67,8 +71,14 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
         texts = [text(p, c) for p, c in zip(prompts, completions)]
         scores: list[float] = []
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
-                            add_special_tokens=False, return_tensors="pt")
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=False,
+                return_tensors="pt",
+            )
             scores.extend(model(**enc).logits[:, 0].float().tolist())
         return scores
 

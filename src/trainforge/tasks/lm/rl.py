@@ -22,8 +22,18 @@ from trainforge.tracking.rundir import RunDir, atomic_dir
 console = Console(stderr=True)
 
 VALUE_HEAD_FILE = "value_head.safetensors"  # PPO's value head, beside the policy's adapter/ or model/
-SUMMARY_KEYS = ("method", "model", "objective", "steps", "train_seconds", "trainable_params", "first_reward",
-                "last_reward", "last_kl", "precision")
+SUMMARY_KEYS = (
+    "method",
+    "model",
+    "objective",
+    "steps",
+    "train_seconds",
+    "trainable_params",
+    "first_reward",
+    "last_reward",
+    "last_kl",
+    "precision",
+)
 
 
 def prompts_of(rows: list[dict]) -> list[list[dict]]:
@@ -31,7 +41,9 @@ def prompts_of(rows: list[dict]) -> list[list[dict]]:
     return [row["messages"][:-1] for row in rows]
 
 
-def reward_eval(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str) -> tuple[dict, list[dict]]:
+def reward_eval(
+    model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str
+) -> tuple[dict, list[dict]]:
     """Mean reward of greedy answers to held-out prompts, and the samples."""
     from trainforge.data.tokenize import render
     from trainforge.evaluation.lm import generate
@@ -71,18 +83,33 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
     from trainforge.methods.training_args import trainer_arguments
 
     if config.training.objective == "grpo":
-        from trl import GRPOConfig as Args, GRPOTrainer as Trainer
+        from trl import GRPOConfig as Args
+        from trl import GRPOTrainer as Trainer
     else:
-        from trl import RLOOConfig as Args, RLOOTrainer as Trainer
+        from trl import RLOOConfig as Args
+        from trl import RLOOTrainer as Trainer
     rl = config.rl
     kwargs = trainer_arguments(config, run, has_eval=False)
-    kwargs.update(per_device_train_batch_size=config.training.batch_size * rl.num_generations,
-                  include_num_input_tokens_seen="no")
-    args = Args(**kwargs, num_generations=rl.num_generations, max_completion_length=rl.max_new_tokens,
-                temperature=rl.temperature, beta=rl.kl_coef, epsilon=rl.clip_range, disable_dropout=True)
-    return Trainer(model=model, reward_funcs=trl_reward_func(reward, "reward_fn"), args=args,
-                   train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), processing_class=tokenizer,
-                   callbacks=callbacks)
+    kwargs.update(
+        per_device_train_batch_size=config.training.batch_size * rl.num_generations, include_num_input_tokens_seen="no"
+    )
+    args = Args(
+        **kwargs,
+        num_generations=rl.num_generations,
+        max_completion_length=rl.max_new_tokens,
+        temperature=rl.temperature,
+        beta=rl.kl_coef,
+        epsilon=rl.clip_range,
+        disable_dropout=True,
+    )
+    return Trainer(
+        model=model,
+        reward_funcs=trl_reward_func(reward, "reward_fn"),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
 
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
@@ -119,8 +146,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             trained = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run, resume)
             steps, value_head = trained["steps"], trained["value_head"]
         else:
-            trainer = build_trl_trainer(model, tokenizer, reward, train_prompts, config, run,
-                                        [MetricsLogger(run), *(callbacks or [])])
+            trainer = build_trl_trainer(
+                model, tokenizer, reward, train_prompts, config, run, [MetricsLogger(run), *(callbacks or [])]
+            )
             checkpoint = resume_checkpoint(run, resume)  # the Trainer restores weights, optimizer, RNG, data order
             steps = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).global_step
             model, value_head = trainer.model, None
@@ -132,14 +160,27 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         after, samples = reward_eval(model, tokenizer, reward, heldout, config, precision)
         logged = [m for m in run.metrics() if "reward" in m]
         summary = {
-            "method": config.method.name, "model": config.model.name, "objective": t.objective, "steps": steps,
-            "train_seconds": round(train_seconds, 1), "trainable_params": trainable, "total_params": total,
+            "method": config.method.name,
+            "model": config.model.name,
+            "objective": t.objective,
+            "steps": steps,
+            "train_seconds": round(train_seconds, 1),
+            "trainable_params": trainable,
+            "total_params": total,
             "precision": precision,
-            "first_reward": logged[0]["reward"] if logged else None, "last_reward": logged[-1]["reward"] if logged else None,
+            "first_reward": logged[0]["reward"] if logged else None,
+            "last_reward": logged[-1]["reward"] if logged else None,
             "last_kl": logged[-1].get("kl") if logged else None,
         }
         png = reward_kl_png(run.metrics())
-        comparison = finish_with_scores(run, config, summary, before, after, samples,
-                                        figures=[("Reward and KL to the reference", png)] if png else None)
+        comparison = finish_with_scores(
+            run,
+            config,
+            summary,
+            before,
+            after,
+            samples,
+            figures=[("Reward and KL to the reference", png)] if png else None,
+        )
     print_summary(run, summary, comparison, SUMMARY_KEYS)
     return run

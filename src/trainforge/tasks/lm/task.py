@@ -22,8 +22,16 @@ from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir
 
 console = Console(stderr=True)
-SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "train_seconds", "tokens_per_second", "trainable_params",
-                "precision")
+SUMMARY_KEYS = (
+    "method",
+    "model",
+    "steps",
+    "train_loss",
+    "train_seconds",
+    "tokens_per_second",
+    "trainable_params",
+    "precision",
+)
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -32,8 +40,10 @@ def prepare(config: RunConfig) -> Prepared:
 
     config, hardware, method = resolve_run(config)
     if config.export.merge and not method.mergeable:
-        raise ConfigError(f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
-                          "peft cannot merge its adapter into the base model; set `export.merge: false`.")
+        raise ConfigError(
+            f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
+            "peft cannot merge its adapter into the base model; set `export.merge: false`."
+        )
     splits = load_splits(config.data, config.training.seed)
     check_early_stopping(config, splits)
     if config.model.name == "scratch":  # a new tokenizer, learned from the training split
@@ -65,12 +75,14 @@ def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], li
         return evaluate_preference(model, prep)
     if cfg.perplexity and prep.heldout_rows:
         causal = prep.config.training.objective != "mlm"
-        scores["perplexity"] = perplexity(model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size,
-                                          precision, causal=causal)
+        scores["perplexity"] = perplexity(
+            model, prep.heldout_rows, prep.tokenizer.pad_token_id, cfg.batch_size, precision, causal=causal
+        )
     test = prep.splits.test[: cfg.max_samples] if cfg.max_samples else prep.splits.test
     if cfg.generation and test and "messages" in test[0]:
-        gen, samples = generation_scores(model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size,
-                                         precision)
+        gen, samples = generation_scores(
+            model, prep.tokenizer, test, cfg.metrics, cfg.max_new_tokens, cfg.batch_size, precision
+        )
         scores.update(gen)
         if "constraint" in test[0]:  # a bundled preference task as SFT data: its checker scores the answers too
             from trainforge.evaluation.preference import constraint_rate
@@ -90,8 +102,9 @@ def evaluate_preference(model, prep: Prepared) -> tuple[dict[str, float], list[d
         return {}, []
     scores, samples = policy_preference(model, prep.tokenizer, rows, prep.hardware.precision), []
     if cfg.generation and "constraint" in rows[0]:
-        rate, samples = constraint_scores(model, prep.tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
-                                          prep.hardware.precision)
+        rate, samples = constraint_scores(
+            model, prep.tokenizer, rows, cfg.max_new_tokens, cfg.batch_size, prep.hardware.precision
+        )
         scores.update(rate)
     return scores, samples
 
@@ -104,8 +117,9 @@ def load_model(config: RunConfig, prep: Prepared):
         return build_model(config.model.architecture, prep.tokenizer, config.training.max_length)
     from trainforge.models import load_language_model
 
-    return load_language_model(config.model.name, config.training.objective,
-                               quantization_config=prep.method.quantization_config())
+    return load_language_model(
+        config.model.name, config.training.objective, quantization_config=prep.method.quantization_config()
+    )
 
 
 def train(config: RunConfig, resume: bool = False, callbacks: list | None = None) -> RunDir:
@@ -116,8 +130,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
-    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training "
-                  "sequences")
+    console.print(
+        f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences"
+    )
     config, run = open_task_run("lm", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
@@ -130,9 +145,12 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             return run
         after, samples = evaluate_lm(model, prep, "trained")
         throughputs = [m["tokens_per_second"] for m in run.metrics() if "tokens_per_second" in m]
-        summary = {**training, "objective": config.training.objective,
-                   "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
-                   **last_logged(run, TRAIN_METRICS)}
+        summary = {
+            **training,
+            "objective": config.training.objective,
+            "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
+            **last_logged(run, TRAIN_METRICS),
+        }
         if config.export.merge and prep.method.saves_adapter:
             from trainforge.inference.merge import merge_run
 

@@ -7,10 +7,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from trainforge.config.schema import DataConfig, MultiTaskConfig
-from trainforge.data.formats import row_error, field_text
+from trainforge.data.formats import field_text, row_error
+from trainforge.data.labelled import checked_label
 from trainforge.data.splits import Splits, load_splits
 from trainforge.errors import DataError
-from trainforge.data.labelled import checked_label
 
 MISSING = float("nan")
 
@@ -38,19 +38,28 @@ class TaskSpec:
 
 def _value(task, row: dict, source: str, number: int):
     value = row.get(task.target)
-    if value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value)):
+    if (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, float) and math.isnan(value))
+    ):
         return None
     if task.type == "classification":
         return checked_label(value, task.target, source, number)
     if isinstance(value, bool):
-        raise row_error(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, got {value!r}.")
+        raise row_error(
+            source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, got {value!r}."
+        )
     try:
         number_value = float(value)
     except (TypeError, ValueError):
-        raise row_error(source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, "
-                    f"got {value!r:.60}.") from None
+        raise row_error(
+            source, number, f"field `{task.target}` (task {task.name}, regression) must be a number, got {value!r:.60}."
+        ) from None
     if not math.isfinite(number_value):
-        raise row_error(source, number, f"field `{task.target}` (task {task.name}) must be a finite number, got {value!r}.")
+        raise row_error(
+            source, number, f"field `{task.target}` (task {task.name}) must be a finite number, got {value!r}."
+        )
     return number_value
 
 
@@ -65,8 +74,12 @@ def normalizer(cfg: DataConfig, mt: MultiTaskConfig):
             if all(v is None for v in targets.values()):
                 present = ", ".join(sorted(map(str, row))) or "none"
                 wanted = ", ".join(f"`{t.target}`" for t in mt.tasks)
-                raise row_error(source, number, f"the row carries no target of any task (expected at least one of {wanted}; "
-                            f"fields present: {present}); set `multitask.tasks[].target` to the fields that hold them.")
+                raise row_error(
+                    source,
+                    number,
+                    f"the row carries no target of any task (expected at least one of {wanted}; "
+                    f"fields present: {present}); set `multitask.tasks[].target` to the fields that hold them.",
+                )
             rows.append({"text": text, "targets": targets, "where": f"{source}, row {number}"})
         return rows
 
@@ -79,12 +92,16 @@ def _spec(task, train: list[dict], source: str) -> TaskSpec:
     if task.type == "classification":
         spec.classes = sorted(set(values))
         if len(spec.classes) < 2:
-            raise DataError(f"{source}: task {task.name!r} (field `{task.target}`) has {len(spec.classes)} class(es) "
-                            f"in the training split ({', '.join(spec.classes) or 'none'}); classification needs two.")
+            raise DataError(
+                f"{source}: task {task.name!r} (field `{task.target}`) has {len(spec.classes)} class(es) "
+                f"in the training split ({', '.join(spec.classes) or 'none'}); classification needs two."
+            )
     else:
         if len(values) < 2:
-            raise DataError(f"{source}: task {task.name!r} (field `{task.target}`) has {len(values)} labelled "
-                            "training row(s); regression needs at least two.")
+            raise DataError(
+                f"{source}: task {task.name!r} (field `{task.target}`) has {len(values)} labelled "
+                "training row(s); regression needs at least two."
+            )
         spec.mean = sum(values) / len(values)
         spec.std = math.sqrt(sum((v - spec.mean) ** 2 for v in values) / len(values)) or 1.0
     return spec
@@ -99,8 +116,10 @@ def check_known(specs: list[TaskSpec], rows: list[dict], part: str) -> None:
         for row in rows:
             label = row["targets"][spec.name]
             if label is not None and label not in known:
-                raise DataError(f"Data {row['where']} ({part}): label {label!r} of task {spec.name!r} never occurs in "
-                                f"the training split, so no head can learn it; its labels are {', '.join(spec.classes)}.")
+                raise DataError(
+                    f"Data {row['where']} ({part}): label {label!r} of task {spec.name!r} never occurs in "
+                    f"the training split, so no head can learn it; its labels are {', '.join(spec.classes)}."
+                )
 
 
 def load_multitask(cfg: DataConfig, mt: MultiTaskConfig, seed: int) -> tuple[Splits, list[TaskSpec]]:
@@ -127,5 +146,7 @@ def label_vector(specs: list[TaskSpec], targets: dict) -> list[float]:
 
 def encode(tokenizer, rows: list[dict], specs: list[TaskSpec], max_length: int) -> list[dict]:
     enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
-    return [{**{k: v[i] for k, v in enc.items()}, "labels": label_vector(specs, row.get("targets", {}))}
-            for i, row in enumerate(rows)]
+    return [
+        {**{k: v[i] for k, v in enc.items()}, "labels": label_vector(specs, row.get("targets", {}))}
+        for i, row in enumerate(rows)
+    ]

@@ -83,8 +83,10 @@ class MultiTaskModel(nn.Module):
         self.encoder.save_pretrained(out)
         state = {f"heads.{k}": v.detach().contiguous() for k, v in self.heads.state_dict().items()}
         save_file({**state, "log_vars": self.log_vars.detach().contiguous()}, str(out / HEADS_FILE))
-        (out / TASKS_FILE).write_text(json.dumps({"loss_weighting": self.loss_weighting,
-                                                  "tasks": [s.to_dict() for s in self.specs]}, indent=2) + "\n")
+        (out / TASKS_FILE).write_text(
+            json.dumps({"loss_weighting": self.loss_weighting, "tasks": [s.to_dict() for s in self.specs]}, indent=2)
+            + "\n"
+        )
 
 
 def build_model(encoder_path, specs: list[TaskSpec], loss_weighting: str = "fixed") -> MultiTaskModel:
@@ -93,7 +95,9 @@ def build_model(encoder_path, specs: list[TaskSpec], loss_weighting: str = "fixe
     from trainforge.models.loading import from_pretrained_noting_new_weights
 
     try:  # mean pooling replaces the pooler, so it is not loaded
-        encoder = from_pretrained_noting_new_weights(AutoModel, encoder_path, dtype=torch.float32, add_pooling_layer=False)
+        encoder = from_pretrained_noting_new_weights(
+            AutoModel, encoder_path, dtype=torch.float32, add_pooling_layer=False
+        )
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"Could not load an encoder from {encoder_path}: {type(err).__name__}: {err}") from None
     return MultiTaskModel(encoder, specs, loss_weighting)

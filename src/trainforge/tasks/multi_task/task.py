@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from rich.console import Console
 
 from trainforge.config import RunConfig, load_config
@@ -58,7 +57,9 @@ def task_scores(specs: list[TaskSpec], outputs: list[np.ndarray], labels: np.nda
         if spec.type == "classification":
             predicted = out.argmax(-1)
             result[f"{spec.name}.accuracy"] = float(accuracy_score(truth.astype(int), predicted))
-            result[f"{spec.name}.macro_f1"] = float(f1_score(truth.astype(int), predicted, average="macro", zero_division=0))
+            result[f"{spec.name}.macro_f1"] = float(
+                f1_score(truth.astype(int), predicted, average="macro", zero_division=0)
+            )
         else:
             truth, predicted = truth * spec.std + spec.mean, out.reshape(-1) * spec.std + spec.mean
             result[f"{spec.name}.rmse"] = float(np.sqrt(mean_squared_error(truth, predicted)))
@@ -68,7 +69,9 @@ def task_scores(specs: list[TaskSpec], outputs: list[np.ndarray], labels: np.nda
 
 
 @torch.no_grad()
-def predict_outputs(model, tokenizer, rows: list[dict], batch_size: int = 32, precision: str = "fp32") -> list[np.ndarray]:
+def predict_outputs(
+    model, tokenizer, rows: list[dict], batch_size: int = 32, precision: str = "fp32"
+) -> list[np.ndarray]:
     """Per task, the head's outputs for every row: class logits, or the standardized number."""
     from transformers import DataCollatorWithPadding
 
@@ -175,8 +178,9 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
             if sampling == "joint":
                 return super().get_train_dataloader()
             batches = TaskBatches(task_of_row, self._train_batch_size, sampling, cfg.training.seed)
-            return self.accelerator.prepare(DataLoader(self.train_dataset, batch_sampler=batches,
-                                                       collate_fn=self.data_collator))
+            return self.accelerator.prepare(
+                DataLoader(self.train_dataset, batch_sampler=batches, collate_fn=self.data_collator)
+            )
 
     def compute_metrics(p):
         outputs = p.predictions if isinstance(p.predictions, tuple) else (p.predictions,)
@@ -185,10 +189,14 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list):
     has_eval = bool(prep.eval_rows)
     args = TrainingArguments(**trainer_arguments(cfg, run, has_eval), label_names=["labels"])
     return MultiTaskTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
-        data_collator=DataCollatorWithPadding(prep.tokenizer), processing_class=prep.tokenizer,
-        compute_metrics=compute_metrics, callbacks=with_early_stopping(cfg, callbacks),
+        data_collator=DataCollatorWithPadding(prep.tokenizer),
+        processing_class=prep.tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=with_early_stopping(cfg, callbacks),
     )
 
 
@@ -196,8 +204,22 @@ def _task_table(specs: list[TaskSpec], before: dict, after: dict) -> list[list]:
     rows = []
     for spec in specs:
         for key in [k for k in after if k.startswith(f"{spec.name}.")]:
-            detail = f"{len(spec.classes)} classes" if spec.type == "classification" else f"mean {spec.mean:.3g}, std {spec.std:.3g}"
-            rows.append([spec.name, spec.type, detail, spec.weight, key.split(".", 1)[1], fmt(before.get(key, "—")), fmt(after[key])])
+            detail = (
+                f"{len(spec.classes)} classes"
+                if spec.type == "classification"
+                else f"mean {spec.mean:.3g}, std {spec.std:.3g}"
+            )
+            rows.append(
+                [
+                    spec.name,
+                    spec.type,
+                    detail,
+                    spec.weight,
+                    key.split(".", 1)[1],
+                    fmt(before.get(key, "—")),
+                    fmt(after[key]),
+                ]
+            )
     return rows
 
 
@@ -209,10 +231,14 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
-    described = "; ".join(f"{s.name} ({s.type}{', ' + str(len(s.classes)) + ' classes' if s.classes else ''}, "
-                          f"weight {s.weight:g})" for s in prep.specs)
-    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; tasks: {described}; "
-                  f"sampling {config.multitask.sampling}")
+    described = "; ".join(
+        f"{s.name} ({s.type}{', ' + str(len(s.classes)) + ' classes' if s.classes else ''}, weight {s.weight:g})"
+        for s in prep.specs
+    )
+    console.print(
+        f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; tasks: {described}; "
+        f"sampling {config.multitask.sampling}"
+    )
     config, run = open_task_run("multi-task", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
@@ -222,18 +248,34 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_trainer, callbacks, resume)
         after = held_out_scores(model, prep)
-        summary = {**training, "task": config.task, "tasks": [s.name for s in prep.specs],
-                   "sampling": config.multitask.sampling, "loss_weighting": config.multitask.loss_weighting}
+        summary = {
+            **training,
+            "task": config.task,
+            "tasks": [s.name for s in prep.specs],
+            "sampling": config.multitask.sampling,
+            "loss_weighting": config.multitask.loss_weighting,
+        }
         header = ["task", "type", "target", "weight", "metric", "before", "after"]
-        comparison = finish_with_scores(run, config, summary, before, after,
-                                        tables=[("Per-task scores", _task_table(prep.specs, before, after), header)])
+        comparison = finish_with_scores(
+            run,
+            config,
+            summary,
+            before,
+            after,
+            tables=[("Per-task scores", _task_table(prep.specs, before, after), header)],
+        )
     headline = tuple(f"after.{k}" for k in after)
-    print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
-                                                  "trainable_params", *headline, "precision"))
+    print_summary(
+        run,
+        summary,
+        comparison,
+        keys=("method", "model", "steps", "train_loss", "train_seconds", "trainable_params", *headline, "precision"),
+    )
     return run
 
 
 # eval / predict on a finished run ---------------------------------------------------------------------------------
+
 
 def load_run_model(run: RunDir):
     """(model, tokenizer) of a finished multi-task run."""
@@ -275,8 +317,12 @@ def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
     model, tokenizer = load_run_model(run)
     rows = read_rows(data)
     texts = [{"text": field_text(row, config.data.text_field, data, n)} for n, row in rows]
-    outputs = predict_outputs(model, tokenizer, encode(tokenizer, texts, model.specs, config.training.max_length),
-                              config.evaluation.batch_size)
+    outputs = predict_outputs(
+        model,
+        tokenizer,
+        encode(tokenizer, texts, model.specs, config.training.max_length),
+        config.evaluation.batch_size,
+    )
     lines = []
     for r, (_, row) in enumerate(rows):
         prediction = {}

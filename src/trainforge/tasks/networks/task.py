@@ -18,35 +18,53 @@ from rich.console import Console
 from trainforge.config import RunConfig, load_config
 from trainforge.errors import ConfigError, DataError, RunError
 from trainforge.hardware import device_of, to_device
-from trainforge.nn import models
+from trainforge.nn import models, seq
 from trainforge.nn.data import Arrays, load_images, load_tabular
 from trainforge.nn.engine import LoopSettings, fit, seed_everything
-from trainforge.nn import seq
 from trainforge.run.finish import finish_run, print_summary
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 console = Console(stderr=True)
 INFO_FILE = "nn.json"
-HEADLINE = {"classification": "accuracy", "image-classification": "accuracy", "regression": "rmse",
-            "anomaly-detection": "roc_auc", "text-classification": "accuracy", "sequence-generation": "perplexity",
-            "seq2seq": "exact_match"}  # what `runs list` shows
+HEADLINE = {
+    "classification": "accuracy",
+    "image-classification": "accuracy",
+    "regression": "rmse",
+    "anomaly-detection": "roc_auc",
+    "text-classification": "accuracy",
+    "sequence-generation": "perplexity",
+    "seq2seq": "exact_match",
+}  # what `runs list` shows
 CLASSIFIERS = ("classification", "image-classification", "text-classification")
 
 
 # scores ---------------------------------------------------------------------------------------------------------
+
 
 def classification_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """The classical engine's metrics (accuracy, f1 — macro for several classes —, roc_auc, log_loss)."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
     pred, labels = proba.argmax(1), list(range(proba.shape[1]))
-    out = {"accuracy": float(accuracy_score(y, pred)),
-           "f1": float(f1_score(y, pred, average="binary" if len(labels) == 2 else "macro", labels=labels
-                                if len(labels) > 2 else None, zero_division=0))}
+    out = {
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(
+            f1_score(
+                y,
+                pred,
+                average="binary" if len(labels) == 2 else "macro",
+                labels=labels if len(labels) > 2 else None,
+                zero_division=0,
+            )
+        ),
+    }
     try:
-        out["roc_auc"] = float(roc_auc_score(y, proba[:, 1]) if len(labels) == 2
-                               else roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+        out["roc_auc"] = float(
+            roc_auc_score(y, proba[:, 1])
+            if len(labels) == 2
+            else roc_auc_score(y, proba, multi_class="ovr", labels=labels)
+        )
         out["log_loss"] = float(log_loss(y, proba, labels=labels))
     except ValueError:  # a class missing from a tiny split
         pass
@@ -56,8 +74,11 @@ def classification_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
-    return {"rmse": float(root_mean_squared_error(y, pred)), "mae": float(mean_absolute_error(y, pred)),
-            "r2": float(r2_score(y, pred))}
+    return {
+        "rmse": float(root_mean_squared_error(y, pred)),
+        "mae": float(mean_absolute_error(y, pred)),
+        "r2": float(r2_score(y, pred)),
+    }
 
 
 def anomaly_scores(y: np.ndarray | None, errors: np.ndarray, threshold: float) -> dict[str, float]:
@@ -66,17 +87,27 @@ def anomaly_scores(y: np.ndarray | None, errors: np.ndarray, threshold: float) -
     flagged = errors > threshold
     out = {"reconstruction_error": float(errors.mean()), "flagged_share": float(flagged.mean())}
     if y is not None and len(np.unique(y)) == 2:
-        out.update(roc_auc=float(roc_auc_score(y, errors)), precision=float(precision_score(y, flagged, zero_division=0)),
-                   recall=float(recall_score(y, flagged, zero_division=0)), f1=float(f1_score(y, flagged, zero_division=0)))
+        out.update(
+            roc_auc=float(roc_auc_score(y, errors)),
+            precision=float(precision_score(y, flagged, zero_division=0)),
+            recall=float(recall_score(y, flagged, zero_division=0)),
+            f1=float(f1_score(y, flagged, zero_division=0)),
+        )
     return out
 
 
 # batched inference ----------------------------------------------------------------------------------------------
 
+
 def _batched(fn, x: np.ndarray, device, size: int = 512) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([fn(torch.from_numpy(x[i:i + size]).to(device)).cpu().numpy()
-                               for i in range(0, len(x), size)]) if len(x) else np.zeros((0,))
+        return (
+            np.concatenate(
+                [fn(torch.from_numpy(x[i : i + size]).to(device)).cpu().numpy() for i in range(0, len(x), size)]
+            )
+            if len(x)
+            else np.zeros((0,))
+        )
 
 
 def outputs(model, info: dict, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,8 +119,10 @@ def outputs(model, info: dict, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"proba": _batched(lambda b: model(b).softmax(-1), x, device)}
     if task == "regression":
         return {"value": _batched(lambda b: model(b)[:, 0], x, device) * info["y_scale"] + info["y_mean"]}
-    return {"error": _batched(lambda b: ((model(b) - b) ** 2).mean(1), x, device),
-            "embedding": _batched(model.encode, x, device)}
+    return {
+        "error": _batched(lambda b: ((model(b) - b) ** 2).mean(1), x, device),
+        "embedding": _batched(model.encode, x, device),
+    }
 
 
 def scores(info: dict, model, x: np.ndarray, y: np.ndarray | None) -> dict[str, float]:
@@ -105,6 +138,7 @@ def scores(info: dict, model, x: np.ndarray, y: np.ndarray | None) -> dict[str, 
 
 # augmentation ---------------------------------------------------------------------------------------------------
 
+
 def augment(images: torch.Tensor, shift: int, rotate: float) -> torch.Tensor:
     """Random rotation (± `rotate` degrees) and shift (± `shift` pixels) per image, one affine resampling."""
     if not shift and not rotate:
@@ -112,16 +146,19 @@ def augment(images: torch.Tensor, shift: int, rotate: float) -> torch.Tensor:
     n, _, h, w = images.shape
     device = images.device
     angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(rotate)
-    move = (torch.randint(-shift, shift + 1, (n, 2), device=device).float() if shift
-            else torch.zeros(n, 2, device=device))
+    move = (
+        torch.randint(-shift, shift + 1, (n, 2), device=device).float() if shift else torch.zeros(n, 2, device=device)
+    )
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, move[:, 0] * 2 / w], 1),
-                         torch.stack([sin, cos, move[:, 1] * 2 / h], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, move[:, 0] * 2 / w], 1), torch.stack([sin, cos, move[:, 1] * 2 / h], 1)], 1
+    )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
 
 
 # the three tasks ------------------------------------------------------------------------------------------------
+
 
 def _spec(config: RunConfig, data: Arrays) -> dict:
     if config.task in seq.SEQ_TASKS:
@@ -129,12 +166,23 @@ def _spec(config: RunConfig, data: Arrays) -> dict:
     nn_cfg, shape = config.nn, data.x["train"].shape
     common = {"activation": nn_cfg.activation, "dropout": nn_cfg.dropout}
     if config.task == "image-classification":
-        return {"kind": "lenet", "params": {"in_channels": shape[1], "height": shape[2], "width": shape[3],
-                                            "classes": len(data.classes), "channels": nn_cfg.channels,
-                                            "dense": nn_cfg.dense, **common}}
+        return {
+            "kind": "lenet",
+            "params": {
+                "in_channels": shape[1],
+                "height": shape[2],
+                "width": shape[3],
+                "classes": len(data.classes),
+                "channels": nn_cfg.channels,
+                "dense": nn_cfg.dense,
+                **common,
+            },
+        }
     if config.task == "anomaly-detection":
-        return {"kind": "autoencoder", "params": {"inputs": shape[1], "hidden": nn_cfg.hidden,
-                                                  "bottleneck": nn_cfg.bottleneck, **common}}
+        return {
+            "kind": "autoencoder",
+            "params": {"inputs": shape[1], "hidden": nn_cfg.hidden, "bottleneck": nn_cfg.bottleneck, **common},
+        }
     outputs_ = len(data.classes) if config.task == "classification" else 1
     return {"kind": "mlp", "params": {"inputs": shape[1], "outputs": outputs_, "hidden": nn_cfg.hidden, **common}}
 
@@ -144,19 +192,23 @@ def _loss_fn(config: RunConfig, info: dict):
     if task in seq.SEQ_TASKS:
         return seq.loss_fn(task)
     if task in ("classification", "image-classification"):
+
         def loss(model, batch):
             x, y = batch
             if task == "image-classification" and model.training:
                 x = augment(x, aug.shift, aug.rotate)
             return F.cross_entropy(model(x), y)
     elif task == "regression":
+
         def loss(model, batch):
             x, y = batch
             return F.mse_loss(model(x)[:, 0], (y - info["y_mean"]) / info["y_scale"])
     else:
+
         def loss(model, batch):
             (x,) = batch
             return F.mse_loss(model(x), x)
+
     return loss
 
 
@@ -178,8 +230,11 @@ def _validate(config: RunConfig, data: Arrays, info: dict, loss_fn):
 
     def validate(model):
         batch = to_device(dataset.tensors, device_of(model))
-        return {"loss": float(loss_fn(model, batch)),
-                **({} if config.task == "anomaly-detection" else scores(info, model, x, y))}
+        return {
+            "loss": float(loss_fn(model, batch)),
+            **({} if config.task == "anomaly-detection" else scores(info, model, x, y)),
+        }
+
     return validate
 
 
@@ -193,8 +248,10 @@ def prepare_data(config: RunConfig) -> tuple[Arrays, object, dict]:
     if not len(data.x["train"]):
         raise DataError(f"{data.source}: the training split is empty; raise `data.split.train` or add rows.")
     if config.training.early_stopping.patience and not len(data.x["validation"]):
-        raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none "
-                          "(raise `data.split.validation`).")
+        raise ConfigError(
+            "`training.early_stopping.patience` needs a validation split to watch; the data has none "
+            "(raise `data.split.validation`)."
+        )
     info = {"task": config.task, "model": config.model.name, "classes": data.classes, **data.extra}
     if config.task == "regression":
         y = data.y["train"]
@@ -217,17 +274,32 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         console.print(f"[bold]model:[/] {spec['kind']} {spec['params']}: {params:,} parameters")
         loss_fn = _loss_fn(config, info)
         settings = LoopSettings.from_config(config)
-        result = fit(model, loss_fn, _dataset(config, data, info), settings, run,
-                     validate=_validate(config, data, info, loss_fn), resume=resume, callbacks=callbacks)
+        result = fit(
+            model,
+            loss_fn,
+            _dataset(config, data, info),
+            settings,
+            run,
+            validate=_validate(config, data, info, loss_fn),
+            resume=resume,
+            callbacks=callbacks,
+        )
         model.eval()
         if config.task == "anomaly-detection":
             errors = outputs(model, info, data.x["train"])["error"]
             info["threshold"] = float(np.quantile(errors, config.nn.anomaly_quantile))
-        summary = {"task": config.task, "model": config.model.name, "method": "from-scratch",
-                   "metric": HEADLINE[config.task],
-                   "parameters": params, "epochs": result.epochs, "steps": result.steps,
-                   "train_loss": round(result.train_loss, 6), "train_seconds": result.seconds,
-                   **{f"{p}_rows": n for p, n in data.sizes().items()}}
+        summary = {
+            "task": config.task,
+            "model": config.model.name,
+            "method": "from-scratch",
+            "metric": HEADLINE[config.task],
+            "parameters": params,
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "train_loss": round(result.train_loss, 6),
+            "train_seconds": result.seconds,
+            **{f"{p}_rows": n for p, n in data.sizes().items()},
+        }
         if result.best_epoch is not None:
             summary.update(best_epoch=result.best_epoch, stopped_early=result.stopped_early)
         if config.task == "anomaly-detection":
@@ -247,15 +319,21 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             atomic_write_json(run.file("splits.json"), data.split.to_json())
         atomic_write_json(run.file(INFO_FILE), {**info, "architecture": spec})
         if config.task == "sequence-generation" and config.nn.samples:
-            texts = seq.sample(model, info, config.nn.samples, config.nn.sample_length, config.nn.temperature,
-                               config.training.seed)
+            texts = seq.sample(
+                model, info, config.nn.samples, config.nn.sample_length, config.nn.temperature, config.training.seed
+            )
             atomic_write_text(run.file("samples.txt"), "\n---\n".join(texts) + "\n")
             console.print(f"[bold]sample:[/] {texts[0][:120]!r} (all in {run.file('samples.txt')})")
         shown = "test" if len(data.x["test"]) else "validation"
         figures = _figures(info, model, data.x[shown], data.y[shown], shown)
         # the network and what reloads it, as classical runs log their fitted pipeline
-        finish_run(run, config, summary, figures=figures,
-                   artifacts=[run.path / "model", run.file(INFO_FILE), run.file("preprocess")])
+        finish_run(
+            run,
+            config,
+            summary,
+            figures=figures,
+            artifacts=[run.path / "model", run.file(INFO_FILE), run.file("preprocess")],
+        )
     print_summary(run, summary)
     return run
 
@@ -271,8 +349,14 @@ def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, 
     if "proba" in out:
         from sklearn.metrics import ConfusionMatrixDisplay
 
-        ConfusionMatrixDisplay.from_predictions(y, out["proba"].argmax(1), labels=list(range(len(info["classes"]))),
-                                                display_labels=[str(c) for c in info["classes"]], ax=ax, colorbar=False)
+        ConfusionMatrixDisplay.from_predictions(
+            y,
+            out["proba"].argmax(1),
+            labels=list(range(len(info["classes"]))),
+            display_labels=[str(c) for c in info["classes"]],
+            ax=ax,
+            colorbar=False,
+        )
         title = f"Confusion matrix ({part} split)"
     else:
         for label, name in ((0, "normal"), (1, "anomaly")):
@@ -285,6 +369,7 @@ def _figures(info: dict, model, x: np.ndarray, y, part: str) -> list[tuple[str, 
 
 
 # predict / eval on a finished run ---------------------------------------------------------------------------------
+
 
 def load(run: RunDir):
     if run.status != "completed":
@@ -318,8 +403,10 @@ def _image_inputs(info: dict, data: str, config: RunConfig) -> tuple[np.ndarray,
     else:
         raise DataError(f"{path}: give a folder of images or a .npy array of images.")
     if list(images.shape[1:]) != info["image_shape"]:
-        raise DataError(f"{path}: images have shape {list(images.shape[1:])}; the network was trained on "
-                        f"{info['image_shape']} (channels × height × width).")
+        raise DataError(
+            f"{path}: images have shape {list(images.shape[1:])}; the network was trained on "
+            f"{info['image_shape']} (channels × height × width)."
+        )
     return images, names
 
 
@@ -388,14 +475,17 @@ def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float
         else:
             y = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=np.float32)
             if np.isnan(y).any():
-                raise DataError(f"{source}, column {target!r} (the target) holds a value that is not a number in "
-                                f"row {int(np.flatnonzero(np.isnan(y))[0]) + frame.attrs.get('row_base', 1)}.")
+                raise DataError(
+                    f"{source}, column {target!r} (the target) holds a value that is not a number in "
+                    f"row {int(np.flatnonzero(np.isnan(y))[0]) + frame.attrs.get('row_base', 1)}."
+                )
         return scores(info, model, x, y)
     if data:
         from trainforge.nn.data import labelled_images
 
-        config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": None, "path": data,
-                                                                                   "max_rows": None})})
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"dataset": None, "path": data, "max_rows": None})}
+        )
         images, labels, _, _ = labelled_images(config)
         return scores(info, model, images, labels)
     arrays = load_images(config) if info["task"] == "image-classification" else load_tabular(config)[0]

@@ -54,8 +54,21 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         model, training = train_and_save(model, prep, run, build_reward_trainer, callbacks, resume)
         summary = {**training, "task": config.task, **last_logged(run, TRAIN_METRICS)}
         comparison = finish_with_scores(run, config, summary, before, pair_scores(model, prep))
-    print_summary(run, summary, comparison, ("method", "model", "steps", "train_loss", "train_seconds",
-                                             "trainable_params", "after.pair_accuracy", "precision"))
+    print_summary(
+        run,
+        summary,
+        comparison,
+        (
+            "method",
+            "model",
+            "steps",
+            "train_loss",
+            "train_seconds",
+            "trainable_params",
+            "after.pair_accuracy",
+            "precision",
+        ),
+    )
     return run
 
 

@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 from rich.console import Console
+from torch import nn
 
 from trainforge.checkpoints import load_checkpoint, save_checkpoint
 from trainforge.config import RunConfig, load_config
@@ -26,17 +25,22 @@ from trainforge.tracking.rundir import RunDir
 console = Console(stderr=True)
 POLICY_DIR = "policy"
 
+
 def make_env(env_id: str):
     import gymnasium as gym
 
     try:
         env = gym.make(env_id)
     except gym.error.Error as err:
-        raise ConfigError(f"Key `data.env` = {env_id!r}: gymnasium cannot make it ({err}). Use an installed "
-                          "environment id such as CartPole-v1 or Acrobot-v1.") from None
+        raise ConfigError(
+            f"Key `data.env` = {env_id!r}: gymnasium cannot make it ({err}). Use an installed "
+            "environment id such as CartPole-v1 or Acrobot-v1."
+        ) from None
     if not isinstance(env.action_space, gym.spaces.Discrete) or len(env.observation_space.shape or ()) != 1:
-        raise ConfigError(f"Key `data.env` = {env_id!r}: DQN needs discrete actions and a flat observation vector; "
-                          f"this environment has {env.action_space} and {env.observation_space}.")
+        raise ConfigError(
+            f"Key `data.env` = {env_id!r}: DQN needs discrete actions and a flat observation vector; "
+            f"this environment has {env.action_space} and {env.observation_space}."
+        )
     return env
 
 
@@ -61,8 +65,9 @@ class Replay:
     def sample(self, n: int, gen: torch.Generator, device="cpu"):
         """A batch drawn with the seeded CPU generator from the buffer (kept on the CPU), moved to `device`."""
         idx = torch.randint(0, self.size, (n,), generator=gen)
-        return to_device((self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]),
-                         device)
+        return to_device(
+            (self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.done[idx]), device
+        )
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("obs", "next_obs", "action", "reward", "done", "size", "pos")}
@@ -135,8 +140,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             optimizer.load_state_dict(state["optimizer"]), replay.load(state["replay"])
             gen.set_state(state["generator"]), random.setstate(state["random"])
             episode, best, actions = state["episode"], state.get("best", best), state.get("episode_actions", [])
-        console.print(f"[bold]agent:[/] DQN on {env_id}, network {sizes}, {a.steps} environment steps"
-                      + (f", resuming at step {start}" if start else ""))
+        console.print(
+            f"[bold]agent:[/] DQN on {env_id}, network {sizes}, {a.steps} environment steps"
+            + (f", resuming at step {start}" if start else "")
+        )
         # A resumed run continues the episode in progress by replaying its actions from the episode's seeded reset:
         # gymnasium environments are deterministic given the reset seed and the actions, so this rebuilds the exact
         # state (physics, wrapper counters such as the time limit, np_random) of any environment, where saving
@@ -159,8 +166,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             actions.append(action)
             if terminated or truncated:
                 episode += 1
-                run.append_metrics({"step": step, "episode": episode, "episode_return": episode_return,
-                                    "epsilon": round(eps, 4)})
+                run.append_metrics(
+                    {"step": step, "episode": episode, "episode_return": episode_return, "epsilon": round(eps, 4)}
+                )
                 obs, _ = env.reset(seed=a.seed + episode)
                 episode_return, actions = 0.0, []
             if step > a.learning_starts and step % a.train_every == 0:
@@ -183,10 +191,22 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
                 if score > best["mean_return"]:
                     best = {"step": step, "mean_return": score, "q": {k: v.clone() for k, v in q.state_dict().items()}}
             if step % a.save_steps == 0 and step < a.steps:
-                save_checkpoint(run, step, q.state_dict(), {
-                    "q": q.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
-                    "replay": replay.state(), "generator": gen.get_state(), "random": random.getstate(),
-                    "episode": episode, "episode_actions": actions, "best": best})
+                save_checkpoint(
+                    run,
+                    step,
+                    q.state_dict(),
+                    {
+                        "q": q.state_dict(),
+                        "target": target.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "replay": replay.state(),
+                        "generator": gen.get_state(),
+                        "random": random.getstate(),
+                        "episode": episode,
+                        "episode_actions": actions,
+                        "best": best,
+                    },
+                )
         env.close()
         train_seconds = time.perf_counter() - started
         if best["q"] is not None:  # DQN's greedy return swings between updates: keep the best policy seen
@@ -195,18 +215,36 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         after = greedy_returns(q.eval(), env_id, a.eval_episodes, seed=10_000 + a.seed)
         before = random_returns(env_id, a.eval_episodes, seed=10_000 + a.seed)
         scores_before = {"mean_return": float(np.mean(before))}
-        scores_after = {"mean_return": float(np.mean(after)), "min_return": float(np.min(after)),
-                        "max_return": float(np.max(after))}
-        summary = {"algorithm": "dqn", "env": env_id, "steps": a.steps, "episodes": episode,
-                   "policy_step": best["step"] or a.steps,
-                   "train_seconds": round(train_seconds, 1),
-                   "trainable_params": sum(p.numel() for p in q.parameters())}
+        scores_after = {
+            "mean_return": float(np.mean(after)),
+            "min_return": float(np.min(after)),
+            "max_return": float(np.max(after)),
+        }
+        summary = {
+            "algorithm": "dqn",
+            "env": env_id,
+            "steps": a.steps,
+            "episodes": episode,
+            "policy_step": best["step"] or a.steps,
+            "train_seconds": round(train_seconds, 1),
+            "trainable_params": sum(p.numel() for p in q.parameters()),
+        }
         # before: a uniformly random policy
-        comparison = finish_with_scores(run, config, summary, scores_before, scores_after,
-                                        figures=[("Episode return", returns_png(run.metrics()))],
-                                        artifacts=[run.path / POLICY_DIR])
-    print_summary(run, summary, comparison, keys=("algorithm", "env", "steps", "episodes", "train_seconds",
-                                                  "before.mean_return", "after.mean_return"))
+        comparison = finish_with_scores(
+            run,
+            config,
+            summary,
+            scores_before,
+            scores_after,
+            figures=[("Episode return", returns_png(run.metrics()))],
+            artifacts=[run.path / POLICY_DIR],
+        )
+    print_summary(
+        run,
+        summary,
+        comparison,
+        keys=("algorithm", "env", "steps", "episodes", "train_seconds", "before.mean_return", "after.mean_return"),
+    )
     return run
 
 
@@ -219,7 +257,7 @@ def returns_png(metrics: list[dict]) -> bytes:
         ax.plot(steps, returns, alpha=0.35, label="episode return")
         window = max(1, len(returns) // 20)
         smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
-        ax.plot(steps[window - 1:], smooth, label=f"mean of {window}")
+        ax.plot(steps[window - 1 :], smooth, label=f"mean of {window}")
     ax.set_xlabel("environment step")
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
@@ -227,11 +265,14 @@ def returns_png(metrics: list[dict]) -> bytes:
     return png(fig)
 
 
-
 def evaluate(run: RunDir, data: str | None = None, episodes: int | None = None, **options) -> dict[str, float]:
     """Replay the saved greedy policy for `episodes` (default: the run's `agent.eval_episodes`)."""
     config = load_config(run.file("config.yaml"))
     net, meta = load_network(run.path / POLICY_DIR)
     returns = greedy_returns(net, meta["env"], episodes or config.agent.eval_episodes, seed=20_000 + config.agent.seed)
-    return {"episodes": len(returns), "mean_return": float(np.mean(returns)), "min_return": float(np.min(returns)),
-            "max_return": float(np.max(returns))}
+    return {
+        "episodes": len(returns),
+        "mean_return": float(np.mean(returns)),
+        "min_return": float(np.min(returns)),
+        "max_return": float(np.max(returns)),
+    }

@@ -31,15 +31,23 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     returns its run directory."""
     prep = prepare(config)
     kinds = list(prep.kinds.values())
-    console.print(f"[bold]data:[/] {prep.table.source} → "
-                  f"{prep.split.sizes() if prep.task != 'clustering' else len(prep.X)} rows; {len(kinds)} features "
-                  f"({', '.join(f'{k}: {kinds.count(k)}' for k in sorted(set(kinds)))})")
+    console.print(
+        f"[bold]data:[/] {prep.table.source} → "
+        f"{prep.split.sizes() if prep.task != 'clustering' else len(prep.X)} rows; {len(kinds)} features "
+        f"({', '.join(f'{k}: {kinds.count(k)}' for k in sorted(set(kinds)))})"
+    )
     config, run = open_task_run("tabular", config, resume=False)
     prep.config = config
     with run.failing_on_error(), resource_errors(run):
         summary, figures, tables = _fit_and_score(prep, run)
-        finish_run(run, config, summary, figures=figures, tables=tables,
-                   artifacts=[run.file(n) for n in ("schema.json", "model.skops", "model.joblib")])
+        finish_run(
+            run,
+            config,
+            summary,
+            figures=figures,
+            tables=tables,
+            artifacts=[run.file(n) for n in ("schema.json", "model.skops", "model.joblib")],
+        )
     print_summary(run, summary)
     return run
 
@@ -63,10 +71,22 @@ def _fit_and_score(prep: Prepared, run: RunDir) -> tuple[dict, list, list]:
     if scores and prep.task != "clustering":
         mean, std = _mean_std(scores)
         run.append_metrics({"step": len(scores), f"cv.{metric.name}.mean": mean, f"cv.{metric.name}.std": std})
-        summary.update({"cv": prep.cv, "cv.folds": len(scores), f"cv.{metric.name}.mean": mean,
-                        f"cv.{metric.name}.std": std, "cv.fold_scores": [round(s, 6) for s in scores]})
-        tables.append(("Cross-validation folds", [[i + 1, f"{s:.4f}"] for i, s in enumerate(scores)]
-                       + [["mean ± std", f"{mean:.4f} ± {std:.4f}"]], ["fold", metric.name]))
+        summary.update(
+            {
+                "cv": prep.cv,
+                "cv.folds": len(scores),
+                f"cv.{metric.name}.mean": mean,
+                f"cv.{metric.name}.std": std,
+                "cv.fold_scores": [round(s, 6) for s in scores],
+            }
+        )
+        tables.append(
+            (
+                "Cross-validation folds",
+                [[i + 1, f"{s:.4f}"] for i, s in enumerate(scores)] + [["mean ± std", f"{mean:.4f} ± {std:.4f}"]],
+                ["fold", metric.name],
+            )
+        )
     pipeline = prep.pipeline()
     if prep.task == "clustering":
         labels, features = cluster(pipeline, prep.X)
@@ -89,9 +109,18 @@ def _fit_and_score(prep: Prepared, run: RunDir) -> tuple[dict, list, list]:
     figures += plots.importance_figure(pipeline, eval_X, eval_y, prep.scorer() if eval_y is not None else None)
     artifact = save_model(pipeline, run.path)
     summary["artifact"] = artifact.name
-    atomic_write_json(run.file("schema.json"), {
-        "task": config.task, "target": config.data.target, "features": prep.kinds, "classes": prep.classes,
-        "estimator": config.model.name, "estimator_class": type(pipeline[-1]).__name__, "metric": metric.name})
+    atomic_write_json(
+        run.file("schema.json"),
+        {
+            "task": config.task,
+            "target": config.data.target,
+            "features": prep.kinds,
+            "classes": prep.classes,
+            "estimator": config.model.name,
+            "estimator_class": type(pipeline[-1]).__name__,
+            "metric": metric.name,
+        },
+    )
     atomic_write_json(run.file("splits.json"), prep.split.to_json())
     return summary, [f for f in figures if f[1] is not None], tables
 
@@ -116,8 +145,12 @@ def backend(run: RunDir):
     from trainforge.inference.backends import Predictor
 
     pipeline, schema = load(run)
-    return Predictor(lambda rows: predict_answers(pipeline, schema, rows), dict,
-                     "a row object {column: value} or a list of them", "tabular")
+    return Predictor(
+        lambda rows: predict_answers(pipeline, schema, rows),
+        dict,
+        "a row object {column: value} or a list of them",
+        "tabular",
+    )
 
 
 def tuning_objective(config: RunConfig):

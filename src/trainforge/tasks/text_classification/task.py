@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from rich.console import Console
 
 from trainforge import distributed
@@ -52,13 +51,18 @@ def prepare(config: RunConfig) -> Prepared:
         from trainforge.classical.estimators import build_estimator
 
         if config.data.multi_label:
-            raise ConfigError("Key `method.features.estimator`: the embeddings → estimator path fits single-label "
-                              "classifiers; for `data.multi_label: true` leave it out and train the head.")
+            raise ConfigError(
+                "Key `method.features.estimator`: the embeddings → estimator path fits single-label "
+                "classifiers; for `data.multi_label: true` leave it out and train the head."
+            )
         try:
             build_estimator(config.method.features.estimator, "classification", config.method.features.params, 0)
         except ConfigError as err:
-            raise ConfigError(str(err).replace("`model.", "`method.features.").replace("`method.features.name`",
-                                                                                       "`method.features.estimator`")) from None
+            raise ConfigError(
+                str(err)
+                .replace("`model.", "`method.features.")
+                .replace("`method.features.name`", "`method.features.estimator`")
+            ) from None
     splits, classes = load_labelled(config.data, config.training.seed)
     check_early_stopping(config, splits)
     tokenizer = load_tokenizer(config.model.name)
@@ -77,11 +81,18 @@ def load_classifier(name: str, classes: list[str], multi_label: bool):
     path = resolve_model(name)
     try:
         return from_pretrained_noting_new_weights(
-            AutoModelForSequenceClassification, path, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+            AutoModelForSequenceClassification,
+            path,
+            num_labels=len(classes),
+            id2label=dict(enumerate(classes)),
+            label2id={c: i for i, c in enumerate(classes)},
             problem_type="multi_label_classification" if multi_label else "single_label_classification",
-            dtype=torch.float32)
+            dtype=torch.float32,
+        )
     except Exception as err:  # noqa: BLE001
-        raise ModelError(f"Could not load {name!r} from {path} as a sequence classifier: {type(err).__name__}: {err}") from None
+        raise ModelError(
+            f"Could not load {name!r} from {path} as a sequence classifier: {type(err).__name__}: {err}"
+        ) from None
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, multi_label: bool) -> dict[str, float]:
@@ -91,12 +102,16 @@ def scores(logits: np.ndarray, labels: np.ndarray, multi_label: bool) -> dict[st
     if multi_label:
         predicted = (logits > 0).astype(int)
         truth = labels.astype(int)
-        return {"accuracy": float(accuracy_score(truth, predicted)),
-                "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-                "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0))}
+        return {
+            "accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        }
     predicted = logits.argmax(-1)
-    return {"accuracy": float(accuracy_score(labels, predicted)),
-            "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+    }
 
 
 def _compute_metrics(multi_label: bool):
@@ -134,10 +149,14 @@ def build_trainer(model, prep: Prepared, run: RunDir, callbacks: list, make_clas
     has_eval = bool(prep.eval_rows)
     args = TrainingArguments(**trainer_arguments(prep.config, run, has_eval))
     return make_class(Trainer)(
-        model=model, args=args, train_dataset=Dataset.from_list(prep.train_rows),
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(prep.train_rows),
         eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
-        data_collator=DataCollatorWithPadding(prep.tokenizer), processing_class=prep.tokenizer,
-        compute_metrics=_compute_metrics(prep.multi_label), callbacks=with_early_stopping(prep.config, callbacks),
+        data_collator=DataCollatorWithPadding(prep.tokenizer),
+        processing_class=prep.tokenizer,
+        compute_metrics=_compute_metrics(prep.multi_label),
+        callbacks=with_early_stopping(prep.config, callbacks),
         **extra,
     )
 
@@ -147,8 +166,10 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
-    console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.classes)} classes "
-                  f"({', '.join(prep.classes)}){', multi-label' if prep.multi_label else ''}")
+    console.print(
+        f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.classes)} classes "
+        f"({', '.join(prep.classes)}){', multi-label' if prep.multi_label else ''}"
+    )
     if resume and estimator_name(config):
         raise RunError("An embeddings → estimator run holds no checkpoints; start it again without --resume.")
     config, run = open_task_run("text-classification", prep.config, resume)
@@ -169,8 +190,22 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
                 return run
         after = summary.pop("scores", None) or held_out_scores(model, prep)
         comparison = finish_with_scores(run, config, summary, before, after)
-    print_summary(run, summary, comparison, keys=("method", "model", "steps", "train_loss", "train_seconds",
-                                                  "trainable_params", "after.accuracy", "after.macro_f1", "precision"))
+    print_summary(
+        run,
+        summary,
+        comparison,
+        keys=(
+            "method",
+            "model",
+            "steps",
+            "train_loss",
+            "train_seconds",
+            "trainable_params",
+            "after.accuracy",
+            "after.macro_f1",
+            "precision",
+        ),
+    )
     return run
 
 
@@ -202,16 +237,25 @@ def _fit_estimator(model, prep: Prepared, run: RunDir) -> dict:
     X = mean_pooled(model, prep.tokenizer, prep.train_rows, cfg.evaluation.batch_size)
     y = np.asarray([r["labels"] for r in prep.train_rows])
     estimator = build_estimator(features.estimator, "classification", features.params, cfg.training.seed).fit(X, y)
-    summary = {"method": cfg.method.name, "model": cfg.model.name, "task": cfg.task, "estimator": features.estimator,
-               "steps": 0, "trainable_params": 0, "total_params": sum(p.numel() for p in model.parameters()),
-               "precision": cfg.training.precision}
+    summary = {
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "task": cfg.task,
+        "estimator": features.estimator,
+        "steps": 0,
+        "trainable_params": 0,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "precision": cfg.training.precision,
+    }
     for part, rows in (("val", prep.eval_rows), ("after", prep.heldout_rows)):
         if rows:
             Xp = mean_pooled(model, prep.tokenizer, rows, cfg.evaluation.batch_size)
             truth = np.asarray([r["labels"] for r in rows])
             onehot = np.eye(len(prep.classes))[estimator.predict(Xp)]
             result = scores(onehot, truth, False)
-            run.append_metrics({"step": 0, **{f"{'eval' if part == 'val' else 'test'}_{k}": v for k, v in result.items()}})
+            run.append_metrics(
+                {"step": 0, **{f"{'eval' if part == 'val' else 'test'}_{k}": v for k, v in result.items()}}
+            )
             if part == "after":
                 summary["scores"] = result
     summary["train_seconds"] = round(time.perf_counter() - started, 1)
@@ -229,7 +273,9 @@ def load_run_classifier(run: RunDir):
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter)
+        model = PeftModel.from_pretrained(
+            load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter
+        )
     elif adapter.is_dir():
         from trainforge.methods.adapter import load_adapter
 
@@ -254,8 +300,9 @@ def held_out_rows(run: RunDir, data: str | None, classes: list[str]) -> tuple[li
     for row in rows:
         unseen = [label for label in row["labels"] if label not in known]
         if unseen:
-            raise DataError(f"Data {row['where']}: label {unseen[0]!r} is not one the run was trained on "
-                            f"({', '.join(classes)}).")
+            raise DataError(
+                f"Data {row['where']}: label {unseen[0]!r} is not one the run was trained on ({', '.join(classes)})."
+            )
     return rows, splits.source
 
 
@@ -293,8 +340,11 @@ def classifier(run: RunDir):
             picked = estimator.predict(mean_pooled(model, tokenizer, enc, config.evaluation.batch_size))
             return [classes[int(i)] for i in picked]
         logits = predict_logits(model, tokenizer, enc, config.evaluation.batch_size)
-        return ([[c for c, on in zip(classes, row > 0) if on] for row in logits] if multi
-                else [classes[int(i)] for i in logits.argmax(-1)])
+        return (
+            [[c for c, on in zip(classes, row > 0) if on] for row in logits]
+            if multi
+            else [classes[int(i)] for i in logits.argmax(-1)]
+        )
 
     return predict
 
@@ -311,7 +361,9 @@ def predict(run: RunDir, data: str, out: str | None = None, **options) -> Path:
     rows = read_rows(data)
     predictions = classifier(run)([field_text(row, config.data.text_field, data, n) for n, row in rows])
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
-    atomic_write_text(target, "".join(json.dumps({**row, "prediction": p}) + "\n" for (_, row), p in zip(rows, predictions)))
+    atomic_write_text(
+        target, "".join(json.dumps({**row, "prediction": p}) + "\n" for (_, row), p in zip(rows, predictions))
+    )
     return target
 
 
@@ -320,8 +372,12 @@ def backend(run: RunDir):
     from trainforge.inference.backends import Predictor
 
     classify = classifier(run)
-    return Predictor(lambda texts: [{"index": i, "prediction": p} for i, p in enumerate(classify(texts))], str,
-                     "a text or a list of texts", "text-classification")
+    return Predictor(
+        lambda texts: [{"index": i, "prediction": p} for i, p in enumerate(classify(texts))],
+        str,
+        "a text or a list of texts",
+        "text-classification",
+    )
 
 
 def export_model(run: RunDir):
@@ -336,8 +392,10 @@ def output_model(run: RunDir) -> Path:
     if (run.path / "model" / "config.json").is_file():
         return run.path / "model"
     if (run.path / "adapter").is_dir():
-        raise RunError(f"Stage run {run.path} saved a classifier adapter; a later stage starts from a whole model, so "
-                       "train that stage with `method.name: full` or end the chain there.")
+        raise RunError(
+            f"Stage run {run.path} saved a classifier adapter; a later stage starts from a whole model, so "
+            "train that stage with `method.name: full` or end the chain there."
+        )
     raise RunError(f"Stage run {run.path} left no model for the next stage (no model/).")
 
 
