@@ -212,3 +212,14 @@ def test_the_checker_rejects_what_the_cli_rejects():
 def test_readme_is_short():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; details belong in docs/"
+
+
+def test_the_config_reference_is_the_schema():
+    """docs/config.md lists every key of the schema with its type, default and description, as generated."""
+    from trainforge.config.reference import markdown
+
+    page = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert markdown() in page, (
+        "docs/config.md is out of date: run `python -m trainforge.config.reference docs/config.md`"
+    )
+    assert "`training.learning_rate`" in page and "`method.lora.r`" in page
