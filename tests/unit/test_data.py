@@ -74,9 +74,9 @@ def test_non_utf8_and_unknown_type(tmp_path):
     latin.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
     with pytest.raises(DataError, match=r"not UTF-8.*line 2"):
         read_rows(latin)
-    with pytest.raises(DataError, match=r"unknown type '.txt'"):
-        (tmp_path / "x.txt").write_text("hi")
-        read_rows(tmp_path / "x.txt")
+    with pytest.raises(DataError, match=r"unknown type '.xyz'"):
+        (tmp_path / "x.xyz").write_text("hi")
+        read_rows(tmp_path / "x.xyz")
 
 
 def test_sharegpt_and_alpaca_become_messages(tmp_path):

@@ -103,7 +103,12 @@ class SplitFractions(Section):
 class DataConfig(Section):
     """Where rows come from: one file split by fractions, separate split files, or a bundled task."""
 
-    path: str | None = Field(None, description="One file (jsonl/csv/parquet/HF folder) split by `split` fractions.")
+    path: str | None = Field(
+        None,
+        description="One source split by `split` fractions: a file (.json array or JSON Lines, .jsonl, .csv, "
+        ".parquet, .arrow, .txt; each may be .gz / .zst), an HF `save_to_disk` folder, or `hf:owner/name[:config]"
+        "[@split]` (a Hub dataset, when the Hub is on).",
+    )
     train: str | None = Field(None, description="Training file, used as is.")
     validation: str | None = None
     test: str | None = None
@@ -123,6 +128,9 @@ class DataConfig(Section):
         "objectives dpo / orpo and task reward.",
     )
     text_field: str = "text"
+    text_unit: Literal["line", "paragraph"] = Field(
+        "line", description="A .txt file holds one document per line, or per paragraph (lines between blank lines)."
+    )
     target: str | None = Field(
         None,
         description="Tabular tasks: the column to predict (bundled datasets: `target`); "

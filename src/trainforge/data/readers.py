@@ -1,10 +1,15 @@
-"""Read rows from JSONL, CSV, Parquet and HF `save_to_disk` folders. Every failure names the file and the row."""
+"""Read rows from JSON (an array of objects, or an object holding one list of them), JSON Lines, CSV, Parquet,
+Arrow, plain text (a document per line or per paragraph), each also gzip / zstd compressed; Hugging Face
+`save_to_disk` folders; and Hub datasets (`hf:owner/name[:config][@split]`) when the Hub is on. Every failure
+names the file and the row (for a JSON array: its index and the line it starts on)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +17,108 @@ from trainforge.errors import DataError
 
 SUFFIXES = {
     ".jsonl": "jsonl",
-    ".json": "jsonl",
     ".ndjson": "jsonl",
+    ".json": "json",
     ".csv": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".arrow": "arrow",
+    ".txt": "txt",
 }
+COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+HUB_PREFIX = "hf:"
+TEXT_UNITS = ("line", "paragraph")
+
+
+class RowNumber(int):
+    """A row's number in a JSON array file, printed with where it stands: `3 (array index 2, line 17)`."""
+
+    line: int
+
+    def __new__(cls, number: int, line: int):
+        obj = super().__new__(cls, number)
+        obj.line = line
+        return obj
+
+    def __str__(self) -> str:
+        return f"{int(self)} (array index {int(self) - 1}, line {self.line})"
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else int.__format__(self, spec)
+
+
+Numbered = list[tuple[int, dict[str, Any]]]  # (row number as the user sees it in the file, row)
+
+
+def split_suffix(path: Path) -> tuple[str, str | None]:
+    """(the data suffix, the compression) of a file name: `train.jsonl.gz` → (`.jsonl`, `gzip`)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = COMPRESSED.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes = suffixes[:-1]
+    return (suffixes[-1] if suffixes else ""), compression
+
+
+def _is_hf_folder(path: Path) -> bool:
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def _llamafactory_entries(path: Path) -> list[str] | None:
+    """The dataset names of a LLaMA-Factory `dataset_info.json` (entries with `file_name`, `hf_hub_url`, ...)."""
+    info = path / "dataset_info.json"
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = ("file_name", "hf_hub_url", "ms_hub_url", "script_url", "cloudfile_name")
+    if (
+        isinstance(data, dict)
+        and data
+        and all(isinstance(v, dict) and any(k in v for k in keys) for v in data.values())
+    ):
+        return sorted(data)
+    return None
 
 
 def detect_kind(path: Path) -> str:
     if path.is_dir():
-        if (
-            (path / "dataset_info.json").is_file()
-            or (path / "dataset_dict.json").is_file()
-            or (path / "state.json").is_file()
-        ):
+        if _is_hf_folder(path):
             return "hf"
+        names = _llamafactory_entries(path)
+        if names is not None:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise DataError(
+                f"Data folder {path} is a LLaMA-Factory data folder: its dataset_info.json lists datasets. Point "
+                f"`data.path` at one entry, e.g. `{path / 'dataset_info.json'}#{names[0]}` (entries: {shown})."
+            )
         raise DataError(
-            f"Data folder {path} is not a Hugging Face `save_to_disk` folder (no dataset_info.json or dataset_dict.json)."
+            f"Data folder {path} is not a Hugging Face `save_to_disk` folder (no state.json or dataset_dict.json)."
         )
-    kind = SUFFIXES.get(path.suffix.lower())
+    suffix, _ = split_suffix(path)
+    kind = SUFFIXES.get(suffix)
     if kind is None:
         raise DataError(
-            f"Data file {path} has an unknown type {path.suffix!r}; expected one of {', '.join(sorted(SUFFIXES))} or an HF dataset folder."
+            f"Data file {path} has an unknown type {suffix or path.suffix!r}; expected one of "
+            f"{', '.join(sorted(SUFFIXES))} (each optionally .gz / .zst compressed) or an HF dataset folder."
         )
     return kind
 
 
+def _raw_bytes(path: Path) -> bytes:
+    _, compression = split_suffix(path)
+    if compression is None:
+        return path.read_bytes()
+    import pyarrow as pa
+
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"Data file {path} could not be decompressed as {compression}: {err}") from None
+
+
 def _decode(path: Path) -> str:
-    raw = path.read_bytes()
+    raw = _raw_bytes(path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -63,27 +141,34 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-Numbered = list[tuple[int, dict[str, Any]]]  # (row number as the user sees it in the file, row)
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
-def _read_jsonl(path: Path) -> Numbered:
+def _json_value(path: Path, where: str, text: str, start: int = 0) -> tuple[Any, int]:
+    """One JSON value of `text` from `start`: (value, end offset). Errors name the file and `where`."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"Data file {path}, {where}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})."
+        ) from None
+    except _DuplicateKey as err:
+        raise DataError(
+            f"Data file {path}, {where}: duplicate key {err.args[0]!r} in one JSON object; JSON readers disagree on "
+            "which value wins, so give each key once."
+        ) from None
+    except RecursionError:
+        raise DataError(f"Data file {path}, {where}: JSON nested too deeply to read.") from None
+
+
+def _read_jsonl(path: Path, text: str | None = None) -> Numbered:
     rows = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    for number, line in enumerate((_decode(path) if text is None else text).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"Data file {path}, row {number}: not valid JSON ({err.msg} at column {err.colno})."
-            ) from None
-        except _DuplicateKey as err:
-            raise DataError(
-                f"Data file {path}, row {number}: duplicate key {err.args[0]!r} in one JSON object; "
-                "JSON readers disagree on which value wins, so give each key once."
-            ) from None
-        except RecursionError:
-            raise DataError(f"Data file {path}, row {number}: JSON nested too deeply to read.") from None
+        row, end = _json_value(path, f"row {number}", line.strip())
+        if end != len(line.strip()):
+            raise DataError(f"Data file {path}, row {number}: not valid JSON (extra data after the object).")
         if not isinstance(row, dict):
             raise DataError(
                 f"Data file {path}, row {number}: expected a JSON object per line, got {type(row).__name__}."
@@ -92,10 +177,57 @@ def _read_jsonl(path: Path) -> Numbered:
     return rows
 
 
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _read_json(path: Path) -> Numbered:
+    """A JSON array of objects (LLaMA-Factory's and Axolotl's alpaca files), an object holding one list of rows
+    (`{"data": [...]}`), or JSON Lines under a .json name (as the `datasets` json loader reads it)."""
+    text = _decode(path)
+    start = _skip_space(text, 0)
+    if start == len(text):
+        return []
+    if text[start] == "{":
+        first, end = _json_value(path, "line 1", text, start)
+        if _skip_space(text, end) < len(text):  # more values follow: JSON Lines
+            return _read_jsonl(path, text)
+        lists = {k: v for k, v in first.items() if isinstance(v, list)}
+        rows = next(iter(lists.values()), None)
+        if len(lists) == 1 and rows and all(isinstance(r, dict) for r in rows):
+            return list(enumerate(rows, start=1))
+        return [(1, first)]  # one row
+    if text[start] != "[":
+        raise DataError(
+            f"Data file {path}: expected a JSON array of objects (or JSON Lines), found "
+            f"{text[start : start + 20]!r} at the start."
+        )
+    rows, at, line, counted = [], start + 1, 1, 0
+    while True:
+        at = _skip_space(text, at)
+        if at < len(text) and text[at] == "]":
+            break
+        line += text.count("\n", counted, at)
+        counted = at
+        number = RowNumber(len(rows) + 1, line)
+        row, at = _json_value(path, f"row {number}", text, at)
+        if not isinstance(row, dict):
+            raise DataError(f"Data file {path}, row {number}: expected a JSON object, got {type(row).__name__}.")
+        rows.append((number, row))
+        at = _skip_space(text, at)
+        if at < len(text) and text[at] == ",":
+            at += 1
+        elif not (at < len(text) and text[at] == "]"):
+            raise DataError(f"Data file {path}, after row {number}: expected `,` or `]` in the JSON array.")
+    return rows
+
+
 def _read_csv(path: Path) -> Numbered:
     text = _decode(path)
     try:
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text))
         header = reader.fieldnames or []
         if len(set(header)) != len(header):
             dupes = sorted({h for h in header if header.count(h) > 1})
@@ -110,6 +242,24 @@ def _read_csv(path: Path) -> Numbered:
         raise DataError(f"Data file {path}: malformed CSV ({err}).") from None
 
 
+def _read_txt(path: Path, unit: str = "line") -> Numbered:
+    """One document per non-empty line, or (`paragraph`) per block of lines between blank lines; the row number is
+    the line the document starts on."""
+    rows, block, first = [], [], 0
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if unit == "line":
+            if line.strip():
+                rows.append((number, {"text": line}))
+        elif line.strip():
+            block, first = block + [line], first or number
+        elif block:
+            rows.append((first, {"text": "\n".join(block)}))
+            block, first = [], 0
+    if block:
+        rows.append((first, {"text": "\n".join(block)}))
+    return rows
+
+
 def _clean(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy / arrow scalars and arrays
         value = value.tolist()
@@ -118,14 +268,34 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _table_rows(table) -> Numbered:
+    return [(i, {k: _clean(v) for k, v in row.items()}) for i, row in enumerate(table.to_pylist(), start=1)]
+
+
 def _read_parquet(path: Path) -> Numbered:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        return _table_rows(pq.read_table(pa.BufferReader(_raw_bytes(path))))
+    except DataError:
+        raise
     except Exception as err:  # noqa: BLE001 - arrow raises many types for a bad file
         raise DataError(f"Data file {path} is not a readable Parquet file: {err}") from None
-    return [(i, {k: _clean(v) for k, v in row.items()}) for i, row in enumerate(table.to_pylist(), start=1)]
+
+
+def _read_arrow(path: Path) -> Numbered:
+    """An Arrow IPC file or stream (what `datasets` caches and `save_to_disk` writes)."""
+    import pyarrow as pa
+
+    data = pa.BufferReader(_raw_bytes(path))
+    for open_reader in (pa.ipc.open_file, pa.ipc.open_stream):
+        try:
+            data.seek(0)
+            return _table_rows(open_reader(data).read_all())
+        except pa.ArrowInvalid:
+            continue
+    raise DataError(f"Data file {path} is not an Arrow IPC file or stream.")
 
 
 def _read_hf(path: Path) -> Numbered:
@@ -141,13 +311,66 @@ def _read_hf(path: Path) -> Numbered:
     return [(i, dict(r)) for i, r in enumerate(ds, start=1)]
 
 
-def read_rows(path: str | Path, max_rows: int | None = None) -> Numbered:
-    """All rows of a data file, in file order, each with the row number to quote in errors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"Data file {path} does not exist.")
-    kind = detect_kind(path)
-    rows = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "hf": _read_hf}[kind](path)
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is off: trainforge's default where the user set nothing (no hub reachable on
+    most of our machines, and a look-up hangs before it fails)."""
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def parse_hub_id(source: str) -> tuple[str, str | None, str]:
+    """`hf:owner/name[:config][@split]` → (name, config, split); split defaults to train."""
+    spec = source[len(HUB_PREFIX) :]
+    spec, _, split = spec.partition("@")
+    name, _, config = spec.partition(":")
+    if not name or name.count("/") > 1:
+        raise DataError(
+            f"Data source {source!r}: expected `hf:owner/name[:config][@split]`, e.g. `hf:tatsu-lab/alpaca@train`."
+        )
+    return name, config or None, split or "train"
+
+
+def _read_hub(source: str) -> Numbered:
+    name, config, split = parse_hub_id(source)
+    if hub_offline():
+        raise DataError(
+            f"Data source {source}: the Hugging Face Hub is off here (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, "
+            "trainforge's default when they are not set). Set both to 0 to download it, or save it with "
+            "`datasets.load_dataset(...).save_to_disk(folder)` on a machine with the Hub and point `data.path` at "
+            "that folder."
+        )
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(name, config, split=split)
+    except Exception as err:  # noqa: BLE001 - network, auth and missing-split errors of every kind
+        raise DataError(
+            f"Data source {source}: the Hub dataset could not be loaded: {type(err).__name__}: {err}"
+        ) from None
+    return [(i, dict(r)) for i, r in enumerate(ds, start=1)]
+
+
+def read_rows(path: str | Path, max_rows: int | None = None, text_unit: str = "line") -> Numbered:
+    """All rows of a data source, in file order, each with the row number to quote in errors. `text_unit`: how a
+    .txt file is cut into documents (`line` or `paragraph`)."""
+    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+        rows, path = _read_hub(path), path
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"Data file {path} does not exist.")
+        kind = detect_kind(path)
+        if kind == "txt":
+            rows = _read_txt(path, text_unit)
+        else:
+            readers = {
+                "jsonl": _read_jsonl,
+                "json": _read_json,
+                "csv": _read_csv,
+                "parquet": _read_parquet,
+                "arrow": _read_arrow,
+                "hf": _read_hf,
+            }
+            rows = readers[kind](path)
     if not rows:
         raise DataError(f"Data file {path} holds no rows.")
     return rows[:max_rows] if max_rows else rows

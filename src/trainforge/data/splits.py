@@ -40,7 +40,7 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
     """Read, validate and split the data of a run; every row is checked before anything trains. `normalize`
     replaces the check of `data.format` (text classification checks text/label rows its own way)."""
     check = normalize or (lambda rows, source: normalize_rows(rows, cfg.format, source, cfg.text_field))
-    _read = lambda path, cfg: check(read_rows(path, cfg.max_rows), path)  # noqa: E731
+    _read = lambda path, cfg: check(read_rows(path, cfg.max_rows, cfg.text_unit), path)  # noqa: E731
     if cfg.task:
         fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
         if fmt == "classification" and cfg.format == "text":  # a labelled task's texts serve as a domain corpus
