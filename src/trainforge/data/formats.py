@@ -162,6 +162,7 @@ NORMALIZERS = {
 def normalize_rows(
     numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text"
 ) -> list[dict]:
-    """Validate every row before anything trains; the first bad row stops with its file and row number."""
+    """Validate every row before anything trains; the first bad row stops with its file and row number, which
+    each example keeps as `row` (to report it if it is later dropped or cut)."""
     normalize = NORMALIZERS[fmt]
-    return [normalize(row, source, number, text_field=text_field) for number, row in numbered_rows]
+    return [{**normalize(row, source, number, text_field=text_field), "row": number} for number, row in numbered_rows]

@@ -54,6 +54,7 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
                 )
         if fmt != cfg.format:
             raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
+        rows = [{**row, "row": row.get("row", number)} for number, row in enumerate(rows, start=1)]
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
         if normalize:
             rows = normalize(list(enumerate(rows, start=1)), f"bundled task {cfg.task}")

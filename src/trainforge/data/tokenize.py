@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from trainforge.data.report import DataReport
 from trainforge.errors import DataError
 
 IGNORE = -100
@@ -32,16 +33,16 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
 
 
 def tokenize_chat(tokenizer, messages: list[dict], max_length: int) -> dict:
+    """Token ids and labels (assistant tokens only) of a conversation, cut at `max_length`; `truncated` says
+    whether it was."""
     text, spans = assistant_spans(tokenizer, messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=max_length)
-    labels = [
-        token if any(s <= a < e for s, e in spans) else IGNORE
-        for token, (a, _) in zip(enc["input_ids"], enc["offset_mapping"])
-    ]
-    return {"input_ids": enc["input_ids"], "labels": labels}
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
+    labels = [token if any(s <= a < e for s, e in spans) else IGNORE for token, (a, _) in zip(ids, offsets)]
+    return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
 
 
-def tokenize_clm(tokenizer, texts: list[str], block_size: int) -> list[dict]:
+def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataReport | None = None) -> list[dict]:
     """Continued pretraining: documents joined with EOS and cut into full blocks of `block_size` tokens."""
     stream: list[int] = []
     for text in texts:
@@ -51,7 +52,11 @@ def tokenize_clm(tokenizer, texts: list[str], block_size: int) -> list[dict]:
         raise DataError("The text corpus tokenizes to fewer than 2 tokens; there is nothing to learn from.")
     blocks = [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
     if len(blocks) > 1 and len(blocks[-1]) < block_size // 4:
-        blocks.pop()  # a short tail block adds noise, not signal
+        tail = blocks.pop()  # a short tail block adds noise, not signal
+        if report is not None:
+            report.notes.append(
+                f"the corpus's last {len(tail)} tokens (under a quarter of a {block_size}-token block) are left out"
+            )
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
 
 
@@ -59,8 +64,11 @@ def tokenize_mlm(
     tokenizer, texts: list[str], max_length: int, mlm_probability: float, mask_seed: int | None
 ) -> list[dict]:
     """Masked-LM rows, one per text. With `mask_seed` the masking is fixed here (held-out rows, so perplexity is
-    comparable across models); without it the rows carry no labels and the training collator masks afresh."""
-    rows = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    comparable across models); without it the rows carry no labels and the training collator masks afresh. Rows
+    longer than `max_length` are cut (`truncated`)."""
+    rows = [
+        {"input_ids": ids[:max_length], "truncated": len(ids) > max_length} for ids in tokenizer(texts)["input_ids"]
+    ]
     if mask_seed is None:
         return rows
     rng = random.Random(mask_seed)
@@ -85,18 +93,32 @@ def tokenize_examples(
     max_length: int,
     mlm_probability: float = 0.15,
     mask_seed: int | None = None,
+    report: DataReport | None = None,
 ) -> list[dict]:
+    """Token ids and labels of normalized examples for `objective`. Rows cut at `max_length` and rows left with
+    nothing to learn are counted, by row number, in `report`."""
+    report = report if report is not None else DataReport()
+    cut = f"longer than training.max_length={max_length} tokens, cut at the end"
     if objective == "mlm":
         if tokenizer.mask_token_id is None:
             raise DataError(
                 "Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
                 "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders."
             )
-        return tokenize_mlm(tokenizer, [e["text"] for e in examples], max_length, mlm_probability, mask_seed)
-    if objective == "clm":
-        return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length)
-    rows = [tokenize_chat(tokenizer, e["messages"], max_length) for e in examples]
-    kept = [r for r in rows if any(label != IGNORE for label in r["labels"])]
+        rows = tokenize_mlm(tokenizer, [e["text"] for e in examples], max_length, mlm_probability, mask_seed)
+    elif objective == "clm":
+        return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length, report)
+    else:
+        rows = [tokenize_chat(tokenizer, e["messages"], max_length) for e in examples]
+    kept = []
+    for number, (example, row) in enumerate(zip(examples, rows), start=1):
+        where = example.get("row", number)
+        if row.pop("truncated"):
+            report.truncate("max_length", where, cut)
+        if objective == "mlm" or any(label != IGNORE for label in row["labels"]):
+            kept.append(row)
+        else:
+            report.drop("no_answer_token", where, f"no answer token left within training.max_length={max_length}")
     if not kept:
         raise DataError(f"No example keeps an assistant token within training.max_length={max_length}; raise it.")
     return kept
@@ -106,3 +128,72 @@ def prompt_and_reference(tokenizer, example: dict) -> tuple[str, str]:
     """For generation eval: the conversation up to the last answer (ready for generation) and that answer."""
     messages = example["messages"]
     return render(tokenizer, messages[:-1], add_generation_prompt=True), messages[-1]["content"]
+
+
+def _count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _pair_lengths(tokenizer, pair: dict) -> tuple[int, int]:
+    """(prompt tokens, longest answer's tokens) of a preference pair, rendered as the trainers render it."""
+    prompt = _count(tokenizer, render(tokenizer, pair["prompt"], add_generation_prompt=True))
+    answers = [
+        _count(tokenizer, render(tokenizer, pair["prompt"] + pair[side])) - prompt for side in ("chosen", "rejected")
+    ]
+    return prompt, max(answers)
+
+
+def _shorten_prompt(tokenizer, prompt: list[dict], excess: int) -> list[dict] | None:
+    """The prompt less about `excess` tokens from its start: its oldest turns first (a system message stays), then
+    the first tokens of its first remaining turn. None when nothing is left to cut."""
+    turns = list(prompt)
+    first = 1 if turns[0]["role"] == "system" else 0
+    if len(turns) - first > 1:
+        return turns[:first] + turns[first + 1 :]
+    ids = tokenizer(turns[first]["content"], add_special_tokens=False)["input_ids"]
+    if excess >= len(ids):
+        return None
+    turns[first] = {**turns[first], "content": tokenizer.decode(ids[excess:], skip_special_tokens=True)}
+    return turns
+
+
+def fit_pairs(tokenizer, pairs: list[dict], max_length: int, report: DataReport) -> list[dict]:
+    """Preference pairs that leave their answers room within `max_length` (a prompt filling it trains to NaN): a
+    prompt that would leave the answers less than their own length and less than half of `max_length` loses its
+    oldest turns, then its first tokens (TRL's old `max_prompt_length`, prompt-first); answers longer than what is
+    then left are cut at the end by the trainer. Both are counted in `report`; a pair whose prompt cannot be cut
+    enough (a system message alone fills it) is dropped and counted."""
+    kept = []
+    for number, pair in enumerate(pairs, start=1):
+        where = pair.get("row", number)
+        prompt_tokens, answer_tokens = _pair_lengths(tokenizer, pair)
+        room = min(answer_tokens, max_length // 2)
+        shortened = False
+        while prompt_tokens + room > max_length:
+            cut = _shorten_prompt(tokenizer, pair["prompt"], prompt_tokens + room - max_length)
+            if cut is None:
+                break
+            pair, shortened = {**pair, "prompt": cut}, True
+            prompt_tokens, answer_tokens = _pair_lengths(tokenizer, pair)
+        if prompt_tokens + room > max_length:
+            report.drop(
+                "prompt_fills_max_length",
+                where,
+                f"the prompt alone leaves the answers no room within training.max_length={max_length}",
+            )
+            continue
+        if shortened:
+            report.truncate(
+                "prompt",
+                where,
+                f"prompt cut from its start to leave the answers room within training.max_length={max_length}",
+            )
+        if prompt_tokens + answer_tokens > max_length:
+            report.truncate("answers", where, f"answers cut at the end to fit training.max_length={max_length}")
+        kept.append(pair)
+    if pairs and not kept:
+        raise DataError(
+            f"No preference pair leaves its answers room within training.max_length={max_length}; "
+            "raise it or shorten the prompts."
+        )
+    return kept

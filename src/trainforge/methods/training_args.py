@@ -33,6 +33,7 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
         logging_first_step=True,  # the loss curve starts where training started
+        logging_nan_inf_filter=False,  # a NaN step is logged as NaN, so FiniteLossGuard sees it
         eval_strategy=("steps" if eval_steps else "epoch") if has_eval else "no",
         eval_steps=eval_steps,
         save_strategy="steps",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainforge.config import RunConfig
+from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits
 from trainforge.errors import ConfigError
 from trainforge.hardware import Hardware, choose
@@ -24,6 +25,7 @@ class Prepared:
     train_rows: list[dict]
     eval_rows: list[dict]
     heldout_rows: list[dict]  # before/after scores: test split, else validation
+    report: DataReport | None = None  # rows dropped, cut or with unused fields, on the way in
 
 
 def quiet_library_progress() -> None:
@@ -55,15 +57,32 @@ def resolve_run(config: RunConfig) -> tuple[RunConfig, Hardware, Method]:
     return config, hardware, get_method(config)
 
 
+def print_data_report(report: DataReport | None) -> None:
+    """The data report's lines under the run's `data:` line: what was dropped, cut or not read."""
+    from rich.console import Console
+
+    for line in report.lines() if report else []:
+        Console(stderr=True).print(f"[yellow]data:[/] {line}", highlight=False)
+
+
 def check_early_stopping(config: RunConfig, splits: Splits) -> None:
     if config.training.early_stopping.patience and not splits.validation:
         raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
 
 
 def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokenizer, splits: Splits) -> Prepared:
-    """Preference pairs as they are (TRL's trainers tokenize them); held out: the test split, else validation."""
+    """Preference pairs (TRL's trainers tokenize them) whose prompts leave the answers room within
+    `training.max_length`; held out: the test split, else validation."""
+    from trainforge.data.tokenize import fit_pairs
+
+    report, fitted = DataReport(source=splits.source), {}
+    for part in ("train", "validation", "test"):
+        found = DataReport()
+        fitted[part] = fit_pairs(tokenizer, getattr(splits, part), config.training.max_length, found)
+        report.merge(found, "" if part == "train" else part)
+    held_out = fitted["test"] or fitted["validation"]
     return Prepared(
-        config, hardware, method, tokenizer, splits, splits.train, splits.validation, splits.test or splits.validation
+        config, hardware, method, tokenizer, splits, fitted["train"], fitted["validation"], held_out, report
     )
 
 

@@ -14,7 +14,7 @@ from trainforge.config import RunConfig
 from trainforge.methods.preference import trainer_wraps_adapter
 from trainforge.methods.training_args import count_parameters
 from trainforge.run.prepare import Prepared
-from trainforge.tracking.callbacks import MetricsLogger
+from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger
 from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
 
@@ -42,7 +42,7 @@ def train_and_save(
     if not trainer_wraps_adapter(config, prep.method):
         model = prep.method.prepare(model)
     logger = [MetricsLogger(run)] if distributed.is_main() else []
-    trainer = build_trainer(model, prep, run, [*logger, *(callbacks or [])])
+    trainer = build_trainer(model, prep, run, [*logger, FiniteLossGuard(), *(callbacks or [])])
     trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()

@@ -1,12 +1,14 @@
-"""Trainer callbacks: metrics.jsonl with throughput, and an overfitting warning."""
+"""Trainer callbacks: metrics.jsonl with throughput, an overfitting warning, and a stop on a non-finite loss."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from rich.console import Console
 from transformers import TrainerCallback
 
+from trainforge.errors import RunError
 from trainforge.tracking.rundir import RunDir
 
 console = Console(stderr=True)
@@ -58,6 +60,25 @@ class MetricsLogger(TrainerCallback):
                 warning = {"warning": msg}
         self._eval_points.append((eval_loss, train_now))
         return warning
+
+
+class FiniteLossGuard(TrainerCallback):
+    """Stops a run whose loss or gradient norm turns NaN or infinite: the weights it would save are broken, so the
+    run ends `failed` with the step and what usually causes it, never `completed`. Needs the Trainer's
+    `logging_nan_inf_filter` off (trainer_arguments), which would otherwise log a NaN step as the window's mean."""
+
+    WATCHED = ("loss", "grad_norm", "eval_loss")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.WATCHED:
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise RunError(
+                    f"Training stopped at step {state.global_step}: {key} is {value}. The weights are not saved as "
+                    "a result. Usual causes: a learning rate too high for the method (lower "
+                    "`training.learning_rate`), bf16 overflow (try `training.precision: fp32`), or rows with nothing "
+                    "to learn from (prompts that fill `training.max_length`: see the data report at the start)."
+                )
 
 
 class StopAtStep(TrainerCallback):

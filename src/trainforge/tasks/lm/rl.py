@@ -118,7 +118,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     from trainforge.data.splits import load_splits
     from trainforge.models import load_causal_lm, load_tokenizer
-    from trainforge.tracking.callbacks import MetricsLogger
+    from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger
 
     config, hardware, method = resolve_run(config)
     t = config.training
@@ -147,7 +147,13 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             steps, value_head = trained["steps"], trained["value_head"]
         else:
             trainer = build_trl_trainer(
-                model, tokenizer, reward, train_prompts, config, run, [MetricsLogger(run), *(callbacks or [])]
+                model,
+                tokenizer,
+                reward,
+                train_prompts,
+                config,
+                run,
+                [MetricsLogger(run), FiniteLossGuard(), *(callbacks or [])],
             )
             checkpoint = resume_checkpoint(run, resume)  # the Trainer restores weights, optimizer, RNG, data order
             steps = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).global_step

@@ -11,12 +11,20 @@ from rich.console import Console
 from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.data.report import DataReport
 from trainforge.data.splits import load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
-from trainforge.run.prepare import Prepared, check_early_stopping, prepared_pairs, resolve_run, scored_on
+from trainforge.run.prepare import (
+    Prepared,
+    check_early_stopping,
+    prepared_pairs,
+    print_data_report,
+    resolve_run,
+    scored_on,
+)
 from trainforge.run.training import baseline_scores, train_and_save
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir
@@ -54,15 +62,21 @@ def prepare(config: RunConfig) -> Prepared:
         tokenizer = load_tokenizer(config.model.name)
     t = config.training
 
-    def tok(rows, held_out=True):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
-        seed = t.seed if held_out else None
-        return tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed) if rows else []
-
     if config.data.format == "preference":  # DPO / ORPO
         return prepared_pairs(config, hardware, method, tokenizer, splits)
-    eval_rows = tok(splits.validation)
-    heldout = tok(splits.test) if splits.test else eval_rows
-    return Prepared(config, hardware, method, tokenizer, splits, tok(splits.train, held_out=False), eval_rows, heldout)
+    report = DataReport(source=splits.source)
+
+    def tok(rows, part):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
+        found = DataReport()
+        seed = None if part == "train" else t.seed
+        tokenized = tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed, found)
+        report.merge(found, "" if part == "train" else part)
+        return tokenized
+
+    train_rows = tok(splits.train, "train")
+    eval_rows = tok(splits.validation, "validation") if splits.validation else []
+    heldout = tok(splits.test, "test") if splits.test else eval_rows
+    return Prepared(config, hardware, method, tokenizer, splits, train_rows, eval_rows, heldout, report)
 
 
 def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
@@ -133,6 +147,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     console.print(
         f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences"
     )
+    print_data_report(prep.report)
     config, run = open_task_run("lm", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
@@ -148,6 +163,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         summary = {
             **training,
             "objective": config.training.objective,
+            **prep.report.summary(),
             "tokens_per_second": round(sum(throughputs) / len(throughputs), 1) if throughputs else None,
             **last_logged(run, TRAIN_METRICS),
         }

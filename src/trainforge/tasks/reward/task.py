@@ -11,7 +11,14 @@ from trainforge.data.splits import load_splits
 from trainforge.inference.reward import load_reward_model, load_run_reward_model
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
-from trainforge.run.prepare import Prepared, check_early_stopping, prepared_pairs, resolve_run, scored_on
+from trainforge.run.prepare import (
+    Prepared,
+    check_early_stopping,
+    prepared_pairs,
+    print_data_report,
+    resolve_run,
+    scored_on,
+)
 from trainforge.run.training import baseline_scores, train_and_save
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.rundir import RunDir
@@ -44,6 +51,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     prep = prepare(config)
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()} preference pairs")
+    print_data_report(prep.report)
     config, run = open_task_run("reward", prep.config, resume)
     prep.config = config
     with run.failing_on_error():
@@ -52,7 +60,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         before = baseline_scores(run, config, lambda: (pair_scores(model, prep), []))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_reward_trainer, callbacks, resume)
-        summary = {**training, "task": config.task, **last_logged(run, TRAIN_METRICS)}
+        summary = {**training, "task": config.task, **prep.report.summary(), **last_logged(run, TRAIN_METRICS)}
         comparison = finish_with_scores(run, config, summary, before, pair_scores(model, prep))
     print_summary(
         run,
