@@ -549,7 +549,11 @@ def runs_compare(a: str, b: str, runs_dir: str = "runs"):
 @data_app.command("inspect")
 def data_inspect(
     file: str,
-    format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference"),
+    format: str = typer.Option(
+        "auto",
+        "--format",
+        help="auto | text | alpaca | chat | prompt-completion | prompt-only | preference | unpaired | input-output (auto: told from the fields).",
+    ),
     model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer to count tokens with."),
     examples: int = typer.Option(2, help="How many rendered examples to show."),
 ):
@@ -560,13 +564,26 @@ def data_inspect(
 
 
 @data_app.command("validate")
-def data_validate(file: str, format: str = typer.Option("chat", "--format", help="text | alpaca | chat | preference")):
-    """Check every row; the first bad one is reported with its row number."""
+def data_validate(
+    file: str,
+    format: str = typer.Option(
+        "auto",
+        "--format",
+        help="auto | text | alpaca | chat | prompt-completion | prompt-only | preference | unpaired | input-output (auto: told from the fields).",
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Fields the layout does not use are an error."),
+):
+    """Check every row (the first bad one is reported with its row number); say which layout was read, why, and
+    which fields it does not use."""
     from trainforge.data.formats import normalize_rows
     from trainforge.data.readers import read_rows
+    from trainforge.data.report import DataReport
 
-    rows = normalize_rows(read_rows(file), format, file)
-    out.print(f"[green]ok:[/] {len(rows)} valid {format} rows in {file}")
+    report = DataReport(source=file)
+    rows = normalize_rows(read_rows(file), format, file, report=report, strict=strict)
+    for line in report.lines():
+        out.print(line, highlight=False)
+    out.print(f"[green]ok:[/] {len(rows)} valid {report.layout} rows in {file}")
 
 
 def main() -> None:

@@ -69,7 +69,6 @@ def load_principles(spec: str | list[Principle] | None) -> list[Principle]:
 def read_prompts(config: RunConfig) -> list[dict]:
     """{"prompt": messages ending with the user's turn, "constraint"?} per data row: preference rows (`prompt`),
     chat rows (a trailing assistant turn is dropped) or alpaca rows (`instruction`)."""
-    from trainforge.data.formats import message_turns
     from trainforge.inference import prompt_messages
 
     data = config.data
@@ -85,12 +84,8 @@ def read_prompts(config: RunConfig) -> list[dict]:
         )
     prompts = []
     for number, row in numbered:
-        if "prompt" in row:
-            messages = message_turns(row, "prompt", source, number, "user")
-        elif "messages" in row or "conversations" in row:
-            messages = prompt_messages(row, "chat", source, number)
-        elif "instruction" in row:
-            messages = prompt_messages(row, "alpaca", source, number)
+        if {"prompt", "messages", "conversations", "instruction"} & set(row):
+            messages = prompt_messages(row, source, number)
         else:
             raise DataError(
                 f"Data file {source}, row {number}: expected a prompt: a `prompt` field, a `messages` "

@@ -121,11 +121,31 @@ class DataConfig(Section):
     dataset: str | None = Field(
         None, description=f"Tabular tasks: a scikit-learn bundled dataset by name ({', '.join(BUNDLED_DATASETS)})."
     )
-    format: Literal["text", "alpaca", "chat", "preference", "tabular", "classification", "seq2seq"] = Field(
+    format: Literal[
+        "auto",
+        "text",
+        "alpaca",
         "chat",
-        description="seq2seq: `source` / `target` string rows (task seq2seq); "
-        "preference: `prompt` / `chosen` / `rejected` rows (strings or message lists) for "
-        "objectives dpo / orpo and task reward.",
+        "prompt-completion",
+        "prompt-only",
+        "preference",
+        "unpaired",
+        "input-output",
+        "tabular",
+        "classification",
+        "seq2seq",
+    ] = Field(
+        "auto",
+        description="The rows' layout. auto: told from the fields the rows hold (printed, with why); text: raw "
+        "text; alpaca: instruction / input / output (+ system, history); chat: `messages` (OpenAI, with per-message "
+        "`weight`, content parts, `tool_calls`) or ShareGPT `conversations` (+ system, tools), per-message `train` "
+        "flags; prompt-completion / prompt-only: TRL's layouts; preference: `prompt` / `chosen` / `rejected` "
+        "(implicit prompt, LLaMA-Factory's and OpenAI's DPO layouts too) for objectives dpo / orpo and task reward; "
+        "unpaired: `prompt` / `completion` / `label` or LLaMA-Factory's `kto_tag`; input-output: Axolotl's "
+        "`segments`; seq2seq: `source` / `target` (task seq2seq).",
+    )
+    strict: bool = Field(
+        False, description="Refuse rows holding fields their layout does not use (by default they are reported)."
     )
     text_field: str = "text"
     text_unit: Literal["line", "paragraph"] = Field(
@@ -733,7 +753,7 @@ def check_gan_data(data: DataConfig) -> None:
             f"key `data.task` = {data.task!r}: a gan run generates {', '.join(GAN_TASKS)}; or give "
             "`data.dataset` (e.g. digits) or a table in `data.path` / `data.train`"
         )
-    if data.format not in ("chat", "tabular") or (data.format == "chat" and "format" in data.model_fields_set):
+    if data.format not in ("auto", "tabular"):
         raise ValueError(
             f"key `data.format` = {data.format!r}: a gan run reads numeric rows; expected `tabular` (or leave it out)"
         )
@@ -772,6 +792,59 @@ NEURAL_TASKS = (
 )  # tasks that train with `method:` rather than an estimator
 PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 RL_OBJECTIVES = ("ppo", "grpo", "rloo")
+# What each lm objective learns from, by row layout; a file read with `data.format: auto` is checked once its layout
+# is known (`layout_problem`), a layout set in the config when the config is read.
+OBJECTIVE_LAYOUTS = {
+    "sft": ("chat", "alpaca", "prompt-completion", "input-output", "unpaired"),
+    "clm": ("text", "chat", "alpaca", "prompt-completion", "input-output"),
+    "mlm": ("text",),
+    **{o: ("preference",) for o in PREFERENCE_OBJECTIVES},
+    **{o: ("chat", "alpaca", "prompt-only", "prompt-completion") for o in RL_OBJECTIVES},
+}
+
+
+def layout_problem(objective: str, layout: str) -> str | None:
+    """Why rows of `layout` cannot train `objective` (None when they can)."""
+    fits = OBJECTIVE_LAYOUTS.get(objective, ())
+    if layout in fits or not fits:
+        return None
+    if "preference" in (layout, *fits):
+        return (
+            f"objective `{objective}` and `data.format: {layout}` do not fit: objectives "
+            f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
+            "pairs train with those objectives (or `task: reward`)"
+        )
+    if objective == "sft" and layout == "text":
+        return (
+            "objective `sft` needs instruction data (`data.format: alpaca`, `chat`, `prompt-completion` or "
+            "`input-output`); for raw text use `training.objective: clm`"
+        )
+    if objective == "mlm":
+        return f"objective `mlm` trains on raw text; set `data.format: text` (got {layout!r})"
+    if objective in RL_OBJECTIVES:
+        return (
+            f"objective `{objective}` samples answers to the data's prompts; it needs `data.format: "
+            f"{'`, `'.join(fits)}` (got {layout!r})"
+        )
+    return f"objective `{objective}` and `data.format: {layout}` do not fit: `{objective}` learns from {', '.join(fits)} rows"
+
+
+def bundled_layout(task: str, objective: str) -> str:
+    """The layout a bundled task's rows are read as for `objective`: a preference task's prompts with their chosen
+    answers are SFT / RL data, a labelled task's texts a corpus; `auto` for a name the catalog does not hold (its
+    read then says so)."""
+    from trainforge.data.tasks import TASKS
+
+    if task not in TASKS:
+        return "auto"
+    layout = TASKS[task][0]
+    if layout == "preference" and objective not in PREFERENCE_OBJECTIVES:
+        return "chat"
+    if layout == "classification" and objective in ("mlm", "clm"):
+        return "text"
+    return layout
+
+
 PPO_METHODS = ("full", "lora", "qlora")  # the value head reads hidden states, which virtual tokens would shift
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -879,7 +952,7 @@ class RunConfig(Section):
             raise ValueError(
                 f"`data.dataset` is a tabular dataset; a {self.task} run reads `data.task`, `data.path` or `data.train`"
             )
-        if "format" not in self.data.model_fields_set:
+        if "format" not in self.data.model_fields_set or self.data.format == "auto":
             self.data.format = fmt
         elif self.data.format != fmt:
             raise ValueError(
@@ -952,7 +1025,7 @@ class RunConfig(Section):
             raise ValueError(f"`data.env` is a gymnasium environment for task rl-agent, not for task {self.task}")
         if self.task == "gan":
             check_gan_data(self.data)
-            if "format" not in self.data.model_fields_set:
+            if "format" not in self.data.model_fields_set or self.data.format == "auto":
                 self.data.format = "tabular"
         return self
 
@@ -986,7 +1059,7 @@ class RunConfig(Section):
                 f"`data.task` is a generated LM task; a {self.task} run reads `data.dataset`, "
                 "`data.path` or `data.train`"
             )
-        if "format" not in self.data.model_fields_set:
+        if "format" not in self.data.model_fields_set or self.data.format == "auto":
             self.data.format = "tabular"
         elif self.data.format != "tabular":
             raise ValueError(
@@ -1059,25 +1132,16 @@ class RunConfig(Section):
     def _objective_fits_format(self):
         if self.task != "lm":
             return self
-        preference = self.training.objective in PREFERENCE_OBJECTIVES
-        if preference != (self.data.format == "preference"):
-            raise ValueError(
-                f"objective `{self.training.objective}` and `data.format: {self.data.format}` do not fit: objectives "
-                f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
-                "pairs train with those objectives (or `task: reward`)"
-            )
-        if self.training.objective in RL_OBJECTIVES:
+        objective = self.training.objective
+        if self.data.format == "auto" and self.data.task:
+            self.data.format = bundled_layout(self.data.task, objective)
+        if self.data.format != "auto":  # an `auto` file is checked once its layout is read
+            problem = layout_problem(objective, self.data.format)
+            if problem:
+                raise ValueError(problem)
+        if objective in RL_OBJECTIVES:
             self._check_rl()
-        if self.training.objective == "sft" and self.data.format == "text":
-            raise ValueError(
-                "objective `sft` needs instruction data (`data.format: alpaca` or `chat`); "
-                "for raw text use `training.objective: clm`"
-            )
-        if self.training.objective == "mlm":
-            if self.data.format != "text":
-                raise ValueError(
-                    f"objective `mlm` trains on raw text; set `data.format: text` (got {self.data.format!r})"
-                )
+        if objective == "mlm":
             if self.method.name not in MLM_METHODS:
                 raise ValueError(
                     f"objective `mlm` supports methods {', '.join(MLM_METHODS)}; got `method.name` = "
@@ -1090,11 +1154,6 @@ class RunConfig(Section):
 
     def _check_rl(self) -> None:
         objective = self.training.objective
-        if self.data.format not in ("chat", "alpaca"):
-            raise ValueError(
-                f"objective `{objective}` samples answers to the data's prompts; it needs `data.format: "
-                f"chat` or `alpaca` (got {self.data.format!r})"
-            )
         if not (self.reward.model or self.reward.function):
             raise ValueError(
                 f"objective `{objective}` needs a reward: `reward.model` (a reward-model run or folder) "

@@ -1,15 +1,33 @@
-"""Row formats (text, alpaca, chat/ShareGPT, preference pairs): validate each row and normalize it to text, a
-messages list, or a prompt with a chosen and a rejected answer."""
+"""Row layouts, read as their owners write them: validate each row and normalize it to one of a few shapes —
+`text`; `messages` (a conversation whose messages may say whether they train); `segments` (raw text pieces that
+train or not, no template); a `prompt` with a `chosen` and a `rejected` answer; a `prompt` with a `completion` and
+a `label` (unpaired preference); or a `prompt` alone. `data.format: auto` tells the layout from the fields the
+rows hold. Fields a layout does not read, and message parts it cannot use, are counted in the data report."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
+from trainforge.data.report import DataReport
 from trainforge.errors import DataError
 
-ROLES = {"system", "user", "assistant"}
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+ROLES = {"system", "user", "assistant", "tool"}
+# ShareGPT's speakers (LLaMA-Factory's sharegpt formatting included), and OpenAI's newer name for system
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+}
+ROLE_ALIASES = {"developer": "system", "function": "tool"}
+OWN_FIELDS = {"constraint"}  # trainforge's bundled checker reads it wherever it is
+DETECT_ROWS = 200  # rows whose fields decide the layout under `data.format: auto`
 
 
 def row_error(source: str, number: int, problem: str) -> DataError:
@@ -28,141 +46,542 @@ def field_text(row: dict, key: str, source: str, number: int, required: bool = T
     return value
 
 
-def normalize_text(row: dict, source: str, number: int, text_field: str = "text") -> dict:
-    return {"text": field_text(row, text_field, source, number)}
-
-
-def normalize_alpaca(row: dict, source: str, number: int, **_: Any) -> dict:
-    instruction = field_text(row, "instruction", source, number)
-    extra = field_text(row, "input", source, number, required=False)
-    output = field_text(row, "output", source, number)
-    messages = []
-    system = field_text(row, "system", source, number, required=False)
-    if system:
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
-    messages.append({"role": "assistant", "content": output})
-    return {"messages": messages}
-
-
-def _messages(turns: Any, key: str, source: str, number: int, where: str = "") -> list[dict]:
-    """A checked list of {role, content} messages (OpenAI or ShareGPT style; JSON text in CSV cells). `where`
-    prefixes message errors with the field they are in."""
-    if isinstance(turns, str):  # CSV cells hold the list as JSON text
+def _json_list(value: Any, key: str, source: str, number: int) -> Any:
+    """CSV cells hold lists as JSON text."""
+    if isinstance(value, str):
         try:
-            turns = json.loads(turns)
+            return json.loads(value)
         except json.JSONDecodeError:
             raise row_error(source, number, f"`{key}` is a string that is not a JSON list of messages.") from None
+    return value
+
+
+@dataclass
+class Reading:
+    """Where a row is read (for its errors) and what its reading found that the layout cannot use: message
+    fields and content parts, each counted once per row."""
+
+    source: str
+    number: int
+    found: set = field(default_factory=set)
+
+    def unused(self, name: str) -> None:
+        self.found.add(name)
+
+
+# messages ----------------------------------------------------------------------------------------------------
+
+MESSAGE_KEYS = {"role", "content", "from", "value", "weight", "train", "tool_calls", "tool_call_id"}
+
+
+def _content(turn: dict, role: str, where: str, at: Reading) -> str:
+    """A message's text: a string, or OpenAI / TRL content parts (text parts joined; other parts counted); an
+    assistant's `tool_calls` follow as `<tool_call>{json}</tool_call>` blocks."""
+    content = turn.get("content", turn.get("value"))
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                at.unused(f"messages[].content parts of type {part.get('type') if isinstance(part, dict) else '?'}")
+        content = "".join(texts)
+    calls = turn.get("tool_calls") or []
+    if calls and role == "assistant":
+        blocks = []
+        for call in calls:
+            function = call.get("function", call) if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise row_error(at.source, at.number, f"{where}has a tool call without a function name.")
+            arguments = function.get("arguments", {})
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except json.JSONDecodeError:
+                    raise row_error(
+                        at.source, at.number, f"{where}tool call {function['name']!r}: `arguments` is not valid JSON."
+                    ) from None
+            blocks.append(
+                "<tool_call>\n" + json.dumps({"name": function["name"], "arguments": arguments}) + "\n</tool_call>"
+            )
+        content = "\n".join([content, *blocks] if isinstance(content, str) and content.strip() else blocks)
+    if not isinstance(content, str) or not content.strip():
+        raise row_error(at.source, at.number, f"{where}({role}) has no text content.")
+    if role == "assistant" and turn.get("from") == "function_call":  # ShareGPT: the value is the call's JSON
+        content = f"<tool_call>\n{content}\n</tool_call>"
+    return content
+
+
+def _trains(turn: dict, where: str, at: Reading) -> bool | None:
+    """An explicit per-message flag: OpenAI's `weight` (0 or 1), Axolotl's `train`; None when absent."""
+    if "weight" in turn:
+        weight = turn["weight"]
+        if weight not in (0, 1) or isinstance(weight, bool):
+            raise row_error(at.source, at.number, f"{where}has `weight` {weight!r}; expected 0 or 1.")
+        return bool(weight)
+    if "train" in turn:
+        if not isinstance(turn["train"], bool):
+            raise row_error(at.source, at.number, f"{where}has `train` {turn['train']!r}; expected true or false.")
+        return turn["train"]
+    return None
+
+
+def _messages(turns: Any, key: str, at: Reading, where: str = "") -> list[dict]:
+    """A checked list of {role, content[, train]} messages (OpenAI or ShareGPT style). `where` prefixes message
+    errors with the field they are in."""
+    turns = _json_list(turns, key, at.source, at.number)
     if not isinstance(turns, list) or not turns:
-        raise row_error(source, number, f"`{key}` must be a non-empty list of messages.")
+        raise row_error(at.source, at.number, f"`{key}` must be a non-empty list of messages.")
     messages = []
     for i, turn in enumerate(turns):
+        here = f"{where}message {i} "
         if not isinstance(turn, dict):
             raise row_error(
-                source,
-                number,
-                f"{where}message {i} must be an object with role and content, got {type(turn).__name__}.",
+                at.source, at.number, f"{here}must be an object with role and content, got {type(turn).__name__}."
             )
-        if "role" in turn:
-            role, content = turn.get("role"), turn.get("content")
-        else:
-            role, content = SHAREGPT_ROLES.get(turn.get("from")), turn.get("value")
+        raw = turn.get("role", turn.get("from"))
+        role = ROLE_ALIASES.get(raw, raw) if "role" in turn else SHAREGPT_ROLES.get(raw)
         if role not in ROLES:
             raise row_error(
-                source,
-                number,
-                f"{where}message {i} has role {turn.get('role', turn.get('from'))!r}; expected system, user or assistant (ShareGPT: human, gpt, system).",
+                at.source,
+                at.number,
+                f"{here}has role {raw!r}; expected system, user, assistant or tool "
+                "(ShareGPT: human, gpt, system, function_call, observation).",
             )
-        if not isinstance(content, str) or not content.strip():
-            raise row_error(source, number, f"{where}message {i} ({role}) has no text content.")
         if role == "system" and i != 0:
-            raise row_error(
-                source, number, f"{where}message {i} is a system message; only the first message may be one."
-            )
-        messages.append({"role": role, "content": content})
+            raise row_error(at.source, at.number, f"{here}is a system message; only the first message may be one.")
+        message = {"role": role, "content": _content(turn, role, here, at)}
+        trains = _trains(turn, here, at)
+        if trains is not None:
+            message["train"] = trains
+        for extra in sorted(set(turn) - MESSAGE_KEYS):
+            at.unused(f"messages[].{extra}")
+        messages.append(message)
     return messages
 
 
-def normalize_chat(row: dict, source: str, number: int, **_: Any) -> dict:
-    key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
-    if key is None:
-        raise row_error(
-            source,
-            number,
-            "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".",
-        )
-    messages = _messages(row[key], key, source, number)
-    if messages[-1]["role"] != "assistant":
-        raise row_error(source, number, "the last message must be the assistant's answer to learn from.")
-    return {"messages": messages}
+def trains(message: dict) -> bool:
+    """Whether a message's tokens carry loss: its own flag, else whether it is the assistant's."""
+    return message.get("train", message["role"] == "assistant")
 
 
-def message_turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:
-    """A preference field as messages: a plain string becomes one message of `last_role`."""
-    value = row.get(key)
+def _with_system(messages: list[dict], row: dict, at: Reading) -> list[dict]:
+    """A row-level `system` field (ShareGPT / LLaMA-Factory) as the first message."""
+    system = row.get("system")
+    if system is None or system == "":
+        return messages
+    if not isinstance(system, str):
+        raise row_error(at.source, at.number, f"field `system` must be a string, got {type(system).__name__}.")
+    if messages[0]["role"] == "system":
+        raise row_error(at.source, at.number, "has both a `system` field and a system message; give one.")
+    return [{"role": "system", "content": system}, *messages]
+
+
+def _tools(row: dict, at: Reading) -> list | None:
+    tools = row.get("tools")
+    if tools in (None, "", []):
+        return None
+    tools = _json_list(tools, "tools", at.source, at.number)
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise row_error(at.source, at.number, "`tools` must be a list of tool (function) specifications.")
+    return tools
+
+
+def _prompt_turns(value: Any, key: str, last_role: str, at: Reading) -> list[dict]:
+    """A field holding a plain string (one message of `last_role`) or a list of messages ending with `last_role`."""
     if isinstance(value, str):
         try:  # CSV cells hold message lists as JSON text; any other string is the message itself
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = None
         if not (isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed)):
-            return [{"role": last_role, "content": field_text(row, key, source, number)}]
-    if value is None:
-        present = ", ".join(sorted(map(str, row))) or "none"
-        raise row_error(
-            source,
-            number,
-            f"field `{key}` is missing (a preference row has `prompt`, `chosen` and "
-            f"`rejected`; fields present: {present}).",
-        )
-    messages = _messages(value, key, source, number, where=f"`{key}` ")
+            if not value.strip():
+                raise row_error(at.source, at.number, f"field `{key}` is missing or empty.")
+            return [{"role": last_role, "content": value}]
+    if isinstance(value, dict) and ("from" in value or "role" in value):  # LLaMA-Factory: one message object
+        value = [value]
+    messages = _messages(value, key, at, where=f"`{key}` ")
     if messages[-1]["role"] != last_role:
         raise row_error(
-            source, number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}."
+            at.source, at.number, f"the last message of `{key}` must be the {last_role}'s, got {messages[-1]['role']}."
         )
     return messages
 
 
-def normalize_preference(row: dict, source: str, number: int, **_: Any) -> dict:
-    """prompt (the user's turn, or a conversation ending with it) → a chosen and a rejected answer (the assistant's
-    reply as a string or messages). An optional `constraint` object travels along for the bundled checker."""
-    prompt = message_turns(row, "prompt", source, number, "user")
-    chosen = message_turns(row, "chosen", source, number, "assistant")
-    rejected = message_turns(row, "rejected", source, number, "assistant")
+def _required(row: dict, keys: tuple[str, ...], at: Reading, what: str) -> None:
+    missing = [k for k in keys if row.get(k) is None]
+    if missing:
+        present = ", ".join(sorted(map(str, row))) or "none"
+        raise row_error(at.source, at.number, f"field `{missing[0]}` is missing ({what}; fields present: {present}).")
+
+
+# layouts ------------------------------------------------------------------------------------------------------
+
+
+def read_text(row: dict, at: Reading, text_field: str = "text", **_: Any) -> dict:
+    return {"text": field_text(row, text_field, at.source, at.number)}
+
+
+def _alpaca_prompt(row: dict, at: Reading) -> list[dict]:
+    """An alpaca row's conversation up to its instruction: system, `history` turns, then instruction + input."""
+    instruction = field_text(row, "instruction", at.source, at.number)
+    extra = field_text(row, "input", at.source, at.number, required=False)
+    messages = []
+    history = _json_list(row.get("history") or [], "history", at.source, at.number)
+    if not isinstance(history, list) or not all(
+        isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(s, str) for s in t) for t in history
+    ):
+        raise row_error(at.source, at.number, "`history` must be a list of [instruction, answer] pairs of strings.")
+    for question, answer in history:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+    return _with_system(messages, row, at)
+
+
+def read_alpaca(row: dict, at: Reading, **_: Any) -> dict:
+    prompt = _alpaca_prompt(row, at)
+    return {"messages": [*prompt, {"role": "assistant", "content": field_text(row, "output", at.source, at.number)}]}
+
+
+def _refuse_unpaired(row: dict, at: Reading) -> None:
+    for key in ("kto_tag", "label"):
+        if row.get(key) is False:
+            raise row_error(
+                at.source,
+                at.number,
+                f"`{key}` is false: this answer is one not to learn from "
+                "(unpaired preference data, e.g. for KTO); read the file with "
+                "`data.format: unpaired` so that such rows do not train.",
+            )
+
+
+def read_chat(row: dict, at: Reading, **_: Any) -> dict:
+    key = "messages" if "messages" in row else "conversations" if "conversations" in row else None
+    if key is None:
+        raise row_error(
+            at.source,
+            at.number,
+            "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".",
+        )
+    _refuse_unpaired(row, at)
+    messages = _with_system(_messages(row[key], key, at), row, at)
+    if messages[-1]["role"] != "assistant":
+        raise row_error(at.source, at.number, "the last message must be the assistant's answer to learn from.")
+    out = {"messages": messages}
+    tools = _tools(row, at)
+    if tools:
+        out["tools"] = tools
+    return out
+
+
+def read_prompt_completion(row: dict, at: Reading, **_: Any) -> dict:
+    """TRL's prompt-completion: strings (raw text, no template: `segments`) or message lists (the completion's
+    messages train, the prompt's do not)."""
+    _required(row, ("prompt", "completion"), at, "a prompt-completion row has `prompt` and `completion`")
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, str) and isinstance(completion, str):
+        if not completion.strip():
+            raise row_error(at.source, at.number, "field `completion` is empty.")
+        return {"segments": [{"text": prompt, "train": False}, {"text": completion, "train": True}]}
+    prompt = _prompt_turns(prompt, "prompt", "user", at)
+    answer = _prompt_turns(completion, "completion", "assistant", at)
+    return {"messages": [*({**m, "train": False} for m in prompt), *({**m, "train": True} for m in answer)]}
+
+
+def read_prompt_only(row: dict, at: Reading, **_: Any) -> dict:
+    _required(row, ("prompt",), at, "a prompt-only row has `prompt`")
+    return {"prompt": _prompt_turns(row["prompt"], "prompt", "user", at)}
+
+
+def _common_prefix(a: list[dict], b: list[dict]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _split_texts(chosen: str, rejected: str, at: Reading) -> tuple[list[dict], list[dict], list[dict]]:
+    """Two texts sharing their start: the shared words are the prompt (as TRL's extract_prompt splits them)."""
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared < len(chosen):  # back to a word boundary
+        shared = chosen.rfind(" ", 0, shared + 1)
+    if shared <= 0 or not chosen[shared:].strip() or not rejected[shared:].strip():
+        raise row_error(
+            at.source,
+            at.number,
+            "`chosen` and `rejected` share no prompt at their start (or no answer after it); give `prompt` separately.",
+        )
+    answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    return [{"role": "user", "content": chosen[:shared]}], answer(chosen[shared:]), answer(rejected[shared:])
+
+
+def _implicit(row: dict, at: Reading) -> tuple[list[dict], list[dict], list[dict]]:
+    """Prompt, chosen and rejected answers of two whole conversations (or texts) that share the prompt."""
+    if isinstance(row["chosen"], str) and isinstance(row["rejected"], str):
+        return _split_texts(row["chosen"], row["rejected"], at)
+    whole = [_prompt_turns(row[k], k, "assistant", at) for k in ("chosen", "rejected")]
+    shared = _common_prefix(*whole)
+    if shared == 0 or shared == min(map(len, whole)):
+        raise row_error(
+            at.source,
+            at.number,
+            "`chosen` and `rejected` hold whole conversations that share no prompt (or no answer after it); give "
+            "`prompt` separately.",
+        )
+    return whole[0][:shared], whole[0][shared:], whole[1][shared:]
+
+
+def _openai_dpo(row: dict, at: Reading) -> tuple[list[dict], list[dict], list[dict]]:
+    _required(
+        row,
+        ("input", "preferred_output", "non_preferred_output"),
+        at,
+        "an OpenAI DPO row has `input`, `preferred_output` and `non_preferred_output`",
+    )
+    given = row["input"] if isinstance(row["input"], dict) else {}
+    prompt = _messages(given.get("messages"), "input.messages", at, where="`input` ")
+    for key, value in given.items():
+        if key != "messages" and value not in (None, [], {}, ""):
+            at.unused(f"input.{key}")
+    chosen = _prompt_turns(row["preferred_output"], "preferred_output", "assistant", at)
+    return prompt, chosen, _prompt_turns(row["non_preferred_output"], "non_preferred_output", "assistant", at)
+
+
+def read_preference(row: dict, at: Reading, **_: Any) -> dict:
+    """A prompt with a chosen and a rejected answer, from TRL's layout (explicit prompt, or implicit: two whole
+    conversations or texts that share it), LLaMA-Factory's (sharegpt `conversations` or alpaca fields, with
+    `chosen` / `rejected` answers) or OpenAI's DPO files (`input`, `preferred_output`, `non_preferred_output`). An
+    optional `constraint` object travels along for the bundled checker."""
+    if "preferred_output" in row or "non_preferred_output" in row:
+        prompt, chosen, rejected = _openai_dpo(row, at)
+    else:
+        _required(row, ("chosen", "rejected"), at, "a preference row has `prompt`, `chosen` and `rejected`")
+        if "conversations" in row:
+            prompt = _with_system(_messages(row["conversations"], "conversations", at), row, at)
+        elif "instruction" in row:
+            prompt = _alpaca_prompt(row, at)
+        elif "prompt" in row:
+            prompt = _prompt_turns(row["prompt"], "prompt", "user", at)
+        if {"conversations", "instruction", "prompt"} & set(row):
+            chosen = _prompt_turns(row["chosen"], "chosen", "assistant", at)
+            rejected = _prompt_turns(row["rejected"], "rejected", "assistant", at)
+        else:
+            prompt, chosen, rejected = _implicit(row, at)
     if any(m["role"] != "assistant" for m in chosen + rejected):
         raise row_error(
-            source, number, "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`."
+            at.source,
+            at.number,
+            "`chosen` and `rejected` hold the assistant's answer only; put earlier turns in `prompt`.",
         )
-    if chosen == rejected:
+    if [m["content"] for m in chosen] == [m["content"] for m in rejected]:
         raise row_error(
-            source, number, "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference."
+            at.source,
+            at.number,
+            "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.",
         )
-    out = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    plain = lambda turns: [{"role": m["role"], "content": m["content"]} for m in turns]  # noqa: E731
+    out = {"prompt": plain(prompt), "chosen": plain(chosen), "rejected": plain(rejected)}
     constraint = row.get("constraint")
     if constraint is not None:
         if not isinstance(constraint, dict):
-            raise row_error(source, number, f"`constraint` must be an object, got {type(constraint).__name__}.")
+            raise row_error(at.source, at.number, f"`constraint` must be an object, got {type(constraint).__name__}.")
         out["constraint"] = constraint
     return out
 
 
-def normalize_seq2seq(row: dict, source: str, number: int, text_field: str = "text") -> dict:
-    return {"source": field_text(row, "source", source, number), "target": field_text(row, "target", source, number)}
+def read_unpaired(row: dict, at: Reading, **_: Any) -> dict:
+    """One answer with a thumbs-up or thumbs-down: TRL's `prompt` / `completion` / `label`, or LLaMA-Factory's KTO
+    rows (a conversation whose last message is the answer, and `kto_tag`)."""
+    key = "kto_tag" if "kto_tag" in row else "label"
+    label = row.get(key)
+    if not isinstance(label, bool):
+        raise row_error(at.source, at.number, f"`{key}` must be true or false, got {label!r}.")
+    if "prompt" in row or "completion" in row:
+        _required(row, ("prompt", "completion"), at, "an unpaired row has `prompt`, `completion` and `label`")
+        prompt = _prompt_turns(row["prompt"], "prompt", "user", at)
+        completion = _prompt_turns(row["completion"], "completion", "assistant", at)
+    else:
+        turns = "conversations" if "conversations" in row else "messages"
+        _required(row, (turns,), at, "an unpaired row has a conversation ending with the answer, and a label")
+        messages = _with_system(_messages(row[turns], turns, at), row, at)
+        if messages[-1]["role"] != "assistant" or len(messages) < 2:
+            raise row_error(at.source, at.number, f"the last message of `{turns}` must be the assistant's answer.")
+        prompt, completion = messages[:-1], messages[-1:]
+    return {"prompt": prompt, "completion": completion, "label": label}
 
 
-NORMALIZERS = {
-    "text": normalize_text,
-    "alpaca": normalize_alpaca,
-    "chat": normalize_chat,
-    "preference": normalize_preference,
-    "seq2seq": normalize_seq2seq,
+def read_input_output(row: dict, at: Reading, **_: Any) -> dict:
+    """Axolotl's `input_output`: raw text `segments`, each with `label` (true: it trains); no template."""
+    segments = _json_list(row.get("segments"), "segments", at.source, at.number)
+    if not isinstance(segments, list) or not segments:
+        raise row_error(at.source, at.number, "`segments` must be a non-empty list of {text, label} objects.")
+    out = []
+    for i, segment in enumerate(segments):
+        if not isinstance(segment, dict) or not isinstance(segment.get("text"), str):
+            raise row_error(at.source, at.number, f"segment {i} must be an object with a `text` string.")
+        label = segment.get("label", True)
+        if not isinstance(label, bool):
+            raise row_error(at.source, at.number, f"segment {i} has `label` {label!r}; expected true or false.")
+        out.append({"text": segment["text"], "train": label})
+    if not any(s["train"] and s["text"].strip() for s in out):
+        raise row_error(at.source, at.number, "no segment has `label: true`: there is nothing to learn from.")
+    return {"segments": out}
+
+
+def read_seq2seq(row: dict, at: Reading, **_: Any) -> dict:
+    return {
+        "source": field_text(row, "source", at.source, at.number),
+        "target": field_text(row, "target", at.source, at.number),
+    }
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    read: Callable[..., dict]
+    reads: frozenset[str]  # the fields it uses; others are reported
+    signatures: tuple[frozenset[str], ...]  # field sets that identify it under `data.format: auto`
+    described: str
+
+
+def _layout(name, read, reads, signatures, described) -> Layout:
+    return Layout(name, read, frozenset(reads) | OWN_FIELDS, tuple(frozenset(s) for s in signatures), described)
+
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        _layout("text", read_text, {"text"}, [{"text"}], "raw text (`text`)"),
+        _layout(
+            "alpaca",
+            read_alpaca,
+            {"instruction", "input", "output", "system", "history"},
+            [{"instruction", "output"}],
+            "alpaca (`instruction`, `input`, `output`, `system`, `history`)",
+        ),
+        _layout(
+            "chat",
+            read_chat,
+            {"messages", "conversations", "system", "tools"},
+            [{"messages"}, {"conversations"}],
+            "a conversation (`messages` or ShareGPT `conversations`)",
+        ),
+        _layout(
+            "prompt-completion",
+            read_prompt_completion,
+            {"prompt", "completion"},
+            [{"prompt", "completion"}],
+            "TRL prompt-completion (`prompt`, `completion`)",
+        ),
+        _layout("prompt-only", read_prompt_only, {"prompt"}, [{"prompt"}], "TRL prompt-only (`prompt`)"),
+        _layout(
+            "preference",
+            read_preference,
+            {
+                "prompt",
+                "chosen",
+                "rejected",
+                "conversations",
+                "instruction",
+                "input",
+                "system",
+                "history",
+                "preferred_output",
+                "non_preferred_output",
+            },
+            [{"chosen", "rejected"}, {"preferred_output", "non_preferred_output"}],
+            "preference pairs (`prompt` / `chosen` / `rejected`, implicit prompt, LLaMA-Factory's or OpenAI's DPO)",
+        ),
+        _layout(
+            "unpaired",
+            read_unpaired,
+            {"prompt", "completion", "label", "conversations", "messages", "kto_tag", "system"},
+            [{"prompt", "completion", "label"}, {"conversations", "kto_tag"}, {"messages", "kto_tag"}],
+            "unpaired preference (`prompt` / `completion` / `label`, or LLaMA-Factory's KTO `kto_tag`)",
+        ),
+        _layout(
+            "input-output",
+            read_input_output,
+            {"segments"},
+            [{"segments"}],
+            "Axolotl input_output (`segments` of `text` and `label`)",
+        ),
+        _layout("seq2seq", read_seq2seq, {"source", "target"}, [{"source", "target"}], "`source` / `target` pairs"),
+    )
 }
 
 
+def detect_layout(numbered_rows: list[tuple[int, dict]], source: str, text_field: str = "text") -> tuple[str, str]:
+    """The layout of a file from the fields its first rows hold: (name, why). The layouts whose most specific
+    field set the rows hold win; more than one, or none, is refused with the choices."""
+    fields = set().union(*(row.keys() for _, row in numbered_rows[:DETECT_ROWS]))
+    scored = {}
+    for layout in LAYOUTS.values():
+        signatures = [s if layout.name != "text" else {text_field} for s in layout.signatures]
+        held = [len(s) for s in signatures if s <= fields]
+        if held:
+            scored[layout.name] = max(held)
+    best = max(scored.values(), default=0)
+    found = sorted(name for name, score in scored.items() if score == best)
+    shown = ", ".join(sorted(map(str, fields))) or "none"
+    if len(found) == 1:
+        layout = LAYOUTS[found[0]]
+        return found[0], f"{layout.described}, detected from the fields {shown}"
+    choices = found or [n for n in LAYOUTS if n != "seq2seq"]
+    why = "fits more than one layout" if found else "fits no layout trainforge reads"
+    raise DataError(
+        f"Data file {source}: its fields ({shown}) {why}; set `data.format` to one of "
+        f"{', '.join(choices)} (or rename fields with `data.columns`). Layouts: "
+        + "; ".join(f"{n}: {LAYOUTS[n].described}" for n in choices)
+        + "."
+    )
+
+
 def normalize_rows(
-    numbered_rows: list[tuple[int, dict]], fmt: str, source: str, text_field: str = "text"
+    numbered_rows: list[tuple[int, dict]],
+    fmt: str,
+    source: str,
+    text_field: str = "text",
+    report: DataReport | None = None,
+    strict: bool = False,
 ) -> list[dict]:
     """Validate every row before anything trains; the first bad row stops with its file and row number, which
-    each example keeps as `row` (to report it if it is later dropped or cut)."""
-    normalize = NORMALIZERS[fmt]
-    return [{**normalize(row, source, number, text_field=text_field), "row": number} for number, row in numbered_rows]
+    each example keeps as `row` (to report it if it is later dropped or cut). `fmt` is a layout name or `auto`.
+    Fields the layout does not read are counted in `report`; with `strict` they are an error."""
+    report = report if report is not None else DataReport(source=source)
+    if fmt == "auto":
+        fmt, why = detect_layout(numbered_rows, source, text_field)
+    else:
+        why = "set by `data.format`"
+    if fmt not in LAYOUTS:
+        raise DataError(
+            f"Data file {source}: `data.format` {fmt!r} is not a row layout; expected one of {', '.join(LAYOUTS)}."
+        )
+    layout = LAYOUTS[fmt]
+    report.layout, report.why = fmt, why
+    reads = layout.reads | {text_field}
+    examples = []
+    for number, row in numbered_rows:
+        at = Reading(source, number)
+        example = layout.read(row, at, text_field=text_field)
+        at.found |= {str(extra) for extra in set(row) - reads if row[extra] not in (None, "", [], {})}
+        for name in at.found:
+            report.unused_field(name)
+        examples.append({**example, "row": number})
+    if strict and report.unused:
+        fields = ", ".join(f"`{name}` ({count} rows)" for name, count in sorted(report.unused.items()))
+        raise DataError(
+            f"Data file {source}: `data.strict` is on and the {fmt} layout does not use {fields}; "
+            "remove them, map them with `data.columns`, or turn `data.strict` off."
+        )
+    return examples
+
+
+def message_turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:
+    """A field as messages: a plain string becomes one message of `last_role` (constitutional prompts)."""
+    if row.get(key) is None:
+        present = ", ".join(sorted(map(str, row))) or "none"
+        raise row_error(source, number, f"field `{key}` is missing (fields present: {present}).")
+    return _prompt_turns(row[key], key, last_role, Reading(source, number))

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from trainforge.data.formats import normalize_rows
 from trainforge.data.readers import read_rows
+from trainforge.data.report import DataReport
 from trainforge.data.tokenize import example_text
 
 
@@ -20,7 +21,11 @@ def percentile(sorted_values: list[int], q: float) -> int:
 def inspect_file(path: str, fmt: str, model: str, n_examples: int, out: Console) -> dict:
     from trainforge.models import load_tokenizer
 
-    examples = normalize_rows(read_rows(path), fmt, path)
+    report = DataReport(source=path)
+    examples = normalize_rows(read_rows(path), fmt, path, report=report)
+    for line in report.lines():
+        out.print(line, highlight=False)
+    fmt = report.layout
     tokenizer = load_tokenizer(model)
     if fmt == "preference":
         return inspect_pairs(path, examples, tokenizer, model, n_examples, out)

@@ -1,45 +1,85 @@
-"""Turn normalized examples into token ids and labels; the loss falls on assistant tokens only for chat data."""
+"""Turn normalized examples into token ids and labels; the loss falls on the trained messages (by default the
+assistant's) of a conversation and on the trained pieces of raw-text segments."""
 
 from __future__ import annotations
 
+import json
 import random
 
+from trainforge.data.formats import trains
 from trainforge.data.report import DataReport
 from trainforge.errors import DataError
 
 IGNORE = -100
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def with_tools(tokenizer, messages: list[dict], tools: list | None) -> tuple[list[dict], dict]:
+    """The conversation and template arguments that show the model its `tools`: the template's own `tools` when it
+    has them, else a system block listing them as JSON (the `<tool_call>` convention the calls are written in)."""
+    if not tools:
+        return messages, {}
+    if "tools" in (getattr(tokenizer, "chat_template", None) or ""):
+        return messages, {"tools": tools}
+    listing = "You can call these tools; answer a call as <tool_call>{json}</tool_call>:\n<tools>\n"
+    listing += "\n".join(json.dumps(tool) for tool in tools) + "\n</tools>"
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": messages[0]["content"] + "\n\n" + listing}, *messages[1:]], {}
+    return [{"role": "system", "content": listing}, *messages], {}
 
 
-def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of each assistant reply (with its end-of-turn marker)."""
-    full = render(tokenizer, messages)
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
+    messages, extra = with_tools(tokenizer, messages, tools)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra)
+
+
+def trained_spans(tokenizer, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of the messages that train (an assistant reply, with its
+    end-of-turn marker, unless a flag says otherwise)."""
+    full = render(tokenizer, messages, tools=tools)
     spans = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if not trains(message):
             continue
-        start = len(render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-        end = len(render(tokenizer, messages[: i + 1]))
-        if not full.startswith(render(tokenizer, messages[: i + 1])):
+        answer = message["role"] == "assistant"
+        start = len(render(tokenizer, messages[:i], add_generation_prompt=answer, tools=tools)) if i else 0
+        through = render(tokenizer, messages[: i + 1], tools=tools)
+        if not full.startswith(through):
             raise DataError(
                 "The tokenizer's chat template renders a conversation's prefix differently from the whole; "
-                "assistant-only loss cannot be located. Use `training.objective: clm` or another model."
+                "the trained tokens cannot be located. Use `training.objective: clm` or another model."
             )
-        spans.append((start, end))
+        spans.append((start, len(through)))
     return full, spans
 
 
-def tokenize_chat(tokenizer, messages: list[dict], max_length: int) -> dict:
-    """Token ids and labels (assistant tokens only) of a conversation, cut at `max_length`; `truncated` says
-    whether it was."""
-    text, spans = assistant_spans(tokenizer, messages)
+def _labelled(tokenizer, text: str, spans: list[tuple[int, int]], max_length: int) -> dict:
+    """Token ids of `text`, labels on the tokens inside `spans`, cut at `max_length` (`truncated` says whether)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
     labels = [token if any(s <= a < e for s, e in spans) else IGNORE for token, (a, _) in zip(ids, offsets)]
     return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
+
+
+def tokenize_chat(tokenizer, messages: list[dict], max_length: int, tools: list | None = None) -> dict:
+    """Token ids and labels (the trained messages' tokens only) of a conversation, cut at `max_length`."""
+    return _labelled(tokenizer, *trained_spans(tokenizer, messages, tools), max_length)
+
+
+def tokenize_segments(tokenizer, segments: list[dict], max_length: int) -> dict:
+    """Raw text pieces, each tokenized on its own and joined (as Axolotl's input_output does: a token never spans
+    two pieces), labels on the pieces that train; no template."""
+    ids, labels = [], []
+    for segment in segments:
+        piece = tokenizer(segment["text"], add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if segment["train"] else [IGNORE] * len(piece)
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": len(ids) > max_length}
+
+
+def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
+    if "segments" in example:
+        return tokenize_segments(tokenizer, example["segments"], max_length)
+    return tokenize_chat(tokenizer, example["messages"], max_length, example.get("tools"))
 
 
 def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataReport | None = None) -> list[dict]:
@@ -83,7 +123,14 @@ def tokenize_mlm(
 
 
 def example_text(tokenizer, example: dict) -> str:
-    return example["text"] if "text" in example else render(tokenizer, example["messages"])
+    """An example as the text a causal LM reads (continued pretraining on any layout)."""
+    if "text" in example:
+        return example["text"]
+    if "segments" in example:
+        return "".join(s["text"] for s in example["segments"])
+    if "prompt" in example:  # prompt-only and unpaired rows: the prompt and its answer, if any
+        return render(tokenizer, example["prompt"] + example.get("completion", []), not example.get("completion"))
+    return render(tokenizer, example["messages"], tools=example.get("tools"))
 
 
 def tokenize_examples(
@@ -109,7 +156,7 @@ def tokenize_examples(
     elif objective == "clm":
         return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length, report)
     else:
-        rows = [tokenize_chat(tokenizer, e["messages"], max_length) for e in examples]
+        rows = [tokenize_example(tokenizer, e, max_length) for e in examples]
     kept = []
     for number, (example, row) in enumerate(zip(examples, rows), start=1):
         where = example.get("row", number)

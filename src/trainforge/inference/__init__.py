@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from trainforge.config import load_config
-from trainforge.data.formats import normalize_rows
+from trainforge.data.formats import message_turns, normalize_rows
 from trainforge.data.readers import read_rows
 from trainforge.data.tokenize import render
 from trainforge.errors import RunError
@@ -37,9 +37,12 @@ def load_run_model(run: RunDir):
     return model, tokenizer
 
 
-def prompt_messages(row: dict, fmt: str, source: str, number: int) -> list[dict]:
-    """The conversation to answer: a chat row without its trailing assistant turn, or an alpaca prompt."""
-    if fmt == "alpaca":
+def prompt_messages(row: dict, source: str, number: int) -> list[dict]:
+    """The conversation to answer, whatever the row's layout: a `prompt` (prompt-only, prompt-completion,
+    preference rows), an alpaca instruction, or a conversation without its trailing assistant turn."""
+    if "prompt" in row:
+        return message_turns(row, "prompt", source, number, "user")
+    if "instruction" in row:
         row = {**row, "output": row.get("output") or "(to predict)"}  # the answer is what we generate
         return normalize_rows([(number, row)], "alpaca", source)[0]["messages"][:-1]
     messages = row.get("messages")
@@ -60,13 +63,11 @@ def predict_file(run: RunDir, data: str, out: str | None, max_new_tokens: int = 
     model, tokenizer = load_run_model(run)
     data_config = load_config(run.file("config.yaml")).data
     rows = read_rows(data)
-    if data_config.format == "text":  # a continued-pretraining run continues the text
+    prompt_fields = {"prompt", "messages", "conversations", "instruction"}
+    if data_config.format == "text" or not prompt_fields & set(rows[0][1]):  # raw text: the run continues it
         prompts = [normalize_rows([(n, row)], "text", data, data_config.text_field)[0]["text"] for n, row in rows]
     else:
-        prompts = [
-            render(tokenizer, prompt_messages(row, data_config.format, data, n), add_generation_prompt=True)
-            for n, row in rows
-        ]
+        prompts = [render(tokenizer, prompt_messages(row, data, n), add_generation_prompt=True) for n, row in rows]
     answers = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     target = Path(out) if out else Path(data).with_suffix(".predictions.jsonl")
     atomic_write_text(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from trainforge.config import RunConfig
 from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits
-from trainforge.errors import ConfigError
+from trainforge.errors import ConfigError, DataError
 from trainforge.hardware import Hardware, choose
 from trainforge.methods import Method, get_method
 
@@ -65,6 +65,16 @@ def print_data_report(report: DataReport | None) -> None:
         Console(stderr=True).print(f"[yellow]data:[/] {line}", highlight=False)
 
 
+def checked_layout(config: RunConfig, splits: Splits) -> Splits:
+    """The splits, once their layout (detected under `data.format: auto`) is known to fit the objective."""
+    from trainforge.config.schema import layout_problem
+
+    problem = layout_problem(config.training.objective, splits.layout) if splits.layout else None
+    if problem:
+        raise DataError(f"Data {splits.source} reads as `{splits.layout}` ({splits.report.why}); {problem}.")
+    return splits
+
+
 def check_early_stopping(config: RunConfig, splits: Splits) -> None:
     if config.training.early_stopping.patience and not splits.validation:
         raise ConfigError("`training.early_stopping.patience` needs a validation split to watch; the data has none.")
@@ -75,7 +85,8 @@ def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokeni
     `training.max_length`; held out: the test split, else validation."""
     from trainforge.data.tokenize import fit_pairs
 
-    report, fitted = DataReport(source=splits.source), {}
+    report, fitted = DataReport(source=splits.source, layout=splits.layout, why=splits.report.why), {}
+    report.merge(splits.report)
     for part in ("train", "validation", "test"):
         found = DataReport()
         fitted[part] = fit_pairs(tokenizer, getattr(splits, part), config.training.max_length, found)

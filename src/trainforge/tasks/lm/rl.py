@@ -10,8 +10,9 @@ import time
 from rich.console import Console
 
 from trainforge.config import RunConfig
+from trainforge.errors import DataError
 from trainforge.run.finish import finish_with_scores, print_summary
-from trainforge.run.prepare import resolve_run
+from trainforge.run.prepare import checked_layout, resolve_run
 from trainforge.run.training import baseline_scores, report_parameters, resume_checkpoint
 from trainforge.tasks.lm.rewards import Scorer, load_reward, trl_reward_func
 from trainforge.tasks.lm.task import backend, evaluate, export_model, output_model, predict  # noqa: F401 - LM runs
@@ -37,8 +38,13 @@ SUMMARY_KEYS = (
 
 
 def prompts_of(rows: list[dict]) -> list[list[dict]]:
-    """The conversation up to the last assistant turn of each chat row: what the policy answers."""
-    return [row["messages"][:-1] for row in rows]
+    """What the policy answers: a prompt-only row's prompt, else the conversation up to its last message."""
+    if rows and "segments" in rows[0]:
+        raise DataError(
+            "Raw-text prompt-completion rows (plain strings) have no conversation for the policy to "
+            "answer; give `prompt` as messages, or use chat / prompt-only rows."
+        )
+    return [row["prompt"] if "prompt" in row else row["messages"][:-1] for row in rows]
 
 
 def reward_eval(
@@ -122,7 +128,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     config, hardware, method = resolve_run(config)
     t = config.training
-    splits = load_splits(config.data, t.seed)
+    splits = checked_layout(config, load_splits(config.data, t.seed))
     reward = load_reward(config)  # a bad reward fails before the run directory exists
     tokenizer = load_tokenizer(config.model.name)
     train_prompts = prompts_of(splits.train)

@@ -12,7 +12,7 @@ from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
 from trainforge.data.report import DataReport
-from trainforge.data.splits import load_splits
+from trainforge.data.splits import Splits, load_splits
 from trainforge.data.tokenize import tokenize_examples
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
@@ -20,6 +20,7 @@ from trainforge.run.finish import finish_with_scores, last_logged, print_summary
 from trainforge.run.prepare import (
     Prepared,
     check_early_stopping,
+    checked_layout,
     prepared_pairs,
     print_data_report,
     resolve_run,
@@ -52,7 +53,7 @@ def prepare(config: RunConfig) -> Prepared:
             f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
             "peft cannot merge its adapter into the base model; set `export.merge: false`."
         )
-    splits = load_splits(config.data, config.training.seed)
+    splits = checked_layout(config, load_splits(config.data, config.training.seed))
     check_early_stopping(config, splits)
     if config.model.name == "scratch":  # a new tokenizer, learned from the training split
         from trainforge.models.scratch import corpus_texts, train_tokenizer
@@ -62,9 +63,13 @@ def prepare(config: RunConfig) -> Prepared:
         tokenizer = load_tokenizer(config.model.name)
     t = config.training
 
-    if config.data.format == "preference":  # DPO / ORPO
+    if splits.layout == "preference":  # DPO / ORPO
         return prepared_pairs(config, hardware, method, tokenizer, splits)
-    report = DataReport(source=splits.source)
+    report = DataReport(source=splits.source, layout=splits.layout)
+    report.merge(splits.report)
+    report.why = splits.report.why
+    if splits.layout == "unpaired":
+        splits = answers_to_learn(splits, report)
 
     def tok(rows, part):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
         found = DataReport()
@@ -77,6 +82,25 @@ def prepare(config: RunConfig) -> Prepared:
     eval_rows = tok(splits.validation, "validation") if splits.validation else []
     heldout = tok(splits.test, "test") if splits.test else eval_rows
     return Prepared(config, hardware, method, tokenizer, splits, train_rows, eval_rows, heldout, report)
+
+
+def answers_to_learn(splits: Splits, report: DataReport) -> Splits:
+    """Unpaired preference rows as SFT data: the label-true answers train, the label-false ones (answers not to
+    learn) are dropped and counted."""
+    kept = {}
+    for part in ("train", "validation", "test"):
+        kept[part] = []
+        for row in getattr(splits, part):
+            if row["label"]:
+                kept[part].append({"messages": row["prompt"] + row["completion"], "row": row["row"]})
+            else:
+                report.drop(
+                    f"{'' if part == 'train' else part + '.'}label_false",
+                    row["row"],
+                    f"{'' if part == 'train' else part + ': '}`label` / `kto_tag` false: an answer not to "
+                    "learn from (SFT learns the label-true answers of unpaired preference data)",
+                )
+    return Splits(kept["train"], kept["validation"], kept["test"], splits.source, "chat", splits.report)
 
 
 def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
