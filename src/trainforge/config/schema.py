@@ -147,6 +147,16 @@ class DataConfig(Section):
     strict: bool = Field(
         False, description="Refuse rows holding fields their layout does not use (by default they are reported)."
     )
+    columns: dict[str, str] = Field(
+        {},
+        description="Read trainforge's fields from the file's: {ours: theirs}, e.g. {prompt: question, chosen: good, "
+        "rejected: bad}.",
+    )
+    roles: dict[str, list[str]] = Field(
+        {},
+        description="The file's role names for trainforge's roles (system, user, assistant, tool), e.g. "
+        "{user: [customer], assistant: [agent]}.",
+    )
     text_field: str = "text"
     text_unit: Literal["line", "paragraph"] = Field(
         "line", description="A .txt file holds one document per line, or per paragraph (lines between blank lines)."
@@ -163,6 +173,14 @@ class DataConfig(Section):
     split: SplitFractions = SplitFractions()
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of each source (quick trials).")
     env: str | None = Field(None, description="Task rl-agent: a gymnasium environment id, e.g. `CartPole-v1`.")
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(roles) - {"system", "user", "assistant", "tool"})
+        if unknown:
+            raise ValueError(f"roles {unknown} are not trainforge's; map names to system, user, assistant or tool")
+        return roles
 
     @field_validator("dataset")
     @classmethod

@@ -64,9 +64,44 @@ class Reading:
     source: str
     number: int
     found: set = field(default_factory=set)
+    names: Naming | None = None
 
     def unused(self, name: str) -> None:
         self.found.add(name)
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a file names what trainforge reads: its fields for ours (`data.columns`, ours → theirs), its role
+    names (`data.roles`, ours → theirs) and its message keys (LLaMA-Factory's `role_tag` / `content_tag`)."""
+
+    columns: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)
+    message_keys: dict = field(default_factory=dict)  # `role` / `content` → the file's key
+
+    def row(self, row: dict) -> dict:
+        renamed = {ours: row[theirs] for ours, theirs in self.columns.items() if theirs in row}
+        return {**{k: v for k, v in row.items() if k not in self.columns.values()}, **renamed}
+
+    def turn(self, turn: dict) -> dict:
+        if not self.message_keys:
+            return turn
+        renamed = {ours: turn[theirs] for ours, theirs in self.message_keys.items() if theirs in turn}
+        return {**{k: v for k, v in turn.items() if k not in self.message_keys.values()}, **renamed}
+
+    def role(self, name):
+        return next((ours for ours, theirs in self.roles.items() if name in theirs), None)
+
+    def check(self, numbered_rows: list[tuple[int, dict]], source: str) -> None:
+        """Each renamed field is in the file (a typo in `data.columns` would read as a missing field)."""
+        fields = set().union(*(row.keys() for _, row in numbered_rows))
+        missing = {ours: theirs for ours, theirs in self.columns.items() if theirs not in fields}
+        if missing:
+            shown = ", ".join(f"`{ours}` to `{theirs}`" for ours, theirs in missing.items())
+            raise DataError(
+                f"Data file {source}: `data.columns` maps {shown}, which no row holds (its fields: "
+                f"{', '.join(sorted(map(str, fields)))})."
+            )
 
 
 # messages ----------------------------------------------------------------------------------------------------
@@ -139,8 +174,11 @@ def _messages(turns: Any, key: str, at: Reading, where: str = "") -> list[dict]:
             raise row_error(
                 at.source, at.number, f"{here}must be an object with role and content, got {type(turn).__name__}."
             )
+        turn = at.names.turn(turn) if at.names else turn
         raw = turn.get("role", turn.get("from"))
-        role = ROLE_ALIASES.get(raw, raw) if "role" in turn else SHAREGPT_ROLES.get(raw)
+        role = (at.names.role(raw) if at.names else None) or (
+            ROLE_ALIASES.get(raw, raw) if "role" in turn else SHAREGPT_ROLES.get(raw)
+        )
         if role not in ROLES:
             raise row_error(
                 at.source,
@@ -546,11 +584,16 @@ def normalize_rows(
     text_field: str = "text",
     report: DataReport | None = None,
     strict: bool = False,
+    names: Naming | None = None,
 ) -> list[dict]:
     """Validate every row before anything trains; the first bad row stops with its file and row number, which
     each example keeps as `row` (to report it if it is later dropped or cut). `fmt` is a layout name or `auto`.
-    Fields the layout does not read are counted in `report`; with `strict` they are an error."""
+    Fields the layout does not read are counted in `report`; with `strict` they are an error. `names` renames the
+    file's fields, roles and message keys to trainforge's first."""
     report = report if report is not None else DataReport(source=source)
+    if names:
+        names.check(numbered_rows, source)
+        numbered_rows = [(number, names.row(row)) for number, row in numbered_rows]
     if fmt == "auto":
         fmt, why = detect_layout(numbered_rows, source, text_field)
     else:
@@ -564,7 +607,7 @@ def normalize_rows(
     reads = layout.reads | {text_field}
     examples = []
     for number, row in numbered_rows:
-        at = Reading(source, number)
+        at = Reading(source, number, names=names)
         example = layout.read(row, at, text_field=text_field)
         at.found |= {str(extra) for extra in set(row) - reads if row[extra] not in (None, "", [], {})}
         for name in at.found:

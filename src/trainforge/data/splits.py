@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from trainforge.config.schema import DataConfig
-from trainforge.data.formats import normalize_rows
+from trainforge.data.formats import Naming, normalize_rows
+from trainforge.data.llamafactory import is_entry, resolve
 from trainforge.data.readers import read_rows
 from trainforge.data.report import DataReport
 from trainforge.data.tasks import generate_task
@@ -61,11 +62,16 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
     report, layouts = DataReport(), {}
 
     def read(path: str, part: str) -> list[dict]:
+        fmt, names, notes = cfg.format, Naming(cfg.columns, cfg.roles), []
+        if is_entry(path):  # LLaMA-Factory's registry names the file, its layout and field names
+            entry = resolve(path)
+            path, names, notes = entry.path, entry.names, entry.notes
+            fmt = entry.layout if fmt == "auto" else fmt
         numbered = read_rows(path, cfg.max_rows, cfg.text_unit)
         if normalize:
             return normalize(numbered, path)
-        found = DataReport(source=path)
-        rows = normalize_rows(numbered, cfg.format, path, cfg.text_field, found, cfg.strict)
+        found = DataReport(source=path, notes=notes)
+        rows = normalize_rows(numbered, fmt, path, cfg.text_field, found, cfg.strict, names)
         layouts[path] = found.layout
         report.merge(found, "" if part == "train" else part)
         report.layout, report.why = report.layout or found.layout, report.why or found.why
