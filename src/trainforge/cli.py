@@ -556,11 +556,21 @@ def data_inspect(
     ),
     model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer to count tokens with."),
     examples: int = typer.Option(2, help="How many rendered examples to show."),
+    show_mask: bool = typer.Option(
+        False, "--show-mask", help="Highlight the tokens that train, and give their share of the file's tokens."
+    ),
+    template: str = typer.Option("auto", "--template", help="auto (the tokenizer's) | chatml | alpaca | llama3 | none"),
+    train_on_inputs: bool = typer.Option(False, "--train-on-inputs", help="As training.train_on_inputs."),
+    mask_history: bool = typer.Option(False, "--mask-history", help="As data.mask_history."),
 ):
-    """Counts, token-length percentiles and a few rendered examples."""
+    """Counts, token-length percentiles and a few rendered examples (with --show-mask: what trains)."""
     from trainforge.data.inspect import inspect_file
+    from trainforge.data.templates import TEMPLATES
+    from trainforge.data.tokenize import Masking
 
-    inspect_file(file, format, model, examples, out)
+    if template != "auto" and template not in TEMPLATES:
+        raise TrainforgeError(f"Option `--template` = {template!r}: expected auto, {', '.join(TEMPLATES)}.")
+    inspect_file(file, format, model, examples, out, show_mask, template, Masking(train_on_inputs, mask_history))
 
 
 @data_app.command("validate")

@@ -147,6 +147,15 @@ class DataConfig(Section):
     strict: bool = Field(
         False, description="Refuse rows holding fields their layout does not use (by default they are reported)."
     )
+    template: Literal["auto", "chatml", "alpaca", "llama3", "none"] = Field(
+        "auto",
+        description="How conversations are rendered: auto: the tokenizer's own chat template (a model without one is "
+        "refused, naming these choices); chatml / alpaca / llama3: that template; none: the messages joined as plain "
+        "text (base models, completion data). Saved with the run, so chat / predict / serve render the same way.",
+    )
+    mask_history: bool = Field(
+        False, description="Train only on a conversation's last answer (its earlier answers are context)."
+    )
     columns: dict[str, str] = Field(
         {},
         description="Read trainforge's fields from the file's: {ours: theirs}, e.g. {prompt: question, chosen: good, "
@@ -287,6 +296,11 @@ class TrainingConfig(Section):
         "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
         "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer); ppo / grpo / rloo: online RL of the "
         "model against `reward:` on the data's prompts (see `rl:`).",
+    )
+    train_on_inputs: bool = Field(
+        False,
+        description="SFT: every token trains, prompts and system messages too (by default only the answers, or "
+        "what per-message flags say).",
     )
     beta: float = Field(
         0.1,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from trainforge.data.formats import normalize_rows
 from trainforge.data.readers import read_rows
 from trainforge.data.report import DataReport
-from trainforge.data.tokenize import example_text
+from trainforge.data.templates import use_template
+from trainforge.data.tokenize import IGNORE, Masking, example_text, tokenize_example
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -18,7 +20,27 @@ def percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1)))]
 
 
-def inspect_file(path: str, fmt: str, model: str, n_examples: int, out: Console) -> dict:
+def masked_text(tokenizer, example: dict, masking: Masking) -> tuple[Text, int, int]:
+    """An example as the model sees it with its trained tokens highlighted, and (trained, all) token counts."""
+    row = tokenize_example(tokenizer, example, 10**9, masking)
+    shown = Text()
+    for token, label in zip(row["input_ids"], row["labels"]):
+        shown.append(tokenizer.decode([token]), style="bold green" if label != IGNORE else "dim")
+    return shown, sum(label != IGNORE for label in row["labels"]), len(row["labels"])
+
+
+def inspect_file(
+    path: str,
+    fmt: str,
+    model: str,
+    n_examples: int,
+    out: Console,
+    show_mask: bool = False,
+    template: str = "auto",
+    masking: Masking = Masking(),
+) -> dict:
+    """Rows, token-length percentiles and rendered examples; with `show_mask`, the examples with their trained
+    tokens highlighted and the file's trained-token share."""
     from trainforge.models import load_tokenizer
 
     report = DataReport(source=path)
@@ -26,7 +48,7 @@ def inspect_file(path: str, fmt: str, model: str, n_examples: int, out: Console)
     for line in report.lines():
         out.print(line, highlight=False)
     fmt = report.layout
-    tokenizer = load_tokenizer(model)
+    tokenizer = use_template(load_tokenizer(model), template)
     if fmt == "preference":
         return inspect_pairs(path, examples, tokenizer, model, n_examples, out)
     texts = [example_text(tokenizer, e) for e in examples]
@@ -40,6 +62,17 @@ def inspect_file(path: str, fmt: str, model: str, n_examples: int, out: Console)
     table = Table("rows", "total tokens", "p50", "p90", "p99", "max", title=f"{path} ({fmt}, {model} tokenizer)")
     table.add_row(*(str(stats[k]) for k in ("rows", "tokens", "p50", "p90", "p99", "max")))
     out.print(table)
+    if show_mask and ("messages" in examples[0] or "segments" in examples[0]):
+        counts = [masked_text(tokenizer, e, masking)[1:] for e in examples]
+        stats["trained_share"] = round(sum(t for t, _ in counts) / max(sum(n for _, n in counts), 1), 4)
+        out.print(f"trained tokens: {stats['trained_share']:.1%} of all tokens (green below; the rest is context)")
+        for i, example in enumerate(examples[:n_examples]):
+            out.print(
+                Panel(
+                    masked_text(tokenizer, example, masking)[0], title=f"example {i + 1}: trained tokens", expand=False
+                )
+            )
+        return stats
     for i, text in enumerate(texts[:n_examples]):
         out.print(Panel(text, title=f"example {i + 1} as the model sees it", expand=False), highlight=False)
     return stats

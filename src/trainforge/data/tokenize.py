@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 
 from trainforge.data.formats import trains
 from trainforge.data.report import DataReport
+from trainforge.data.templates import no_template
 from trainforge.errors import DataError
 
 IGNORE = -100
@@ -28,17 +30,35 @@ def with_tools(tokenizer, messages: list[dict], tools: list | None) -> tuple[lis
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise no_template(tokenizer)
     messages, extra = with_tools(tokenizer, messages, tools)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra)
 
 
-def trained_spans(tokenizer, messages: list[dict], tools: list | None = None) -> tuple[str, list[tuple[int, int]]]:
+@dataclass(frozen=True)
+class Masking:
+    """Which tokens carry loss beyond what a row's layout and flags say: every token (`train_on_inputs`), or only
+    a conversation's last trained message (`mask_history`)."""
+
+    train_on_inputs: bool = False
+    mask_history: bool = False
+
+
+def trained_spans(
+    tokenizer, messages: list[dict], tools: list | None = None, masking: Masking = Masking()
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of the messages that train (an assistant reply, with its
     end-of-turn marker, unless a flag says otherwise)."""
     full = render(tokenizer, messages, tools=tools)
+    if masking.train_on_inputs:
+        return full, [(0, len(full))]
+    trained = [i for i, message in enumerate(messages) if trains(message)]
+    if masking.mask_history:
+        trained = trained[-1:]
     spans = []
     for i, message in enumerate(messages):
-        if not trains(message):
+        if i not in trained:
             continue
         answer = message["role"] == "assistant"
         start = len(render(tokenizer, messages[:i], add_generation_prompt=answer, tools=tools)) if i else 0
@@ -60,26 +80,28 @@ def _labelled(tokenizer, text: str, spans: list[tuple[int, int]], max_length: in
     return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
 
 
-def tokenize_chat(tokenizer, messages: list[dict], max_length: int, tools: list | None = None) -> dict:
+def tokenize_chat(
+    tokenizer, messages: list[dict], max_length: int, tools: list | None = None, masking: Masking = Masking()
+) -> dict:
     """Token ids and labels (the trained messages' tokens only) of a conversation, cut at `max_length`."""
-    return _labelled(tokenizer, *trained_spans(tokenizer, messages, tools), max_length)
+    return _labelled(tokenizer, *trained_spans(tokenizer, messages, tools, masking), max_length)
 
 
-def tokenize_segments(tokenizer, segments: list[dict], max_length: int) -> dict:
+def tokenize_segments(tokenizer, segments: list[dict], max_length: int, masking: Masking = Masking()) -> dict:
     """Raw text pieces, each tokenized on its own and joined (as Axolotl's input_output does: a token never spans
     two pieces), labels on the pieces that train; no template."""
     ids, labels = [], []
     for segment in segments:
         piece = tokenizer(segment["text"], add_special_tokens=False)["input_ids"]
         ids += piece
-        labels += piece if segment["train"] else [IGNORE] * len(piece)
+        labels += piece if segment["train"] or masking.train_on_inputs else [IGNORE] * len(piece)
     return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": len(ids) > max_length}
 
 
-def tokenize_example(tokenizer, example: dict, max_length: int) -> dict:
+def tokenize_example(tokenizer, example: dict, max_length: int, masking: Masking = Masking()) -> dict:
     if "segments" in example:
-        return tokenize_segments(tokenizer, example["segments"], max_length)
-    return tokenize_chat(tokenizer, example["messages"], max_length, example.get("tools"))
+        return tokenize_segments(tokenizer, example["segments"], max_length, masking)
+    return tokenize_chat(tokenizer, example["messages"], max_length, example.get("tools"), masking)
 
 
 def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataReport | None = None) -> list[dict]:
@@ -141,6 +163,7 @@ def tokenize_examples(
     mlm_probability: float = 0.15,
     mask_seed: int | None = None,
     report: DataReport | None = None,
+    masking: Masking = Masking(),
 ) -> list[dict]:
     """Token ids and labels of normalized examples for `objective`. Rows cut at `max_length` and rows left with
     nothing to learn are counted, by row number, in `report`."""
@@ -156,7 +179,7 @@ def tokenize_examples(
     elif objective == "clm":
         return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length, report)
     else:
-        rows = [tokenize_example(tokenizer, e, max_length) for e in examples]
+        rows = [tokenize_example(tokenizer, e, max_length, masking) for e in examples]
     kept = []
     for number, (example, row) in enumerate(zip(examples, rows), start=1):
         where = example.get("row", number)
@@ -244,3 +267,37 @@ def fit_pairs(tokenizer, pairs: list[dict], max_length: int, report: DataReport)
             "raise it or shorten the prompts."
         )
     return kept
+
+
+def end_of_turn(tokenizer) -> tuple[int, str] | None:
+    """The special token that ends a rendered assistant turn — what a model must learn to stop on — if the template
+    ends its turns with one."""
+    text, spans = trained_spans(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start, end = spans[-1]
+    for token, (at, _) in zip(enc["input_ids"], enc["offset_mapping"]):
+        if start <= at < end and token in special:
+            return token, tokenizer.convert_ids_to_tokens(token)
+    return None
+
+
+def check_end_of_turn(tokenizer, rows: list[dict], report: DataReport) -> None:
+    """That the model will learn to stop: the template's end-of-turn token is trained, and generation stops on it
+    (when it is not the tokenizer's eos, it becomes the eos, as LLaMA-Factory's `replace_eos` does). Said in
+    `report`'s notes."""
+    found = end_of_turn(tokenizer)
+    if found is None:
+        report.notes.append(
+            "the chat template ends an answer with no special token: the model learns no token to "
+            "stop on and generates to max_new_tokens (a template with one, e.g. data.template: "
+            "chatml, fixes it)"
+        )
+        return
+    token, text = found
+    share = sum(token in row["labels"] for row in rows) / max(len(rows), 1)
+    stops = "the tokenizer's eos: generation stops on it"
+    if token != tokenizer.eos_token_id:
+        stops = f"now the tokenizer's eos (was {tokenizer.eos_token!r}), so generation stops on it"
+        tokenizer.eos_token = text
+    report.notes.append(f"end of turn `{text}` is trained in {share:.0%} of the training rows; {stops}")

@@ -27,7 +27,9 @@ def load_run_model(run: RunDir):
         from trainforge.methods.lora import decode_virtual_tokens_without_cache
 
         model = decode_virtual_tokens_without_cache(PeftModel.from_pretrained(base, run.path / "adapter"))
-        tokenizer = load_tokenizer(config.model.name)
+        # the tokenizer the run saved: its chat template and eos are what training used
+        saved = (run.path / "adapter" / "tokenizer_config.json").is_file()
+        tokenizer = load_tokenizer(str(run.path / "adapter") if saved else config.model.name)
     elif (run.path / "model").is_dir():
         model = load_language_model(str(run.path / "model"), objective)
         tokenizer = load_tokenizer(str(run.path / "model"))

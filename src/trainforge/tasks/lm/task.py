@@ -13,7 +13,8 @@ from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
 from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits, load_splits
-from trainforge.data.tokenize import tokenize_examples
+from trainforge.data.templates import use_template
+from trainforge.data.tokenize import Masking, check_end_of_turn, tokenize_examples
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
@@ -61,6 +62,7 @@ def prepare(config: RunConfig) -> Prepared:
         tokenizer = train_tokenizer(config.model.tokenizer, corpus_texts(splits.train))
     else:
         tokenizer = load_tokenizer(config.model.name)
+    use_template(tokenizer, config.data.template)
     t = config.training
 
     if splits.layout == "preference":  # DPO / ORPO
@@ -71,14 +73,20 @@ def prepare(config: RunConfig) -> Prepared:
     if splits.layout == "unpaired":
         splits = answers_to_learn(splits, report)
 
+    masking = Masking(t.train_on_inputs, config.data.mask_history)
+
     def tok(rows, part):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
         found = DataReport()
         seed = None if part == "train" else t.seed
-        tokenized = tokenize_examples(tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed, found)
+        tokenized = tokenize_examples(
+            tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed, found, masking
+        )
         report.merge(found, "" if part == "train" else part)
         return tokenized
 
     train_rows = tok(splits.train, "train")
+    if t.objective == "sft" and "messages" in splits.train[0]:
+        check_end_of_turn(tokenizer, train_rows, report)
     eval_rows = tok(splits.validation, "validation") if splits.validation else []
     heldout = tok(splits.test, "test") if splits.test else eval_rows
     return Prepared(config, hardware, method, tokenizer, splits, train_rows, eval_rows, heldout, report)
@@ -177,6 +185,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     with run.failing_on_error():
         set_seed(config.training.seed)
         model = load_model(config, prep)
+        eos = prep.tokenizer.eos_token_id
+        if eos is not None and model.generation_config.eos_token_id != eos:  # the template's end of turn
+            model.generation_config.eos_token_id = eos
         before = baseline_scores(run, config, lambda: evaluate_lm(model, prep, "base"))
         set_seed(config.training.seed)
         model, training = train_and_save(model, prep, run, build_lm_trainer, callbacks, resume)
