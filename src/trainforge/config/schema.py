@@ -100,6 +100,53 @@ class SplitFractions(Section):
         return self
 
 
+Layout = Literal[
+    "auto",
+    "text",
+    "alpaca",
+    "chat",
+    "prompt-completion",
+    "prompt-only",
+    "preference",
+    "unpaired",
+    "input-output",
+    "tabular",
+    "classification",
+    "seq2seq",
+]
+
+
+class SourceConfig(Section):
+    """One source of a run's rows among several (`data.sources`)."""
+
+    path: str | None = Field(
+        None,
+        description="A file, an HF `save_to_disk` folder, `hf:owner/name` or a LLaMA-Factory `dataset_info.json#entry`.",
+    )
+    task: str | None = Field(None, description="A bundled generated task.")
+    task_size: int = Field(1000, gt=0)
+    format: Layout = Field("auto", description="The source's layout (as `data.format`).")
+    columns: dict[str, str] = Field({}, description="As `data.columns`, for this source.")
+    roles: dict[str, list[str]] = Field({}, description="As `data.roles`, for this source.")
+    max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of the source.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="The source's share of the training rows, relative to the other sources' weights: sources with "
+        "weights are interleaved (seeded) to these proportions, with as many rows as the proportions allow without "
+        "repeating one (the rows left out are counted); without weights, sources are concatenated.",
+    )
+    split: Literal["all", "train", "validation", "test"] = Field(
+        "all", description="all: split by `data.split` fractions; train / validation / test: every row goes there."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.path) == bool(self.task):
+            raise ValueError("each of `data.sources` gives one of `path` and `task`")
+        return self
+
+
 class DataConfig(Section):
     """Where rows come from: one file split by fractions, separate split files, or a bundled task."""
 
@@ -121,20 +168,7 @@ class DataConfig(Section):
     dataset: str | None = Field(
         None, description=f"Tabular tasks: a scikit-learn bundled dataset by name ({', '.join(BUNDLED_DATASETS)})."
     )
-    format: Literal[
-        "auto",
-        "text",
-        "alpaca",
-        "chat",
-        "prompt-completion",
-        "prompt-only",
-        "preference",
-        "unpaired",
-        "input-output",
-        "tabular",
-        "classification",
-        "seq2seq",
-    ] = Field(
+    format: Layout = Field(
         "auto",
         description="The rows' layout. auto: told from the fields the rows hold (printed, with why); text: raw "
         "text; alpaca: instruction / input / output (+ system, history); chat: `messages` (OpenAI, with per-message "
@@ -155,6 +189,11 @@ class DataConfig(Section):
     )
     mask_history: bool = Field(
         False, description="Train only on a conversation's last answer (its earlier answers are context)."
+    )
+    sources: list[SourceConfig] = Field(
+        [],
+        description="Several sources in one run, each with its own path or task, format, columns, roles, max_rows, "
+        "weight and split; mixed by concatenation, or interleaved to their weights.",
     )
     columns: dict[str, str] = Field(
         {},
@@ -200,15 +239,20 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self):
-        sources = [k for k in ("path", "train", "task", "dataset", "env") if getattr(self, k)]
+        sources = [k for k in ("path", "train", "task", "dataset", "env", "sources") if getattr(self, k)]
         if len(sources) != 1:
             raise ValueError(
                 "give exactly one data source: `data.path` (split by fractions), `data.train` "
-                f"(with optional `data.validation` / `data.test` files), `data.task`, `data.dataset` or `data.env` "
+                f"(with optional `data.validation` / `data.test` files), `data.task`, `data.sources`, `data.dataset` or `data.env` "
                 f"(task rl-agent); got {sources or 'none'}"
             )
         if (self.validation or self.test) and not self.train:
             raise ValueError("`data.validation` / `data.test` files need `data.train` as the training file")
+        weighted = [s.weight is not None for s in self.sources]
+        if any(weighted) and not all(weighted):
+            raise ValueError("give every one of `data.sources` a `weight` (interleaved to them) or none (concatenated)")
+        if self.sources and not any(s.split in ("all", "train") for s in self.sources):
+            raise ValueError("no one of `data.sources` feeds the train split; give one `split: all` or `train`")
         return self
 
 

@@ -19,6 +19,7 @@ class DataReport:
     truncated: dict[str, list] = field(default_factory=dict)  # reason → row numbers
     reasons: dict[str, str] = field(default_factory=dict)  # reason → what it means, in words
     notes: list[str] = field(default_factory=list)  # other facts worth a line (tokens cut from a corpus tail, ...)
+    sources: dict[str, int] = field(default_factory=dict)  # several sources: training rows each gives
 
     def drop(self, reason: str, row, why: str) -> None:
         self.dropped.setdefault(reason, []).append(row)
@@ -41,6 +42,7 @@ class DataReport:
             for reason, rows in theirs.items():
                 mine.setdefault(prefix + reason, []).extend(rows)
         self.reasons.update({prefix + k: f"{part}: {v}" if part else v for k, v in other.reasons.items()})
+        self.sources.update(other.sources)
         self.notes += [f"{part}: {n}" if part else n for n in other.notes]
 
     @staticmethod
@@ -66,6 +68,7 @@ class DataReport:
         out = {f"data.unused.{name}": count for name, count in self.unused.items()}
         out.update({f"data.dropped.{reason}": len(rows) for reason, rows in self.dropped.items()})
         out.update({f"data.truncated.{reason}": len(rows) for reason, rows in self.truncated.items()})
+        out.update({f"data.source.{label}": rows for label, rows in self.sources.items()})
         if self.layout:
             out["data.layout"] = self.layout
         return out

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from trainforge.config.schema import DataConfig
+from trainforge.config.schema import DataConfig, SourceConfig
 from trainforge.data.formats import Naming, normalize_rows
 from trainforge.data.llamafactory import is_entry, resolve
 from trainforge.data.readers import read_rows
@@ -21,8 +22,9 @@ class Splits:
     validation: list[dict] = field(default_factory=list)
     test: list[dict] = field(default_factory=list)
     source: str = ""
-    layout: str | None = None  # the rows' layout, as set or detected
+    layout: str | None = None  # the rows' layout, as set or detected (`mixed`: sources of several layouts)
     report: DataReport = field(default_factory=DataReport)  # fields not used, and why the layout
+    layouts: dict[str, str] = field(default_factory=dict)  # several sources: each one's layout
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
@@ -77,6 +79,8 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
         report.layout, report.why = report.layout or found.layout, report.why or found.why
         return rows
 
+    if cfg.sources:
+        return _mixed(cfg, seed, normalize)
     if cfg.task:
         fmt, rows = _bundled(cfg, seed)
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
@@ -100,3 +104,72 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) 
     if not train:
         raise DataError(f"{source} has {len(rows)} rows: too few to give the train split any.")
     return Splits(train, val, test, source, report.layout, report)
+
+
+def _label(source: SourceConfig, index: int) -> str:
+    name = source.task or Path(source.path.split("#")[-1]).stem.split(".")[0] or f"source{index}"
+    return f"{index}.{name}"
+
+
+def _interleaved(parts: list[tuple[str, list[dict], float]], seed: int, report: DataReport) -> list[dict]:
+    """Rows of every source to their weights' proportions, as many as those allow without repeating a row, in a
+    seeded order; the rows each source leaves out are said in `report`."""
+    rng = random.Random(seed)
+    total = sum(weight for _, _, weight in parts)
+    size = min(len(rows) * total / weight for _, rows, weight in parts)
+    mixed = []
+    for label, rows, weight in parts:
+        take = min(len(rows), round(size * weight / total))
+        mixed += rng.sample(rows, take)
+        if take < len(rows):
+            report.notes.append(
+                f"source {label}: {take} of its {len(rows)} training rows mixed in (weight "
+                f"{weight:g} of {total:g}); the other {len(rows) - take} are left out"
+            )
+    rng.shuffle(mixed)
+    return mixed
+
+
+def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None) -> Splits:
+    """Several sources: each read (and split by fractions, or sent whole to one split) on its own, then
+    concatenated or interleaved to their weights (training rows; held-out rows are concatenated). Rows keep their
+    source in their row number (`<source>:<row>`)."""
+    report, layouts = DataReport(), {}
+    parts: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for index, source in enumerate(cfg.sources):
+        label = _label(source, index)
+        single = cfg.model_copy(
+            update={
+                "sources": [],
+                "path": source.path,
+                "task": source.task,
+                "task_size": source.task_size,
+                "format": source.format,
+                "columns": source.columns,
+                "roles": source.roles,
+                "max_rows": source.max_rows,
+            }
+        )
+        one = load_splits(single, seed + index, normalize)
+        layouts[label] = one.layout
+        report.merge(one.report, label)
+        pieces = {"train": one.train, "validation": one.validation, "test": one.test}
+        if source.split != "all":
+            pieces = {source.split: one.train + one.validation + one.test}
+        for part, rows in pieces.items():
+            parts[part].append((label, [{**row, "row": f"{label}:{row.get('row')}"} for row in rows], source.weight))
+    train = parts["train"]
+    if train and all(weight is not None for _, _, weight in train):
+        rows = _interleaved(train, seed, report)
+    else:
+        rows = [row for _, part, _ in train for row in part]
+    report.sources = {label: sum(row["row"].startswith(f"{label}:") for row in rows) for label, _, _ in train}
+    held_out = {part: [row for _, rows_, _ in parts[part] for row in rows_] for part in ("validation", "test")}
+    kinds = set(layouts.values())
+    report.layout = kinds.pop() if len(kinds) == 1 else "mixed"
+    report.why = "; ".join(f"{label}: {layout}" for label, layout in layouts.items())
+    splits = Splits(
+        rows, held_out["validation"], held_out["test"], f"{len(cfg.sources)} sources", report.layout, report
+    )
+    splits.layouts = layouts
+    return splits

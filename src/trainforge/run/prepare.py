@@ -69,9 +69,12 @@ def checked_layout(config: RunConfig, splits: Splits) -> Splits:
     """The splits, once their layout (detected under `data.format: auto`) is known to fit the objective."""
     from trainforge.config.schema import layout_problem
 
-    problem = layout_problem(config.training.objective, splits.layout) if splits.layout else None
-    if problem:
-        raise DataError(f"Data {splits.source} reads as `{splits.layout}` ({splits.report.why}); {problem}.")
+    read_as = splits.layouts or ({splits.source: splits.layout} if splits.layout else {})
+    for source, layout in read_as.items():
+        problem = layout_problem(config.training.objective, layout)
+        if problem:
+            why = splits.report.why if len(read_as) == 1 else f"source {source}"
+            raise DataError(f"Data {splits.source} reads as `{layout}` ({why}); {problem}.")
     return splits
 
 

@@ -70,7 +70,7 @@ def prepare(config: RunConfig) -> Prepared:
     report = DataReport(source=splits.source, layout=splits.layout)
     report.merge(splits.report)
     report.why = splits.report.why
-    if splits.layout == "unpaired":
+    if "unpaired" in (splits.layout, *splits.layouts.values()):
         splits = answers_to_learn(splits, report)
 
     masking = Masking(t.train_on_inputs, config.data.mask_history)
@@ -94,12 +94,14 @@ def prepare(config: RunConfig) -> Prepared:
 
 def answers_to_learn(splits: Splits, report: DataReport) -> Splits:
     """Unpaired preference rows as SFT data: the label-true answers train, the label-false ones (answers not to
-    learn) are dropped and counted."""
+    learn) are dropped and counted; rows of other layouts (another source) stay as they are."""
     kept = {}
     for part in ("train", "validation", "test"):
         kept[part] = []
         for row in getattr(splits, part):
-            if row["label"]:
+            if "label" not in row:
+                kept[part].append(row)
+            elif row["label"]:
                 kept[part].append({"messages": row["prompt"] + row["completion"], "row": row["row"]})
             else:
                 report.drop(
@@ -108,7 +110,8 @@ def answers_to_learn(splits: Splits, report: DataReport) -> Splits:
                     f"{'' if part == 'train' else part + ': '}`label` / `kto_tag` false: an answer not to "
                     "learn from (SFT learns the label-true answers of unpaired preference data)",
                 )
-    return Splits(kept["train"], kept["validation"], kept["test"], splits.source, "chat", splits.report)
+    layout = "chat" if splits.layout == "unpaired" else splits.layout
+    return Splits(kept["train"], kept["validation"], kept["test"], splits.source, layout, splits.report, splits.layouts)
 
 
 def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
