@@ -20,7 +20,9 @@ humaneval_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(no_args_is_help=True, help="Configs from other tools.")
 app.add_typer(humaneval_app, name="humaneval")
+app.add_typer(config_app, name="config")
 out = Console()
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -594,6 +596,46 @@ def data_validate(
     for line in report.lines():
         out.print(line, highlight=False)
     out.print(f"[green]ok:[/] {len(rows)} valid {report.layout} rows in {file}")
+
+
+# config -----------------------------------------------------------------------------------------------------------
+@config_app.command("import")
+def config_import(
+    file: Path = typer.Argument(..., help="A LLaMA-Factory or Axolotl training YAML."),
+    tool: str = typer.Option(..., "--from", help="llamafactory | axolotl"),
+    out_file: Optional[Path] = typer.Option(
+        None, "--out", help="Where to write the trainforge config (default: <file>.trainforge.yaml beside it)."
+    ),
+):
+    """Write the trainforge config of another tool's training YAML, and list every key that has no equivalent."""
+    import json
+
+    import yaml
+
+    from trainforge.config import validate
+    from trainforge.config.loader import read_yaml
+    from trainforge.config.migrate import import_config
+    from trainforge.tracking.rundir import atomic_write_text
+
+    imported = import_config(read_yaml(file), tool)
+    validate(imported.config, f"imported from {file}")  # what is written must train
+    target = out_file or file.with_name(file.name.split(".")[0] + ".trainforge.yaml")
+    header = [f"# Imported from {file} ({tool}) by `trainforge config import`."]
+    if imported.unmapped:
+        header.append("# Keys with no trainforge equivalent, not carried over:")
+        header += [f"#   {key}: {json.dumps(value, default=str)}" for key, value in imported.unmapped.items()]
+    header += [f"# Note: {note}" for note in imported.notes]
+    atomic_write_text(target, "\n".join(header) + "\n" + yaml.safe_dump(imported.config, sort_keys=False))
+    if imported.unmapped:
+        table = Table(
+            "key", "value", title=f"{len(imported.unmapped)} keys of {file.name} with no trainforge equivalent"
+        )
+        for key, value in imported.unmapped.items():
+            table.add_row(key, str(value))
+        out.print(table)
+    for note in imported.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    out.print(f"trainforge config written to [bold]{target}[/] (run it with `trainforge train {target}`)")
 
 
 def main() -> None:

@@ -92,13 +92,34 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def did_you_mean(key: str) -> str:
+    """A hint for an unknown key: the trainforge key LLaMA-Factory's or Axolotl's name stands for, the same name in
+    another section, or the closest key."""
+    import difflib
+
+    from trainforge.config.migrate import RULES
+    from trainforge.config.reference import rows
+
+    known = [name for name, *_ in rows(RunConfig)]
+    leaf = key.rsplit(".", 1)[-1]
+    same = [name for name in known if name.rsplit(".", 1)[-1] == leaf]
+    if same:
+        return f" (did you mean `{same[0]}`?)"
+    foreign = [(tool, rules[key]) for tool, rules in RULES.items() if isinstance(rules.get(key), str)]
+    if foreign:
+        tools = {"llamafactory": "LLaMA-Factory", "axolotl": "Axolotl"}
+        return f" ({tools[foreign[0][0]]}'s `{key}` is `{foreign[0][1]}` here)"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def describe_validation_error(err: ValidationError, source: str) -> str:
     problems = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key `{key}`")
+            problems.append(f"unknown key `{key}`{did_you_mean(key)}")
         elif item["type"] == "missing":
             problems.append(f"missing required key `{key}`")
         elif not item["loc"]:  # a check across sections: the message names its keys; the input is the whole config

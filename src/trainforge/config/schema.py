@@ -388,7 +388,10 @@ class TrainingConfig(Section):
         "are max_length long), else the model's default.",
     )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Learning-rate warmup as a share of the steps.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Learning-rate warmup in steps (Trainer-based runs); replaces `warmup_ratio`."
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(10, gt=0)

@@ -147,7 +147,7 @@ def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None) -> Splits:
                 "format": source.format,
                 "columns": source.columns,
                 "roles": source.roles,
-                "max_rows": source.max_rows,
+                "max_rows": source.max_rows or cfg.max_rows,
             }
         )
         one = load_splits(single, seed + index, normalize)

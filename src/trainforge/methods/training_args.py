@@ -28,7 +28,7 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         per_device_eval_batch_size=config.evaluation.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        warmup_steps=t.warmup_steps if t.warmup_steps is not None else t.warmup_ratio,  # a float < 1: a ratio
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
