@@ -32,11 +32,10 @@ def test_a_llamafactory_config_maps_and_lists_the_rest():
         "data/dataset_info.json#alpaca_en_demo",
     ]
     assert config.data.template == "llama3" and config.data.max_rows == 1000
+    assert (config.data.num_proc, config.data.cache) == (16, False)
     assert (config.name, config.tracking.runs_dir) == ("sft", "saves/llama3-8b/lora")
     assert set(imported.unmapped) == {
         "do_train",
-        "overwrite_cache",
-        "preprocessing_num_workers",
         "dataloader_num_workers",
         "plot_loss",
         "overwrite_output_dir",

@@ -53,14 +53,15 @@ def test_each_built_in_template_renders_and_locates_the_answers(tokenizer, name)
 
 def test_the_end_of_turn_token_is_trained_and_becomes_the_eos(tokenizer):
     report = DataReport()
-    row = tokenize_chat(tokenizer, TWO_TURNS, 512)
-    check_end_of_turn(tokenizer, [row], report)
+    row, found = tokenize_chat(tokenizer, TWO_TURNS, 512), end_of_turn(tokenizer)
+    assert found[0] in row["labels"]
+    check_end_of_turn(tokenizer, found, 1.0, report)
     assert report.notes == [
         "end of turn `<|im_end|>` is trained in 100% of the training rows; the tokenizer's eos: generation stops on it"
     ]
     tokenizer.eos_token = "<|endoftext|>"  # a tokenizer whose eos is not the template's end of turn
     report = DataReport()
-    check_end_of_turn(tokenizer, [row], report)
+    check_end_of_turn(tokenizer, end_of_turn(tokenizer), 1.0, report)
     assert tokenizer.eos_token == "<|im_end|>" and "now the tokenizer's eos (was '<|endoftext|>')" in report.notes[0]
     use_template(tokenizer, "llama3")  # its <|eot_id|> is no token of this vocabulary
     assert end_of_turn(tokenizer) is None

@@ -26,7 +26,7 @@ def test_tune_searches_an_lm_config_and_the_best_learning_rate_wins(runs_dir):
     summary = read_json(run.file("summary.json"))
     assert summary["metric"] == "eval_loss" and summary["direction"] == "minimize"
     assert summary["best_params"] == {"training.learning_rate": 1.0e-2}
-    trial_runs = sorted(p.name for p in (runs_dir / "lr-search-trials").iterdir())
+    trial_runs = sorted(p.name for p in (runs_dir / "lr-search-trials").iterdir() if not p.name.startswith("."))
     assert trial_runs == ["lr-search-trial-0", "lr-search-trial-1"]
     assert "learning_rate: 0.01" in run.file("best.yaml").read_text()
 

@@ -220,6 +220,17 @@ class DataConfig(Section):
     time_column: str | None = Field(None, description="Orders rows for time splits and time-series CV.")
     split: SplitFractions = SplitFractions()
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of each source (quick trials).")
+    cache: bool = Field(
+        True,
+        description="Language-model tasks: keep the prepared rows and tokens (memory-mapped Arrow) under "
+        "`<runs_dir>/.cache/data/`, keyed by the data files, the tokenizer and the preparation settings, so a run on "
+        "the same data starts training in seconds; false prepares afresh.",
+    )
+    num_proc: int | None = Field(
+        None,
+        gt=0,
+        description="Processes that tokenize; default: every core for 20,000 rows or more, else one.",
+    )
     env: str | None = Field(None, description="Task rl-agent: a gymnasium environment id, e.g. `CartPole-v1`.")
 
     @field_validator("roles")

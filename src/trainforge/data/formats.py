@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from itertools import chain, islice
+from typing import Any, Callable, Iterable, Iterator
 
 from trainforge.data.report import DataReport
 from trainforge.errors import DataError
@@ -92,9 +93,9 @@ class Naming:
     def role(self, name):
         return next((ours for ours, theirs in self.roles.items() if name in theirs), None)
 
-    def check(self, numbered_rows: list[tuple[int, dict]], source: str) -> None:
-        """Each renamed field is in the file (a typo in `data.columns` would read as a missing field)."""
-        fields = set().union(*(row.keys() for _, row in numbered_rows))
+    def check(self, fields: set, source: str) -> None:
+        """Each renamed field is among the file's `fields` (a typo in `data.columns` would read as a missing
+        field)."""
         missing = {ours: theirs for ours, theirs in self.columns.items() if theirs not in fields}
         if missing:
             shown = ", ".join(f"`{ours}` to `{theirs}`" for ours, theirs in missing.items())
@@ -590,36 +591,60 @@ def normalize_rows(
     each example keeps as `row` (to report it if it is later dropped or cut). `fmt` is a layout name or `auto`.
     Fields the layout does not read are counted in `report`; with `strict` they are an error. `names` renames the
     file's fields, roles and message keys to trainforge's first."""
+    return list(normalize_stream(numbered_rows, fmt, source, text_field, report, strict, names))
+
+
+def normalize_stream(
+    numbered_rows: Iterable[tuple[int, dict]],
+    fmt: str,
+    source: str,
+    text_field: str = "text",
+    report: DataReport | None = None,
+    strict: bool = False,
+    names: Naming | None = None,
+) -> Iterator[dict]:
+    """`normalize_rows` as rows come, for files larger than memory: the layout is detected from the first rows,
+    and what holds for the whole file (mapped fields present, `strict`) is checked when the last row is read."""
     report = report if report is not None else DataReport(source=source)
+    rows = iter(numbered_rows)
+    head = list(islice(rows, DETECT_ROWS))
+    fields: set = set()
+    try:
+        for _, row in head:
+            fields |= row.keys()
+        renamed = [(number, names.row(row)) for number, row in head] if names else head
+        if fmt == "auto":
+            fmt, why = detect_layout(renamed, source, text_field)
+        else:
+            why = "set by `data.format`"
+        if fmt not in LAYOUTS:
+            raise DataError(
+                f"Data file {source}: `data.format` {fmt!r} is not a row layout; expected one of {', '.join(LAYOUTS)}."
+            )
+        layout = LAYOUTS[fmt]
+        report.layout, report.why = fmt, why
+        reads = layout.reads | {text_field}
+        for number, row in chain(head, rows):
+            fields |= row.keys()
+            row = names.row(row) if names else row
+            at = Reading(source, number, names=names)
+            example = layout.read(row, at, text_field=text_field)
+            at.found |= {str(extra) for extra in set(row) - reads if row[extra] not in (None, "", [], {})}
+            for name in at.found:
+                report.unused_field(name)
+            yield {**example, "row": number}
+    except DataError:
+        if names:  # a mapped field no row holds explains the failure better than the failure itself
+            names.check(fields, source)
+        raise
     if names:
-        names.check(numbered_rows, source)
-        numbered_rows = [(number, names.row(row)) for number, row in numbered_rows]
-    if fmt == "auto":
-        fmt, why = detect_layout(numbered_rows, source, text_field)
-    else:
-        why = "set by `data.format`"
-    if fmt not in LAYOUTS:
-        raise DataError(
-            f"Data file {source}: `data.format` {fmt!r} is not a row layout; expected one of {', '.join(LAYOUTS)}."
-        )
-    layout = LAYOUTS[fmt]
-    report.layout, report.why = fmt, why
-    reads = layout.reads | {text_field}
-    examples = []
-    for number, row in numbered_rows:
-        at = Reading(source, number, names=names)
-        example = layout.read(row, at, text_field=text_field)
-        at.found |= {str(extra) for extra in set(row) - reads if row[extra] not in (None, "", [], {})}
-        for name in at.found:
-            report.unused_field(name)
-        examples.append({**example, "row": number})
+        names.check(fields, source)
     if strict and report.unused:
-        fields = ", ".join(f"`{name}` ({count} rows)" for name, count in sorted(report.unused.items()))
+        unused = ", ".join(f"`{name}` ({count} rows)" for name, count in sorted(report.unused.items()))
         raise DataError(
-            f"Data file {source}: `data.strict` is on and the {fmt} layout does not use {fields}; "
+            f"Data file {source}: `data.strict` is on and the {fmt} layout does not use {unused}; "
             "remove them, map them with `data.columns`, or turn `data.strict` off."
         )
-    return examples
 
 
 def message_turns(row: dict, key: str, source: str, number: int, last_role: str) -> list[dict]:

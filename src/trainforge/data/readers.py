@@ -6,12 +6,13 @@ names the file and the row (for a JSON array: its index and the line it starts o
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from trainforge.errors import DataError
 
@@ -105,16 +106,50 @@ def detect_kind(path: Path) -> str:
 
 
 def _raw_bytes(path: Path) -> bytes:
+    """The whole file, decompressed (for layouts read whole: a JSON array, a compressed Parquet or Arrow file)."""
+    with _binary(path) as stream:
+        return stream.read()
+
+
+@contextmanager
+def _binary(path: Path) -> Iterator:
+    """The file's bytes as a stream, decompressed on the fly; a corrupt compressed file is a DataError."""
     _, compression = split_suffix(path)
     if compression is None:
-        return path.read_bytes()
+        with open(path, "rb") as stream:
+            yield stream
+        return
     import pyarrow as pa
 
     try:
         with pa.input_stream(str(path), compression=compression) as stream:
-            return stream.read()
+            yield stream
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"Data file {path} could not be decompressed as {compression}: {err}") from None
+
+
+def _decode_line(path: Path, raw: bytes, number: int) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"Data file {path} is not UTF-8 text: invalid byte {raw[err.start]:#04x} on line {number}."
+        ) from None
+    return (line.removeprefix("\ufeff") if number == 1 else line).removesuffix("\r")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The decoded lines of a text file, numbered from 1, read as a stream: memory stays flat whatever the file's
+    size. A byte that is not UTF-8 names its line."""
+    number, rest = 0, b""
+    with _binary(path) as stream:
+        while chunk := stream.read(1 << 20):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for raw in lines:
+                number += 1
+                yield number, _decode_line(path, raw, number)
+    if rest:
+        yield number + 1, _decode_line(path, rest, number + 1)
 
 
 def _decode(path: Path) -> str:
@@ -161,9 +196,8 @@ def _json_value(path: Path, where: str, text: str, start: int = 0) -> tuple[Any,
         raise DataError(f"Data file {path}, {where}: JSON nested too deeply to read.") from None
 
 
-def _read_jsonl(path: Path, text: str | None = None) -> Numbered:
-    rows = []
-    for number, line in enumerate((_decode(path) if text is None else text).splitlines(), start=1):
+def _json_lines(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+    for number, line in lines:
         if not line.strip():
             continue
         row, end = _json_value(path, f"row {number}", line.strip())
@@ -173,8 +207,7 @@ def _read_jsonl(path: Path, text: str | None = None) -> Numbered:
             raise DataError(
                 f"Data file {path}, row {number}: expected a JSON object per line, got {type(row).__name__}."
             )
-        rows.append((number, row))
-    return rows
+        yield number, row
 
 
 def _skip_space(text: str, at: int) -> int:
@@ -183,81 +216,80 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-def _read_json(path: Path) -> Numbered:
+def _json_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """A JSON array of objects (LLaMA-Factory's and Axolotl's alpaca files), an object holding one list of rows
     (`{"data": [...]}`), or JSON Lines under a .json name (as the `datasets` json loader reads it)."""
     text = _decode(path)
     start = _skip_space(text, 0)
     if start == len(text):
-        return []
+        return
     if text[start] == "{":
         first, end = _json_value(path, "line 1", text, start)
         if _skip_space(text, end) < len(text):  # more values follow: JSON Lines
-            return _read_jsonl(path, text)
+            yield from _json_lines(path, enumerate(text.split("\n"), start=1))
+            return
         lists = {k: v for k, v in first.items() if isinstance(v, list)}
         rows = next(iter(lists.values()), None)
         if len(lists) == 1 and rows and all(isinstance(r, dict) for r in rows):
-            return list(enumerate(rows, start=1))
-        return [(1, first)]  # one row
+            yield from enumerate(rows, start=1)
+        else:
+            yield 1, first  # one row
+        return
     if text[start] != "[":
         raise DataError(
-            f"Data file {path}: expected a JSON array of objects (or JSON Lines), found "
-            f"{text[start : start + 20]!r} at the start."
+            f"Data file {path}: expected a JSON array of objects (or JSON Lines), found {text[start : start + 20]!r} "
+            "at the start."
         )
-    rows, at, line, counted = [], start + 1, 1, 0
+    at, line, counted, count = start + 1, 1, 0, 0
     while True:
         at = _skip_space(text, at)
         if at < len(text) and text[at] == "]":
-            break
+            return
         line += text.count("\n", counted, at)
         counted = at
-        number = RowNumber(len(rows) + 1, line)
+        count += 1
+        number = RowNumber(count, line)
         row, at = _json_value(path, f"row {number}", text, at)
         if not isinstance(row, dict):
             raise DataError(f"Data file {path}, row {number}: expected a JSON object, got {type(row).__name__}.")
-        rows.append((number, row))
+        yield number, row
         at = _skip_space(text, at)
         if at < len(text) and text[at] == ",":
             at += 1
         elif not (at < len(text) and text[at] == "]"):
             raise DataError(f"Data file {path}, after row {number}: expected `,` or `]` in the JSON array.")
-    return rows
 
 
-def _read_csv(path: Path) -> Numbered:
-    text = _decode(path)
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     try:
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(line + "\n" for _, line in _lines(path))
         header = reader.fieldnames or []
         if len(set(header)) != len(header):
             dupes = sorted({h for h in header if header.count(h) > 1})
             raise DataError(f"Data file {path}: duplicate column names {dupes} in the header.")
-        rows = []
         for number, row in enumerate(reader, start=2):
             if None in row:
                 raise DataError(f"Data file {path}, row {number}: more fields than the {len(header)} header columns.")
-            rows.append((number, row))
-        return rows
+            yield number, row
     except csv.Error as err:
         raise DataError(f"Data file {path}: malformed CSV ({err}).") from None
 
 
-def _read_txt(path: Path, unit: str = "line") -> Numbered:
+def _text_rows(path: Path, unit: str = "line") -> Iterator[tuple[int, dict]]:
     """One document per non-empty line, or (`paragraph`) per block of lines between blank lines; the row number is
     the line the document starts on."""
-    rows, block, first = [], [], 0
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    block, first = [], 0
+    for number, line in _lines(path):
         if unit == "line":
             if line.strip():
-                rows.append((number, {"text": line}))
+                yield number, {"text": line}
         elif line.strip():
             block, first = block + [line], first or number
         elif block:
-            rows.append((first, {"text": "\n".join(block)}))
+            yield first, {"text": "\n".join(block)}
             block, first = [], 0
     if block:
-        rows.append((first, {"text": "\n".join(block)}))
-    return rows
+        yield first, {"text": "\n".join(block)}
 
 
 def _clean(value: Any) -> Any:
@@ -268,37 +300,48 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _table_rows(table) -> Numbered:
-    return [(i, {k: _clean(v) for k, v in row.items()}) for i, row in enumerate(table.to_pylist(), start=1)]
+def _batch_rows(batches) -> Iterator[tuple[int, dict]]:
+    number = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            number += 1
+            yield number, {k: _clean(v) for k, v in row.items()}
 
 
-def _read_parquet(path: Path) -> Numbered:
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _, compression = split_suffix(path)
     try:
-        return _table_rows(pq.read_table(pa.BufferReader(_raw_bytes(path))))
+        parquet = pq.ParquetFile(pa.BufferReader(_raw_bytes(path)) if compression else str(path))
+        batches = parquet.iter_batches(batch_size=4096)
     except DataError:
         raise
     except Exception as err:  # noqa: BLE001 - arrow raises many types for a bad file
         raise DataError(f"Data file {path} is not a readable Parquet file: {err}") from None
+    yield from _batch_rows(batches)
 
 
-def _read_arrow(path: Path) -> Numbered:
-    """An Arrow IPC file or stream (what `datasets` caches and `save_to_disk` writes)."""
+def _arrow_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """An Arrow IPC file or stream (what `datasets` caches and `save_to_disk` writes), read batch by batch."""
     import pyarrow as pa
 
-    data = pa.BufferReader(_raw_bytes(path))
+    _, compression = split_suffix(path)
     for open_reader in (pa.ipc.open_file, pa.ipc.open_stream):
         try:
-            data.seek(0)
-            return _table_rows(open_reader(data).read_all())
+            reader = open_reader(pa.BufferReader(_raw_bytes(path)) if compression else pa.memory_map(str(path)))
         except pa.ArrowInvalid:
             continue
+        if open_reader is pa.ipc.open_file:
+            yield from _batch_rows(reader.get_batch(i) for i in range(reader.num_record_batches))
+        else:
+            yield from _batch_rows(reader)
+        return
     raise DataError(f"Data file {path} is not an Arrow IPC file or stream.")
 
 
-def _read_hf(path: Path) -> Numbered:
+def _hf_rows(path: Path) -> Iterator[tuple[int, dict]]:
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -306,9 +349,9 @@ def _read_hf(path: Path) -> Numbered:
     except Exception as err:  # noqa: BLE001
         raise DataError(f"Data folder {path} could not be read as a Hugging Face dataset: {err}") from None
     if isinstance(ds, DatasetDict):
-        split = "train" if "train" in ds else next(iter(ds))
-        ds = ds[split]
-    return [(i, dict(r)) for i, r in enumerate(ds, start=1)]
+        ds = ds["train" if "train" in ds else next(iter(ds))]
+    for number, row in enumerate(ds, start=1):
+        yield number, dict(row)
 
 
 def hub_offline() -> bool:
@@ -329,7 +372,7 @@ def parse_hub_id(source: str) -> tuple[str, str | None, str]:
     return name, config or None, split or "train"
 
 
-def _read_hub(source: str) -> Numbered:
+def _hub_rows(source: str) -> Iterator[tuple[int, dict]]:
     name, config, split = parse_hub_id(source)
     if hub_offline():
         raise DataError(
@@ -346,31 +389,38 @@ def _read_hub(source: str) -> Numbered:
         raise DataError(
             f"Data source {source}: the Hub dataset could not be loaded: {type(err).__name__}: {err}"
         ) from None
-    return [(i, dict(r)) for i, r in enumerate(ds, start=1)]
+    for number, row in enumerate(ds, start=1):
+        yield number, dict(row)
+
+
+def iter_rows(path: str | Path, text_unit: str = "line") -> Iterator[tuple[int, dict]]:
+    """The rows of a data source as a stream, in file order, each with the row number to quote in errors (a JSON
+    array is parsed whole, element by element)."""
+    if isinstance(path, str) and path.startswith(HUB_PREFIX):
+        yield from _hub_rows(path)
+        return
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data file {path} does not exist.")
+    kind = detect_kind(path)
+    if kind == "txt":
+        yield from _text_rows(path, text_unit)
+    elif kind == "jsonl":
+        yield from _json_lines(path, _lines(path))
+    else:
+        yield from {
+            "json": _json_rows,
+            "csv": _csv_rows,
+            "parquet": _parquet_rows,
+            "arrow": _arrow_rows,
+            "hf": _hf_rows,
+        }[kind](path)
 
 
 def read_rows(path: str | Path, max_rows: int | None = None, text_unit: str = "line") -> Numbered:
-    """All rows of a data source, in file order, each with the row number to quote in errors. `text_unit`: how a
-    .txt file is cut into documents (`line` or `paragraph`)."""
-    if isinstance(path, str) and path.startswith(HUB_PREFIX):
-        rows, path = _read_hub(path), path
-    else:
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"Data file {path} does not exist.")
-        kind = detect_kind(path)
-        if kind == "txt":
-            rows = _read_txt(path, text_unit)
-        else:
-            readers = {
-                "jsonl": _read_jsonl,
-                "json": _read_json,
-                "csv": _read_csv,
-                "parquet": _read_parquet,
-                "arrow": _read_arrow,
-                "hf": _read_hf,
-            }
-            rows = readers[kind](path)
+    """All rows of a data source (the first `max_rows`), in file order, each with the row number to quote in
+    errors. `text_unit`: how a .txt file is cut into documents (`line` or `paragraph`)."""
+    rows = list(itertools.islice(iter_rows(path, text_unit), max_rows))
     if not rows:
         raise DataError(f"Data file {path} holds no rows.")
-    return rows[:max_rows] if max_rows else rows
+    return rows

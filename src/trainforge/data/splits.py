@@ -4,42 +4,79 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from trainforge.config.schema import DataConfig, SourceConfig
-from trainforge.data.formats import Naming, normalize_rows
+from trainforge.data.formats import Naming, normalize_rows, normalize_stream
 from trainforge.data.llamafactory import is_entry, resolve
-from trainforge.data.readers import read_rows
+from trainforge.data.readers import iter_rows, read_rows
 from trainforge.data.report import DataReport
+from trainforge.data.rows import Rows
 from trainforge.data.tasks import generate_task
 from trainforge.errors import DataError
 
 
 @dataclass
 class Splits:
-    train: list[dict]
-    validation: list[dict] = field(default_factory=list)
-    test: list[dict] = field(default_factory=list)
+    train: Sequence[dict]  # a list, or Rows on disk
+    validation: Sequence[dict] = field(default_factory=list)
+    test: Sequence[dict] = field(default_factory=list)
     source: str = ""
     layout: str | None = None  # the rows' layout, as set or detected (`mixed`: sources of several layouts)
     report: DataReport = field(default_factory=DataReport)  # fields not used, and why the layout
     layouts: dict[str, str] = field(default_factory=dict)  # several sources: each one's layout
+    key: str | None = None  # what the examples are made from, when kept on disk (their cache key)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
-def split_by_fractions(rows: list, train: float, validation: float, seed: int) -> tuple[list, list, list]:
-    order = list(range(len(rows)))
+def split_order(size: int, train: float, validation: float, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """The row indices of each split of `size` rows: a seeded shuffle cut by fractions."""
+    order = list(range(size))
     random.Random(seed).shuffle(order)
-    n_train = round(len(rows) * train)
-    n_val = round(len(rows) * validation)
-    pick = lambda idx: [rows[i] for i in idx]  # noqa: E731
-    return pick(order[:n_train]), pick(order[n_train : n_train + n_val]), pick(order[n_train + n_val :])
+    n_train, n_val = round(size * train), round(size * validation)
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+def split_by_fractions(rows: Sequence, train: float, validation: float, seed: int) -> tuple:
+    parts = split_order(len(rows), train, validation, seed)
+    if isinstance(rows, Rows):  # rows on disk: a selection of them, not a copy
+        return tuple(rows.select(indices) for indices in parts)
+    return tuple([rows[i] for i in indices] for indices in parts)
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """How to read one data file: where it is, its layout (`auto`: detected), its names, and notes about them."""
+
+    path: str
+    format: str
+    names: Naming
+    notes: list[str]
+
+
+def file_settings(cfg: DataConfig, path: str) -> FileSettings:
+    """The data config's reading of `path`; a LLaMA-Factory registry entry names the file, its layout and names."""
+    if is_entry(path):
+        entry = resolve(path)
+        return FileSettings(entry.path, entry.layout if cfg.format == "auto" else cfg.format, entry.names, entry.notes)
+    return FileSettings(path, cfg.format, Naming(cfg.columns, cfg.roles), [])
+
+
+def stream_examples(cfg: DataConfig, path: str, report: DataReport) -> Iterator[dict]:
+    """The checked examples of one data file as they are read (its first `data.max_rows`); what was left unused
+    and the layout (with why) land in `report`."""
+    settings = file_settings(cfg, path)
+    report.source, report.notes = settings.path, report.notes + settings.notes
+    rows = islice(iter_rows(settings.path, cfg.text_unit), cfg.max_rows)
+    return normalize_stream(rows, settings.format, settings.path, cfg.text_field, report, cfg.strict, settings.names)
 
 
 Normalize = Callable[[list[tuple[int, dict]], str], list[dict]]  # (numbered rows, source) → checked rows
+Keep = Callable[[Iterator[dict]], Sequence]  # checked examples as they are read → where they are kept
 
 
 def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
@@ -57,30 +94,26 @@ def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
     return fmt, [{**row, "row": row.get("row", number)} for number, row in enumerate(rows, start=1)]
 
 
-def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None) -> Splits:
+def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, keep: Keep = list) -> Splits:
     """Read, validate and split the data of a run; every row is checked before anything trains. `normalize`
-    replaces the check of `data.format` (text classification checks text/label rows its own way). Separate split
-    files must hold one layout."""
+    replaces the check of `data.format` (text classification checks text/label rows its own way); `keep` stores
+    the checked examples of a file (in memory, or on disk for data of any size). Separate split files must hold
+    one layout."""
     report, layouts = DataReport(), {}
 
     def read(path: str, part: str) -> list[dict]:
-        fmt, names, notes = cfg.format, Naming(cfg.columns, cfg.roles), []
-        if is_entry(path):  # LLaMA-Factory's registry names the file, its layout and field names
-            entry = resolve(path)
-            path, names, notes = entry.path, entry.names, entry.notes
-            fmt = entry.layout if fmt == "auto" else fmt
-        numbered = read_rows(path, cfg.max_rows, cfg.text_unit)
         if normalize:
-            return normalize(numbered, path)
-        found = DataReport(source=path, notes=notes)
-        rows = normalize_rows(numbered, fmt, path, cfg.text_field, found, cfg.strict, names)
-        layouts[path] = found.layout
+            path = file_settings(cfg, path).path
+            return normalize(read_rows(path, cfg.max_rows, cfg.text_unit), path)
+        found = DataReport()
+        rows = keep(stream_examples(cfg, path, found))
+        layouts[found.source] = found.layout
         report.merge(found, "" if part == "train" else part)
         report.layout, report.why = report.layout or found.layout, report.why or found.why
         return rows
 
     if cfg.sources:
-        return _mixed(cfg, seed, normalize)
+        return _mixed(cfg, seed, normalize, keep)
     if cfg.task:
         fmt, rows = _bundled(cfg, seed)
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
@@ -130,7 +163,7 @@ def _interleaved(parts: list[tuple[str, list[dict], float]], seed: int, report: 
     return mixed
 
 
-def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None) -> Splits:
+def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None, keep: Keep) -> Splits:
     """Several sources: each read (and split by fractions, or sent whole to one split) on its own, then
     concatenated or interleaved to their weights (training rows; held-out rows are concatenated). Rows keep their
     source in their row number (`<source>:<row>`)."""
@@ -150,7 +183,7 @@ def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None) -> Splits:
                 "max_rows": source.max_rows or cfg.max_rows,
             }
         )
-        one = load_splits(single, seed + index, normalize)
+        one = load_splits(single, seed + index, normalize, keep)
         layouts[label] = one.layout
         report.merge(one.report, label)
         pieces = {"train": one.train, "validation": one.validation, "test": one.test}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from trainforge.data.formats import trains
 from trainforge.data.report import DataReport
@@ -62,7 +64,7 @@ def trained_spans(
             continue
         answer = message["role"] == "assistant"
         start = len(render(tokenizer, messages[:i], add_generation_prompt=answer, tools=tools)) if i else 0
-        through = render(tokenizer, messages[: i + 1], tools=tools)
+        through = full if i == len(messages) - 1 else render(tokenizer, messages[: i + 1], tools=tools)
         if not full.startswith(through):
             raise DataError(
                 "The tokenizer's chat template renders a conversation's prefix differently from the whole; "
@@ -72,19 +74,33 @@ def trained_spans(
     return full, spans
 
 
-def _labelled(tokenizer, text: str, spans: list[tuple[int, int]], max_length: int) -> dict:
-    """Token ids of `text`, labels on the tokens inside `spans`, cut at `max_length` (`truncated` says whether)."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
-    labels = [token if any(s <= a < e for s, e in spans) else IGNORE for token, (a, _) in zip(ids, offsets)]
-    return {"input_ids": ids, "labels": labels, "truncated": len(enc["input_ids"]) > max_length}
+def _labelled(ids: list[int], offsets: list, spans: list[tuple[int, int]], max_length: int) -> dict:
+    """Labels on the tokens that start inside `spans` (token starts only grow: each span is a slice), the row cut
+    at `max_length` (`truncated` says whether)."""
+    starts = [start for start, _ in offsets]
+    labels = [IGNORE] * len(ids)
+    for start, end in spans:
+        first, last = bisect_left(starts, start), bisect_left(starts, end)
+        labels[first:last] = ids[first:last]
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": len(ids) > max_length}
+
+
+def tokenize_chats(tokenizer, rendered: list[tuple[str, list[tuple[int, int]]]], max_length: int) -> list[dict]:
+    """Token ids and labels of rendered conversations (`trained_spans`), tokenized in one batch."""
+    if not rendered:
+        return []
+    enc = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        _labelled(ids, offsets, spans, max_length)
+        for ids, offsets, (_, spans) in zip(enc["input_ids"], enc["offset_mapping"], rendered)
+    ]
 
 
 def tokenize_chat(
     tokenizer, messages: list[dict], max_length: int, tools: list | None = None, masking: Masking = Masking()
 ) -> dict:
     """Token ids and labels (the trained messages' tokens only) of a conversation, cut at `max_length`."""
-    return _labelled(tokenizer, *trained_spans(tokenizer, messages, tools, masking), max_length)
+    return tokenize_chats(tokenizer, [trained_spans(tokenizer, messages, tools, masking)], max_length)[0]
 
 
 def tokenize_segments(tokenizer, segments: list[dict], max_length: int, masking: Masking = Masking()) -> dict:
@@ -104,44 +120,58 @@ def tokenize_example(tokenizer, example: dict, max_length: int, masking: Masking
     return tokenize_chat(tokenizer, example["messages"], max_length, example.get("tools"), masking)
 
 
-def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataReport | None = None) -> list[dict]:
-    """Continued pretraining: documents joined with EOS and cut into full blocks of `block_size` tokens."""
+def clm_blocks(
+    documents: Iterable[list[int]], block_size: int, report: DataReport | None = None
+) -> Iterator[list[int]]:
+    """Continued pretraining: documents' tokens (each ending with EOS) joined into one stream and cut into full
+    blocks of `block_size` tokens, as they come; a tail under a quarter of a block is left out (said in `report`)."""
     stream: list[int] = []
-    for text in texts:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        stream.append(tokenizer.eos_token_id)
-    if len(stream) < 2:
-        raise DataError("The text corpus tokenizes to fewer than 2 tokens; there is nothing to learn from.")
-    blocks = [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
-    if len(blocks) > 1 and len(blocks[-1]) < block_size // 4:
-        tail = blocks.pop()  # a short tail block adds noise, not signal
-        if report is not None:
-            report.notes.append(
-                f"the corpus's last {len(tail)} tokens (under a quarter of a {block_size}-token block) are left out"
-            )
-    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+    blocks = 0
+    for document in documents:
+        stream.extend(document)
+        while len(stream) >= block_size:
+            yield stream[:block_size]
+            stream, blocks = stream[block_size:], blocks + 1
+    if stream and (not blocks or len(stream) >= block_size // 4):
+        yield stream
+    elif stream and report is not None:  # a short tail block adds noise, not signal
+        report.notes.append(
+            f"the corpus's last {len(stream)} tokens (under a quarter of a {block_size}-token block) are left out"
+        )
 
 
-def tokenize_mlm(
-    tokenizer, texts: list[str], max_length: int, mlm_probability: float, mask_seed: int | None
-) -> list[dict]:
-    """Masked-LM rows, one per text. With `mask_seed` the masking is fixed here (held-out rows, so perplexity is
-    comparable across models); without it the rows carry no labels and the training collator masks afresh. Rows
-    longer than `max_length` are cut (`truncated`)."""
-    rows = [
-        {"input_ids": ids[:max_length], "truncated": len(ids) > max_length} for ids in tokenizer(texts)["input_ids"]
+def document_tokens(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataReport | None = None) -> list[dict]:
+    blocks = [
+        {"input_ids": b, "labels": list(b)}
+        for b in clm_blocks((document_tokens(tokenizer, t) for t in texts), block_size, report)
     ]
-    if mask_seed is None:
-        return rows
-    rng = random.Random(mask_seed)
-    special = set(tokenizer.all_special_ids)
-    for row in rows:
-        ids = row["input_ids"]
-        candidates = [i for i, token in enumerate(ids) if token not in special]
-        picked = set(rng.sample(candidates, max(1, round(len(candidates) * mlm_probability)))) if candidates else set()
-        row["labels"] = [token if i in picked else IGNORE for i, token in enumerate(ids)]
-        row["input_ids"] = [tokenizer.mask_token_id if i in picked else token for i, token in enumerate(ids)]
-    return rows
+    if sum(len(b["input_ids"]) for b in blocks) < 2:
+        raise DataError("The text corpus tokenizes to fewer than 2 tokens; there is nothing to learn from.")
+    return blocks
+
+
+def mlm_row(tokenizer, text: str, max_length: int, mlm_probability: float, rng: random.Random | None) -> dict:
+    """A masked-LM row, cut at `max_length` (`truncated`). With `rng` the masking is fixed here (held-out rows, so
+    perplexity is comparable across models); without it the row carries no labels and the collator masks afresh."""
+    ids = tokenizer(text)["input_ids"]
+    row = {"input_ids": ids[:max_length], "truncated": len(ids) > max_length}
+    if rng is None:
+        return row
+    ids, special = row["input_ids"], set(tokenizer.all_special_ids)
+    candidates = [i for i, token in enumerate(ids) if token not in special]
+    picked = set(rng.sample(candidates, max(1, round(len(candidates) * mlm_probability)))) if candidates else set()
+    row["labels"] = [token if i in picked else IGNORE for i, token in enumerate(ids)]
+    row["input_ids"] = [tokenizer.mask_token_id if i in picked else token for i, token in enumerate(ids)]
+    return row
+
+
+def mask_rng(mask_seed: int | None, index: int) -> random.Random | None:
+    """Each held-out row's own masking draw: the same whichever process or order tokenizes it."""
+    return None if mask_seed is None else random.Random(mask_seed * 1_000_003 + index)
 
 
 def example_text(tokenizer, example: dict) -> str:
@@ -153,6 +183,49 @@ def example_text(tokenizer, example: dict) -> str:
     if "prompt" in example:  # prompt-only and unpaired rows: the prompt and its answer, if any
         return render(tokenizer, example["prompt"] + example.get("completion", []), not example.get("completion"))
     return render(tokenizer, example["messages"], tools=example.get("tools"))
+
+
+def check_objective(tokenizer, objective: str) -> None:
+    if objective == "mlm" and tokenizer.mask_token_id is None:
+        raise DataError(
+            "Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
+            "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders."
+        )
+
+
+def tokenize_rows(
+    tokenizer,
+    examples: list[dict],
+    objective: str,
+    max_length: int,
+    mlm_probability: float,
+    rngs: list[random.Random | None],
+    masking: Masking,
+) -> list[dict]:
+    """Examples' token ids and labels for `sft` or `mlm` (`truncated` says whether each was cut); conversations
+    are tokenized in one batch."""
+    if objective == "mlm":
+        return [mlm_row(tokenizer, e["text"], max_length, mlm_probability, rng) for e, rng in zip(examples, rngs)]
+    chats = [i for i, example in enumerate(examples) if "segments" not in example]
+    rendered = [trained_spans(tokenizer, examples[i]["messages"], examples[i].get("tools"), masking) for i in chats]
+    rows = dict(zip(chats, tokenize_chats(tokenizer, rendered, max_length)))
+    return [
+        rows[i] if i in rows else tokenize_segments(tokenizer, example["segments"], max_length, masking)
+        for i, example in enumerate(examples)
+    ]
+
+
+def learns(row: dict, objective: str) -> bool:
+    """Whether a tokenized row has something to learn from (a masked-LM row always has)."""
+    return objective == "mlm" or any(label != IGNORE for label in row["labels"])
+
+
+def account(report: DataReport, where, truncated: bool, kept: bool, max_length: int) -> None:
+    """A tokenized row's cut and drop, as the data report counts them."""
+    if truncated:
+        report.truncate("max_length", where, f"longer than training.max_length={max_length} tokens, cut at the end")
+    if not kept:
+        report.drop("no_answer_token", where, f"no answer token left within training.max_length={max_length}")
 
 
 def tokenize_examples(
@@ -168,27 +241,16 @@ def tokenize_examples(
     """Token ids and labels of normalized examples for `objective`. Rows cut at `max_length` and rows left with
     nothing to learn are counted, by row number, in `report`."""
     report = report if report is not None else DataReport()
-    cut = f"longer than training.max_length={max_length} tokens, cut at the end"
-    if objective == "mlm":
-        if tokenizer.mask_token_id is None:
-            raise DataError(
-                "Objective `mlm` needs a tokenizer with a mask token (a BERT-like encoder such as "
-                "minilm-l6); this model's tokenizer has none. Use `training.objective: clm` for decoders."
-            )
-        rows = tokenize_mlm(tokenizer, [e["text"] for e in examples], max_length, mlm_probability, mask_seed)
-    elif objective == "clm":
+    check_objective(tokenizer, objective)
+    if objective == "clm":
         return tokenize_clm(tokenizer, [example_text(tokenizer, e) for e in examples], max_length, report)
-    else:
-        rows = [tokenize_example(tokenizer, e, max_length, masking) for e in examples]
     kept = []
+    rngs = [mask_rng(mask_seed, number) for number in range(1, len(examples) + 1)]
+    rows = tokenize_rows(tokenizer, examples, objective, max_length, mlm_probability, rngs, masking)
     for number, (example, row) in enumerate(zip(examples, rows), start=1):
-        where = example.get("row", number)
-        if row.pop("truncated"):
-            report.truncate("max_length", where, cut)
-        if objective == "mlm" or any(label != IGNORE for label in row["labels"]):
+        account(report, example.get("row", number), row.pop("truncated"), learns(row, objective), max_length)
+        if learns(row, objective):
             kept.append(row)
-        else:
-            report.drop("no_answer_token", where, f"no answer token left within training.max_length={max_length}")
     if not kept:
         raise DataError(f"No example keeps an assistant token within training.max_length={max_length}; raise it.")
     return kept
@@ -282,11 +344,10 @@ def end_of_turn(tokenizer) -> tuple[int, str] | None:
     return None
 
 
-def check_end_of_turn(tokenizer, rows: list[dict], report: DataReport) -> None:
-    """That the model will learn to stop: the template's end-of-turn token is trained, and generation stops on it
-    (when it is not the tokenizer's eos, it becomes the eos, as LLaMA-Factory's `replace_eos` does). Said in
-    `report`'s notes."""
-    found = end_of_turn(tokenizer)
+def check_end_of_turn(tokenizer, found: tuple[int, str] | None, share: float, report: DataReport) -> None:
+    """That the model will learn to stop: the template's end-of-turn token (`found`, by `end_of_turn`) is trained
+    (in `share` of the training rows), and generation stops on it (when it is not the tokenizer's eos, it becomes
+    the eos, as LLaMA-Factory's `replace_eos` does). Said in `report`'s notes."""
     if found is None:
         report.notes.append(
             "the chat template ends an answer with no special token: the model learns no token to "
@@ -295,7 +356,6 @@ def check_end_of_turn(tokenizer, rows: list[dict], report: DataReport) -> None:
         )
         return
     token, text = found
-    share = sum(token in row["labels"] for row in rows) / max(len(rows), 1)
     stops = "the tokenizer's eos: generation stops on it"
     if token != tokenizer.eos_token_id:
         stops = f"now the tokenizer's eos (was {tokenizer.eos_token!r}), so generation stops on it"

@@ -10,13 +10,12 @@ from trainforge.methods.chunked_loss import supports_chunked_loss
 from trainforge.methods.preference import build_preference_trainer
 from trainforge.methods.shared_prefix import chunked_causal_lm_loss
 from trainforge.methods.speedups import tune_model_for_training
-from trainforge.methods.training_args import trainer_arguments, with_early_stopping
+from trainforge.methods.training_args import as_dataset, trainer_arguments, with_early_stopping
 
 
 def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: cls, **extra):
     """An SFTTrainer (a masked-LM Trainer for `mlm`) whose checkpoints (model, optimizer, scheduler, RNG, data
     position) land in the run dir. `make_class` derives the trainer class (e.g. distillation), `extra` its kwargs."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     t = prep.config.training
@@ -38,8 +37,8 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
     trainer = make_class(chunked_loss_trainer(SFTTrainer, t.shared_prompt) if t.chunked_loss else SFTTrainer)(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(prep.train_rows),
-        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
+        train_dataset=as_dataset(prep.train_rows),
+        eval_dataset=as_dataset(prep.eval_rows) if has_eval else None,
         processing_class=prep.tokenizer,
         callbacks=trainer_callbacks,
         **extra,
@@ -114,7 +113,6 @@ def chunked_loss_trainer(trainer_class, share_start: bool):
 def build_mlm_trainer(model, prep, run, callbacks: list):
     """Masked-LM continued pretraining: training rows are masked afresh each epoch by the collator; held-out rows
     come masked once (fixed seed), so eval_loss tracks the same perplexity the before/after table reports."""
-    from datasets import Dataset
     from transformers import (
         DataCollatorForLanguageModeling,
         DataCollatorForTokenClassification,
@@ -134,8 +132,8 @@ def build_mlm_trainer(model, prep, run, callbacks: list):
     return Trainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(prep.train_rows),
-        eval_dataset=Dataset.from_list(prep.eval_rows) if has_eval else None,
+        train_dataset=as_dataset(prep.train_rows),
+        eval_dataset=as_dataset(prep.eval_rows) if has_eval else None,
         data_collator=collate,
         processing_class=prep.tokenizer,
         callbacks=with_early_stopping(prep.config, callbacks),

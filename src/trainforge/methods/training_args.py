@@ -62,3 +62,12 @@ def with_early_stopping(config, callbacks: list) -> list:
 
     early = config.training.early_stopping
     return [*callbacks, EarlyStoppingCallback(early.patience, early.threshold)] if early.patience else list(callbacks)
+
+
+def as_dataset(rows):
+    """Token rows as a datasets.Dataset: prepared on Arrow already, or a list made in memory."""
+    from datasets import Dataset
+
+    from trainforge.data.rows import RowView
+
+    return rows.table if isinstance(rows, RowView) else Dataset.from_list(rows)

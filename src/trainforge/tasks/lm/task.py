@@ -11,10 +11,11 @@ from rich.console import Console
 from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
+from trainforge.data.arrow import TokenSettings, arrow_splits, arrow_tokens
 from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.templates import use_template
-from trainforge.data.tokenize import Masking, check_end_of_turn, tokenize_examples
+from trainforge.data.tokenize import Masking, check_end_of_turn, end_of_turn
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
@@ -54,7 +55,8 @@ def prepare(config: RunConfig) -> Prepared:
             f"Key `export.merge`: method {method.name!r} trains virtual tokens, not weight deltas, so "
             "peft cannot merge its adapter into the base model; set `export.merge: false`."
         )
-    splits = checked_layout(config, load_splits(config.data, config.training.seed))
+    cache = Path(config.tracking.runs_dir) / ".cache" / "data"
+    splits = checked_layout(config, arrow_splits(config.data, config.training.seed, cache))
     check_early_stopping(config, splits)
     if config.model.name == "scratch":  # a new tokenizer, learned from the training split
         from trainforge.models.scratch import corpus_texts, train_tokenizer
@@ -72,23 +74,17 @@ def prepare(config: RunConfig) -> Prepared:
     report.why = splits.report.why
     if "unpaired" in (splits.layout, *splits.layouts.values()):
         splits = answers_to_learn(splits, report)
-
-    masking = Masking(t.train_on_inputs, config.data.mask_history)
-
-    def tok(rows, part):  # held-out masked-LM rows get a fixed mask: comparable perplexity before/after
-        found = DataReport()
-        seed = None if part == "train" else t.seed
-        tokenized = tokenize_examples(
-            tokenizer, rows, t.objective, t.max_length, t.mlm_probability, seed, found, masking
-        )
-        report.merge(found, "" if part == "train" else part)
-        return tokenized
-
-    train_rows = tok(splits.train, "train")
-    if t.objective == "sft" and "messages" in splits.train[0]:
-        check_end_of_turn(tokenizer, train_rows, report)
-    eval_rows = tok(splits.validation, "validation") if splits.validation else []
-    heldout = tok(splits.test, "test") if splits.test else eval_rows
+    chats = t.objective == "sft" and "messages" in splits.train[0]
+    found = end_of_turn(tokenizer) if chats else None
+    settings = TokenSettings(
+        t.objective, t.max_length, t.mlm_probability, t.seed, Masking(t.train_on_inputs, config.data.mask_history)
+    )
+    tokenized = arrow_tokens(splits, tokenizer, settings, cache, not config.data.cache, config.data.num_proc, found)
+    report.merge(tokenized.report)
+    if chats:
+        check_end_of_turn(tokenizer, found, tokenized.end_of_turn_share, report)
+    train_rows, eval_rows, test_rows = (tokenized.parts[part] for part in ("train", "validation", "test"))
+    heldout = test_rows if len(test_rows) else eval_rows
     return Prepared(config, hardware, method, tokenizer, splits, train_rows, eval_rows, heldout, report)
 
 
@@ -111,7 +107,8 @@ def answers_to_learn(splits: Splits, report: DataReport) -> Splits:
                     "learn from (SFT learns the label-true answers of unpaired preference data)",
                 )
     layout = "chat" if splits.layout == "unpaired" else splits.layout
-    return Splits(kept["train"], kept["validation"], kept["test"], splits.source, layout, splits.report, splits.layouts)
+    parts = (kept["train"], kept["validation"], kept["test"])
+    return Splits(*parts, splits.source, layout, splits.report, splits.layouts, f"{splits.key}+answers-to-learn")
 
 
 def evaluate_lm(model, prep: Prepared, label: str) -> tuple[dict[str, float], list[dict]]:
