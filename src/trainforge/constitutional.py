@@ -22,6 +22,7 @@ from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
 from trainforge.config import RunConfig
+from trainforge.config.loader import load_yaml_text
 from trainforge.config.schema import Principle
 from trainforge.data.readers import read_rows
 from trainforge.data.tasks import generate_task, satisfies
@@ -41,8 +42,8 @@ def load_principles(spec: str | list[Principle] | None) -> list[Principle]:
         return spec
     path = Path(spec) if spec else BUNDLED_PRINCIPLES
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, ConfigError, RecursionError) as err:
         raise ConfigError(f"Key `constitution.principles`: could not read {path} as YAML: {err}") from None
     items = data.get("principles") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:

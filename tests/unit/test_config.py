@@ -93,3 +93,51 @@ def test_every_example_config_validates():
             parse_stages(data, str(path))
         else:
             load_config(path)
+
+
+BOMB = """data:
+  task: dates
+training:
+  lr_schedule_extras: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+"""
+
+
+def test_alias_bomb_is_refused_at_once_in_files_and_overrides(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases .* expand to over 100,000 values"):
+        read_yaml(path)
+    (tmp_path / "loop.yaml").write_text("data: &a\n  task: *a\n")
+    with pytest.raises(ConfigError, match="refers to the node that holds it"):
+        read_yaml(tmp_path / "loop.yaml")
+    nested = (
+        "["
+        + ", ".join(
+            ["&x0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&x{i} [{', '.join([f'*x{i - 1}'] * 10)}]" for i in range(1, 6)]
+        )
+        + "]"
+    )
+    with pytest.raises(ConfigError, match=r"^Override 'training.x=.*expand to over"):
+        parse_overrides([f"training.x={nested}"])
+    # aliases within bounds are ordinary YAML and still load
+    (tmp_path / "ok.yaml").write_text("data: &d\n  task: dates\nstages_data: *d\n")
+    assert read_yaml(tmp_path / "ok.yaml")["stages_data"] == {"task": "dates"}
+
+
+@pytest.mark.parametrize("value", ["inf", "-.inf", ".nan", "1e999"])
+def test_every_float_field_is_finite(value):
+    with pytest.raises(ConfigError, match="training.learning_rate.*finite number"):
+        load_config(base={"data": {"task": "dates"}}, overrides=[f"training.learning_rate={value}"])
+
+
+def test_error_messages_quote_long_values_shortened():
+    with pytest.raises(ConfigError) as err:
+        load_config(base={"data": {"task": "dates"}, "training": {"learning_rate": "x" * 50_000}})
+    assert "training.learning_rate" in str(err.value) and len(str(err.value)) < 400

@@ -118,3 +118,20 @@ def test_early_stopping_ends_the_run_after_patience_evaluations(runs_dir):
     last_step = max(m["step"] for m in run.metrics())
     assert last_step <= 8, last_step
     assert run.info()["status"] == "completed"
+
+
+def test_unknown_target_module_is_refused_before_the_run_directory_exists(runs_dir):
+    from trainforge.errors import ConfigError
+    from trainforge.run.prepare import resolve_run
+
+    config = tiny_run_config(runs_dir, method={"name": "lora", "lora": {"target_modules": ["q_prj"]}})
+    with pytest.raises(ConfigError, match=r"method.lora.target_modules.*'q_prj'.*named: .*q_proj"):
+        train(config)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    ia3 = config.model_copy(update={"task": "text-classification"})
+    ia3.method.name, ia3.method.ia3.target_modules = "ia3", ["k_prj"]
+    with pytest.raises(ConfigError, match=r"method.ia3.target_modules.*'k_prj'"):
+        resolve_run(ia3)
+    ia3.method.ia3.target_modules = ["k_proj", "down_proj"]
+    ia3.method.ia3.feedforward_modules = ["down_proj"]
+    resolve_run(ia3)  # names that exist pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"Override {pair!r} is not of the form key=value (e.g. training.learning_rate=1e-4).")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml_text(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        except ConfigError as err:
+            raise ConfigError(f"Override {_shortened(pair)}: {err}.") from None
         if isinstance(value, str) and _EXPONENT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         node = tree
@@ -51,8 +54,41 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A config is a few hundred nodes; aliases that expand past this are a "billion laughs" bomb, which would hang
+# validation and fill the disk when the config is written out expanded.
+MAX_YAML_NODES = 100_000
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses duplicate keys instead of silently keeping the last one."""
+    """A YAML loader that refuses duplicate keys instead of silently keeping the last one, and documents whose
+    aliases expand past MAX_YAML_NODES or refer to themselves."""
+
+    def construct_document(self, node):
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes in the document once every alias is written out (an alias repeats its anchor's node object)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError(f"an alias at line {node.start_mark.line + 1} refers to the node that holds it")
+    open_nodes.add(id(node))
+    children = node.value if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"its aliases (`*name`) expand to over {MAX_YAML_NODES:,} values (the node at line "
+                f"{node.start_mark.line + 1}); a config needs a few hundred"
+            )
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
@@ -68,15 +104,21 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def load_yaml_text(text: str) -> Any:
+    """YAML text read as every config, override and principles file is: duplicate keys and alias bombs refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = load_yaml_text(path.read_text(encoding="utf-8-sig"))
     except ConfigError as err:
         raise ConfigError(f"Config file {path}: {err}.") from None
+    except RecursionError:
+        raise ConfigError(f"Config file {path} nests its values too deeply to be a config.") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"Config file {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
     except yaml.YAMLError as err:
@@ -113,6 +155,13 @@ def did_you_mean(key: str) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+def _shortened(value: Any) -> str:
+    """A value as an error message quotes it: long strings and big lists cut, so a message stays a paragraph."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 80, 80, 6, 6, 3
+    return short.repr(value)
+
+
 def describe_validation_error(err: ValidationError, source: str) -> str:
     problems = []
     for item in err.errors():
@@ -125,7 +174,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
         elif not item["loc"]:  # a check across sections: the message names its keys; the input is the whole config
             problems.append(msg)
         else:
-            problems.append(f"key `{key}` = {item['input']!r}: {msg}")
+            problems.append(f"key `{key}` = {_shortened(item['input'])}: {msg}")
     return f"Invalid config {source}: " + "; ".join(problems) + "."
 
 

@@ -20,7 +20,8 @@ BUNDLED_DATASETS = (
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan pass every `gt=0` bound and train to NaN: no config value may be non-finite
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ScratchArchitecture(Section):

@@ -52,6 +52,9 @@ class Method:
         """Make the loaded model ready to train (freeze, wrap, ...). Returns the model to train."""
         return model
 
+    def check_before_run(self) -> None:
+        """Raise ConfigError for settings the model cannot take, before the run directory exists."""
+
     def save(self, model, tokenizer, out: Path) -> None:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trainforge.errors import ConfigError
 from trainforge.methods.base import Method, register
 
 
@@ -18,10 +19,43 @@ class PeftMethod(Method):
     def peft_config(self):
         raise NotImplementedError
 
+    options = "lora"  # the `method.<options>` section naming target_modules
+
     def prepare(self, model):
         from peft import get_peft_model
 
         return decode_virtual_tokens_without_cache(get_peft_model(model, self.peft_config()))
+
+    def check_before_run(self) -> None:
+        """A `target_modules` list that names no layer of the model is refused now, with the layer names there
+        are, not by peft once the run directory exists. Builds the model without weights (its config only)."""
+        peft_config = self.peft_config()
+        targets = getattr(peft_config, "target_modules", None)
+        if not isinstance(targets, (list, set)) or self.config.model.name == "scratch":
+            return  # prompt learning, peft's default for the architecture, or "all-linear"
+        from peft.tuners.tuners_utils import check_target_module_exists
+
+        names = weightless_module_names(self.config.model.name, self.task_type())
+        if not any(check_target_module_exists(peft_config, name) for name, _ in names):
+            layers = sorted({name.rsplit(".", 1)[-1] for name, kind in names if kind == "Linear"})
+            raise ConfigError(
+                f"Key `method.{self.options}.target_modules` = {sorted(targets)}: no layer of model "
+                f"{self.config.model.name!r} has that name. Its linear layers are named: {', '.join(layers)}."
+            )
+
+
+def weightless_module_names(model_name: str, task_type) -> list[tuple[str, str]]:
+    """(name, class name) of every module of the model, built on the meta device from its config: no weights read."""
+    from accelerate import init_empty_weights
+    from peft import TaskType
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from trainforge.models import resolve_model
+
+    auto = AutoModelForSequenceClassification if task_type == TaskType.SEQ_CLS else AutoModelForCausalLM
+    with init_empty_weights():
+        model = auto.from_config(AutoConfig.from_pretrained(resolve_model(model_name)))
+    return [(name, type(module).__name__) for name, module in model.named_modules()]
 
 
 def decode_virtual_tokens_without_cache(model):
@@ -87,6 +121,7 @@ class IA3(PeftMethod):
     """(IA)^3: learned vectors that rescale keys, values and feed-forward activations; the head trains too."""
 
     name = "ia3"
+    options = "ia3"
     tasks = ("text-classification",)
 
     def peft_config(self):

@@ -54,7 +54,9 @@ def resolve_run(config: RunConfig) -> tuple[RunConfig, Hardware, Method]:
     config.training.precision = hardware.precision
     if config.training.gradient_checkpointing == "auto":
         config.training.gradient_checkpointing = checkpointing_for(hardware.precision)
-    return config, hardware, get_method(config)
+    method = get_method(config)
+    method.check_before_run()
+    return config, hardware, method
 
 
 def print_data_report(report: DataReport | None) -> None:
