@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from transformers import TrainerCallback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ["TRAINFORGE_HOME"] = tempfile.mkdtemp(prefix="trainforge-home-")  # the pickle signing key, not the user's
 
 from trainforge.config import load_config
 from trainforge.config.loader import merge

@@ -17,7 +17,8 @@ from trainforge.errors import ConfigError
 from trainforge.pipeline import train
 from trainforge.run.finish import fmt
 from trainforge.tasks import registry
-from trainforge.tracking.rundir import RunDir, list_runs, read_json
+from trainforge.tracking.registry import summary_of
+from trainforge.tracking.rundir import RunDir, list_runs
 
 console = Console(stderr=True)
 
@@ -119,7 +120,7 @@ def print_stage_table(stages, runs: list[RunDir]) -> None:
     for col in ("stage", "run", "task", "method", "scores after"):
         table.add_column(col)
     for stage, run in zip(stages, runs):
-        summary = read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+        summary = summary_of(run)
         scores = ", ".join(f"{k.removeprefix('after.')}={fmt(v)}" for k, v in summary.items() if k.startswith("after."))
         objective = f" ({stage.config.training.objective})" if stage.config.task == "lm" else ""
         table.add_row(stage.name, run.name, stage.config.task, stage.config.method.name + objective, scores or "—")

@@ -1,12 +1,21 @@
 """Save and load the fitted pipeline. skops first: loading it runs no arbitrary code, only types we allow.
-If skops cannot write the model, joblib (pickle) with a clear warning: only load such a file from a run you trust."""
+If skops cannot write the model, joblib (pickle) with a clear warning, signed with an HMAC keyed by a per-user
+secret kept outside the run (`$TRAINFORGE_HOME/signing.key`): a pickle this machine's trainforge did not sign is
+not loaded unless the user says to trust it. A hash beside the pickle would prove nothing: whoever can replace the
+pickle can rewrite the hash too."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import io
 import json
 import os
+import secrets
+import time
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 from rich.console import Console
@@ -15,8 +24,13 @@ from trainforge.errors import RunError
 
 console = Console(stderr=True)
 SKOPS, JOBLIB = "model.skops", "model.joblib"
-RECORD = "artifacts.json"  # sha256 of each pickle this run wrote: a pickle it did not write is not loaded unasked
+RECORD = "artifacts.json"  # the HMAC-SHA256 of each pickle this run wrote, keyed by the user's signing key
 TRUST_ENV = "TRAINFORGE_TRUST_PICKLE"  # "1": load pickles from anywhere (set by `trainforge --trust-pickle`)
+HOME_ENV = "TRAINFORGE_HOME"  # per-user settings folder; default ~/.config/trainforge
+KEY_FILE = "signing.key"
+KEY_BYTES = 32
+# Prefixed to the pickle before signing: a signature made for anything else never passes for a model's.
+SIGNED = b"trainforge model.joblib v1\0"
 # Types from these packages may be rebuilt on load; everything else in a skops file is refused.
 ALLOWED_PREFIXES = (
     "sklearn.",
@@ -29,6 +43,52 @@ ALLOWED_PREFIXES = (
     "collections.",
     "pandas.",
 )
+
+
+def key_path() -> Path:
+    home = os.environ.get(HOME_ENV) or Path.home() / ".config" / "trainforge"
+    return Path(home).expanduser() / KEY_FILE
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in `path`, None when there is none. A file shorter than a key may be one another process has just
+    created and not yet written: wait a moment for it before calling it damaged."""
+    for _ in range(50):
+        try:
+            key = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise RunError(f"The signing key {path} cannot be read ({err}); check its owner and permissions.") from None
+        if len(key) >= KEY_BYTES:
+            return key
+        time.sleep(0.02)
+    raise RunError(
+        f"The signing key {path} holds {len(key)} bytes, not the {KEY_BYTES} trainforge writes: it is damaged. "
+        "Delete it and a new one is made on the next save (pickles signed with the old key then need "
+        f"`trainforge --trust-pickle`)."
+    )
+
+
+def signing_key(create: bool = False) -> bytes | None:
+    """The user's signing key; `create`: make it (32 random bytes, mode 0600) when there is none yet."""
+    path = key_path()
+    if create and not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:  # O_EXCL: of two processes creating it at once, one writes it and the other reads that one
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+    return _read_key(path)
+
+
+def _signature(key: bytes, data: bytes) -> str:
+    return hmac.new(key, SIGNED + data, hashlib.sha256).hexdigest()
 
 
 def save_model(pipeline, folder: Path) -> Path:
@@ -45,15 +105,26 @@ def save_model(pipeline, folder: Path) -> Path:
         reason = f"{type(err).__name__}: {err}"
     import joblib
 
-    from trainforge.tracking.rundir import atomic_write_json
+    from trainforge.tracking.rundir import atomic_write_bytes, atomic_write_json
 
     target = folder / JOBLIB
-    joblib.dump(pipeline, target)
-    atomic_write_json(folder / RECORD, {JOBLIB: {"sha256": _sha256(target)}})
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer)
+    data = buffer.getvalue()  # signed as bytes in memory, then written: no moment where a swapped file gets signed
+    entry = {"sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        entry["hmac_sha256"] = _signature(signing_key(create=True), data)
+        unsigned = ""
+    except (OSError, RunError) as err:
+        unsigned = (
+            f" It could not be signed ({err}), so loading it will need `trainforge --trust-pickle` (or {TRUST_ENV}=1)."
+        )
+    atomic_write_bytes(target, data)
+    atomic_write_json(folder / RECORD, {JOBLIB: entry})
     console.print(
         f"[bold yellow]warning:[/] skops could not save this model ({reason}); saved {target} with joblib "
         "instead. joblib files are pickles: loading one can run arbitrary code, so load it only from a run "
-        "you trust."
+        f"you trust.{unsigned}"
     )
     return target
 
@@ -61,42 +132,55 @@ def save_model(pipeline, folder: Path) -> Path:
 def _load_skops(path: Path):
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, NotImplementedError) as err:
+        raise _damaged(path, err) from None  # reading the archive and its schema: any failure is the file's
     refused = [t for t in untrusted if not t.startswith(ALLOWED_PREFIXES)]
     if refused:
         raise RunError(f"{path} holds types trainforge does not load: {', '.join(refused)}.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # version notes from the libraries; the types are checked above
-        return sio.load(path, trusted=untrusted)
+        try:
+            return sio.load(path, trusted=untrusted)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise _damaged(path, err) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _damaged(path: Path, err: Exception) -> RunError:
+    return RunError(
+        f"{path} is damaged or cut short: it is not a readable skops archive ({type(err).__name__}: {err}). "
+        "Train the run again, or copy its folder again if it came from elsewhere."
+    )
 
 
-def _check_pickle_origin(folder: Path, trust_pickle: bool) -> None:
-    """Refuse a pickle that is not the one this trainforge run wrote, unless the user says to trust it."""
+def _check_pickle_origin(path: Path, data: bytes, trust_pickle: bool) -> None:
+    """Refuse a pickle this machine's trainforge did not sign, unless the user says to trust it."""
     if trust_pickle or os.environ.get(TRUST_ENV) == "1":
         return
-    path = folder / JOBLIB
     try:
-        recorded = json.loads((folder / RECORD).read_text(encoding="utf-8"))[JOBLIB]["sha256"]
+        recorded = json.loads((path.parent / RECORD).read_text(encoding="utf-8"))[JOBLIB]["hmac_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         recorded = None
-    if (folder / "run.json").is_file() and recorded == _sha256(path):
+    key = signing_key()
+    expected = _signature(key, data) if key is not None else None
+    if expected and isinstance(recorded, str) and hmac.compare_digest(recorded.encode(), expected.encode()):
         return
-    why = (
-        "is not in a trainforge run directory (no run.json)"
-        if not (folder / "run.json").is_file()
-        else f"is not the file this run wrote (its sha256 is not the one recorded in {RECORD})"
-    )
+    if not isinstance(recorded, str):
+        why = f"there is no signature for it in {path.parent / RECORD}"
+    elif key is None:
+        why = (
+            f"there is no signing key on this machine ({key_path()}), so the run was trained on another machine "
+            f"or under another {HOME_ENV}"
+        )
+    else:
+        why = (
+            f"its HMAC does not match the one in {RECORD}: the file was replaced after the run wrote it, or the run "
+            f"was signed with another machine's key (this one's is {key_path()})"
+        )
     raise RunError(
-        f"{path} {why}. It is a pickle: loading it runs whatever code it holds. If you trust where it "
-        f"came from, load it with `trainforge --trust-pickle ...` (or {TRUST_ENV}=1)."
+        f"{path} is a pickle this machine's trainforge did not sign: {why}. Loading a pickle runs whatever code it "
+        f"holds. If you trust where it came from, load it with `trainforge --trust-pickle ...` (or {TRUST_ENV}=1)."
     )
 
 
@@ -107,11 +191,11 @@ def load_model(folder: Path, trust_pickle: bool = False):
     if (folder / JOBLIB).is_file():
         import joblib
 
-        _check_pickle_origin(folder, trust_pickle)
-
+        data = (folder / JOBLIB).read_bytes()  # checked and loaded from the same bytes: no swap in between
+        _check_pickle_origin(folder / JOBLIB, data, trust_pickle)
         console.print(
             f"[bold yellow]warning:[/] loading {folder / JOBLIB} with joblib (a pickle): this runs code from "
             "the file; do it only for runs you trust."
         )
-        return joblib.load(folder / JOBLIB)
+        return joblib.load(io.BytesIO(data))
     raise RunError(f"Run {folder} has no saved model ({SKOPS} or {JOBLIB}); did the run finish?")

@@ -21,12 +21,12 @@ def load_run_model(run: RunDir):
     config = load_config(run.file("config.yaml"))
     objective = config.training.objective
     if (run.path / "adapter").is_dir():
-        from peft import PeftModel
-
-        base = load_language_model(config.model.name, objective)
         from trainforge.methods.lora import decode_virtual_tokens_without_cache
+        from trainforge.models.loading import load_peft_adapter
 
-        model = decode_virtual_tokens_without_cache(PeftModel.from_pretrained(base, run.path / "adapter"))
+        model = decode_virtual_tokens_without_cache(
+            load_peft_adapter(run.path / "adapter", lambda: load_language_model(config.model.name, objective))
+        )
         # the tokenizer the run saved: its chat template and eos are what training used
         saved = (run.path / "adapter" / "tokenizer_config.json").is_file()
         tokenizer = load_tokenizer(str(run.path / "adapter") if saved else config.model.name)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from trainforge.errors import RunError
 from trainforge.inference import load_run_model
+from trainforge.models.loading import check_peft_adapter
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 # peft adapters that add virtual tokens instead of changing weights: nothing to fold into the base model
@@ -31,6 +32,7 @@ def merge_run(run: RunDir, out: Path | None = None) -> Path:
         raise RunError(
             f"Run {run.path} has no adapter to merge (its method saved a whole model in {run.path / 'model'})."
         )
+    check_peft_adapter(run.path / "adapter")  # a damaged adapter is named before its config is read here
     unmergeable_adapter(run.path / "adapter")
     model, tokenizer = load_run_model(run)
     merged = model.merge_and_unload()

@@ -90,10 +90,19 @@ def load_adapter(model: nn.Module, folder: Path) -> nn.Module:
     """Put saved adapters (and the trained head) onto a freshly loaded base model; returns it in eval mode."""
     from safetensors.torch import load_file
 
+    from trainforge.models.loading import damaged_artifact, read_artifact_json
+    from trainforge.tracking.rundir import safetensors_problem
+
     folder = Path(folder)
-    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+    if not (folder / CONFIG).is_file() and not (folder / WEIGHTS).is_file():
         raise RunError(f"Folder {folder} holds no bottleneck adapter ({CONFIG} and {WEIGHTS}).")
-    config = json.loads((folder / CONFIG).read_text())
+    config = read_artifact_json(folder / CONFIG)  # one of the two files only: a damaged adapter, named
+    if not (folder / WEIGHTS).is_file():
+        raise damaged_artifact(folder / WEIGHTS, f"{folder / WEIGHTS} is missing")
+    if problem := safetensors_problem(folder / WEIGHTS):
+        raise damaged_artifact(
+            folder / WEIGHTS, f"Adapter weight file {folder / WEIGHTS} is corrupt or cut short ({problem})"
+        )
     if config.get("bottleneck"):
         insert_adapters(model, config["bottleneck"], config["activation"], config["targets"])
     tensors = load_file(str(folder / WEIGHTS))

@@ -7,10 +7,20 @@ from typing import Any
 from trainforge.tracking.rundir import RunDir, read_json
 
 SUMMARY_KEYS = ("method", "model", "steps", "train_loss", "after.exact_match", "after.perplexity", "score")
+DAMAGED_SUMMARY = "summary.json is damaged"
 
 
 def summary_of(run: RunDir) -> dict[str, Any]:
-    return read_json(run.file("summary.json")) if run.file("summary.json").is_file() else {}
+    """The run's summary.json ({} while it has none). A damaged one (cut short, not an object) gives only an
+    `error` entry: one bad file must not break listing or comparing all the other runs."""
+    path = run.file("summary.json")
+    if not path.is_file():
+        return {}
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError):
+        summary = None
+    return summary if isinstance(summary, dict) else {"error": DAMAGED_SUMMARY}
 
 
 def headline(summary: dict) -> str:
@@ -25,7 +35,8 @@ def headline(summary: dict) -> str:
 def listed_summary(run: RunDir) -> dict[str, Any]:
     """The summary with the `score` headline filled in, as `runs list` shows it."""
     summary = summary_of(run)
-    summary.setdefault("score", headline(summary))
+    # the score column is what both the CLI table and the dashboard show, so the damage shows there
+    summary.setdefault("score", DAMAGED_SUMMARY if summary.get("error") == DAMAGED_SUMMARY else headline(summary))
     return summary
 
 

@@ -15,13 +15,14 @@ from rich.console import Console
 from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.data.labelled import encode, load_labelled
-from trainforge.errors import ConfigError, DataError, ModelError, RunError
+from trainforge.errors import ConfigError, DataError, RunError
+from trainforge.models.loading import read_artifact_json
 from trainforge.run.finish import finish_with_scores, print_summary
 from trainforge.run.prepare import Prepared as RunInputs
 from trainforge.run.prepare import check_early_stopping, resolve_run, scored_on
 from trainforge.run.training import baseline_scores, train_and_save
 from trainforge.tasks.registry import open_task_run
-from trainforge.tracking.rundir import RunDir, atomic_write_json, read_json
+from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 console = Console(stderr=True)
 
@@ -76,7 +77,7 @@ def load_classifier(name: str, classes: list[str], multi_label: bool):
     from transformers import AutoModelForSequenceClassification
 
     from trainforge.models import resolve_model
-    from trainforge.models.loading import from_pretrained_noting_new_weights
+    from trainforge.models.loading import from_pretrained_noting_new_weights, load_failure
 
     path = resolve_model(name)
     try:
@@ -90,9 +91,7 @@ def load_classifier(name: str, classes: list[str], multi_label: bool):
             dtype=torch.float32,
         )
     except Exception as err:  # noqa: BLE001
-        raise ModelError(
-            f"Could not load {name!r} from {path} as a sequence classifier: {type(err).__name__}: {err}"
-        ) from None
+        raise load_failure(name, path, "sequence classifier", err) from None
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, multi_label: bool) -> dict[str, float]:
@@ -266,15 +265,15 @@ def _fit_estimator(model, prep: Prepared, run: RunDir) -> dict:
 def load_run_classifier(run: RunDir):
     """(model, tokenizer, classes) of a finished text-classification run, whatever its method saved."""
     from trainforge.models import load_tokenizer
+    from trainforge.models.loading import ADAPTER_WEIGHTS, is_adapter_folder, load_peft_adapter
 
     config = load_config(run.file("config.yaml"))
-    labels = read_json(run.file(LABELS_FILE))
+    labels = read_artifact_json(run.file(LABELS_FILE))
     adapter = run.path / "adapter"
-    if (adapter / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(
-            load_classifier(config.model.name, labels["classes"], labels["multi_label"]), adapter
+    # a peft adapter even when its config is lost, so the error names that file
+    if is_adapter_folder(adapter) or any((adapter / n).is_file() for n in ADAPTER_WEIGHTS):
+        model = load_peft_adapter(
+            adapter, lambda: load_classifier(config.model.name, labels["classes"], labels["multi_label"])
         )
     elif adapter.is_dir():
         from trainforge.methods.adapter import load_adapter
@@ -309,7 +308,7 @@ def held_out_rows(run: RunDir, data: str | None, classes: list[str]) -> tuple[li
 def evaluate(run: RunDir, data: str | None = None, **options) -> dict[str, float]:
     """accuracy / macro-F1 (multi-label: + micro-F1) of a finished run on its test split or a labelled file."""
     config = load_config(run.file("config.yaml"))
-    labels = read_json(run.file(LABELS_FILE))
+    labels = read_artifact_json(run.file(LABELS_FILE))
     rows, _ = held_out_rows(run, data, labels["classes"])
     model, tokenizer, classes = load_run_classifier(run)
     enc = encode(tokenizer, rows, classes, labels["multi_label"], config.training.max_length)
@@ -327,7 +326,7 @@ def classifier(run: RunDir):
     """Load a finished run once; returns texts → predicted labels (a list of labels each for multi-label runs)."""
     config = load_config(run.file("config.yaml"))
     model, tokenizer, classes = load_run_classifier(run)
-    multi = read_json(run.file(LABELS_FILE))["multi_label"]
+    multi = read_artifact_json(run.file(LABELS_FILE))["multi_label"]
     if estimator_name(config):
         from trainforge.classical.artifacts import load_model
 
