@@ -115,3 +115,79 @@ def test_kinds_detected_and_the_fitted_pipeline_applies_them(tmp_path, runs_dir)
     unseen.loc[0, "city"] = "paris"
     with pytest.warns(UserWarning, match=r"column 'city' holds categories never seen in training: \['paris'\]"):
         predict_frame(pipeline, schema, unseen, "new.csv")
+
+
+def _split_files(tmp_path, test_label="high", at=3):
+    frame = _frame(120)
+    train, valid, test = frame.iloc[:80], frame.iloc[80:100], frame.iloc[100:].copy()
+    test.iloc[at, test.columns.get_loc("label")] = test_label
+    return {
+        "train": _table(tmp_path, train, "train.csv"),
+        "validation": _table(tmp_path, valid, "valid.parquet"),
+        "test": _table(tmp_path, test, "test.csv"),
+    }
+
+
+def test_split_file_label_unseen_in_training_names_file_row_and_label(tmp_path, runs_dir):
+    files = _split_files(tmp_path, test_label="medium", at=3)
+    config = _config(runs_dir, None, **files)
+    with pytest.raises(DataError) as info:
+        train_classical(config)  # before the check: an IndexError deep in scoring
+    msg = str(info.value)
+    assert f"Data file {files['test']}, column 'label' (the target): row 5 holds the label 'medium'" in msg
+    assert "a test label must be one the model trains on" in msg and "Training has: 'high', 'low'" in msg
+    assert files["train"] in msg
+
+    ok = prepare(_config(runs_dir, None, **_split_files(tmp_path)))  # every label seen: no error
+    assert ok.split.sizes() == {"train": 80, "validation": 20, "test": 20}
+    assert ok.table.locate(int(ok.split.validation[0])) == (f"Data file {files['validation']}", 1)  # parquet: 1
+    assert ok.table.locate(int(ok.split.test[3])) == (f"Data file {files['test']}", 5)  # CSV: header + 4
+
+
+def _separator_rows():
+    return ["a\u2028b", "c\u2029d", "e\u0085f", "plain"]
+
+
+def test_read_table_keeps_unicode_line_separators_inside_quoted_csv_fields(tmp_path):
+    import csv
+
+    from trainforge.classical.data import read_table
+
+    texts = _separator_rows()
+    path = tmp_path / "sep.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        writer.writerow(["text", "n"])
+        writer.writerows([t, i] for i, t in enumerate(texts))
+    frame = read_table(path)
+    assert list(frame["text"]) == texts and list(frame["n"]) == [0, 1, 2, 3]
+
+
+def test_read_rows_keeps_unicode_line_separators_in_json_lines_and_csv(tmp_path):
+    import csv
+    import json
+
+    from trainforge.data.readers import read_rows
+
+    texts = _separator_rows()
+    for name in ("sep.jsonl", "sep.json"):  # .json holding JSON Lines is read as JSON Lines
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        assert read_rows(path) == [(i + 1, {"text": t}) for i, t in enumerate(texts)]
+    path = tmp_path / "sep.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+        writer.writerow(["text"])
+        writer.writerows([t] for t in texts)
+    assert read_rows(path) == [(i + 2, {"text": t}) for i, t in enumerate(texts)]
+
+
+def test_a_number_beyond_float_range_is_a_data_error_naming_it():
+    import pandas as pd
+
+    from trainforge.classical.preprocessing import NUMERIC, TableColumns
+    from trainforge.errors import DataError
+
+    frame = pd.DataFrame({"x": pd.Series([1, 10**400], dtype=object)})
+    with pytest.raises(DataError, match=r"request, column 'x'.*row"):
+        TableColumns({"x": NUMERIC}).check(frame, "request")

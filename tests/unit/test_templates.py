@@ -96,3 +96,27 @@ def test_a_base_model_is_refused_in_one_paragraph_then_trains_with_a_template(ba
 
     _, saved = load_run_model(RunDir(run.path))  # chat / predict / serve render as training did
     assert saved.chat_template == TEMPLATES["none"]
+
+
+def test_a_huge_row_is_cut_before_tokenizing_and_keeps_the_same_tokens(monkeypatch):
+    from trainforge.data import tokenize
+    from trainforge.data.tokenize import tokenize_chats, trained_spans
+
+    tokenizer = load_tokenizer("tiny-llama")
+    contents = ["a short question", "word " * 5000, " " * 20_000 + "x", "=" * 30_000, "é" * 8000]
+    rendered = [
+        trained_spans(tokenizer, [{"role": "user", "content": c}, {"role": "assistant", "content": "answer"}])
+        for c in contents
+    ]
+    seen = []
+    monkeypatch.setattr(tokenize, "CHARS_PER_TOKEN_BOUND", 10**12)
+    exact = tokenize_chats(tokenizer, rendered, 64)
+    monkeypatch.undo()
+
+    def counting(texts, **kwargs):  # the tokenizer, noting the length of each text it is given
+        seen.extend(map(len, texts if isinstance(texts, list) else [texts]))
+        return tokenizer(texts, **kwargs)
+
+    assert tokenize_chats(counting, rendered, 64) == exact  # the kept tokens, labels and `truncated` are unchanged
+    assert max(seen[: len(contents)]) <= 64 * tokenize.CHARS_PER_TOKEN_BOUND  # the batch saw cut texts
+    assert [row["truncated"] for row in exact] == [False, True, True, True, True]

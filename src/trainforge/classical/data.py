@@ -20,9 +20,19 @@ class Table:
     frame: pd.DataFrame  # every row of every source, in time order when `data.time_column` is set
     source: str
     parts: dict[str, np.ndarray] = field(default_factory=dict)  # fixed train/validation/test rows (separate files)
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # part → (its file, its ROW_BASE)
+
+    def locate(self, position: int) -> tuple[str, int]:
+        """(the file, the row number the user sees in it) of row `position` of `frame`; with split files the
+        row counts from the start of its own file."""
+        for part, at in self.parts.items():
+            if len(at) and at[0] <= position <= at[-1] and part in self.files:
+                name, base = self.files[part]
+                return name, position - int(at[0]) + base
+        return self.source, int(self.frame.index[position]) + self.frame.attrs.get(ROW_BASE, 1)
 
     def row(self, position: int) -> int:
-        return int(self.frame.index[position]) + self.frame.attrs.get(ROW_BASE, 1)
+        return self.locate(position)[1]
 
 
 def anomalies(rows: int = 2000, features: int = 16, share: float = 0.05, seed: int = 0) -> pd.DataFrame:
@@ -129,6 +139,7 @@ def load_table(cfg: DataConfig, task: str, extra: dict[str, list[str]] | None = 
         check_columns(frame, cfg, where, extra, need_target=task != "clustering" or cfg.target is not None)
         if cfg.target and cfg.target in frame.columns:
             check_target(frame, cfg.target, task, where)
+    files = {}
     if len(frames) == 1:
         frame, parts = next(iter(frames.values())), {}
     else:
@@ -141,13 +152,14 @@ def load_table(cfg: DataConfig, task: str, extra: dict[str, list[str]] | None = 
                 )
         sizes = np.cumsum([0, *(len(f) for f in frames.values())])
         parts = {part: np.arange(sizes[i], sizes[i + 1]) for i, part in enumerate(frames)}
+        files = {part: (f"Data file {getattr(cfg, part)}", f.attrs.get(ROW_BASE, 1)) for part, f in frames.items()}
         base = frames["train"].attrs.get(ROW_BASE, 1)
         frame = pd.concat([f[columns] for f in frames.values()], ignore_index=True)
         frame.attrs[ROW_BASE] = base
     if cfg.time_column and not parts:
         order = np.argsort(_time_values(frame, cfg.time_column, source), kind="stable")
         frame = frame.iloc[order]
-    return Table(frame, source, parts)
+    return Table(frame, source, parts, files)
 
 
 def _time_values(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:

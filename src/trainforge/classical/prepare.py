@@ -16,6 +16,7 @@ from trainforge.classical.metrics import Metric, clustering_scores, resolve, sco
 from trainforge.classical.preprocessing import TableColumns, build_pipeline, detect_kinds
 from trainforge.classical.splits import Holdout, cross_validate, cv_splitter, cv_strategy, holdout
 from trainforge.config import RunConfig
+from trainforge.errors import DataError
 
 
 @dataclass
@@ -86,6 +87,8 @@ def prepare(config: RunConfig) -> Prepared:
         parts = table.parts
         empty = np.array([], dtype=int)
         split = Holdout(parts["train"], parts.get("validation", empty), parts.get("test", empty))
+        if config.task == "classification":
+            check_split_labels(table, data.target)
     else:
         split = holdout(len(frame), data.split, config.training.seed, y, groups)
     prep = Prepared(
@@ -104,6 +107,26 @@ def prepare(config: RunConfig) -> Prepared:
     )
     prep.pipeline()  # unknown `model.params` fail here, before anything is written
     return prep
+
+
+def check_split_labels(table: Table, target: str) -> None:
+    """Split files: every validation / test label must occur in training, else the model cannot score it (the
+    encoder is fitted on every row, so an unseen label would only fail later, deep in scoring)."""
+    labels = table.frame[target]
+    seen = set(labels.iloc[table.parts["train"]].tolist())
+    for part in ("validation", "test"):
+        at = table.parts.get(part, np.array([], dtype=int))
+        new = at[~labels.iloc[at].isin(seen).to_numpy()]
+        if len(new):
+            name, row = table.locate(int(new[0]))
+            known = sorted(seen, key=str)
+            known = ", ".join(map(repr, known[:20])) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+            raise DataError(
+                f"{name}, column {target!r} (the target): row {row} holds the label {labels.iloc[new[0]]!r}, which the "
+                f"training file {table.source.removeprefix('Data file ')} never has; a {part} label must be one "
+                f"the model trains on. Training has: {known}. Add rows with it to the training file, or drop "
+                f"it from the {part} file."
+            )
 
 
 def fold_scores(

@@ -17,6 +17,22 @@ NUMERIC, CATEGORICAL, DATE = "numeric", "categorical", "date"
 _LOOKS_NUMERIC = 0.9  # an object column this share of numbers is a numeric column with stray values
 
 
+def _numbers(values: pd.Series) -> pd.Series:
+    """The values as floats, NaN where one is not a number; pandas raises OverflowError for an integer beyond float
+    range (e.g. a 400-digit JSON number) instead of coercing it, so those go one by one."""
+    try:
+        return pd.to_numeric(values, errors="coerce")
+    except OverflowError:
+        return pd.Series([_number(v) for v in values], index=values.index, dtype=float)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+
+
 def _row(frame: pd.DataFrame, position: int) -> int:
     return int(frame.index[position]) + frame.attrs.get("row_base", 1)
 
@@ -56,7 +72,7 @@ def detect_kinds(frame: pd.DataFrame, features: list[str], cfg: PreprocessingCon
             elif pd.api.types.is_datetime64_any_dtype(values):
                 kind = DATE
             else:
-                numbers = pd.to_numeric(values, errors="coerce")
+                numbers = _numbers(values)
                 present = values.notna()
                 share = numbers[present].notna().mean()
                 if share == 1:
@@ -110,11 +126,7 @@ class TableColumns(TransformerMixin, BaseEstimator):
                 continue
             present = values.notna()
             if kind == NUMERIC:
-                converted = (
-                    values.astype(float)
-                    if pd.api.types.is_bool_dtype(values)
-                    else pd.to_numeric(values, errors="coerce")
-                )
+                converted = values.astype(float) if pd.api.types.is_bool_dtype(values) else _numbers(values)
             elif kind == DATE:
                 converted = _parse_dates(values)
             else:
