@@ -111,6 +111,9 @@ def test_stop_strings_end_the_answer_whole_and_streamed(lm, lm_run):
         ({"prompt": "x", "n": 2}, 400, "n", None),
         ({"prompt": 5}, 400, "prompt", None),
         ({}, 400, "prompt", None),
+        ({"prompt": ""}, 400, "prompt", "invalid_value"),  # no tokens to continue from
+        ({"prompt": "x", "seed": 2**64}, 400, "seed", None),  # past what torch.manual_seed takes
+        ({"prompt": "x", "seed": -(2**63) - 1}, 400, "seed", None),
     ],
 )
 def test_invalid_requests_get_openai_errors(lm, lm_run, body, status, param, code):
@@ -119,6 +122,50 @@ def test_invalid_requests_get_openai_errors(lm, lm_run, body, status, param, cod
     error = r.json()["error"]
     assert error["param"] == param and error["code"] == code and error["type"] == "invalid_request_error"
     assert error["message"]
+
+
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/completions", '"prompt": "x", "temperature": NaN', "temperature"),  # Python's json reads NaN
+        ("/v1/completions", '"prompt": "x", "top_p": Infinity', "top_p"),
+        ("/v1/completions", '"prompt": "\\ud800"', "prompt"),  # a lone surrogate: no tokenizer encodes it
+        ("/v1/completions", '"prompt": "x", "stop": ["a", "\\udc00"]', "stop"),
+        ("/v1/chat/completions", '"messages": [{"role": "user", "content": "\\ud800"}]', "messages"),
+        (
+            "/v1/chat/completions",
+            '"messages": [{"role": "user", "content": [{"type": "text", "text": "\\ud800"}]}]',
+            "messages",
+        ),
+    ],
+)
+def test_non_finite_numbers_and_invalid_unicode_are_refused(lm, lm_run, path, body, param):
+    raw = f'{{"model": "{lm_run.name}", "max_tokens": 2, {body}}}'
+    r = lm.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+def test_a_tiny_temperature_samples_as_greedy_instead_of_failing(lm, lm_run):
+    body = {"model": lm_run.name, "prompt": "The date is", "max_tokens": 4}
+    greedy = lm.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    r = lm.post("/v1/completions", json={**body, "temperature": 1e-300, "seed": 1})  # logits / 1e-300 overflow
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == greedy
+
+
+def test_chat_that_renders_to_no_tokens_is_refused(lm, lm_run, monkeypatch):
+    from trainforge.inference.backends import Generator
+
+    monkeypatch.setattr(Generator, "chat_prompt", lambda self, messages: "")  # a template that renders nothing
+    body = {"model": lm_run.name, "messages": [{"role": "user", "content": ""}], "max_tokens": 2}
+    r = lm.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (
+        error["param"] == "messages" and error["code"] == "invalid_value" and error["type"] == "invalid_request_error"
+    )
 
 
 def test_malformed_json_oversized_body_and_wrong_endpoint(lm_run, lm):

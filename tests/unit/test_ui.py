@@ -76,6 +76,52 @@ def test_runs_compare_and_chat_refusal(client, runs_dir):
     assert refused.status_code == 400 and "not a generative" in refused.json()["error"]
 
 
+def test_chat_messages_are_validated_before_they_reach_the_model(client, runs_dir, monkeypatch):
+    from trainforge.inference.backends import Generator
+
+    train(
+        tiny_run_config(
+            runs_dir,
+            name="lm",
+            training={"max_steps": 2},
+            evaluation={"before_after": False, "generation": False},
+        )
+    )
+
+    def chat(messages, **extra):
+        return client.post("/api/chat", json={"run": "lm", "messages": messages, "max_tokens": 2, **extra})
+
+    ok = chat([{"role": "user", "content": "hi"}])
+    assert ok.status_code == 200 and ok.json()["completion_tokens"] > 0, ok.text
+    for messages, where in [
+        ([{"role": "user"}], "messages.0.content"),
+        ([{"content": "hi"}], "messages.0.role"),
+        ([{"role": "robot", "content": "hi"}], "messages.0.role"),
+        ([{"role": "user", "content": "hi", "name": "x"}], "messages.0.name"),
+        ([], "messages"),
+    ]:
+        r = chat(messages)
+        assert r.status_code == 422 and r.json()["error"].endswith(f": {where}."), r.text
+    assert chat([{"role": "user", "content": "hi"}], temperature=1).status_code == 422
+    for raw in (  # NaN made FastAPI's own 422 answer fail (500); a lone surrogate failed in the tokenizer
+        '{"run": "lm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}',
+        '{"run": "lm", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    ):
+        r = client.post("/api/chat", content=raw.encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "error" in r.json(), r.text
+    monkeypatch.setattr(Generator, "chat_prompt", lambda self, messages: "")  # a template that renders nothing
+    r = chat([{"role": "user", "content": ""}])
+    assert r.status_code == 400 and "no tokens" in r.json()["error"]
+
+
+def test_launch_refuses_malformed_stages_and_text(client):
+    r = client.post("/api/launch", json={"overrides": ["stages=5"], "launch": False})
+    assert r.status_code == 400 and "`stages` must be a non-empty list" in r.json()["error"]
+    raw = '{"overrides": [], "yaml": "name: \\ud800", "launch": false}'  # could not be written to a file
+    r = client.post("/api/launch", content=raw.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].endswith(": yaml."), r.text
+
+
 def chain_yaml(runs_dir, first_steps=2):
     """A two-stage tiny-llama chain (SFT on dates, then more SFT from its model), as a config file's text."""
     base = yaml.safe_load(dump_config(tiny_run_config(runs_dir, training={"save_steps": 2})))

@@ -19,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainforge.errors import TrainforgeError
 from trainforge.inference.backends import Completion, Generator, Predictor, Sampling
+from trainforge.serve.text import Text, valid_unicode
 
 log = logging.getLogger("trainforge.serve")
 MAX_BODY_BYTES = 1_000_000
 MAX_TOKENS_LIMIT = 4096
+MIN_TEMPERATURE = 1e-6  # far smaller (1e-38) overflows the float32 logits / temperature to inf: sampling fails
 
 
 class APIError(Exception):
@@ -51,6 +53,8 @@ def _error(
 
 
 # requests ----------------------------------------------------------------------------------------------------------
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # an unsupported parameter (tools, logprobs, ...) is refused, not ignored
 
@@ -65,6 +69,13 @@ class Message(_Strict):
     content: str | list[TextPart]
     name: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _content(cls, content):
+        # checked here rather than in each union branch, so the error names messages.N.content
+        valid_unicode(content if isinstance(content, str) else "".join(p.text for p in content))
+        return content
+
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
@@ -76,9 +87,9 @@ class StreamOptions(_Strict):
 class _Generation(_Strict):
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # the range torch.manual_seed takes
     stop: str | list[str] | None = None
     n: Literal[1] = 1
     stream: bool = False
@@ -91,7 +102,13 @@ class _Generation(_Strict):
         stops = [stop] if isinstance(stop, str) else stop or []
         if len(stops) > 4 or "" in stops:
             raise ValueError("stop takes up to 4 non-empty strings")
-        return stops
+        return [valid_unicode(s) for s in stops]
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, temperature):
+        # a tiny positive temperature is greedy in effect; raised to one whose logits stay finite
+        return max(temperature, MIN_TEMPERATURE) if temperature else temperature
 
 
 class ChatRequest(_Generation):
@@ -100,7 +117,7 @@ class ChatRequest(_Generation):
 
 
 class CompletionRequest(_Generation):
-    prompt: str
+    prompt: Text
 
 
 class PredictRequest(_Strict):
@@ -234,12 +251,15 @@ def create_app(
                 "invalid_value",
             )
         ids = backend.encode(prompt)
+        param = "messages" if isinstance(req, ChatRequest) else "prompt"
+        if not ids:  # generation needs at least one token to continue from
+            raise APIError(400, f"The {param} is empty: it encodes to no tokens.", param, "invalid_value")
         if backend.context and len(ids) + max_tokens > backend.context:
             raise APIError(
                 400,
                 f"This model's maximum context length is {backend.context} tokens; the prompt has "
                 f"{len(ids)} and max_tokens asks for {max_tokens} more.",
-                "messages" if isinstance(req, ChatRequest) else "prompt",
+                param,
                 "context_length_exceeded",
             )
         return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()))

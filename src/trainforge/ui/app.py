@@ -8,15 +8,17 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from trainforge.config import RunConfig, validate
 from trainforge.config.loader import dump_config, parse_overrides, read_yaml, with_overrides
 from trainforge.errors import TrainforgeError
+from trainforge.serve.text import Text
 from trainforge.tracking.registry import compare, listed_summary
 from trainforge.tracking.rundir import STATUS_FILE, RunDir, list_runs
 from trainforge.ui.launcher import Launcher, default_name
@@ -52,14 +54,21 @@ def _finite(value: Any) -> Any:
 
 
 class LaunchRequest(BaseModel):
-    overrides: list[str] = Field(description="key=value pairs, read exactly as `trainforge train` reads them")
-    yaml: str | None = Field(None, description="a config file's text (a stage chain too); the overrides apply over it")
+    overrides: list[Text] = Field(description="key=value pairs, read exactly as `trainforge train` reads them")
+    yaml: Text | None = Field(None, description="a config file's text (a stage chain too); the overrides apply over it")
     launch: bool = True  # False: validate only
 
 
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
 class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     run: str
-    messages: list[dict[str, str]] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
     max_tokens: int = Field(64, ge=1, le=1024)
 
 
@@ -75,6 +84,13 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
     @app.exception_handler(TrainforgeError)
     async def trainforge_error(request, err: TrainforgeError):
         return JSONResponse({"error": str(err)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        # the page shows `error`; FastAPI's own answer echoes the input, and fails (500) on a NaN in it
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return JSONResponse({"error": f"{first['msg']}: {where}." if where else f"{first['msg']}."}, status_code=422)
 
     @app.middleware("http")
     async def json_posts_only(request: Request, call_next):
@@ -136,7 +152,8 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
     @app.post("/api/launch")
     def launch(req: LaunchRequest):
         data = with_overrides(_yaml_text(req.yaml), req.overrides) if req.yaml else parse_overrides(req.overrides)
-        for section in (data, *(s for s in data.get("stages") or [] if isinstance(s, dict) and "tracking" in s)):
+        stages = data.get("stages") if isinstance(data.get("stages"), list) else []  # parse_stages says what is wrong
+        for section in (data, *(s for s in stages if isinstance(s, dict) and "tracking" in s)):
             section.setdefault("tracking", {})
             if not isinstance(section["tracking"], dict):
                 raise HTTPException(400, "`tracking` must be a section.")
@@ -145,7 +162,7 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             return launch_chain(data, req.launch)
         config = validate(data, "from the launch form")
         if not config.name:
-            config = validate({**data, "name": default_name(config)}, "from the launch form")
+            config = validate({**data, "name": launcher.free_name(default_name(config))}, "from the launch form")
         if not req.launch:
             return {"ok": True, "name": config.name, "yaml": dump_config(config)}
         launch = launcher.launch(config)
@@ -267,7 +284,9 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
             if run.path not in generators:
                 generators[run.path] = registry.for_run(run).hook("backend")(run)
             backend = generators[run.path]
-        ids = backend.encode(backend.chat_prompt(req.messages))
+        ids = backend.encode(backend.chat_prompt([m.model_dump() for m in req.messages]))
+        if not ids:  # generation needs at least one token to continue from
+            raise HTTPException(400, "The messages are empty: the chat prompt encodes to no tokens.")
         completion = backend.complete(ids, Sampling(req.max_tokens))
         return {
             "reply": completion.text,

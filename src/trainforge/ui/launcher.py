@@ -7,6 +7,7 @@ Ctrl-C does, so its last checkpoint stays resumable."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -67,6 +68,11 @@ class Launcher:
         self.staging = self.runs_dir / ".ui"
         self.launches: dict[str, Launch] = {}
         self.lock = threading.Lock()
+
+    def free_name(self, name: str) -> str:
+        """`name`, else `name-2`, `-3`, ...: a generated name that a run or launch of the same second holds."""
+        candidates = itertools.chain([name], (f"{name}-{i}" for i in itertools.count(2)))
+        return next(n for n in candidates if not (self.runs_dir / n).exists() and n not in self.launches)
 
     def launch(self, config: RunConfig) -> Launch:
         """Start training `config` (its name and runs_dir already set); returns at once."""
