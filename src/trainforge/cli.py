@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trainforge.errors import TrainforgeError
+from trainforge.errors import TrainforgeError, is_disk_full
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Config-driven training and fine-tuning.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, compare.")
@@ -32,9 +32,8 @@ def options(
     trust_pickle: bool = typer.Option(
         False,
         "--trust-pickle",
-        help="Load pickle (joblib) models that "
-        "trainforge did not record writing, e.g. dropped into a run by hand; "
-        "loading a pickle runs the code it holds.",
+        help="Load pickle (joblib) models that trainforge on this machine did not sign (runs copied from "
+        "elsewhere, or files dropped into a run by hand); loading a pickle runs the code it holds.",
     ),
 ):
     """Config-driven training and fine-tuning."""
@@ -514,15 +513,14 @@ def runs_show(run: str, runs_dir: str = "runs"):
     """One run: status, summary, where its files are."""
     from trainforge.run.finish import fmt
     from trainforge.tracking import find_run
-    from trainforge.tracking.rundir import read_json
+    from trainforge.tracking.registry import summary_of
 
     r = find_run(run, runs_dir)
     table = Table("key", "value", title=f"run {r.name}")
     for key, value in r.info().items():
         table.add_row(key, fmt(value))
-    if r.file("summary.json").is_file():
-        for key, value in read_json(r.file("summary.json")).items():
-            table.add_row(key, fmt(value))
+    for key, value in summary_of(r).items():
+        table.add_row(key, fmt(value))
     out.print(table)
     out.print(f"directory: {r.path.resolve()}")
 
@@ -660,6 +658,14 @@ def main() -> None:
         if isinstance(err, click_exception):
             err.show()
             sys.exit(err.exit_code)
+        if is_disk_full(err):  # any command's write: one paragraph, not a traceback
+            where = f" at {err.filename}" if getattr(err, "filename", None) else ""
+            Console(stderr=True).print(
+                f"[bold red]error:[/] out of disk space{where} ({err}). Free space and run the command again; "
+                "an interrupted training run continues from its last complete checkpoint with `--resume`.",
+                highlight=False,
+            )
+            sys.exit(2)
         raise
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import time
 
+from rich.console import Console
+
 from trainforge import distributed
 from trainforge.config import RunConfig, dump_config, load_config
 from trainforge.errors import RunError
-from trainforge.tracking.rundir import RunDir, list_runs
+from trainforge.tracking.rundir import RunDir, atomic_write_text, list_runs
 
 
 def default_name(stem: str) -> str:
+    """`<stem>-<time>`; runs started in the same second get `-2`, `-3`, ... (RunDir.claim)."""
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -28,9 +31,14 @@ def _open(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunCon
         run = open_for_resume(config)
         config = config.model_copy(update={"name": run.name})
         run.set_status("running", resumed=time.time())
+        for path, why in run.remove_leftovers().items():  # what the stopped process left half-written
+            Console(stderr=True).print(f"[bold yellow]warning:[/] {path} is incomplete ({why}); removed it")
     else:
-        config = config.model_copy(update={"name": config.name or default_name(stem)})
-        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config), kind=kind)
+        named = config.model_copy(update={"name": config.name or default_name(stem)})
+        run = RunDir.create(config.tracking.runs_dir, named.name, dump_config(named), kind, numbered=not config.name)
+        config = named.model_copy(update={"name": run.name})
+        if run.name != named.name:  # a generated name another run took in the same second
+            atomic_write_text(run.file("config.yaml"), dump_config(config))
     return config, run
 
 

@@ -51,18 +51,27 @@ def finish_run(
     `artifacts`, files or folders, and `nested` child runs such as tuning trials), and the status. summary.json
     and run.json carry `mlflow_run_id` (None when MLflow is off, or for a run that is not completed yet, e.g. one
     awaiting labels). Returns it."""
-    summary.pop("mlflow_run_id", None)
+    for recorded_at_the_end in ("mlflow_run_id", "mlflow_error"):
+        summary.pop(recorded_at_the_end, None)
     atomic_write_json(run.file("summary.json"), summary)  # what the report and MLflow record
     if config.tracking.report:
         from trainforge.tracking.report import write_report
 
         write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
-    run_id = None
+    run_id, tracking_error = None, {}
     if config.tracking.mlflow and status == "completed":
-        run_id = _track(run, config, summary, list(artifacts), nested)
-    summary["mlflow_run_id"] = run_id
+        try:
+            run_id = _track(run, config, summary, list(artifacts), nested)
+        except Exception as err:  # noqa: BLE001 - the run trained and is saved; a tracking store's failure is said, not fatal
+            tracking_error = {"mlflow_error": f"{type(err).__name__}: {str(err)[:500]}"}
+            Console(stderr=True).print(
+                f"[bold yellow]warning:[/] the run is complete, but recording it in MLflow "
+                f"({config.tracking.tracking_uri or 'the runs folder store'}) failed: {tracking_error['mlflow_error']}",
+                highlight=False,
+            )
+    summary.update(mlflow_run_id=run_id, **tracking_error)
     atomic_write_json(run.file("summary.json"), summary)
-    run.set_status(status, finished=time.time(), mlflow_run_id=run_id)
+    run.set_status(status, finished=time.time(), mlflow_run_id=run_id, **tracking_error)
     return run_id
 
 

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from transformers.trainer_utils import TrainOutput
 
 from trainforge import distributed
 from trainforge.checkpoints import latest_checkpoint
 from trainforge.config import RunConfig
+from trainforge.errors import RunError
 from trainforge.methods.preference import trainer_wraps_adapter
 from trainforge.methods.training_args import count_parameters
 from trainforge.run.prepare import Prepared
@@ -47,7 +49,13 @@ def train_and_save(
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
     with resource_errors(run, config.training):
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        finished = finished_state(checkpoint) if checkpoint else None
+        if finished:  # its weights are the trained ones: load them rather than train a step past the end
+            trainer._load_from_checkpoint(str(checkpoint))
+            losses = [entry["loss"] for entry in finished.get("log_history", []) if "loss" in entry]
+            result = TrainOutput(finished["global_step"], sum(losses) / max(len(losses), 1), {})
+        else:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - started
         target = run.path / ("adapter" if prep.method.saves_adapter else "model")
         if distributed.sharding():
@@ -57,6 +65,7 @@ def train_and_save(
         if not distributed.sharding():
             with atomic_dir(target) as tmp:
                 prep.method.save(trainer.model, prep.tokenizer, tmp)
+                refuse_non_finite_weights(tmp, result.global_step)
     return trainer.model, {
         "method": config.method.name,
         "model": config.model.name,
@@ -67,6 +76,35 @@ def train_and_save(
         "total_params": total,
         "precision": config.training.precision,
     }
+
+
+def finished_state(checkpoint: Path) -> dict | None:
+    """The trainer state of a checkpoint saved at the last step, else None. Resumed from there, the Trainer would
+    train one step past the end (transformers 5 checks for the end only after a step), e.g. after a kill while the
+    run was being recorded."""
+    state = read_json(checkpoint / "trainer_state.json")
+    return state if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"] else None
+
+
+def refuse_non_finite_weights(folder: Path, step: int) -> None:
+    """A run never ends `completed` with broken weights: each saved tensor is read back (one at a time) and checked,
+    and the artifact is not kept when one holds NaN or infinity."""
+    import torch
+    from safetensors import safe_open
+
+    broken = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = weights.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    broken.append(key)
+    if broken:
+        raise RunError(
+            f"The weights trained to step {step} hold NaN or infinite values ({len(broken)} tensors, e.g. "
+            f"{broken[0]}), so they are not saved. Lower `training.learning_rate`, or train in fp32 "
+            "(`training.precision: fp32`)."
+        )
 
 
 def report_parameters(model, method: str) -> tuple[int, int]:

@@ -69,16 +69,26 @@ class FiniteLossGuard(TrainerCallback):
 
     WATCHED = ("loss", "grad_norm", "eval_loss")
 
+    def __init__(self):
+        self.last_finite: tuple[int, float] | None = None  # (step, loss)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key in self.WATCHED:
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
+                last = (
+                    f"the last finite loss was {self.last_finite[1]:.4g} at step {self.last_finite[0]}"
+                    if self.last_finite
+                    else "no finite loss was logged before it"
+                )
                 raise RunError(
-                    f"Training stopped at step {state.global_step}: {key} is {value}. The weights are not saved as "
-                    "a result. Usual causes: a learning rate too high for the method (lower "
+                    f"Training stopped at step {state.global_step}: {key} is {value} ({last}). The weights are not "
+                    "saved as a result. Usual causes: a learning rate too high for the method (lower "
                     "`training.learning_rate`), bf16 overflow (try `training.precision: fp32`), or rows with nothing "
                     "to learn from (prompts that fill `training.max_length`: see the data report at the start)."
                 )
+        if isinstance((logs or {}).get("loss"), (int, float)):
+            self.last_finite = (state.global_step, logs["loss"])
 
 
 class StopAtStep(TrainerCallback):

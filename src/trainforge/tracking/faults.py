@@ -7,10 +7,9 @@ import errno
 from contextlib import contextmanager
 from typing import Iterator
 
-from trainforge.errors import RunError
+from trainforge.errors import RunError, is_disk_full
 from trainforge.tracking.rundir import RunDir
 
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
@@ -30,6 +29,15 @@ def _resume_hint(run: RunDir) -> str:
     return f"The last complete checkpoint, {checkpoint}, is intact: continue from it with `trainforge train CONFIG --resume`."
 
 
+def _out_of_disk(run: RunDir, err: BaseException, training, hint) -> RunError:
+    """The full-disk error, once the half-written checkpoints (which would keep the disk full) are removed."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    removed = run.remove_partial_checkpoints()
+    freed = f" The half-written {', '.join(p.name for p in removed)} was removed." if removed else ""
+    fewer = " (or set `training.save_total_limit` lower to keep fewer checkpoints)" if training else ""
+    return RunError(f"Out of disk space while writing run {run.path}{where}.{freed} Free space{fewer}. {hint()}")
+
+
 @contextmanager
 def resource_errors(run: RunDir, training=None) -> Iterator[None]:
     """Translate the faults of a training block; `training` is the run's TrainingConfig of a neural run (for the
@@ -39,19 +47,18 @@ def resource_errors(run: RunDir, training=None) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        where = f" ({err.filename})" if err.filename else ""
-        fewer_checkpoints = " (or set `training.save_total_limit` lower to keep fewer checkpoints)" if training else ""
-        if err.errno in DISK_FULL:
-            raise RunError(
-                f"Out of disk space while writing run {run.path}{where}. Free space{fewer_checkpoints}. {hint()}"
-            ) from None
+        if is_disk_full(err):
+            raise _out_of_disk(run, err, training, hint) from None
         if err.errno in NOT_WRITABLE:
+            where = f" ({err.filename})" if err.filename else ""
             raise RunError(
                 f"Run directory {run.path} is not writable{where}: {err.strerror}. Make it writable (or "
                 f"point `tracking.runs_dir` elsewhere). {hint()}"
             ) from None
         raise
     except (RuntimeError, MemoryError) as err:
+        if is_disk_full(err):
+            raise _out_of_disk(run, err, training, hint) from None
         if not is_out_of_memory(err):
             raise
         if training is None:
@@ -68,3 +75,7 @@ def resource_errors(run: RunDir, training=None) -> Iterator[None]:
             f"batch), shorten `training.max_length`, or set `training.gradient_checkpointing: true`. "
             f"{_resume_hint(run)}"
         ) from None
+    except Exception as err:  # tokenizers' and safetensors' native code raise plain exceptions
+        if is_disk_full(err):
+            raise _out_of_disk(run, err, training, hint) from None
+        raise

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from trainforge.tracking.rundir import RunDir
 
@@ -23,6 +24,21 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """One process at a time in a local sqlite store: MLflow creates and migrates the store, and gets-or-creates
+    the experiment, with no lock of its own, so runs finishing together would crash on each other's tables."""
+    if not uri.startswith("sqlite:///"):
+        yield  # a tracking server orders its own writes
+        return
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        yield
 
 
 def _experiment(uri: str, experiment: str, artifact_root: Path):
@@ -44,6 +60,11 @@ def _experiment(uri: str, experiment: str, artifact_root: Path):
 def log_nested(parent_id: str, uri: str, experiment: str, children: list[dict]) -> list[str]:
     """Child runs under `parent_id` (MLflow nested runs, e.g. one per tuning trial). Each child is a dict with
     name, params, metrics, tags and optional start / end (ms since the epoch) and status."""
+    with store_lock(uri):
+        return _log_nested(parent_id, uri, experiment, children)
+
+
+def _log_nested(parent_id: str, uri: str, experiment: str, children: list[dict]) -> list[str]:
     from mlflow.entities import Metric, Param
 
     client = _experiment(uri, experiment, Path("mlartifacts"))[0]
@@ -72,6 +93,13 @@ def log_run(
     run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]
 ) -> str:
     """Log params, the metric history, the summary and small artifacts; return the MLflow run id."""
+    with store_lock(uri):
+        return _log_run(run, config, summary, uri, experiment, artifacts)
+
+
+def _log_run(
+    run: RunDir, config: dict, summary: dict[str, float], uri: str, experiment: str, artifacts: list[Path]
+) -> str:
     from mlflow.entities import Metric, Param
 
     client, experiment_id = _experiment(uri, experiment, Path(run.path).parent / "mlartifacts")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 import struct
+import sys
 import tempfile
 import time
 import zipfile
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trainforge.errors import RunError
+from trainforge.errors import RunError, is_disk_full
 
 STATUS_FILE = "run.json"  # status: running | failed | interrupted | completed; `runs list` reads it
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -126,24 +128,54 @@ class RunDir:
 
     # lifecycle -----------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, runs_dir: str | Path, name: str, config_yaml: str, kind: str | None = None) -> "RunDir":
-        """A new run directory holding its config; `kind` (what made the run: a task, or tune / active) goes
-        into run.json."""
-        run = cls(Path(runs_dir) / name)
-        if run.path.exists():
-            raise RunError(
-                f"Run directory {run.path} already exists. Pick another `name`, or continue it with --resume."
-            )
+    def create(
+        cls, runs_dir: str | Path, name: str, config_yaml: str, kind: str | None = None, numbered: bool = False
+    ) -> "RunDir":
+        """A new run directory holding its config and `running` status (`kind`: what made the run, a task or tune /
+        active), made whole in a hidden folder and renamed into place: of runs started together under one name,
+        one gets it, and a kill leaves no half-made run. With `numbered` (a generated name) a taken name becomes
+        `<name>-2`, `-3`, ... instead of an error; the caller writes the config again under the name given."""
+        root = Path(runs_dir)
+        for stale in root.glob(f".{name}.*"):  # made by a process killed before its run began
+            if stale.is_dir() and cls(stale).status == "interrupted":
+                shutil.rmtree(stale, ignore_errors=True)
         try:
-            run.path.mkdir(parents=True)
-            atomic_write_text(run.file("config.yaml"), config_yaml)
-            run.set_status("running", started=time.time(), **({"kind": kind} if kind else {}))
+            root.mkdir(parents=True, exist_ok=True)
+            staging = cls(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+            staging.set_status("running", started=time.time(), **({"kind": kind} if kind else {}))  # pid first
+            atomic_write_text(staging.file("config.yaml"), config_yaml)
         except OSError as err:  # a read-only or full runs folder: say so before any work starts
+            if "staging" in locals():
+                shutil.rmtree(staging.path, ignore_errors=True)
             raise RunError(
-                f"Cannot create run directory {run.path}: {err.strerror or err}. Make "
-                f"{Path(runs_dir)} writable (with free space), or set `tracking.runs_dir` elsewhere."
+                f"Cannot create run directory {root / name}: {err.strerror or err}. Make {root} writable (with "
+                "free space), or set `tracking.runs_dir` elsewhere."
             ) from None
-        return run
+        for attempt in range(1, 10_000):
+            run = cls(root / (name if attempt == 1 else f"{name}-{attempt}"))
+            try:
+                os.rename(staging.path, run.path)  # atomic; replaces only an empty folder (a kill before a run began)
+                return run
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not numbered:
+                    shutil.rmtree(staging.path, ignore_errors=True)
+                    if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise RunError(
+                            f"Run directory {run.path} already exists. Pick another `name`, or continue it with "
+                            "--resume."
+                        ) from None
+                    raise RunError(f"Cannot create run directory {run.path}: {err.strerror or err}.") from None
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise RunError(f"Every numbered name {name}-N is taken under {root}; name the run.")
+
+    def remove_leftovers(self) -> dict[Path, str]:
+        """What a killed process left behind, each with why it went: half-written checkpoints, and the hidden temp
+        files and folders of writes that never finished (each write goes to `.<name>.*` beside its target)."""
+        removed = self.remove_partial_checkpoints()
+        for temp in [*self.path.glob(".*.*"), *self.checkpoints.glob(".*.*")]:
+            shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
+            removed[temp] = "a write that never finished"
+        return removed
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -172,10 +204,41 @@ class RunDir:
         try:
             yield self
         except BaseException as err:
-            self.set_status(
-                "interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=f"{type(err).__name__}: {err}"
-            )
+            if is_disk_full(err):
+                self.remove_partial_checkpoints()
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            self.record_end(status, f"{type(err).__name__}: {err}")
             raise
+
+    def record_end(self, status: str, error: str) -> None:
+        """The final status, even on a full disk: when a new temp file cannot be written, run.json is overwritten
+        in place (its blocks are already there); when even that fails, the run reads `interrupted` later (its
+        process is gone), and the caller's error is what the user sees."""
+        try:
+            self.set_status(status, error=error)
+            return
+        except OSError:
+            pass
+        info = {**self.info(), "status": status, "error": error, "updated": time.time()}
+        try:
+            with open(self.file(STATUS_FILE), "r+b") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(0)
+                f.write(json.dumps(info, default=str).encode("utf-8").ljust(size))  # JSON allows trailing spaces
+                f.truncate()
+        except OSError as err:
+            print(f"trainforge: could not record status {status!r} in {self.file(STATUS_FILE)}: {err}", file=sys.stderr)
+
+    def remove_partial_checkpoints(self) -> dict[Path, str]:
+        """Delete the checkpoints a crash or a full disk left half-written (never the complete ones); return each
+        with what was wrong with it."""
+        removed = {}
+        if self.checkpoints.is_dir():
+            for folder in sorted(self.checkpoints.glob("checkpoint-*")):
+                if folder.is_dir() and (problem := checkpoint_problem(folder)):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed[folder] = problem
+        return removed
 
     @property
     def status(self) -> str:
@@ -232,7 +295,9 @@ def list_runs(runs_dir: str | Path) -> list[RunDir]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / STATUS_FILE).is_file()]
+    runs = [
+        RunDir(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / STATUS_FILE).is_file()
+    ]
     return sorted(runs, key=lambda r: r.info().get("started", 0))
 
 

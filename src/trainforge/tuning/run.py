@@ -5,9 +5,11 @@ with one nested run per trial."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from datetime import datetime
+from pathlib import Path
 
 import yaml
 from rich.console import Console
@@ -15,7 +17,7 @@ from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
 from trainforge.errors import TrainforgeError
-from trainforge.run.directory import default_name, open_run
+from trainforge.run.directory import open_run
 from trainforge.run.finish import finish_run, fmt
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text
 from trainforge.tuning.plots import history_png
@@ -44,12 +46,18 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
     objective = objective_for(config)  # fails on a bad table before a run directory exists
     tag = f"{socket.gethostname()}:{os.getpid()}"
     stem = f"{config.model.name}-{config.task}-tune"
-    if resume:
-        config, run = open_run(config, True, "tune", stem)
-    else:
-        config = config.model_copy(update={"name": config.name or default_name(stem)})
-    p = plan(config, config.tuning.study_name or config.name, objective)
-    study = create_study(p)
+    runs_dir = Path(config.tracking.runs_dir)
+    made_runs_dir = not runs_dir.exists()
+    config, run = open_run(config, resume, "tune", stem)
+    try:
+        p = plan(config, config.tuning.study_name or config.name, objective)
+        study = create_study(p)
+    except BaseException:
+        if not resume:  # nothing ran: no run to show
+            shutil.rmtree(run.path)
+            if made_runs_dir:
+                shutil.rmtree(runs_dir, ignore_errors=True)
+        raise
     if resume:
         retried = retry_interrupted(p, socket.gethostname())
         p.resumed_after = len(study.get_trials(deepcopy=False))
@@ -57,8 +65,6 @@ def tune(config: RunConfig, workers: int = 1, worker_index: int = 0, resume: boo
             f"[bold]resuming[/] study {p.study_name!r}: {p.resumed_after} trials so far"
             + (f", {retried} interrupted one(s) queued again" if retried else "")
         )
-    else:
-        run = RunDir.create(config.tracking.runs_dir, config.name, dump_config(config), kind="tune")
     run.set_status("running", workers=[*run.info().get("workers", []), tag])  # metrics.jsonl lists their trials
     console.print(
         f"[bold]tuning:[/] {config.tuning.strategy}, {p.budget} trials in study {p.study_name!r} "
