@@ -123,3 +123,20 @@ def test_loss_guard_names_the_step_and_the_last_finite_loss():
     guard.on_log(None, type("S", (), {"global_step": 6})(), None, logs={"loss": 1.25, "grad_norm": 3.0})
     with pytest.raises(RunError, match=r"step 7: grad_norm is inf \(the last finite loss was 1.25 at step 6\)"):
         guard.on_log(None, State(), None, logs={"loss": 1.5, "grad_norm": float("inf")})
+
+
+def test_hidden_folders_of_runs_killed_before_they_began_are_cleared(tmp_path):
+    import json
+    import socket
+    import time
+
+    dead = tmp_path / ".tab.dead1"  # killed after its run.json: its process (a pid above pid_max) is gone
+    dead.mkdir()
+    (dead / "run.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 7, "host": socket.gethostname()}))
+    empty = tmp_path / ".tab.empty1"  # killed before its first write
+    empty.mkdir()
+    os.utime(empty, (time.time() - 120, time.time() - 120))
+    starting = tmp_path / ".tab.live1"  # another process, writing into it right now
+    starting.mkdir()
+    RunDir.create(tmp_path, "tab", "a: 1\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tab.live1", "tab"]

@@ -120,3 +120,21 @@ def test_a_huge_row_is_cut_before_tokenizing_and_keeps_the_same_tokens(monkeypat
     assert tokenize_chats(counting, rendered, 64) == exact  # the kept tokens, labels and `truncated` are unchanged
     assert max(seen[: len(contents)]) <= 64 * tokenize.CHARS_PER_TOKEN_BOUND  # the batch saw cut texts
     assert [row["truncated"] for row in exact] == [False, True, True, True, True]
+
+
+def test_huge_masked_lm_rows_and_segments_are_cut_before_tokenizing_too(monkeypatch):
+    from trainforge.data import tokenize
+    from trainforge.data.tokenize import mlm_row, tokenize_segments
+
+    texts = ["a short text", "word " * 5000, "=" * 30_000]
+    segments = [[{"text": t, "train": False}, {"text": "the answer", "train": True}] for t in texts]
+
+    def prepared():
+        bert, llama = load_tokenizer("tiny-bert"), load_tokenizer("tiny-llama")
+        return [mlm_row(bert, t, 64, 0.15, None) for t in texts], [tokenize_segments(llama, s, 64) for s in segments]
+
+    monkeypatch.setattr(tokenize, "CHARS_PER_TOKEN_BOUND", 10**12)
+    exact = prepared()
+    monkeypatch.undo()
+    assert prepared() == exact
+    assert [row["truncated"] for row in exact[0]] == [row["truncated"] for row in exact[1]] == [False, True, True]

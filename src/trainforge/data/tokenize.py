@@ -113,12 +113,24 @@ def tokenize_chat(
     return tokenize_chats(tokenizer, [trained_spans(tokenizer, messages, tools, masking)], max_length)[0]
 
 
+def leading_ids(tokenizer, text: str, max_length: int, **kwargs) -> list[int]:
+    """The token ids of `text`, or of a prefix of it long enough to cut at `max_length` and to tell that it was cut
+    (see CHARS_PER_TOKEN_BOUND)."""
+    cut = text[: max_length * CHARS_PER_TOKEN_BOUND]
+    ids = tokenizer(cut, **kwargs)["input_ids"]
+    if len(cut) < len(text) and len(ids) <= max_length + 1:  # the cut may have changed a kept token
+        ids = tokenizer(text, **kwargs)["input_ids"]
+    return ids
+
+
 def tokenize_segments(tokenizer, segments: list[dict], max_length: int, masking: Masking = Masking()) -> dict:
     """Raw text pieces, each tokenized on its own and joined (as Axolotl's input_output does: a token never spans
-    two pieces), labels on the pieces that train; no template."""
+    two pieces), labels on the pieces that train; no template. Pieces past `max_length` are not tokenized."""
     ids, labels = [], []
     for segment in segments:
-        piece = tokenizer(segment["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) > max_length:
+            break
+        piece = leading_ids(tokenizer, segment["text"], max_length, add_special_tokens=False)
         ids += piece
         labels += piece if segment["train"] or masking.train_on_inputs else [IGNORE] * len(piece)
     return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": len(ids) > max_length}
@@ -167,7 +179,7 @@ def tokenize_clm(tokenizer, texts: list[str], block_size: int, report: DataRepor
 def mlm_row(tokenizer, text: str, max_length: int, mlm_probability: float, rng: random.Random | None) -> dict:
     """A masked-LM row, cut at `max_length` (`truncated`). With `rng` the masking is fixed here (held-out rows, so
     perplexity is comparable across models); without it the row carries no labels and the collator masks afresh."""
-    ids = tokenizer(text)["input_ids"]
+    ids = leading_ids(tokenizer, text, max_length)
     row = {"input_ids": ids[:max_length], "truncated": len(ids) > max_length}
     if rng is None:
         return row

@@ -32,6 +32,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _abandoned_empty(folder: Path) -> bool:
+    """An empty folder untouched for a minute: a process that made it died before writing into it (one that is
+    starting writes within milliseconds)."""
+    return not any(folder.iterdir()) and time.time() - folder.stat().st_mtime > 60
+
+
 def safetensors_problem(path: Path) -> str | None:
     """Why a safetensors file is unusable (header unreadable, or shorter/longer than its header says), else None.
     Reads the header only."""
@@ -137,7 +143,7 @@ class RunDir:
         `<name>-2`, `-3`, ... instead of an error; the caller writes the config again under the name given."""
         root = Path(runs_dir)
         for stale in root.glob(f".{name}.*"):  # made by a process killed before its run began
-            if stale.is_dir() and cls(stale).status == "interrupted":
+            if stale.is_dir() and (cls(stale).status == "interrupted" or _abandoned_empty(stale)):
                 shutil.rmtree(stale, ignore_errors=True)
         try:
             root.mkdir(parents=True, exist_ok=True)
