@@ -596,6 +596,45 @@ def data_validate(
     out.print(f"[green]ok:[/] {len(rows)} valid {report.layout} rows in {file}")
 
 
+@data_app.command("audit")
+def data_audit(
+    source: str = typer.Argument(..., help="A data file, or a run config (its splits are audited, leakage too)."),
+    threshold: float = typer.Option(
+        0.8, min=0.0, max=1.0, help="Near duplicates: estimated Jaccard similarity of 3-word shingles, at least."
+    ),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Where audit.json goes (default: beside SOURCE)."),
+):
+    """Exact and near duplicates, validation / test rows also in train, lengths, turns, system prompts, labels."""
+    from trainforge.data.audit import AuditSettings, audit_source
+    from trainforge.tracking.rundir import atomic_write_json
+
+    report = audit_source(source, AuditSettings(threshold=threshold))
+    table = Table(title=f"audit of {report['source']} ({report['layout']})")
+    columns = ("rows", "empty", "words median / p95 / max", "exact dup.", "near dup.", "in train: exact / near")
+    for column in ("split", *columns):
+        table.add_column(column)
+    for part, found in report["splits"].items():
+        words = found["words"]
+        leaks = found.get("in_train")
+        table.add_row(
+            part,
+            str(found["rows"]),
+            str(found["empty"]),
+            f"{words.get('median', 0):g} / {words.get('p95', 0)} / {words.get('max', 0)}",
+            str(found["exact_duplicates"]),
+            str(found["near_duplicates"]),
+            f"{leaks['exact']} / {leaks['near']}" if leaks else "—",
+        )
+    out.print(table)
+    for part, found in report["splits"].items():
+        for key in ("turns", "system_prompts", "labels", "chosen_longer_share"):
+            if key in found:
+                out.print(f"{part}: {key.replace('_', ' ')}: {found[key]}", highlight=False)
+    target = out_file or Path(f"{Path(source).with_suffix('')}.audit.json")
+    atomic_write_json(target, report)
+    out.print(f"audit written to [bold]{target}[/]")
+
+
 # config -----------------------------------------------------------------------------------------------------------
 @config_app.command("import")
 def config_import(
