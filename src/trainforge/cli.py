@@ -635,6 +635,37 @@ def data_audit(
     out.print(f"audit written to [bold]{target}[/]")
 
 
+@data_app.command("clean")
+def data_clean(
+    source: str = typer.Argument(..., help="A data file (any layout trainforge reads)."),
+    out_file: Path = typer.Option(..., "--out", help="The cleaned rows, as JSON Lines."),
+    near_threshold: float = typer.Option(
+        0.8, min=0.0, max=1.0, help="Drop near duplicates at this estimated Jaccard similarity of 3-word shingles."
+    ),
+    exact_only: bool = typer.Option(False, "--exact-only", help="Drop exact duplicates only."),
+    min_tokens: Optional[int] = typer.Option(None, min=1, help="Drop rows with fewer tokens."),
+    max_tokens: Optional[int] = typer.Option(None, min=1, help="Drop rows with more tokens."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Tokenizer that counts the tokens."),
+    redact_pii: bool = typer.Option(
+        False, "--redact-pii", help="Replace e-mails, phone numbers, IPv4 addresses and card numbers by placeholders."
+    ),
+):
+    """Drop duplicates and rows outside a token window, optionally redact personal data; every dropped row is
+    written with its reason to <out>.dropped.jsonl. Cleaning a cleaned file drops nothing."""
+    from trainforge.data.clean import CleanSettings, clean_file
+
+    settings = CleanSettings(None if exact_only else near_threshold, min_tokens, max_tokens, redact_pii)
+    result, dropped = clean_file(source, out_file, settings, model)
+    table = Table("", "rows", title=f"cleaning {source}")
+    table.add_row("kept", str(len(result.kept)))
+    for reason, count in result.reasons().most_common():
+        table.add_row(f"dropped: {reason.replace('_', ' ')}", str(count))
+    for placeholder, count in sorted(result.redacted.items()):
+        table.add_row(f"redacted {placeholder}", str(count))
+    out.print(table)
+    out.print(f"cleaned rows: [bold]{out_file}[/]; dropped rows with their reasons: [bold]{dropped}[/]")
+
+
 # config -----------------------------------------------------------------------------------------------------------
 @config_app.command("import")
 def config_import(
