@@ -603,12 +603,35 @@ def data_audit(
         0.8, min=0.0, max=1.0, help="Near duplicates: estimated Jaccard similarity of 3-word shingles, at least."
     ),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Where audit.json goes (default: beside SOURCE)."),
+    label_issues: bool = typer.Option(
+        False, "--label-issues", help="A tabular classification config: rank the rows whose label is likely wrong."
+    ),
 ):
-    """Exact and near duplicates, validation / test rows also in train, lengths, turns, system prompts, labels."""
+    """Exact and near duplicates, validation / test rows also in train, lengths, turns, system prompts, labels;
+    with --label-issues, likely wrong labels (cleanlab's confident learning)."""
     from trainforge.data.audit import AuditSettings, audit_source
     from trainforge.tracking.rundir import atomic_write_json
 
-    report = audit_source(source, AuditSettings(threshold=threshold))
+    report = audit_source(source, AuditSettings(threshold=threshold), label_issues)
+    if "label_issues" in report:
+        found = report["label_issues"]
+        title = (
+            f"{found['issues']} of {found['rows']} rows likely mislabelled ({found['model']}, {found['folds']} folds)"
+        )
+        table = Table("source", "row", "label", "predicted", "p(label)", title=title)
+        for issue in found["ranked"][:20]:
+            cells = (issue["source"], issue["row"], issue["label"], issue["predicted"], issue["probability_of_label"])
+            table.add_row(*map(str, cells))
+        out.print(table)
+    if report["splits"]:
+        print_audit_tables(report)
+    target = out_file or Path(f"{Path(source).with_suffix('')}.audit.json")
+    atomic_write_json(target, report)
+    out.print(f"audit written to [bold]{target}[/]")
+
+
+def print_audit_tables(report: dict) -> None:
+    """Per split: rows, lengths, duplicates, leaks; then what the layout has (turns, labels, ...)."""
     table = Table(title=f"audit of {report['source']} ({report['layout']})")
     columns = ("rows", "empty", "words median / p95 / max", "exact dup.", "near dup.", "in train: exact / near")
     for column in ("split", *columns):
@@ -630,9 +653,6 @@ def data_audit(
         for key in ("turns", "system_prompts", "labels", "chosen_longer_share"):
             if key in found:
                 out.print(f"{part}: {key.replace('_', ' ')}: {found[key]}", highlight=False)
-    target = out_file or Path(f"{Path(source).with_suffix('')}.audit.json")
-    atomic_write_json(target, report)
-    out.print(f"audit written to [bold]{target}[/]")
 
 
 @data_app.command("clean")

@@ -175,8 +175,9 @@ def audit_splits(splits: dict[str, list[dict]], settings: AuditSettings = AuditS
     return report
 
 
-def audit_source(source: str, settings: AuditSettings = AuditSettings()) -> dict:
-    """A data file as one split (`all`), or a run config's data as the splits its run would train on."""
+def audit_source(source: str, settings: AuditSettings = AuditSettings(), label_issues: bool = False) -> dict:
+    """A data file as one split (`all`), or a run config's data as the splits its run would train on; with
+    `label_issues`, a tabular classification config's rows whose label is likely wrong."""
     from trainforge.data.formats import normalize_rows
     from trainforge.data.readers import read_rows
     from trainforge.data.report import DataReport
@@ -186,9 +187,19 @@ def audit_source(source: str, settings: AuditSettings = AuditSettings()) -> dict
         from trainforge.data.splits import load_splits
 
         config = load_config(source)
+        if label_issues:
+            if config.task != "classification":
+                raise DataError(
+                    f"Config {source}: --label-issues ranks the rows of a classification table (task "
+                    "classification); text classification is not supported yet."
+                )
+            from trainforge.classical.label_issues import label_issues as find
+
+            return {"source": source, "layout": "table", "splits": {}, "label_issues": find(config)}
         if config.task in ("classification", "regression", "clustering"):
             raise DataError(
-                f"Config {source}: auditing a table ({config.task}) is not supported yet; give its data file."
+                f"Config {source}: auditing a table ({config.task}) for duplicates is not supported yet; "
+                "--label-issues ranks its likely wrong labels."
             )
         splits = load_splits(config.data, config.training.seed)
         parts = {part: list(getattr(splits, part)) for part in PARTS if len(getattr(splits, part))}
