@@ -121,3 +121,29 @@ def test_continued_pretraining_blocks_and_held_out_masks_match(tmp_path):
     )
     held_out = tokenize_examples(bert, list(splits.validation), "mlm", 32, 0.15, mask_seed=7)
     assert list(mlm.parts["validation"]) == held_out and all("labels" not in row for row in mlm.parts["train"])
+
+
+SPLIT = {"train": 0.8, "validation": 0.2, "test": 0.0}
+
+
+def test_each_split_has_a_content_fingerprint_that_any_change_changes(tmp_path):
+    def fingerprints(rows, name, fresh_cache=True):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cache = tmp_path / (f"cache-{name}" if fresh_cache else "cache")
+        return arrow_splits(_data(path, split=SPLIT), 0, cache).report.fingerprints
+
+    rows = [json.loads(line) for line in _chats(tmp_path / "c.jsonl").read_text().splitlines()]
+    first = fingerprints(rows, "a")
+    assert set(first) == {"train", "validation"} and first["train"] != first["validation"]
+    assert fingerprints(rows, "b") == first  # the same rows elsewhere: the same data
+    assert fingerprints(rows, "a", fresh_cache=False) == fingerprints(rows, "a", fresh_cache=False) == first
+    changed = json.loads(json.dumps(rows))
+    changed[10]["messages"][1]["content"] = changed[10]["messages"][1]["content"].replace("word", "Word", 1)
+    one_char = fingerprints(changed, "c")
+    assert one_char["train"] != first["train"] or one_char["validation"] != first["validation"]
+    reordered = fingerprints([rows[1], rows[0], *rows[2:]], "d")  # order counts: it decides split and batches
+    assert reordered != first
+    report = DataReport()
+    report.merge(arrow_splits(_data(tmp_path / "a.jsonl", split=SPLIT), 0, tmp_path / "cache-a").report)
+    assert report.summary()["data.fingerprint.train"] == first["train"]

@@ -37,6 +37,9 @@ def test_report_and_mlflow_record(two_runs):
     history = client.get_metric_history(run_id, "loss")
     assert len(history) == 8 and history[-1].step == 8
     assert "exact_match" in " ".join(record.data.metrics)
+    summary = json.loads((a.path / "summary.json").read_text())
+    inputs = {i.tags[0].value: i.dataset.digest for i in record.inputs.dataset_inputs}  # which data made the model
+    assert inputs["train"] == summary["data.fingerprint.train"] and set(inputs) == {"train", "validation", "test"}
 
 
 def test_runs_list_show_compare(two_runs):

@@ -38,7 +38,7 @@ from trainforge.data.tokenize import (
 )
 from trainforge.errors import DataError, RunError
 
-PREP_VERSION = 1  # raise when what is written changes: older cache entries are then never read
+PREP_VERSION = 2  # raise when what is written changes: older cache entries are then never read
 PARALLEL_ROWS = 20_000  # below this, starting worker processes costs more than they save
 PARTS = ("train", "validation", "test")
 console = Console(stderr=True)
@@ -137,6 +137,21 @@ def _stored(rows, folder: Path, part: str) -> dict:
     return {"file": rows.path.name, "indices": indices}
 
 
+def fingerprint(folder: Path, stored: dict) -> str:
+    """A split's content: its checked rows as written (one changed character changes it) and which of them it
+    holds, in order. Row order counts: the split and the training order follow it, so reordered rows are other
+    training data."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    with open(folder / stored["file"], "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if stored["indices"]:
+        digest.update(np.load(folder / stored["indices"]).astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _rows(folder: Path, stored: dict) -> Rows:
     import numpy as np
 
@@ -158,6 +173,9 @@ def arrow_splits(cfg: DataConfig, seed: int, cache: Path) -> Splits:
 
         splits = load_splits(cfg, seed, keep=keep)
         parts = {part: _stored(getattr(splits, part), folder, part) for part in PARTS}
+        splits.report.fingerprints = {
+            part: fingerprint(folder, stored) for part, stored in parts.items() if len(getattr(splits, part))
+        }
         described = {"source": splits.source, "layout": splits.layout, "layouts": splits.layouts}
         return {**described, "parts": parts, "report": asdict(splits.report)}
 

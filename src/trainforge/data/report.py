@@ -20,6 +20,7 @@ class DataReport:
     reasons: dict[str, str] = field(default_factory=dict)  # reason → what it means, in words
     notes: list[str] = field(default_factory=list)  # other facts worth a line (tokens cut from a corpus tail, ...)
     sources: dict[str, int] = field(default_factory=dict)  # several sources: training rows each gives
+    fingerprints: dict[str, str] = field(default_factory=dict)  # split → its content's fingerprint (data/arrow.py)
 
     def drop(self, reason: str, row, why: str) -> None:
         self.dropped.setdefault(reason, []).append(row)
@@ -43,6 +44,7 @@ class DataReport:
                 mine.setdefault(prefix + reason, []).extend(rows)
         self.reasons.update({prefix + k: f"{part}: {v}" if part else v for k, v in other.reasons.items()})
         self.sources.update(other.sources)
+        self.fingerprints.update(other.fingerprints)
         self.notes += [f"{part}: {n}" if part else n for n in other.notes]
 
     @staticmethod
@@ -69,6 +71,7 @@ class DataReport:
         out.update({f"data.dropped.{reason}": len(rows) for reason, rows in self.dropped.items()})
         out.update({f"data.truncated.{reason}": len(rows) for reason, rows in self.truncated.items()})
         out.update({f"data.source.{label}": rows for label, rows in self.sources.items()})
+        out.update({f"data.fingerprint.{part}": value for part, value in self.fingerprints.items()})
         if self.layout:
             out["data.layout"] = self.layout
         return out
