@@ -3,6 +3,7 @@ nothing half-written is left as if complete."""
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,50 @@ def test_hidden_folders_of_runs_killed_before_they_began_are_cleared(tmp_path):
     starting.mkdir()
     RunDir.create(tmp_path, "tab", "a: 1\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tab.live1", "tab"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs, when this machine lets the test mount one (root in a container usually can)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_really_full_disk_ends_the_run_failed_and_resume_completes_once_space_is_freed(
+    small_disk, tmp_path, monkeypatch, capfd
+):
+    from test_faults import _cli_main
+
+    from trainforge.tracking.rundir import checkpoint_problem
+
+    def config(runs_dir):
+        sections = {"training": {"max_steps": 8, "save_steps": 2}, "evaluation": {"before_after": False}}
+        return tiny_run_config(runs_dir, name="full", **sections)
+
+    train(config(small_disk / "probe"))  # how much a whole run writes
+    needs = sum(p.stat().st_size for p in (small_disk / "probe").rglob("*") if p.is_file())
+    shutil.rmtree(small_disk / "probe")
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    ballast = small_disk / "ballast"
+    with open(ballast, "wb") as f:  # leave room for about 60% of the run
+        f.write(b"\0" * (free - int(0.6 * needs)))
+
+    config_file = tmp_path / "full.yaml"
+    config_file.write_text(dump_config(config(small_disk / "runs")))
+    status, err = _cli_main(monkeypatch, capfd, "train", str(config_file))
+    flat = " ".join(err.split())
+    assert status == 2 and "Traceback" not in err and "space" in flat, err[-2000:]
+    run = RunDir(small_disk / "runs" / "full")
+    began = (run.path / "run.json").is_file()
+    if began:
+        assert run.status == "failed" and "disk space" in run.info()["error"]
+        assert all(checkpoint_problem(c) is None for c in run.checkpoints.glob("checkpoint-*"))  # none half-written
+    ballast.unlink()
+    resumed = train(config(small_disk / "runs"), resume=began)
+    assert resumed.status == "completed"
+    assert [row["step"] for row in resumed.metrics() if "loss" in row] == list(range(1, 9))
