@@ -650,7 +650,7 @@ def print_audit_tables(report: dict) -> None:
         )
     out.print(table)
     for part, found in report["splits"].items():
-        for key in ("turns", "system_prompts", "labels", "chosen_longer_share"):
+        for key in ("languages", "turns", "system_prompts", "labels", "chosen_longer_share"):
             if key in found:
                 out.print(f"{part}: {key.replace('_', ' ')}: {found[key]}", highlight=False)
 
@@ -669,12 +669,17 @@ def data_clean(
     redact_pii: bool = typer.Option(
         False, "--redact-pii", help="Replace e-mails, phone numbers, IPv4 addresses and card numbers by placeholders."
     ),
+    language: Optional[str] = typer.Option(
+        None, help="Drop rows read (with 90% confidence) as another language than this ISO 639-1 code, e.g. en."
+    ),
 ):
     """Drop duplicates and rows outside a token window, optionally redact personal data; every dropped row is
     written with its reason to <out>.dropped.jsonl. Cleaning a cleaned file drops nothing."""
     from trainforge.data.clean import CleanSettings, clean_file
 
-    settings = CleanSettings(None if exact_only else near_threshold, min_tokens, max_tokens, redact_pii)
+    settings = CleanSettings(
+        None if exact_only else near_threshold, min_tokens, max_tokens, redact_pii, language=language
+    )
     result, dropped = clean_file(source, out_file, settings, model)
     table = Table("", "rows", title=f"cleaning {source}")
     table.add_row("kept", str(len(result.kept)))

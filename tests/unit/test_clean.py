@@ -57,3 +57,36 @@ def test_a_redacted_file_cleans_to_the_same_file_again(tmp_path):
     second, _ = clean_file(str(tmp_path / "clean.jsonl"), tmp_path / "again.jsonl", settings)
     assert second.dropped == [] and sum(second.redacted.values()) == 0
     assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "clean.jsonl").read_text()
+
+
+FOREIGN = [
+    "Der Fluss fließt durch die Stadt und die Berge sind im Winter mit Schnee bedeckt.",
+    "Wir haben gestern Abend in einem kleinen Restaurant am Marktplatz gegessen.",
+    "La rivière traverse la ville et les montagnes sont couvertes de neige en hiver.",
+]
+ENGLISH = [
+    "The river runs through the city and the mountains are covered with snow in winter.",
+    "We had dinner last night in a small restaurant next to the market square.",
+    "Please summarize the following paragraph in two short sentences for a newsletter.",
+]
+
+
+def _sentences(texts):
+    return [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t}]} for t in texts]
+
+
+def test_rows_in_another_language_are_counted_and_dropped(tmp_path):
+    from trainforge.data.audit import audit_splits
+
+    rows = _sentences(ENGLISH + FOREIGN)
+    assert audit_splits({"all": rows})["splits"]["all"]["languages"] == {"en": 3, "de": 2, "fr": 1}
+    source = _write(tmp_path / "mixed.jsonl", rows)
+    result, dropped = clean_file(str(source), tmp_path / "en.jsonl", CleanSettings(language="en"))
+    assert [(d["row"], d["detail"]) for d in _read(dropped)] == [
+        (4, "reads as de"),
+        (5, "reads as de"),
+        (6, "reads as fr"),
+    ]
+    assert result.reasons() == Counter(wrong_language=3) and _read(tmp_path / "en.jsonl") == rows[:3]
+    again, _ = clean_file(str(tmp_path / "en.jsonl"), tmp_path / "again.jsonl", CleanSettings(language="en"))
+    assert again.dropped == []

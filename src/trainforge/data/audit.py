@@ -125,6 +125,21 @@ def _leaks(examples: list[dict], texts: list[str], train_keys: set[str], train_i
     return {"exact": len(exact), "exact_rows": exact[:20], "near": len(near), "near_rows": near[:20]}
 
 
+LANGUAGE_CONFIDENCE = 0.9  # below this probability a row's language is `uncertain` (short rows often are)
+_identifier = None
+
+
+def detect_language(text: str) -> str:
+    """The ISO 639-1 code of the text's language (py3langid: its model ships with the package), or `uncertain`."""
+    global _identifier
+    if _identifier is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    language, probability = _identifier.classify(text)
+    return language if probability >= LANGUAGE_CONFIDENCE else "uncertain"
+
+
 def _spread(values: Iterable[int]) -> dict:
     ordered = sorted(values)
     if not ordered:
@@ -138,12 +153,13 @@ def _spread(values: Iterable[int]) -> dict:
 
 
 def _shape(examples: list[dict], texts: list[str]) -> dict:
-    """Lengths (in words), empty rows, and what the layout has: turns and system prompts, labels, the share of
-    pairs whose chosen answer is the longer one."""
+    """Lengths (in words), empty rows, the languages (the 10 commonest), and what the layout has: turns and system
+    prompts, labels, the share of pairs whose chosen answer is the longer one."""
     shape = {
         "rows": len(examples),
         "empty": sum(1 for t in texts if not WORD.search(t)),
         "words": _spread(len(WORD.findall(t)) for t in texts),
+        "languages": dict(Counter(detect_language(t) for t in texts).most_common(10)),
     }
     chats = [e["messages"] for e in examples if isinstance(e.get("messages"), list)]
     if chats:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainforge.data.audit import AuditSettings, _Index, exact_key, row_text
+from trainforge.data.audit import AuditSettings, _Index, detect_language, exact_key, row_text
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -29,6 +29,7 @@ class CleanSettings:
     max_tokens: int | None = None
     redact_pii: bool = False
     phone_region: str = "US"  # how numbers without a country code are read
+    language: str | None = None  # ISO 639-1 code: drop rows read confidently as another language
 
 
 @dataclass
@@ -116,6 +117,10 @@ def clean_rows(rows: list[tuple[int, dict]], examples: list[dict], settings: Cle
                 drop = ("too_short", f"{tokens} tokens, fewer than {settings.min_tokens}")
             elif settings.max_tokens and tokens > settings.max_tokens:
                 drop = ("too_long", f"{tokens} tokens, more than {settings.max_tokens}")
+        if not drop and settings.language:
+            language = detect_language(text)
+            if language not in (settings.language, "uncertain"):  # an uncertain row is kept
+                drop = ("wrong_language", f"reads as {language}")
         if drop:
             result.dropped.append({"row": number, "reason": drop[0], "detail": drop[1], "data": row})
             continue
