@@ -43,7 +43,7 @@ def load_principles(spec: str | list[Principle] | None) -> list[Principle]:
     path = Path(spec) if spec else BUNDLED_PRINCIPLES
     try:
         data = load_yaml_text(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, ConfigError, RecursionError) as err:
+    except (OSError, yaml.YAMLError, ConfigError) as err:
         raise ConfigError(f"Key `constitution.principles`: could not read {path} as YAML: {err}") from None
     items = data.get("principles") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:

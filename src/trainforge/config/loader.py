@@ -105,8 +105,12 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def load_yaml_text(text: str) -> Any:
-    """YAML text read as every config, override and principles file is: duplicate keys and alias bombs refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """YAML text read as every config, override and principles file is: duplicate keys, alias bombs and nesting
+    deeper than Python's recursion refused (ConfigError)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise ConfigError("its values nest too deeply to be a config") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -117,8 +121,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = load_yaml_text(path.read_text(encoding="utf-8-sig"))
     except ConfigError as err:
         raise ConfigError(f"Config file {path}: {err}.") from None
-    except RecursionError:
-        raise ConfigError(f"Config file {path} nests its values too deeply to be a config.") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"Config file {path} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
     except yaml.YAMLError as err:

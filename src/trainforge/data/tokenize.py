@@ -90,6 +90,11 @@ def _labelled(ids: list[int], offsets: list, spans: list[tuple[int, int]], max_l
 CHARS_PER_TOKEN_BOUND = 64
 
 
+def _cut_too_short(cut: str, whole: str, ids: list[int], max_length: int) -> bool:
+    """Whether a cut text's ids may not hold the whole text's first max_length + 1: then the whole is tokenized."""
+    return len(cut) < len(whole) and len(ids) <= max_length + 1
+
+
 def tokenize_chats(tokenizer, rendered: list[tuple[str, list[tuple[int, int]]]], max_length: int) -> list[dict]:
     """Token ids and labels of rendered conversations (`trained_spans`), tokenized in one batch, each text first
     cut to what its kept tokens can span."""
@@ -99,7 +104,7 @@ def tokenize_chats(tokenizer, rendered: list[tuple[str, list[tuple[int, int]]]],
     enc = tokenizer(cut, add_special_tokens=False, return_offsets_mapping=True)
     rows = []
     for text, (full, spans), ids, offsets in zip(cut, rendered, enc["input_ids"], enc["offset_mapping"]):
-        if len(text) < len(full) and len(ids) <= max_length + 1:  # the cut may have changed a kept token
+        if _cut_too_short(text, full, ids, max_length):
             whole = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
             ids, offsets = whole["input_ids"], whole["offset_mapping"]
         rows.append(_labelled(ids, offsets, spans, max_length))
@@ -118,7 +123,7 @@ def leading_ids(tokenizer, text: str, max_length: int, **kwargs) -> list[int]:
     (see CHARS_PER_TOKEN_BOUND)."""
     cut = text[: max_length * CHARS_PER_TOKEN_BOUND]
     ids = tokenizer(cut, **kwargs)["input_ids"]
-    if len(cut) < len(text) and len(ids) <= max_length + 1:  # the cut may have changed a kept token
+    if _cut_too_short(cut, text, ids, max_length):
         ids = tokenizer(text, **kwargs)["input_ids"]
     return ids
 
