@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _IMPORT_NOISE = {
     "torchao": "Failed to load ",
     "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",
+    "kernels._internals.hf_hub": "Skipping publisher trust check",  # the same kernel's look-up, offline
     "torch.utils._pytree": "is an Enum subclass and is now natively supported",
 }
 for _logger_name, _text in _IMPORT_NOISE.items():

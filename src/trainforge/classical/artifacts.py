@@ -24,6 +24,7 @@ from trainforge.errors import RunError
 
 console = Console(stderr=True)
 SKOPS, JOBLIB = "model.skops", "model.joblib"
+COLUMNS = "columns.json"  # trainforge's column checks of a tabular model, kept out of the model file
 RECORD = "artifacts.json"  # the HMAC-SHA256 of each pickle this run wrote, keyed by the user's signing key
 TRUST_ENV = "TRAINFORGE_TRUST_PICKLE"  # "1": load pickles from anywhere (set by `trainforge --trust-pickle`)
 HOME_ENV = "TRAINFORGE_HOME"  # per-user settings folder; default ~/.config/trainforge
@@ -38,7 +39,7 @@ ALLOWED_PREFIXES = (
     "scipy.",
     "lightgbm.",
     "xgboost.",
-    "trainforge.classical.",
+    "trainforge.classical.",  # models saved before columns.json held trainforge's column step
     "builtins.",
     "collections.",
     "pandas.",
@@ -92,9 +93,16 @@ def _signature(key: bytes, data: bytes) -> str:
 
 
 def save_model(pipeline, folder: Path) -> Path:
-    """Write the pipeline to `folder/model.skops` (verified to load back), else `folder/model.joblib`."""
+    """Write the pipeline to `folder/model.skops` (verified to load back), else `folder/model.joblib`. A first
+    `columns` step (trainforge's column checks) goes to columns.json instead, so the saved model is plain
+    scikit-learn / LightGBM / XGBoost, loadable without trainforge."""
     import skops.io as sio
 
+    from trainforge.tracking.rundir import atomic_write_bytes, atomic_write_json
+
+    if _columns_step(pipeline) is not None:
+        atomic_write_json(folder / COLUMNS, pipeline[0].spec())
+        pipeline = pipeline[1:]
     target = folder / SKOPS
     try:
         sio.dump(pipeline, target)
@@ -104,8 +112,6 @@ def save_model(pipeline, folder: Path) -> Path:
         target.unlink(missing_ok=True)
         reason = f"{type(err).__name__}: {err}"
     import joblib
-
-    from trainforge.tracking.rundir import atomic_write_bytes, atomic_write_json
 
     target = folder / JOBLIB
     buffer = io.BytesIO()
@@ -184,8 +190,33 @@ def _check_pickle_origin(path: Path, data: bytes, trust_pickle: bool) -> None:
     )
 
 
+def _columns_step(pipeline):
+    from trainforge.classical.preprocessing import TableColumns
+
+    steps = getattr(pipeline, "steps", None)
+    return steps[0][1] if steps and isinstance(steps[0][1], TableColumns) else None
+
+
 def load_model(folder: Path, trust_pickle: bool = False):
+    """The saved pipeline, with trainforge's column checks first again when the run saved them (columns.json)."""
+    from sklearn.pipeline import Pipeline
+
+    from trainforge.classical.preprocessing import TableColumns
+
     folder = Path(folder)
+    model = _load_model(folder, trust_pickle)
+    if not (folder / COLUMNS).is_file():
+        return model
+    if not isinstance(model, Pipeline):
+        raise RunError(
+            f"{folder} has {COLUMNS} (the column checks of a pipeline) but its model is a {type(model).__name__}, "
+            "not a scikit-learn Pipeline: the files come from different runs. Train the run again."
+        )
+    columns = TableColumns.from_spec(json.loads((folder / COLUMNS).read_text(encoding="utf-8")))
+    return Pipeline([("columns", columns), *model.steps])
+
+
+def _load_model(folder: Path, trust_pickle: bool):
     if (folder / SKOPS).is_file():
         return _load_skops(folder / SKOPS)
     if (folder / JOBLIB).is_file():

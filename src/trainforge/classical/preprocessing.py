@@ -147,14 +147,13 @@ class TableColumns(TransformerMixin, BaseEstimator):
         return table
 
     def fit(self, X, y=None):
-        table = self.check(X)
-        self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
+        self.fit_transform(X)
         return self
 
     def fit_transform(self, X, y=None, **fit_params):
         table = self.check(X)
         self.categories_ = {c: sorted(set(table[c].dropna())) for c, k in self.kinds.items() if k == CATEGORICAL}
-        return table
+        return _with_date_parts(table, self.kinds)
 
     def transform(self, X):
         table = self.check(X)
@@ -168,36 +167,61 @@ class TableColumns(TransformerMixin, BaseEstimator):
                 if self.unknown_categories == "error":
                     raise DataError(f"The input table, {msg}; the model cannot place them.")
                 warnings.warn(f"{msg}; they are encoded as unknown.", UserWarning, stacklevel=2)
+        return _with_date_parts(table, self.kinds)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(model_columns(self.kinds), dtype=object)
+
+    def spec(self) -> dict:
+        """What rebuilds this fitted step without pickling it (saved as columns.json beside the model)."""
+        return {
+            "kinds": self.kinds,
+            "unknown_categories": self.unknown_categories,
+            "categories": self.categories_,
+            "model_columns": {c: _model_kind(c, self.kinds) for c in model_columns(self.kinds)},
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "TableColumns":
+        step = cls(spec["kinds"], spec["unknown_categories"])
+        step.categories_ = spec["categories"]
+        return step
+
+
+DATE_PARTS = ("year", "month", "day", "weekday", "days")  # days: since 1970-01-01
+
+
+def model_columns(kinds: dict[str, str]) -> list[str]:
+    """The columns the saved scikit-learn pipeline takes: the features, each date as its parts."""
+    return [name for c, k in kinds.items() for name in ([f"{c}_{p}" for p in DATE_PARTS] if k == DATE else [c])]
+
+
+def _model_kind(column: str, kinds: dict[str, str]) -> str:
+    kind = kinds.get(column, NUMERIC)  # a date part is a number
+    return "string" if kind == CATEGORICAL else "number"
+
+
+def _with_date_parts(table: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """Each date column as numbers (year, month, day, weekday, days since 1970; NaT → NaN, imputed next). Done here,
+    not inside the scikit-learn pipeline, so the saved model holds only scikit-learn types (no trainforge code)."""
+    dates = [c for c, k in kinds.items() if k == DATE]
+    if not dates:
         return table
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(list(self.kinds), dtype=object)
-
-
-class DateFeatures(TransformerMixin, BaseEstimator):
-    """datetime columns → year, month, day, weekday and days since 1970 (NaT → NaN, imputed next)."""
-
-    PARTS = ("year", "month", "day", "weekday", "days")
-
-    def fit(self, X, y=None):
-        self.columns_ = list(X.columns)
-        return self
-
-    def transform(self, X):
-        cols = {}
-        for column in self.columns_:
-            values = pd.to_datetime(X[column], errors="coerce")
-            if getattr(values.dt, "tz", None) is not None:
-                values = values.dt.tz_convert(None)
-            cols[f"{column}_year"] = values.dt.year
-            cols[f"{column}_month"] = values.dt.month
-            cols[f"{column}_day"] = values.dt.day
-            cols[f"{column}_weekday"] = values.dt.weekday
-            cols[f"{column}_days"] = (values - pd.Timestamp("1970-01-01")).dt.days
-        return pd.DataFrame(cols, index=X.index).astype(float).to_numpy()
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray([f"{c}_{p}" for c in self.columns_ for p in self.PARTS], dtype=object)
+    table = table.copy()
+    for column in dates:
+        values = pd.to_datetime(table[column], errors="coerce")
+        if getattr(values.dt, "tz", None) is not None:
+            values = values.dt.tz_convert(None)
+        parts = {
+            "year": values.dt.year,
+            "month": values.dt.month,
+            "day": values.dt.day,
+            "weekday": values.dt.weekday,
+            "days": (values - pd.Timestamp("1970-01-01")).dt.days,
+        }
+        for part, numbers in parts.items():
+            table[f"{column}_{part}"] = numbers.astype(float)
+    return table[model_columns(kinds)]
 
 
 def _scaler(name: str):
@@ -217,7 +241,7 @@ def build_pipeline(
 
     scale = cfg.scale if cfg.scale != "auto" else ("standard" if scale_default else "none")
     numeric = [c for c, k in kinds.items() if k == NUMERIC]
-    dates = [c for c, k in kinds.items() if k == DATE]
+    dates = [f"{c}_{p}" for c, k in kinds.items() if k == DATE for p in DATE_PARTS]
     categorical = [c for c, k in kinds.items() if k == CATEGORICAL]
     cardinality = {c: frame[c].nunique(dropna=True) for c in categorical}
     if cfg.encode == "auto":
@@ -226,13 +250,13 @@ def build_pipeline(
         onehot = categorical if cfg.encode == "onehot" else []
     ordinal = [c for c in categorical if c not in onehot]
 
-    def numbers(*head):
+    def numbers():
         imputer = (
             SimpleImputer(strategy="constant", fill_value=0)
             if cfg.impute_numeric == "zero"
             else SimpleImputer(strategy=cfg.impute_numeric)
         )
-        steps = [*head, ("impute", imputer)]
+        steps = [("impute", imputer)]
         if scale != "none":
             steps.append(("scale", _scaler(scale)))
         return Pipeline(steps)
@@ -246,7 +270,7 @@ def build_pipeline(
     if numeric:
         blocks.append(("numeric", numbers(), numeric))
     if dates:
-        blocks.append(("dates", numbers(("parts", DateFeatures())), dates))
+        blocks.append(("dates", numbers(), dates))
     if onehot:
         blocks.append(
             (
