@@ -1,8 +1,9 @@
 """Throughput of `trainforge data audit` and `data clean` on generated chat rows (benchmarks/data_prep.py's alpaca
-rows as conversations), with planted exact and near duplicates whose counts the audit must find. No other tool
-audits near duplicates and leaks in one pass (Axolotl drops exact duplicates only), so there is no side to compare.
+rows as conversations), with planted exact and near duplicates whose counts the audit must find. The audit counts
+tokens with the default tokenizer (--no-tokens: words only). No other tool audits near duplicates and leaks in one
+pass (Axolotl drops exact duplicates only), so there is no side to compare.
 
-    PYTHONPATH=src python benchmarks/data_audit.py [--rows 100000] [--out benchmarks/data_audit.json]
+    PYTHONPATH=src python benchmarks/data_audit.py [--rows 100000] [--no-tokens] [--out benchmarks/data_audit.json]
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def planted_rows(n: int) -> tuple[list[dict], int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--no-tokens", action="store_true", help="Lengths in words only, as `--no-tokens`.")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = parser.parse_args()
-    from trainforge.data.audit import audit_source
+    from trainforge.data.audit import DEFAULT_TOKENIZER, AuditSettings, audit_source
     from trainforge.data.clean import CleanSettings, clean_file
 
     rows, copies, edited = planted_rows(args.rows)
@@ -54,7 +56,7 @@ def main() -> None:
         data = Path(folder) / "chat.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         started = time.perf_counter()
-        found = audit_source(str(data))["splits"]["all"]
+        found = audit_source(str(data), AuditSettings(count_tokens=not args.no_tokens))["splits"]["all"]
         audit_seconds = time.perf_counter() - started
         started = time.perf_counter()
         cleaned, _ = clean_file(str(data), Path(folder) / "clean.jsonl", CleanSettings())
@@ -63,6 +65,7 @@ def main() -> None:
         "rows": len(rows),
         "planted": {"exact": copies, "near": edited},
         "found": {"exact": found["exact_duplicates"], "near": found["near_duplicates"]},
+        "tokens_counted_with": None if args.no_tokens else DEFAULT_TOKENIZER,
         "dropped": dict(cleaned.reasons()),
         "audit_seconds": round(audit_seconds, 1),
         "audit_rows_per_second": round(len(rows) / audit_seconds),

@@ -527,13 +527,20 @@ def runs_show(run: str, runs_dir: str = "runs"):
 
 @runs_app.command("compare")
 def runs_compare(a: str, b: str, runs_dir: str = "runs"):
-    """Two runs side by side: summaries and the config keys that differ."""
+    """Two runs side by side: whether they trained on the same data, summaries and the config keys that differ."""
     from trainforge.run.finish import fmt
     from trainforge.tracking import find_run
-    from trainforge.tracking.registry import compare
+    from trainforge.tracking.registry import compare, described_differences
 
     ra, rb = find_run(a, runs_dir), find_run(b, runs_dir)
     rows = compare(ra, rb)
+    data = rows["data"]
+    if data["differences"]:
+        out.print(f"[bold yellow]different data:[/] {described_differences(data['differences'])}", highlight=False)
+    elif data["recorded"]:
+        out.print("[bold green]same data[/] (every split's fingerprint is equal)")
+    else:
+        out.print("data: neither run recorded fingerprints of its data")
     show = lambda v: "—" if v is None else fmt(v)  # noqa: E731
     table = Table("key", ra.name, rb.name, title="summary")
     for key, va, vb in rows["summary"]:
@@ -598,61 +605,68 @@ def data_validate(
 
 @data_app.command("audit")
 def data_audit(
-    source: str = typer.Argument(..., help="A data file, or a run config (its splits are audited, leakage too)."),
+    source: str = typer.Argument(
+        ..., help="A data file or table (.csv / .tsv / .parquet), or a run config (its splits, leakage too)."
+    ),
     threshold: float = typer.Option(
         0.8, min=0.0, max=1.0, help="Near duplicates: estimated Jaccard similarity of 3-word shingles, at least."
     ),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Where audit.json goes (default: beside SOURCE)."),
+    out_file: Optional[Path] = typer.Option(
+        None, "--out", help="Where audit.json goes (default: beside SOURCE); audit.html goes beside it."
+    ),
+    model: Optional[str] = typer.Option(
+        None, help="Tokenizer that counts tokens (default: a config's model; for a file smollm2-135m-instruct)."
+    ),
+    tokens: bool = typer.Option(True, "--tokens/--no-tokens", help="Count tokens (--no-tokens: lengths in words)."),
+    min_tokens: int = typer.Option(1, min=0, help="Rows with fewer tokens are too short (1: empty rows)."),
+    max_tokens: Optional[int] = typer.Option(
+        None, min=1, help="Rows with more tokens are too long (default: a config's max_length; for a file 2048)."
+    ),
+    target: Optional[str] = typer.Option(
+        None, help="A table file's label column (default: the one named target, label, class or y)."
+    ),
     label_issues: bool = typer.Option(
-        False, "--label-issues", help="A tabular classification config: rank the rows whose label is likely wrong."
+        False,
+        "--label-issues",
+        help="A classification or text-classification config: rank the rows whose label is likely wrong.",
     ),
 ):
-    """Exact and near duplicates, validation / test rows also in train, lengths, turns, system prompts, labels;
-    with --label-issues, likely wrong labels (cleanlab's confident learning)."""
+    """Exact and near duplicates, validation / test rows also in train, lengths in words and tokens (too short,
+    too long), answer lengths, turns, system prompts, labels; for a table duplicate rows, conflicting labels, missing
+    values and class balance; with --label-issues, likely wrong labels (cleanlab's confident learning). Writes
+    audit.json and audit.html (the tables and plots)."""
     from trainforge.data.audit import AuditSettings, audit_source
+    from trainforge.tracking.audit_html import write_audit_html
     from trainforge.tracking.rundir import atomic_write_json
 
-    report = audit_source(source, AuditSettings(threshold=threshold), label_issues)
-    if "label_issues" in report:
-        found = report["label_issues"]
-        title = (
-            f"{found['issues']} of {found['rows']} rows likely mislabelled ({found['model']}, {found['folds']} folds)"
-        )
-        table = Table("source", "row", "label", "predicted", "p(label)", title=title)
-        for issue in found["ranked"][:20]:
-            cells = (issue["source"], issue["row"], issue["label"], issue["predicted"], issue["probability_of_label"])
-            table.add_row(*map(str, cells))
-        out.print(table)
-    if report["splits"]:
-        print_audit_tables(report)
-    target = out_file or Path(f"{Path(source).with_suffix('')}.audit.json")
-    atomic_write_json(target, report)
-    out.print(f"audit written to [bold]{target}[/]")
+    settings = AuditSettings(
+        threshold=threshold,
+        count_tokens=tokens,
+        model=model,
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+        target=target,
+    )
+    report = audit_source(source, settings, label_issues)
+    print_audit_tables(report)
+    json_file = out_file or Path(f"{Path(source).with_suffix('')}.audit.json")
+    atomic_write_json(json_file, report)
+    html_file = json_file.with_suffix(".html")
+    write_audit_html(report, html_file)
+    out.print(f"audit written to [bold]{json_file}[/] and [bold]{html_file}[/]")
 
 
 def print_audit_tables(report: dict) -> None:
-    """Per split: rows, lengths, duplicates, leaks; then what the layout has (turns, labels, ...)."""
-    table = Table(title=f"audit of {report['source']} ({report['layout']})")
-    columns = ("rows", "empty", "words median / p95 / max", "exact dup.", "near dup.", "in train: exact / near")
-    for column in ("split", *columns):
-        table.add_column(column)
-    for part, found in report["splits"].items():
-        words = found["words"]
-        leaks = found.get("in_train")
-        table.add_row(
-            part,
-            str(found["rows"]),
-            str(found["empty"]),
-            f"{words.get('median', 0):g} / {words.get('p95', 0)} / {words.get('max', 0)}",
-            str(found["exact_duplicates"]),
-            str(found["near_duplicates"]),
-            f"{leaks['exact']} / {leaks['near']}" if leaks else "—",
-        )
-    out.print(table)
-    for part, found in report["splits"].items():
-        for key in ("languages", "turns", "system_prompts", "labels", "chosen_longer_share"):
-            if key in found:
-                out.print(f"{part}: {key.replace('_', ' ')}: {found[key]}", highlight=False)
+    """The audit's tables (the same as in audit.html), then its notes: what was chosen, and what was left out."""
+    from trainforge.tracking.audit_html import audit_tables
+
+    for title, header, rows in audit_tables(report):
+        table = Table(*header, title=title)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    for note in report.get("notes", []):
+        out.print(f"note: {note}", highlight=False)
 
 
 @data_app.command("clean")
@@ -678,11 +692,15 @@ def data_clean(
     from trainforge.data.clean import CleanSettings, clean_file
 
     settings = CleanSettings(
-        None if exact_only else near_threshold, min_tokens, max_tokens, redact_pii, language=language
+        near_threshold=None if exact_only else near_threshold,
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+        redact_pii=redact_pii,
+        language=language,
     )
     result, dropped = clean_file(source, out_file, settings, model)
     table = Table("", "rows", title=f"cleaning {source}")
-    table.add_row("kept", str(len(result.kept)))
+    table.add_row("kept", str(result.kept))
     for reason, count in result.reasons().most_common():
         table.add_row(f"dropped: {reason.replace('_', ' ')}", str(count))
     for placeholder, count in sorted(result.redacted.items()):

@@ -50,6 +50,7 @@ def test_runs_list_show_compare(two_runs):
     assert "trainable_params" in shown.stdout
     compared = _cli("runs", "compare", "a", "b", "--runs-dir", runs_dir)
     assert compared.returncode == 0 and "method.lora.r" in compared.stdout and "training.max_steps" in compared.stdout
+    assert "same data" in compared.stdout  # both trained on the same bundled rows (tests/unit/test_versioning.py)
 
 
 def test_predict_and_eval_on_a_file(two_runs, tmp_path):

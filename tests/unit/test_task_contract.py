@@ -185,6 +185,10 @@ def test_a_task_trains_and_resumes_where_it_says_so(trained):
     assert run.status == "completed"
     summary = read_json(run.file("summary.json"))
     assert "mlflow_run_id" in summary and summary["mlflow_run_id"] == run.info().get("mlflow_run_id")
+    if entry.name != "rl-agent":  # every task that reads data records which (an agent's data is its environment)
+        data = run.info()["data"]
+        assert data["fingerprints"] and set(data["fingerprints"]) <= set(data["rows"])
+        assert all(summary[f"data.fingerprint.{part}"] == value for part, value in data["fingerprints"].items())
     if entry.can("resume"):
         resumed_from = max(int(p.name.rsplit("-", 1)[1]) for p in run.checkpoints.glob("checkpoint-*"))
         assert run.info().get("resumed") and resumed_from > 0

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from trainforge.config.schema import DataConfig
+from trainforge.data.readers import file_problem
 from trainforge.errors import DataError
 
 ROW_BASE = "row_base"  # frame.attrs key: the row number the user sees for position 0 (2 in a CSV: after the header)
@@ -33,6 +34,19 @@ class Table:
 
     def row(self, position: int) -> int:
         return self.locate(position)[1]
+
+    def numbers(self, positions: np.ndarray) -> np.ndarray:
+        """The row numbers `locate` gives, of many positions at once (a split's, for its row ids). A frame whose
+        index is not row numbers (a Parquet file's own index) numbers its rows by position."""
+        positions = np.asarray(positions, dtype=np.int64)
+        index = self.frame.index
+        rows = index.to_numpy().astype(np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(len(index))
+        numbers = rows[positions] + self.frame.attrs.get(ROW_BASE, 1)
+        for part, at in self.parts.items():
+            if len(at) and part in self.files:
+                inside = (positions >= at[0]) & (positions <= at[-1])
+                numbers[inside] = positions[inside] - int(at[0]) + self.files[part][1]
+        return numbers
 
 
 def anomalies(rows: int = 2000, features: int = 16, share: float = 0.05, seed: int = 0) -> pd.DataFrame:
@@ -63,19 +77,23 @@ def bundled(name: str) -> pd.DataFrame:
 
 def read_table(path: str | Path, max_rows: int | None = None) -> pd.DataFrame:
     path = Path(path)
+    if problem := file_problem(path):
+        raise DataError(problem)
     if not path.is_file():
-        raise DataError(f"Data file {path} does not exist.")
+        raise DataError(f"Data file {path} is a folder; a tabular task reads a .csv or .parquet file.")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, nrows=max_rows)
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, nrows=max_rows, sep="\t" if suffix == ".tsv" else ",")
             frame.attrs[ROW_BASE] = 2
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
             frame = frame.iloc[:max_rows] if max_rows else frame
             frame.attrs[ROW_BASE] = 1
         else:
-            raise DataError(f"Data file {path} has type {path.suffix!r}; a tabular task reads .csv or .parquet files.")
+            raise DataError(
+                f"Data file {path} has type {path.suffix!r}; a tabular task reads .csv, .tsv or .parquet files."
+            )
     except DataError:
         raise
     except UnicodeDecodeError as err:

@@ -22,8 +22,11 @@ class Holdout:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
+    def parts(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("train", "validation", "test")}
+
     def to_json(self) -> dict[str, list[int]]:
-        return {k: getattr(self, k).tolist() for k in ("train", "validation", "test")}
+        return {k: at.tolist() for k, at in self.parts().items()}
 
 
 def _counts(n: int, split: SplitFractions) -> tuple[int, int]:

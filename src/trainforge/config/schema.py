@@ -148,6 +148,54 @@ class SourceConfig(Section):
         return self
 
 
+class CleanConfig(Section):
+    """`data.clean`: rows dropped (each written with its reason to the run's dropped.jsonl) and personal data
+    redacted before the split, as `trainforge data clean` does to a file."""
+
+    exact: bool = Field(True, description="Drop exact duplicates (case and whitespace aside); the first is kept.")
+    near_threshold: float | None = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Drop near duplicates too: rows whose estimated Jaccard similarity of 3-word shingles to a row "
+        "kept before them reaches this (seeded MinHash); null: exact duplicates only.",
+    )
+    min_tokens: int | None = Field(None, gt=0, description="Drop rows of fewer tokens (of their text, no template).")
+    max_tokens: int | None = Field(None, gt=0, description="Drop rows of more tokens (of their text, no template).")
+    tokenizer: str | None = Field(
+        None,
+        description="The model alias or folder whose tokenizer counts `min_tokens` / `max_tokens`; default: the "
+        "run's `model.name` (a `scratch` model, whose tokenizer is learned from the cleaned rows, needs one).",
+    )
+    language: str | None = Field(
+        None,
+        pattern=r"^[a-z]{2}$",
+        description="Drop rows read with 90% confidence as another language than this ISO 639-1 code, e.g. `en` "
+        "(py3langid; uncertain rows are kept).",
+    )
+    redact_pii: bool = Field(
+        False,
+        description="Replace e-mail addresses, phone numbers, IPv4 addresses and card numbers (Luhn-checked) by "
+        "`<EMAIL>`, `<PHONE>`, `<IP_ADDRESS>`, `<CREDIT_CARD>` before duplicates are judged (as they will train).",
+    )
+    phone_region: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", description="How phone numbers without a country code are read (ISO 3166 code)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.near_threshold is not None and not self.exact:
+            raise ValueError(
+                "`data.clean.near_threshold` drops near duplicates, exact ones included; with `exact: false` set "
+                "`near_threshold: null` too (to keep duplicates)"
+            )
+        if self.min_tokens and self.max_tokens and self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"`data.clean.min_tokens` ({self.min_tokens}) is above `max_tokens` ({self.max_tokens}): no row fits"
+            )
+        return self
+
+
 class DataConfig(Section):
     """Where rows come from: one file split by fractions, separate split files, or a bundled task."""
 
@@ -221,6 +269,11 @@ class DataConfig(Section):
     time_column: str | None = Field(None, description="Orders rows for time splits and time-series CV.")
     split: SplitFractions = SplitFractions()
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows of each source (quick trials).")
+    clean: CleanConfig | None = Field(
+        None,
+        description="Clean the rows before the split (tasks lm and reward): each file, bundled task or source on "
+        "its own, after `max_rows`; see docs/data.md.",
+    )
     cache: bool = Field(
         True,
         description="Language-model tasks: keep the prepared rows and tokens (memory-mapped Arrow) under "
@@ -1254,3 +1307,29 @@ class RunConfig(Section):
             raise ValueError(
                 f"objective `ppo` supports methods {', '.join(PPO_METHODS)}; got `method.name` = {self.method.name!r}"
             )
+
+    @model_validator(mode="after")
+    def _clean_fits_task(self):
+        clean = self.data.clean
+        if clean is None:
+            return self
+        applies = self.task == "reward" or (
+            self.task == "lm" and self.training.objective not in RL_OBJECTIVES and self.distill.teacher is None
+        )
+        if not applies:
+            texts = self.task in ("lm", "text-classification", "multi-task", "sequence-generation", "seq2seq")
+            what = f"objective {self.training.objective}" if self.task == "lm" else f"task {self.task}"
+            what += " with `distill`" if self.distill.teacher else ""
+            how = "clean the file with `trainforge data clean` and train on that" if texts else "it reads no text rows"
+            raise ValueError(
+                "`data.clean` is applied by tasks lm (objectives sft, clm, mlm, dpo, orpo) and reward, whose runs "
+                f"record what it drops; a run of {what} does not apply it: {how}"
+            )
+        if (clean.min_tokens or clean.max_tokens) and clean.tokenizer is None:
+            if self.model.name == "scratch":
+                raise ValueError(
+                    "`data.clean.min_tokens` / `max_tokens` count tokens with the run's tokenizer, which a `scratch` "
+                    "model learns from the cleaned rows; set `data.clean.tokenizer` to a model alias or folder"
+                )
+            clean.tokenizer = self.model.name  # saved with the run: what counted the tokens
+        return self

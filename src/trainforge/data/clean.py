@@ -1,7 +1,8 @@
-"""`trainforge data clean`: drop exact and near duplicates and rows outside a token-length window, and optionally
-redact personal data with typed placeholders; every dropped row is written with its reason. Deterministic (MinHash
-and LSH are seeded), and idempotent: a cleaned file holds no pair it would drop, and placeholders are not personal
-data.
+"""`trainforge data clean` on a file, and `data.clean` on a run's rows before the split: drop exact and near
+duplicates, rows outside a token-length window and rows in another language, and optionally redact personal data
+with typed placeholders; every dropped row is written with its reason. Both run one `Cleaner`. Deterministic
+(MinHash and LSH are seeded), and idempotent: cleaned rows hold no pair it would drop, and placeholders are not
+personal data.
 
 Phone numbers are found by `phonenumbers` (libphonenumber's rules, so dates and order numbers are left alone);
 e-mail and IPv4 addresses by pattern, card numbers by pattern and their Luhn checksum."""
@@ -12,18 +13,27 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from itertools import islice
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
-from trainforge.data.audit import AuditSettings, _Index, detect_language, exact_key, row_text
+from trainforge.config.schema import CleanConfig
+from trainforge.data.report import DataReport
+from trainforge.data.similarity import NOT_TEXT, NearIndex, detect_language, exact_key, row_text, token_counts
+from trainforge.errors import DataError
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+CHUNK = 1000  # rows whose MinHash signatures and token counts are computed together
+DEFAULT_TOKENIZER = "smollm2-135m-instruct"
 
 
 @dataclass(frozen=True)
 class CleanSettings:
+    exact: bool = True  # drop exact duplicates (near ones need it: an exact duplicate is near too)
     near_threshold: float | None = 0.8  # None: exact duplicates only
     min_tokens: int | None = None
     max_tokens: int | None = None
@@ -31,15 +41,10 @@ class CleanSettings:
     phone_region: str = "US"  # how numbers without a country code are read
     language: str | None = None  # ISO 639-1 code: drop rows read confidently as another language
 
-
-@dataclass
-class Cleaned:
-    kept: list[tuple[int, dict]]  # (row number, row as read)
-    dropped: list[dict]  # {"row", "reason", "detail", "data"}
-    redacted: Counter = field(default_factory=Counter)  # placeholder → how many
-
-    def reasons(self) -> Counter:
-        return Counter(d["reason"] for d in self.dropped)
+    @classmethod
+    def of(cls, section: CleanConfig) -> CleanSettings:
+        """The settings of a config's `data.clean` (its tokenizer is loaded by `token_counter`)."""
+        return cls(**section.model_dump(exclude={"tokenizer"}))
 
 
 def _luhn(digits: str) -> bool:
@@ -85,73 +90,134 @@ def redact(text: str, counts: Counter, region: str = "US") -> str:
     return text
 
 
-def _redacted(value, counts: Counter, region: str):
-    if isinstance(value, str):
-        return redact(value, counts, region)
-    if isinstance(value, list):
-        return [_redacted(v, counts, region) for v in value]
-    if isinstance(value, dict):
-        return {k: _redacted(v, counts, region) for k, v in value.items()}
-    return value
+class Cleaner:
+    """One cleaning pass over rows in their order: a row is dropped when it is the same as (or, with a threshold,
+    near) a row kept before it, falls outside the token window, or reads as another language; the first of a set of
+    duplicates is kept. Only the kept rows' keys and signatures and the dropped rows are held, so any number of rows
+    can stream through. Used by `trainforge data clean` (rows as read) and by `data.clean` (checked examples)."""
+
+    def __init__(self, settings: CleanSettings, source: str, count_tokens: Callable[[list[str]], list[int]] | None):
+        self.settings, self.source, self.count_tokens = settings, source, count_tokens
+        self.index = NearIndex(settings.near_threshold) if settings.near_threshold else None
+        self.seen: dict[str, tuple[int, object]] = {}  # exact key of a kept row → (its place, its row number)
+        self.read = 0
+        self.dropped: list[dict] = []  # {"source", "row", "reason", "detail", "data"}
+        self.redacted: Counter = Counter()  # placeholder → how many
+
+    @property
+    def kept(self) -> int:
+        return self.read - len(self.dropped)
+
+    def reasons(self) -> Counter:
+        return Counter(d["reason"] for d in self.dropped)
+
+    def redact(self, value):
+        """A row or example with personal data in its strings replaced by placeholders (counted); row numbers,
+        roles and tool schemas are not text."""
+        if isinstance(value, str):
+            return redact(value, self.redacted, self.settings.phone_region)
+        if isinstance(value, list):
+            return [self.redact(v) for v in value]
+        if isinstance(value, dict):
+            return {k: v if k in NOT_TEXT else self.redact(v) for k, v in value.items()}
+        return value
+
+    def _problem(self, key: str, text: str, signature, tokens: int | None) -> tuple[str, str] | None:
+        s = self.settings
+        if s.exact and key in self.seen:
+            return "exact_duplicate", f"same as row {self.seen[key][1]}"
+        if self.index and (near := self.index.near(signature)):
+            return "near_duplicate", f"near row {min(self.seen[k] for k in near)[1]}"  # the first: not set order
+        if tokens is not None and s.min_tokens and tokens < s.min_tokens:
+            return "too_short", f"{tokens} tokens, fewer than {s.min_tokens}"
+        if tokens is not None and s.max_tokens and tokens > s.max_tokens:
+            return "too_long", f"{tokens} tokens, more than {s.max_tokens}"
+        if s.language and (language := detect_language(text)) not in (s.language, "uncertain"):
+            return "wrong_language", f"reads as {language}"  # an uncertain row is kept
+        return None
+
+    def rows(self, items: Iterable[tuple[object, str, object]]) -> Iterator:
+        """The `data` of each (row number, text, data) that is kept, as they come."""
+        items = iter(items)
+        while chunk := list(islice(items, CHUNK)):
+            texts = [text for _, text, _ in chunk]
+            signatures = self.index.signatures(texts) if self.index else [None] * len(chunk)
+            tokens = self.count_tokens(texts) if self.count_tokens else [None] * len(chunk)
+            for (number, text, data), signature, count in zip(chunk, signatures, tokens):
+                self.read += 1
+                key = exact_key(text)
+                problem = self._problem(key, text, signature, count)
+                if problem:
+                    reason, detail = problem
+                    self.dropped.append(
+                        {"source": self.source, "row": number, "reason": reason, "detail": detail, "data": data}
+                    )
+                    continue
+                if self.settings.exact:
+                    self.seen[key] = (len(self.seen), number)
+                if self.index:
+                    self.index.add(key, signature)
+                yield data
+
+    def examples(self, examples: Iterable[dict]) -> Iterator[dict]:
+        """Checked examples as cleaning leaves them; personal data is redacted first, so duplicates are judged as
+        the examples will be trained on."""
+        if self.settings.redact_pii:
+            examples = map(self.redact, examples)
+        return self.rows((e.get("row"), row_text(e), e) for e in examples)
 
 
-def clean_rows(rows: list[tuple[int, dict]], examples: list[dict], settings: CleanSettings, tokenizer=None) -> Cleaned:
-    """`rows` as read, `examples` their normalized forms (each with its `row` number). The first of a set of
-    duplicates is kept; a row is a near duplicate when it is near a row kept before it."""
-    text_of = {e["row"]: row_text(e) for e in examples}
-    texts = [text_of.get(number) or row_text(row) for number, row in rows]
-    result = Cleaned([], [])
-    seen: dict[str, int] = {}
-    index = _Index(AuditSettings(threshold=settings.near_threshold)) if settings.near_threshold else None
-    signatures = index.signatures(texts) if index else [None] * len(rows)
-    for (number, row), text, signature in zip(rows, texts, signatures):
-        key = exact_key(text)
-        drop = None
-        if key in seen:
-            drop = ("exact_duplicate", f"same as row {seen[key]}")
-        elif index and (near := index.near(signature)):
-            drop = ("near_duplicate", f"near row {seen[near[0]]}")
-        elif tokenizer is not None and (settings.min_tokens or settings.max_tokens):
-            tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if settings.min_tokens and tokens < settings.min_tokens:
-                drop = ("too_short", f"{tokens} tokens, fewer than {settings.min_tokens}")
-            elif settings.max_tokens and tokens > settings.max_tokens:
-                drop = ("too_long", f"{tokens} tokens, more than {settings.max_tokens}")
-        if not drop and settings.language:
-            language = detect_language(text)
-            if language not in (settings.language, "uncertain"):  # an uncertain row is kept
-                drop = ("wrong_language", f"reads as {language}")
-        if drop:
-            result.dropped.append({"row": number, "reason": drop[0], "detail": drop[1], "data": row})
-            continue
-        seen[key] = number
-        if index:
-            index.add(key, signature)
-        result.kept.append((number, row))
-    return result
+@lru_cache(maxsize=2)
+def token_counter(model: str) -> Callable[[list[str]], list[int]]:
+    """How many tokens `model`'s tokenizer makes of each text, special tokens aside."""
+    from trainforge.models import load_tokenizer
+
+    return partial(token_counts, load_tokenizer(model))
 
 
-def clean_file(source: str, out: Path, settings: CleanSettings, model: str | None = None) -> tuple[Cleaned, Path]:
-    """Clean a data file into `out` (JSON Lines) and `<out>.dropped.jsonl` (each dropped row, its reason and
-    detail). Personal data is redacted first, so duplicates are judged as the cleaned file will hold them."""
-    from trainforge.data.formats import normalize_rows
-    from trainforge.data.readers import read_rows
-    from trainforge.data.report import DataReport
+def clean_examples(section: CleanConfig, examples: Iterable[dict], source: str, report: DataReport) -> Iterator[dict]:
+    """`data.clean` on the checked examples of one file (or bundled task), as they come; once the last is read,
+    what it dropped and redacted is in `report`. A file it leaves empty fails."""
+    counts = token_counter(section.tokenizer) if section.min_tokens or section.max_tokens else None
+    cleaner = Cleaner(CleanSettings.of(section), source, counts)
+    yield from cleaner.examples(examples)
+    if cleaner.read and not cleaner.kept:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in cleaner.reasons().most_common())
+        raise DataError(
+            f"`data.clean` dropped every row of {source} ({reasons}); loosen the `data.clean` keys behind those "
+            "reasons (min_tokens / max_tokens, language, near_threshold)."
+        )
+    report.clean_read += cleaner.read
+    for dropped in cleaner.dropped:
+        report.cleaned.setdefault(dropped["reason"], []).append(dropped["row"])
+    report.redacted = dict(Counter(report.redacted) + cleaner.redacted)
+    report.clean_dropped += cleaner.dropped
+
+
+def write_dropped(path: Path, dropped: Iterable[dict]) -> None:
+    """Each dropped row, its reason and detail, one JSON line each."""
     from trainforge.tracking.rundir import atomic_write_text
 
-    rows = list(read_rows(source))
-    redacted: Counter = Counter()
-    if settings.redact_pii:
-        rows = [(number, _redacted(row, redacted, settings.phone_region)) for number, row in rows]
-    examples = normalize_rows(rows, "auto", source, report=DataReport(source=source))
-    tokenizer = None
-    if settings.min_tokens or settings.max_tokens:
-        from trainforge.models import load_tokenizer
+    atomic_write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped))
 
-        tokenizer = load_tokenizer(model or "smollm2-135m-instruct")
-    result = clean_rows(rows, examples, settings, tokenizer)
-    result.redacted = redacted
+
+def clean_file(source: str, out: Path, settings: CleanSettings, model: str = DEFAULT_TOKENIZER) -> tuple[Cleaner, Path]:
+    """Clean a data file into `out` (JSON Lines) and `<out>.dropped.jsonl` (each dropped row, its reason and
+    detail). Personal data is redacted first, so duplicates are judged as the cleaned file will hold them; a row is
+    judged by its text as its layout reads it."""
+    from trainforge.data.formats import normalize_rows
+    from trainforge.data.readers import read_rows
+    from trainforge.tracking.rundir import atomic_write_text
+
+    counts = token_counter(model) if settings.min_tokens or settings.max_tokens else None
+    cleaner = Cleaner(settings, source, counts)
+    rows = list(read_rows(source))
+    if settings.redact_pii:
+        rows = [(number, cleaner.redact(row)) for number, row in rows]
+    examples = normalize_rows(rows, "auto", source, report=DataReport(source=source))
+    text_of = {e["row"]: row_text(e) for e in examples}
+    kept = cleaner.rows((number, text_of.get(number) or row_text(row), row) for number, row in rows)
+    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept))
     dropped = out.with_name(f"{out.name.removesuffix('.jsonl')}.dropped.jsonl")
-    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for _, row in result.kept))
-    atomic_write_text(dropped, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in result.dropped))
-    return result, dropped
+    write_dropped(dropped, cleaner.dropped)
+    return cleaner, dropped

@@ -36,7 +36,8 @@ def _labels(value, key: str, source: str, number: int) -> list[str]:
 
 
 def normalizer(cfg: DataConfig):
-    """The row check for `load_splits`: {"text", "labels": [...], "where": "<file>, row <n>"} per row."""
+    """The row check for `load_splits`: {"text", "labels": [...], "row": <n>, "where": "<file>, row <n>"} per
+    row."""
     key = cfg.target
 
     def normalize(numbered: list[tuple[int, dict]], source: str) -> list[dict]:
@@ -56,7 +57,7 @@ def normalizer(cfg: DataConfig):
                 if cfg.multi_label
                 else [checked_label(row[key], key, source, number)]
             )
-            rows.append({"text": text, "labels": labels, "where": f"{source}, row {number}"})
+            rows.append({"text": text, "labels": labels, "row": number, "where": f"{source}, row {number}"})
         return rows
 
     return normalize

@@ -81,6 +81,21 @@ def _llamafactory_entries(path: Path) -> list[str] | None:
     return None
 
 
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a data file, before it is opened: it is missing (with how to fetch it when DVC tracks
+    it), or it is DVC's pointer file (`dvc add data.jsonl` writes data.jsonl.dvc; the data is the file beside it)."""
+    if path.suffix == ".dvc":
+        return (
+            f"Data file {path} is DVC's pointer to the data, not the data; point the config at "
+            f"{path.with_suffix('')} (`dvc pull` or `dvc checkout` puts it in the workspace)."
+        )
+    if not path.exists():
+        pointer = path.with_name(path.name + ".dvc")
+        fetch = f" DVC tracks it ({pointer}): `dvc pull {path}` fetches it." if pointer.is_file() else ""
+        return f"Data file {path} does not exist.{fetch}"
+    return None
+
+
 def detect_kind(path: Path) -> str:
     if path.is_dir():
         if _is_hf_folder(path):
@@ -400,8 +415,8 @@ def iter_rows(path: str | Path, text_unit: str = "line") -> Iterator[tuple[int, 
         yield from _hub_rows(path)
         return
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"Data file {path} does not exist.")
+    if problem := file_problem(path):
+        raise DataError(problem)
     kind = detect_kind(path)
     if kind == "txt":
         yield from _text_rows(path, text_unit)

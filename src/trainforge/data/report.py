@@ -4,9 +4,17 @@ many rows hold them), and the layout read and why. Printed when a run prepares i
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 SHOWN_ROWS = 5  # row numbers quoted per reason
+CLEANED = {  # why `data.clean` dropped a row (data/clean.py), in words
+    "exact_duplicate": "the same text as a row kept before it (case and whitespace aside)",
+    "near_duplicate": "near a row kept before it (`data.clean.near_threshold`)",
+    "too_short": "fewer tokens than `data.clean.min_tokens`",
+    "too_long": "more tokens than `data.clean.max_tokens`",
+    "wrong_language": "read as another language than `data.clean.language`",
+}
 
 
 @dataclass
@@ -21,6 +29,10 @@ class DataReport:
     notes: list[str] = field(default_factory=list)  # other facts worth a line (tokens cut from a corpus tail, ...)
     sources: dict[str, int] = field(default_factory=dict)  # several sources: training rows each gives
     fingerprints: dict[str, str] = field(default_factory=dict)  # split → its content's fingerprint (data/arrow.py)
+    clean_read: int = 0  # `data.clean`: rows it judged
+    cleaned: dict[str, list] = field(default_factory=dict)  # `data.clean`: reason → row numbers dropped
+    redacted: dict[str, int] = field(default_factory=dict)  # `data.clean`: placeholder → how many it replaced
+    clean_dropped: list[dict] = field(default_factory=list)  # the rows it dropped, for the run's dropped.jsonl
 
     def drop(self, reason: str, row, why: str) -> None:
         self.dropped.setdefault(reason, []).append(row)
@@ -39,12 +51,19 @@ class DataReport:
         for name, count in other.unused.items():
             self.unused_field(name, count)
         prefix = f"{part}." if part else ""
-        for mine, theirs in ((self.dropped, other.dropped), (self.truncated, other.truncated)):
+        for mine, theirs in (
+            (self.dropped, other.dropped),
+            (self.truncated, other.truncated),
+            (self.cleaned, other.cleaned),
+        ):
             for reason, rows in theirs.items():
                 mine.setdefault(prefix + reason, []).extend(rows)
         self.reasons.update({prefix + k: f"{part}: {v}" if part else v for k, v in other.reasons.items()})
         self.sources.update(other.sources)
         self.fingerprints.update(other.fingerprints)
+        self.clean_read += other.clean_read
+        self.redacted = dict(Counter(self.redacted) + Counter(other.redacted))
+        self.clean_dropped += other.clean_dropped
         self.notes += [f"{part}: {n}" if part else n for n in other.notes]
 
     @staticmethod
@@ -63,7 +82,19 @@ class DataReport:
                 f"{len(rows)} rows {verb}: {self.reasons[reason]} ({self._rows(rows)})"
                 for reason, rows in found.items()
             ]
-        return out + self.notes
+        return out + self._clean_lines() + self.notes
+
+    def _clean_lines(self) -> list[str]:
+        if not self.clean_read:
+            return []
+        kept = self.clean_read - sum(map(len, self.cleaned.values()))
+        redacted = ", ".join(f"{count} {placeholder}" for placeholder, count in sorted(self.redacted.items()))
+        out = [f"data.clean kept {kept} of {self.clean_read} rows" + (f"; redacted {redacted}" if redacted else "")]
+        for reason, rows in self.cleaned.items():
+            part, _, name = reason.rpartition(".")
+            where = f"{part}: " if part else ""
+            out.append(f"{len(rows)} rows dropped by data.clean: {where}{CLEANED[name]} ({self._rows(rows)})")
+        return out
 
     def summary(self) -> dict:
         """Counts for the run's summary.json."""
@@ -71,7 +102,11 @@ class DataReport:
         out.update({f"data.dropped.{reason}": len(rows) for reason, rows in self.dropped.items()})
         out.update({f"data.truncated.{reason}": len(rows) for reason, rows in self.truncated.items()})
         out.update({f"data.source.{label}": rows for label, rows in self.sources.items()})
-        out.update({f"data.fingerprint.{part}": value for part, value in self.fingerprints.items()})
+        if self.clean_read:
+            out["data.clean.rows_before"] = self.clean_read
+            out["data.clean.rows_after"] = self.clean_read - sum(map(len, self.cleaned.values()))
+        out.update({f"data.clean.{reason}": len(rows) for reason, rows in self.cleaned.items()})
+        out.update({f"data.redacted.{placeholder.strip('<>')}": count for placeholder, count in self.redacted.items()})
         if self.layout:
             out["data.layout"] = self.layout
         return out

@@ -6,9 +6,10 @@ import random
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from trainforge.config.schema import DataConfig, SourceConfig
+from trainforge.data.clean import clean_examples
 from trainforge.data.formats import Naming, normalize_rows, normalize_stream
 from trainforge.data.llamafactory import is_entry, resolve
 from trainforge.data.readers import iter_rows, read_rows
@@ -97,16 +98,22 @@ def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
 def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, keep: Keep = list) -> Splits:
     """Read, validate and split the data of a run; every row is checked before anything trains. `normalize`
     replaces the check of `data.format` (text classification checks text/label rows its own way); `keep` stores
-    the checked examples of a file (in memory, or on disk for data of any size). Separate split files must hold
-    one layout."""
+    the checked examples of a file (in memory, or on disk for data of any size). `data.clean` applies to the
+    checked examples of each file, bundled task or source on its own, before the split (the config allows it only
+    where the run records what it drops: lm and reward runs, which have no `normalize`).
+    Separate split files must hold one layout."""
     report, layouts = DataReport(), {}
+
+    def cleaned(examples: Iterable[dict], source: str, found: DataReport) -> Iterable[dict]:
+        return clean_examples(cfg.clean, examples, source, found) if cfg.clean else examples
 
     def read(path: str, part: str) -> list[dict]:
         if normalize:
             path = file_settings(cfg, path).path
             return normalize(read_rows(path, cfg.max_rows, cfg.text_unit), path)
         found = DataReport()
-        rows = keep(stream_examples(cfg, path, found))
+        examples = stream_examples(cfg, path, found)
+        rows = keep(cleaned(examples, found.source, found))
         layouts[found.source] = found.layout
         report.merge(found, "" if part == "train" else part)
         report.layout, report.why = report.layout or found.layout, report.why or found.why
@@ -120,6 +127,8 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, 
         report.layout = layouts[source] = fmt
         if normalize:
             rows = normalize(list(enumerate(rows, start=1)), f"bundled task {cfg.task}")
+        else:
+            rows = list(cleaned(rows, f"bundled task {cfg.task}", report))
     elif cfg.path:
         rows, source = read(cfg.path, "train"), cfg.path
     else:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from trainforge.classical.splits import Holdout, holdout
 from trainforge.config import RunConfig
+from trainforge.data.versioning import DataVersion, of_arrays, of_table
 from trainforge.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -31,6 +32,7 @@ class Arrays:
     classes: list | None = None
     split: Holdout | None = None
     extra: dict = field(default_factory=dict)  # saved into the run's nn.json (feature kinds, image shape, ...)
+    version: DataVersion | None = None  # which data: recorded with the run (data/versioning.py)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.x.items()}
@@ -78,7 +80,7 @@ def load_tabular(config: RunConfig) -> tuple[Arrays, object]:
     xs = {p: pipeline.transform(X.iloc[getattr(split, p)]).astype(np.float32) for p in ("train", "validation", "test")}
     ys = {p: (y[getattr(split, p)] if y is not None else None) for p in ("train", "validation", "test")}
     extra = {"target": data.target, "features": kinds}
-    return Arrays(xs, ys, table.source, classes, split, extra), pipeline
+    return Arrays(xs, ys, table.source, classes, split, extra, of_table(table, split.parts())), pipeline
 
 
 def table_inputs(pipeline, frame: pd.DataFrame, source: str) -> np.ndarray:
@@ -180,4 +182,5 @@ def load_images(config: RunConfig) -> Arrays:
     split = _parts(len(images), config, labels if config.data.split.strategy == "stratified" else None)
     xs = {p: images[getattr(split, p)] for p in ("train", "validation", "test")}
     ys = {p: labels[getattr(split, p)] for p in ("train", "validation", "test")}
-    return Arrays(xs, ys, source, classes, split, {"image_shape": list(images.shape[1:])})
+    version = of_arrays(xs, ys, split.parts())
+    return Arrays(xs, ys, source, classes, split, {"image_shape": list(images.shape[1:])}, version)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from trainforge.config import RunConfig
+from trainforge.data.versioning import of_splits
 from trainforge.errors import DataError
 from trainforge.hardware import device_of
 from trainforge.nn.data import Arrays
@@ -147,7 +148,7 @@ def load_sequences(config: RunConfig) -> Arrays:
             f"`nn.sequence_length` = {config.nn.sequence_length} characters; lower it or add text."
         )
     info.pop("task"), info.pop("classes")
-    return Arrays(xs, ys, splits.source, classes, None, info)
+    return Arrays(xs, ys, splits.source, classes, None, info, of_splits(splits))
 
 
 # networks, losses, scores -----------------------------------------------------------------------------------------

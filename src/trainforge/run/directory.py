@@ -1,9 +1,11 @@
 """A run's directory: opened under its name (default `<stem>-<time>`), or the unfinished run of the same config
 found again for --resume. `kind` (the task registry entry, or the application, that made the run) is recorded in
-run.json, so commands that use a finished run know what it is without guessing from its files."""
+run.json, so commands that use a finished run know what it is without guessing from its files; so is, for a run
+that reads data, which data it trains on (data/versioning.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -11,7 +13,9 @@ from rich.console import Console
 
 from trainforge import distributed
 from trainforge.config import RunConfig, dump_config, load_config
+from trainforge.data.versioning import ROW_IDS_FILE, DataVersion
 from trainforge.errors import RunError
+from trainforge.tracking.registry import data_differences, described_differences
 from trainforge.tracking.rundir import RunDir, atomic_write_text, list_runs
 
 
@@ -20,13 +24,16 @@ def default_name(stem: str) -> str:
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def open_run(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunConfig, RunDir]:
-    """A new run directory named `name` (default `<stem>-<time>`), or the unfinished run to resume; the config
-    returned carries the run's name. Under data-parallel training rank 0 opens it and the other ranks follow."""
-    return distributed.open_on_rank0(lambda: _open(config, resume, kind, stem))
+def open_run(
+    config: RunConfig, resume: bool, kind: str, stem: str, data: DataVersion | None = None
+) -> tuple[RunConfig, RunDir]:
+    """A new run directory named `name` (default `<stem>-<time>`), or the unfinished run to resume, with the
+    `data` it trains on recorded (`record_data`); the config returned carries the run's name. Under data-parallel
+    training rank 0 opens it and the other ranks follow."""
+    return distributed.open_on_rank0(lambda: _open(config, resume, kind, stem, data))
 
 
-def _open(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunConfig, RunDir]:
+def _open(config: RunConfig, resume: bool, kind: str, stem: str, data: DataVersion | None) -> tuple[RunConfig, RunDir]:
     if resume:
         run = open_for_resume(config)
         config = config.model_copy(update={"name": run.name})
@@ -39,7 +46,24 @@ def _open(config: RunConfig, resume: bool, kind: str, stem: str) -> tuple[RunCon
         config = named.model_copy(update={"name": run.name})
         if run.name != named.name:  # a generated name another run took in the same second
             atomic_write_text(run.file("config.yaml"), dump_config(config))
+    if data is not None:
+        record_data(run, data)
     return config, run
+
+
+def record_data(run: RunDir, data: DataVersion) -> None:
+    """run.json's `data` block (each split's fingerprint and row count) and the splits' row ids in their own file;
+    a resumed run whose data changed since it started says so, and records the data it goes on with."""
+    started_on = (run.info().get("data") or {}).get("fingerprints")
+    changed = data_differences(started_on, data.fingerprints) if started_on else []
+    if changed:
+        Console(stderr=True).print(
+            f"[bold yellow]warning:[/] the data differs from what run {run.name} started on (started vs now): "
+            f"{described_differences(changed)}; it goes on with the data as it is now, and records that.",
+            highlight=False,
+        )
+    atomic_write_text(run.file(ROW_IDS_FILE), json.dumps(data.row_ids) + "\n")
+    run.record(data=data.block())
 
 
 def config_without_name(config: RunConfig) -> dict:

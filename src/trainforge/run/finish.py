@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
+from trainforge.tracking.registry import FINGERPRINT
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 # What every run's MLflow record carries (those that exist), before its task's own artifacts.
@@ -53,6 +54,9 @@ def finish_run(
     awaiting labels). Returns it."""
     for recorded_at_the_end in ("mlflow_run_id", "mlflow_error"):
         summary.pop(recorded_at_the_end, None)
+    # which data made the model, beside its scores (run.json's `data` block, recorded when the run opened)
+    fingerprints = (run.info().get("data") or {}).get("fingerprints", {})
+    summary.update({f"{FINGERPRINT}{part}": value for part, value in fingerprints.items()})
     atomic_write_json(run.file("summary.json"), summary)  # what the report and MLflow record
     if config.tracking.report:
         from trainforge.tracking.report import write_report

@@ -104,8 +104,9 @@ def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokeni
 
 def scored_on(config: RunConfig, data: str | None) -> RunConfig:
     """The config of a finished run reading `data` as its test split, for `trainforge eval --data` (`train` must
-    name a source but is not trained on); unchanged without `data`."""
+    name a source but is not trained on; `data.clean` is not applied: every row is scored); unchanged without
+    `data`."""
     if not data:
         return config
-    fields = {"path": None, "task": None, "validation": None, "train": data, "test": data}
+    fields = {"path": None, "task": None, "validation": None, "train": data, "test": data, "clean": None}
     return config.model_copy(update={"data": config.data.model_copy(update=fields)})

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import RL_OBJECTIVES, is_nn_run
+from trainforge.data.versioning import DataVersion
 from trainforge.errors import ConfigError, RunError, TrainforgeError
 from trainforge.run.directory import open_run
 from trainforge.tracking.rundir import RunDir
@@ -262,7 +263,8 @@ def for_run(run: RunDir) -> TaskEntry:
     return used_as(run_config(run))
 
 
-def open_task_run(name: str, config: RunConfig, resume: bool) -> tuple[RunConfig, RunDir]:
-    """`run.directory.open_run` for task `name`: its run named after its stem, its kind recorded."""
+def open_task_run(name: str, config: RunConfig, resume: bool, data: DataVersion | None) -> tuple[RunConfig, RunDir]:
+    """`run.directory.open_run` for task `name`: its run named after its stem, its kind and the `data` it trains
+    on recorded (None only for a task that reads no data)."""
     entry = get(name)
-    return open_run(config, resume, entry.name, entry.stem(config))
+    return open_run(config, resume, entry.name, entry.stem(config), data)

@@ -121,25 +121,25 @@ def _log_run(
             client.log_artifact(run_id, str(path))
         elif path.is_dir():
             client.log_artifacts(run_id, str(path), artifact_path=path.name)
-    datasets = dataset_inputs(config.get("data") or {}, summary)
+    datasets = dataset_inputs(config.get("data") or {}, run.info().get("data") or {})
     if datasets:
         client.log_inputs(run_id, datasets=datasets)
     client.set_terminated(run_id)
     return run_id
 
 
-def dataset_inputs(data: dict, summary: dict) -> list:
-    """Each split the run trained and was scored on, as an MLflow dataset input (its content fingerprint as the
-    digest), so the MLflow UI shows which data made the model."""
+def dataset_inputs(data: dict, recorded: dict) -> list:
+    """Each split the run trained and was scored on (run.json's `data` block), as an MLflow dataset input: its
+    content fingerprint is the digest and its row count the profile, so the MLflow UI shows which data made the
+    model. `data`: the run's data config, which names the source."""
     import json
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    where = data.get("path") or data.get("train") or data.get("task") or "data.sources"
     inputs = []
-    for key, digest in summary.items():
-        if key.startswith("data.fingerprint."):
-            part = key.removeprefix("data.fingerprint.")
-            dataset = Dataset(f"{Path(str(where)).name}:{part}", digest, "local", json.dumps({"uri": str(where)}))
-            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", part)]))
+    for part, digest in recorded.get("fingerprints", {}).items():
+        where = str(data.get("path") or data.get(part) or data.get("task") or data.get("dataset") or "data.sources")
+        profile = json.dumps({"num_rows": recorded["rows"][part]})
+        dataset = Dataset(f"{Path(where).name}:{part}", digest, "local", json.dumps({"uri": where}), profile=profile)
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", part)]))
     return inputs

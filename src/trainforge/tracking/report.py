@@ -26,14 +26,29 @@ def loss_curve_png(metrics: list[dict]) -> bytes | None:
     return figures.png(fig)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
+def html_table(rows: list[list[str]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(title: str, png: bytes) -> str:
+def html_image(title: str, png: bytes) -> str:
     return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto}"
+)
+
+
+def html_page(title: str, parts: list[str]) -> str:
+    """One self-contained page: inline style, figures embedded, nothing fetched."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(
@@ -47,29 +62,19 @@ def write_report(
     """`figures` (title, PNG) and `tables` (title, rows, header) add sections; runs that log no losses (tabular
     runs) show those instead of the loss curves."""
     png = loss_curve_png(run.metrics())
-    plot = (
-        f'<img alt="loss curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        if png
-        else "<p>No losses logged.</p>"
-    )
+    plot = html_image("loss curves", png) if png else "<p>No losses logged.</p>"
     parts = [
         f"<h1>trainforge run {html.escape(run.name)}</h1>",
         "<h2>Summary</h2>",
-        _table([[k, v] for k, v in summary.items()], ["key", "value"]),
+        html_table([[k, v] for k, v in summary.items()], ["key", "value"]),
     ]
     if comparison:
-        parts += ["<h2>Before / after</h2>", _table(comparison, ["metric", "before", "after"])]
+        parts += ["<h2>Before / after</h2>", html_table(comparison, ["metric", "before", "after"])]
     for title, rows, header in tables or []:
-        parts += [f"<h2>{html.escape(title)}</h2>", _table(rows, header)]
+        parts += [f"<h2>{html.escape(title)}</h2>", html_table(rows, header)]
     if png or not figures:
         parts += ["<h2>Loss curves</h2>", plot]
     for title, image in figures or []:
-        parts += [f"<h2>{html.escape(title)}</h2>", _img(title, image)]
+        parts += [f"<h2>{html.escape(title)}</h2>", html_image(title, image)]
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
-        "pre{background:#f6f6f6;padding:1em;overflow:auto}"
-    )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    atomic_write_text(run.file("report.html"), page)
+    atomic_write_text(run.file("report.html"), html_page(run.name, parts))

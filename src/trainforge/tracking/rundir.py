@@ -197,10 +197,14 @@ class RunDir:
             return {}
 
     def set_status(self, status: str, **fields: Any) -> None:
-        info = self.info()
         if status == "running":  # who runs it: a dead process on this host means the run was killed
             fields = {"pid": os.getpid(), "host": socket.gethostname(), **fields}
-        info.update(fields, status=status, updated=time.time())
+        self.record(**fields, status=status)
+
+    def record(self, **fields: Any) -> None:
+        """Add `fields` to run.json (its status unchanged unless one of them is `status`)."""
+        info = self.info()
+        info.update(fields, updated=time.time())
         atomic_write_json(self.file(STATUS_FILE), info)
 
     @contextmanager

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, load_config
+from trainforge.data.versioning import of_splits
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.distillation import distilling
 from trainforge.run.finish import finish_with_scores, fmt, print_summary
@@ -195,7 +196,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             )
             return {**lm_scores(model), "teacher_kl": kl}
 
-    config, run = open_task_run("distill", prep.config, resume)
+    config, run = open_task_run("distill", prep.config, resume, of_splits(prep.splits))
     prep.config = config
     with run.failing_on_error():
         if textcls:

@@ -14,6 +14,7 @@ from torch import nn
 
 from trainforge.checkpoints import load_checkpoint, save_checkpoint
 from trainforge.config import RunConfig, load_config
+from trainforge.data.versioning import of_arrays
 from trainforge.hardware import device_of, pick_device
 from trainforge.nn.models import linear_stack, load_network, save_network
 from trainforge.run.finish import finish_with_scores, print_summary
@@ -77,7 +78,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         "task": config.data.task,
         "dataset": config.data.dataset,
     }
-    config, run = open_task_run("gan", config, resume)
+    # every row trains: one split, its rows numbered in the order read
+    version = of_arrays({"train": rows}, {"train": None}, {"train": np.arange(len(rows))})
+    config, run = open_task_run("gan", config, resume, version)
     with run.failing_on_error():
         torch.manual_seed(g.seed)
         # The data and noise stay on the CPU, drawn from the seeded CPU generator (the same draws on any machine);

@@ -10,6 +10,7 @@ import time
 from rich.console import Console
 
 from trainforge.config import RunConfig
+from trainforge.data.versioning import of_splits
 from trainforge.errors import DataError
 from trainforge.run.finish import finish_with_scores, print_summary
 from trainforge.run.prepare import checked_layout, resolve_run
@@ -136,7 +137,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     heldout = prompts_of(held[: config.evaluation.max_samples] if config.evaluation.max_samples else held)
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
-    config, run = open_task_run("rl", config, resume)
+    config, run = open_task_run("rl", config, resume, of_splits(splits))
     with run.failing_on_error(), resource_errors(run, t):
         set_seed(t.seed)
         model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())

@@ -12,10 +12,12 @@ from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
 from trainforge.data.arrow import TokenSettings, arrow_splits, arrow_tokens
+from trainforge.data.clean import write_dropped
 from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.templates import use_template
 from trainforge.data.tokenize import Masking, check_end_of_turn, end_of_turn
+from trainforge.data.versioning import of_splits
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
@@ -180,9 +182,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; {len(prep.train_rows)} training sequences"
     )
     print_data_report(prep.report)
-    config, run = open_task_run("lm", prep.config, resume)
+    config, run = open_task_run("lm", prep.config, resume, of_splits(prep.splits))
     prep.config = config
     with run.failing_on_error():
+        if config.data.clean:
+            write_dropped(run.file("dropped.jsonl"), prep.report.clean_dropped)
         set_seed(config.training.seed)
         model = load_model(config, prep)
         eos = prep.tokenizer.eos_token_id

@@ -64,7 +64,8 @@ def _value(task, row: dict, source: str, number: int):
 
 
 def normalizer(cfg: DataConfig, mt: MultiTaskConfig):
-    """The row check for `load_splits`: {"text", "targets": {task: label | number | None}, "where"} per row."""
+    """The row check for `load_splits`: {"text", "targets": {task: label | number | None}, "row", "where"} per
+    row."""
 
     def normalize(numbered: list[tuple[int, dict]], source: str) -> list[dict]:
         rows = []
@@ -80,7 +81,7 @@ def normalizer(cfg: DataConfig, mt: MultiTaskConfig):
                     f"the row carries no target of any task (expected at least one of {wanted}; "
                     f"fields present: {present}); set `multitask.tasks[].target` to the fields that hold them.",
                 )
-            rows.append({"text": text, "targets": targets, "where": f"{source}, row {number}"})
+            rows.append({"text": text, "targets": targets, "row": number, "where": f"{source}, row {number}"})
         return rows
 
     return normalize

@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 
 from trainforge.config import RunConfig, load_config
+from trainforge.data.versioning import of_splits
 from trainforge.errors import RunError
 from trainforge.run.finish import finish_with_scores, fmt, print_summary
 from trainforge.run.prepare import Prepared as RunInputs
@@ -239,7 +240,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()}; tasks: {described}; "
         f"sampling {config.multitask.sampling}"
     )
-    config, run = open_task_run("multi-task", prep.config, resume)
+    config, run = open_task_run("multi-task", prep.config, resume, of_splits(prep.splits))
     prep.config = config
     with run.failing_on_error():
         set_seed(config.training.seed)

@@ -263,7 +263,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     """Train, evaluate, save and record one from-scratch network run; returns its run directory."""
     data, pipeline, info = prepare_data(config)  # input checks fail before a run directory exists
     console.print(f"[bold]data:[/] {data.source} → {data.sizes()}")
-    config, run = open_task_run("networks", config, resume)
+    config, run = open_task_run("networks", config, resume, data.version)
     with run.failing_on_error():
         if config.training.threads:
             torch.set_num_threads(config.training.threads)

@@ -7,7 +7,9 @@ from __future__ import annotations
 from rich.console import Console
 
 from trainforge.config import RunConfig, load_config
+from trainforge.data.clean import write_dropped
 from trainforge.data.splits import load_splits
+from trainforge.data.versioning import of_splits
 from trainforge.inference.reward import load_reward_model, load_run_reward_model
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
@@ -52,9 +54,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     console.print(f"[bold]hardware:[/] {prep.hardware.describe()}")
     console.print(f"[bold]data:[/] {prep.splits.source} → {prep.splits.sizes()} preference pairs")
     print_data_report(prep.report)
-    config, run = open_task_run("reward", prep.config, resume)
+    config, run = open_task_run("reward", prep.config, resume, of_splits(prep.splits))
     prep.config = config
     with run.failing_on_error():
+        if config.data.clean:
+            write_dropped(run.file("dropped.jsonl"), prep.report.clean_dropped)
         set_seed(config.training.seed)
         model = load_reward_model(config.model.name, prep.tokenizer.pad_token_id)
         before = baseline_scores(run, config, lambda: (pair_scores(model, prep), []))

@@ -122,7 +122,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     env = make_env(env_id)  # a bad id fails before the run directory exists
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
     sizes = [obs_dim, *a.hidden, n_actions]
-    config, run = open_task_run("rl-agent", config, resume)
+    config, run = open_task_run("rl-agent", config, resume, data=None)  # an environment, no data set
     with run.failing_on_error():
         torch.manual_seed(a.seed)
         random.seed(a.seed)

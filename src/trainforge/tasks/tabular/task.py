@@ -14,6 +14,7 @@ from rich.console import Console
 from trainforge.classical.metrics import clustering_scores, supervised_scores
 from trainforge.classical.prepare import Prepared, cluster, fold_scores, prepare
 from trainforge.config import RunConfig
+from trainforge.data.versioning import of_table
 from trainforge.run.finish import finish_run, print_summary
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.faults import resource_errors
@@ -36,7 +37,8 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         f"{prep.split.sizes() if prep.task != 'clustering' else len(prep.X)} rows; {len(kinds)} features "
         f"({', '.join(f'{k}: {kinds.count(k)}' for k in sorted(set(kinds)))})"
     )
-    config, run = open_task_run("tabular", config, resume=False)
+    parts = {"train": np.arange(len(prep.X))} if prep.task == "clustering" else prep.split.parts()  # what fits
+    config, run = open_task_run("tabular", config, False, of_table(prep.table, parts))
     prep.config = config
     with run.failing_on_error(), resource_errors(run):
         summary, figures, tables = _fit_and_score(prep, run)

@@ -15,6 +15,7 @@ from rich.console import Console
 from trainforge import distributed
 from trainforge.config import RunConfig, load_config
 from trainforge.data.labelled import encode, load_labelled
+from trainforge.data.versioning import of_splits
 from trainforge.errors import ConfigError, DataError, RunError
 from trainforge.models.loading import read_artifact_json
 from trainforge.run.finish import finish_with_scores, print_summary
@@ -171,7 +172,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     )
     if resume and estimator_name(config):
         raise RunError("An embeddings → estimator run holds no checkpoints; start it again without --resume.")
-    config, run = open_task_run("text-classification", prep.config, resume)
+    config, run = open_task_run("text-classification", prep.config, resume, of_splits(prep.splits))
     prep.config = config
     with run.failing_on_error():
         if distributed.is_main():
@@ -213,15 +214,15 @@ def mean_pooled(model, tokenizer, rows: list[dict], batch_size: int = 32) -> np.
     """Sentence embeddings: the encoder's last hidden states averaged over the real (unpadded) tokens."""
     from transformers import DataCollatorWithPadding
 
+    from trainforge.models.pooling import mean_pool
+
     collate = DataCollatorWithPadding(tokenizer)
     encoder = model.base_model
     encoder.eval()
     out = []
     for start in range(0, len(rows), batch_size):
         batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[start : start + batch_size]])
-        hidden = encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+        out.append(mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]))
     return np.concatenate(out)
 
 
