@@ -501,10 +501,20 @@ def runs_list(runs_dir: str = "runs"):
     from trainforge.tracking import list_runs
     from trainforge.tracking.registry import SUMMARY_KEYS, listed_summary
 
-    table = Table("run", "status", *SUMMARY_KEYS)
-    for run in list_runs(runs_dir):
+    runs = list_runs(runs_dir)
+    # A run's name is how every other command finds it: never cut. Metric columns that do not fit beside it are
+    # left out, and the caption says which.
+    name_width = max((len(r.name) for r in runs), default=3)
+    fit = max(0, (out.width - name_width - 4 - 12) // 12)  # borders; status and each metric about 12 columns
+    shown, left_out = SUMMARY_KEYS[:fit], SUMMARY_KEYS[fit:]
+    caption = f"not shown (too narrow): {', '.join(left_out)}; see `runs show RUN`" if left_out else None
+    table = Table(title=f"runs in {runs_dir}", caption=caption)
+    table.add_column("run", no_wrap=True, min_width=name_width)
+    for key in ("status", *shown):
+        table.add_column(key, overflow="ellipsis")
+    for run in runs:
         summary = listed_summary(run)
-        table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in SUMMARY_KEYS))
+        table.add_row(run.name, run.status, *(fmt(summary.get(k, "")) for k in shown))
     out.print(table)
 
 
