@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from trainforge.errors import ConfigError
+from trainforge.models.saving import portable_config, save_tokenizer
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 INPUTS = ("input_ids", "attention_mask")
@@ -68,8 +69,9 @@ def export_onnx(model, tokenizer, out: Path, quantize: str | None = None) -> Pat
 
             quantize_dynamic(str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8)
             fp32.unlink()
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         model.config.save_pretrained(tmp)  # labels (id2label) and architecture for whoever serves it
+        portable_config(tmp)
         (tmp / "export.json").write_text(json.dumps({"format": "onnx", "quantize": quantize, "inputs": list(INPUTS)}))
     return out
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from trainforge.errors import ConfigError, RunError
+from trainforge.models.saving import save_model, save_tokenizer
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 QUANTIZE = ("bf16", "int8", "int4")
@@ -61,7 +62,7 @@ def quantize_folder(src: Path, auto_class, kind: str, out: Path) -> Path:
     finally:
         hf_logging.set_verbosity(verbosity)
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
+        save_model(model, tmp)
         for f in src.iterdir():  # tokenizer, labels and generation files travel with the weights
             if f.is_file() and f.suffix != ".safetensors" and f.name != "config.json" and not (tmp / f.name).exists():
                 shutil.copy2(f, tmp / f.name)
@@ -85,8 +86,8 @@ def quantize_run(run: RunDir, kind: str, out: Path | None = None) -> Path:
     model, tokenizer, auto = run_model(run)
     tmp = Path(tempfile.mkdtemp(prefix="tf-export-"))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_model(model, tmp)
+        save_tokenizer(tokenizer, tmp)
         target = Path(out) if out else run.path / f"export-{kind}"
         quantize_folder(tmp, auto, kind, target)
     finally:

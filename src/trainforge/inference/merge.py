@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainforge.config import load_config
 from trainforge.errors import RunError
 from trainforge.inference import load_run_model
 from trainforge.models.loading import check_peft_adapter
+from trainforge.models.registry import public_name
+from trainforge.models.saving import save_model, save_tokenizer, write_model_card
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 # peft adapters that add virtual tokens instead of changing weights: nothing to fold into the base model
@@ -38,6 +41,7 @@ def merge_run(run: RunDir, out: Path | None = None) -> Path:
     merged = model.merge_and_unload()
     target = out or run.path / "merged"
     with atomic_dir(Path(target)) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_model(merged, tmp)
+        save_tokenizer(tokenizer, tmp)
+        write_model_card(tmp, public_name(load_config(run.file("config.yaml")).model.name))
     return Path(target)

@@ -18,6 +18,8 @@ from torch import nn
 
 from trainforge.errors import ConfigError, RunError
 from trainforge.methods.base import Method, register
+from trainforge.models.registry import public_name
+from trainforge.models.saving import save_tokenizer
 
 WEIGHTS, CONFIG = "adapter_weights.safetensors", "bottleneck_adapter.json"
 # Output projections after attention and after the feed-forward block, by architecture.
@@ -136,14 +138,14 @@ class BottleneckAdapter(Method):
             out,
             {
                 "method": self.name,
-                "base_model": self.config.model.name,
+                "base_model": public_name(self.config.model.name),
                 "bottleneck": opts.bottleneck,
                 "activation": opts.activation,
                 "targets": self.targets,
                 "adapted": self.adapted,
             },
         )
-        tokenizer.save_pretrained(out)
+        save_tokenizer(tokenizer, out)
 
 
 @register
@@ -165,5 +167,5 @@ class FeatureExtraction(Method):
         return model
 
     def save(self, model, tokenizer, out: Path) -> None:
-        save_trainable(model, out, {"method": self.name, "base_model": self.config.model.name})
-        tokenizer.save_pretrained(out)
+        save_trainable(model, out, {"method": self.name, "base_model": public_name(self.config.model.name)})
+        save_tokenizer(tokenizer, out)

@@ -56,8 +56,10 @@ class Method:
         """Raise ConfigError for settings the model cannot take, before the run directory exists."""
 
     def save(self, model, tokenizer, out: Path) -> None:
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        from trainforge.models.saving import save_model, save_tokenizer
+
+        save_model(model, out)
+        save_tokenizer(tokenizer, out)
 
     def data_parallel_problem(self) -> str | None:
         """Why this method cannot train data-parallel as configured, or None."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trainforge.errors import ConfigError
 from trainforge.methods.base import Method, register
 
@@ -25,6 +27,13 @@ class PeftMethod(Method):
         from peft import get_peft_model
 
         return decode_virtual_tokens_without_cache(get_peft_model(model, self.peft_config()))
+
+    def save(self, model, tokenizer, out: Path) -> None:
+        from trainforge.models.registry import public_name
+        from trainforge.models.saving import name_public_base
+
+        super().save(model, tokenizer, out)
+        name_public_base(out, public_name(self.config.model.name))
 
     def check_before_run(self) -> None:
         """A `target_modules` list that names no layer of the model is refused now, with the layer names there

@@ -73,6 +73,27 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def shared_mode(directory: bool = False) -> int:
+    """The mode `open()` / `mkdir()` give: 0o666 / 0o777 less the umask. tempfile makes its files and folders 0600 /
+    0700 and safetensors writes 0600, which would keep artifacts from other users and the services that serve them;
+    secrets (the signing key) are written 0600 on purpose, not through here."""
+    try:  # Linux shows the umask without changing it (os.umask must set it to read it, racing other threads)
+        status = Path("/proc/self/status").read_text()
+        umask = next(int(line.split()[1], 8) for line in status.splitlines() if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def share_tree(folder: Path) -> None:
+    """Widen `folder` and everything under it to `shared_mode` (never narrowing: an executable stays one)."""
+    modes = {False: shared_mode(), True: shared_mode(directory=True)}
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | modes[path.is_dir()])
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -82,6 +103,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, shared_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -102,6 +124,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        share_tree(tmp)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -148,6 +171,7 @@ class RunDir:
         try:
             root.mkdir(parents=True, exist_ok=True)
             staging = cls(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+            staging.path.chmod(shared_mode(directory=True))
             staging.set_status("running", started=time.time(), **({"kind": kind} if kind else {}))  # pid first
             atomic_write_text(staging.file("config.yaml"), config_yaml)
         except OSError as err:  # a read-only or full runs folder: say so before any work starts
