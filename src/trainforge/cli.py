@@ -157,7 +157,9 @@ def demo(overrides: Optional[List[str]] = typer.Argument(None, help="key=value o
 
 @app.command("eval")
 def evaluate(
-    run: str = typer.Argument(..., help="Run name or directory (with --benchmark also a model alias or folder)."),
+    run: str = typer.Argument(
+        ..., help="Run name or directory (with --benchmark or --harness also a model alias or folder)."
+    ),
     data: Optional[str] = typer.Option(
         None,
         "--data",
@@ -202,11 +204,45 @@ def evaluate(
         "(e.g. the base model) the same way and print both accuracies per subject "
         "with the difference; its results go to its own default file.",
     ),
+    harness: Optional[str] = typer.Option(
+        None,
+        "--harness",
+        help="EleutherAI lm-evaluation-harness tasks, comma-separated: the bundled basics, tasks of "
+        "--harness-include folders, or the harness's own where their data is on this machine (the Hub is off). "
+        "Results: the run's harness-<tasks>.json, its summary.json (harness.<task>.<metric>) and MLflow record.",
+    ),
+    harness_include: Optional[List[Path]] = typer.Option(
+        None,
+        "--harness-include",
+        help="Folder of your own harness task YAMLs (repeatable); name its tasks in --harness.",
+    ),
 ):
     """Score a trained run on held-out data: LM runs perplexity and generation metrics, text-classification runs
     accuracy and F1, tabular runs their task metrics, rl-agent runs replay their policy (mean return), gan runs
     score fresh samples. With --benchmark: multiple-choice accuracy by log-likelihood,
-    for a run or a base model alike (--baseline BASE: before/after in one table)."""
+    for a run or a base model alike (--baseline BASE: before/after in one table). With --harness: tasks of
+    EleutherAI's lm-evaluation-harness over local files, on a run or a base model."""
+    if harness:
+        from trainforge.evaluation.harness import harness_source
+
+        unused = {"--benchmark": benchmark, "--baseline": baseline, "--fewshot-from": fewshot_from, "--data": data}
+        unused.update({"--episodes": episodes, "--prompt-format chat": prompt_format != "plain"})
+        if any(unused.values()):
+            raise TrainforgeError(
+                f"--harness does not take {', '.join(k for k, v in unused.items() if v)}: a harness task names its "
+                "data, prompts and few-shot examples in its YAML. Run --benchmark on its own for those."
+            )
+        done = harness_source(
+            run, harness, harness_include or [], fewshot, seed, per_subject, batch_size, out_file, runs_dir
+        )
+        table = Table("task", "metric", "value", "stderr", title=f"{done['model']} on lm-evaluation-harness")
+        for task, metric, value, stderr in done["rows"]:
+            table.add_row(task, metric, f"{value:.4f}", "" if stderr is None else f"{stderr:.4f}")
+        out.print(table)
+        if done["mlflow_error"]:
+            out.print(f"[bold yellow]warning:[/] recording the scores in MLflow failed: {done['mlflow_error']}")
+        out.print(f"results written to [bold]{done['path']}[/]" + (" and summary.json" if done["run"] else ""))
+        return
     if benchmark:
         from trainforge.evaluation.benchmark import benchmark_source
 
@@ -364,30 +400,40 @@ def export(
     ),
     runs_dir: str = typer.Option("runs", help="Where runs live."),
 ):
-    """Write a trained run in a form other tools load."""
+    """Write a trained run in a form other tools load, each with its model card (README.md; a GGUF file also with an
+    Ollama Modelfile). Every export, and `export RUN` alone, writes the full card of the run's own model folders too
+    (adapter/ or model/, merged/)."""
+    from trainforge.export.card import write_card, write_run_cards
     from trainforge.tracking import find_run
 
     if format not in (None, "onnx", "gguf"):
         raise TrainforgeError(f"Option `--format` = {format!r}: expected onnx or gguf.")
-    if not (merge or quantize or format):
-        raise TrainforgeError("Say what to export: --merge, --quantize int8|int4|bf16 or --format onnx|gguf.")
     r = find_run(run, runs_dir)
     if merge:
         from trainforge.inference.merge import merge_run
 
-        out.print(f"merged model written to [bold]{merge_run(r, out_dir)}[/]")
+        merged = merge_run(r, out_dir)
+        if out_dir:  # <run>/merged gets its card with the run's own folders, below
+            write_card(r, merged, "merged")
+        out.print(f"merged model written to [bold]{merged}[/]")
     if format == "onnx":
         from trainforge.export.onnx import export_run_onnx
 
-        out.print(f"ONNX model written to [bold]{export_run_onnx(r, quantize, out_dir)}[/]")
+        out.print(f"ONNX model and its model card written to [bold]{export_run_onnx(r, quantize, out_dir)}[/]")
     elif format == "gguf":
         from trainforge.export.gguf import export_run_gguf
 
-        out.print(f"GGUF model written to [bold]{export_run_gguf(r, quantize, out_dir)}[/]")
+        path = export_run_gguf(r, quantize, out_dir)
+        out.print(f"GGUF model written to [bold]{path}[/], its model card and Ollama Modelfile beside it")
     elif quantize:
         from trainforge.export.quantize import quantize_run
 
-        out.print(f"{quantize} model written to [bold]{quantize_run(r, quantize, out_dir)}[/]")
+        out.print(f"{quantize} model and its model card written to [bold]{quantize_run(r, quantize, out_dir)}[/]")
+    cards = write_run_cards(r)
+    if not (cards or merge or quantize or format):
+        raise TrainforgeError(f"Run {r.path} has no model folder (adapter/, model/, merged/) to write a card for.")
+    for card in cards:
+        out.print(f"model card written to [bold]{card}[/]")
 
 
 @app.command()

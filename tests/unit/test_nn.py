@@ -15,6 +15,7 @@ from trainforge.pipeline import train
 from trainforge.tasks.networks.task import augment
 from trainforge.tasks.networks.task import evaluate as evaluate_nn_run
 from trainforge.tasks.networks.task import predict as predict_nn_file
+from trainforge.tracking.mlflow_log import artifact_folder, tracking_uri
 from trainforge.tracking.rundir import read_json
 
 
@@ -82,7 +83,7 @@ def test_mlp_regression_beats_the_mean(runs_dir):
     assert read_json(run.file("summary.json"))["test.r2"] >= 0.3
 
 
-def test_mlflow_records_the_network_folder(runs_dir, tmp_path):
+def test_mlflow_records_the_network_folder(runs_dir):
     import mlflow
 
     run = train(nn_config(runs_dir, name="tracked", training={"epochs": 2}, tracking={"mlflow": True}))
@@ -90,11 +91,12 @@ def test_mlflow_records_the_network_folder(runs_dir, tmp_path):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}")
     recorded = client.get_run(run.info()["mlflow_run_id"])
     assert recorded.data.metrics["final.test.accuracy"] == pytest.approx(summary["test.accuracy"])
-    logged = {a.path for a in client.list_artifacts(recorded.info.run_id, "model")}
-    assert logged == {"model/model.safetensors", "model/architecture.json"}
-    assert {"nn.json", "preprocess"} <= {a.path for a in client.list_artifacts(recorded.info.run_id)}
-    copy = client.download_artifacts(recorded.info.run_id, "model/model.safetensors", str(tmp_path))
-    weights, saved = load_file(copy), load_file(str(run.path / "model" / "model.safetensors"))
+    # the store's artifacts folder, beside it (tracking/mlflow_log.py): what `mlflow ui` serves
+    folder = artifact_folder(tracking_uri(runs_dir, None), recorded.info.artifact_uri)
+    assert {p.name for p in (folder / "model").iterdir()} == {"model.safetensors", "architecture.json"}
+    assert {"nn.json", "preprocess"} <= {p.name for p in folder.iterdir()}
+    weights = load_file(str(folder / "model" / "model.safetensors"))
+    saved = load_file(str(run.path / "model" / "model.safetensors"))
     assert weights.keys() == saved.keys() and all(torch.equal(weights[k], saved[k]) for k in saved)
 
 

@@ -21,7 +21,7 @@ from trainforge.active.loop import EstimatorLearner, accuracy, area_under_curve,
 from trainforge.config import RunConfig, load_config
 from trainforge.data.formats import row_error
 from trainforge.errors import ConfigError, DataError, RunError
-from trainforge.run.directory import open_run
+from trainforge.run.directory import open_run, start_tracking
 from trainforge.run.finish import finish_run
 from trainforge.tracking.figures import png, pyplot
 from trainforge.tracking.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
@@ -340,6 +340,7 @@ def continue_interactive(config: RunConfig, labels: Path) -> RunDir:
         point["accuracy"] = accuracy(data.learner, data.test, data.test_labels)
     else:
         strategy = "random"  # one class so far: no model to ask, so widen the sample first
+    start_tracking(run, config, "active", resume=True)  # the round's record continues the run's
     run.append_metrics(point)
     state["round"] += 1
     done = state["round"] > a.rounds or labelled.all()

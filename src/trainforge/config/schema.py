@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trainforge.errors import ConfigError
 
@@ -539,12 +548,50 @@ class RLConfig(Section):
     lam: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda.")
 
 
+TRACKERS = ("mlflow", "tensorboard", "wandb", "trackio")
+
+
 class TrackingConfig(Section):
     runs_dir: str = "runs"
-    mlflow: bool = True
+    report_to: list[Literal[TRACKERS]] = Field(
+        ["mlflow"],
+        description="Where the run is tracked live from its start ([] for none): mlflow (`tracking_uri`'s store), "
+        "tensorboard (<run>/tensorboard/), wandb (offline in <run>/wandb/), trackio (its local store); all but mlflow "
+        "need `pip install 'trainforge[trackers]'` (docs/run-directory.md).",
+    )
+    mlflow: bool | None = Field(
+        None,
+        exclude=True,
+        description="The older switch, still read: false takes mlflow out of `report_to`, true puts it in.",
+    )
     tracking_uri: str | None = Field(None, description="Default: sqlite:///<runs_dir>/mlflow.db (embedded).")
-    experiment: str = "trainforge"
+    experiment: str = Field("trainforge", description="The MLflow experiment, W&B project or Trackio project.")
     report: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlflow_switch(cls, data: Any) -> Any:
+        """`mlflow: true / false` as an edit of `report_to`, so that an override of either key works on a config
+        that lists both (config.yaml carries only `report_to`)."""
+        if not isinstance(data, dict) or data.get("mlflow") is None:
+            return data
+        listed = data.get("report_to", ["mlflow"])
+        try:
+            on = TypeAdapter(bool).validate_python(data["mlflow"])
+        except ValidationError:
+            return data  # the fields' own checks say what is wrong
+        if not isinstance(listed, list):
+            return data
+        others = [name for name in listed if name != "mlflow"]
+        return {**data, "mlflow": None, "report_to": ["mlflow", *others] if on else others}
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return names
 
 
 class PreprocessingConfig(Section):

@@ -122,7 +122,12 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16", name: str = 
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantize == "q8_0" else gguf.LlamaFileType.MOSTLY_F16)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, (value, vtype, sub_type) in token_fields.items():
-            writer.add_key_value(key, value, vtype, sub_type)
+            if key != "tokenizer.chat_template":
+                writer.add_key_value(key, value, vtype, sub_type)
+        # the template the run trained with (`data.template` may differ from SmolLM2's): llama.cpp, llama-cpp-python
+        # and Ollama (without a TEMPLATE) render chats with it
+        if tokenizer.chat_template:
+            writer.add_chat_template(tokenizer.chat_template)
         for key, tensor in model.state_dict().items():
             if key == "lm_head.weight" and config.tie_word_embeddings:
                 continue  # llama.cpp reuses token_embd when output.weight is absent
@@ -145,12 +150,18 @@ def export_gguf(model, tokenizer, out: Path, quantize: str = "f16", name: str = 
 
 
 def export_run_gguf(run: RunDir, quantize: str | None = None, out: Path | None = None) -> Path:
-    """`<run>/export-gguf-<f16|q8_0>/model.gguf` (or under `out`); LoRA adapters are merged in first."""
+    """`<run>/export-gguf-<f16|q8_0>/model.gguf` (or under `out`) with an Ollama Modelfile and a model card beside
+    it; LoRA adapters are merged in first."""
+    from trainforge.config import load_config
+    from trainforge.export.card import write_card
+    from trainforge.export.ollama import write_modelfile
     from trainforge.export.quantize import run_model
 
     quantize = quantize or "f16"
     _check_quantize(quantize)  # before loading anything
     model, tokenizer, _ = run_model(run)
-    return export_gguf(
-        model, tokenizer, Path(out) if out else run.path / f"export-gguf-{quantize}", quantize, name=run.name
-    )
+    target = Path(out) if out else run.path / f"export-gguf-{quantize}"
+    path = export_gguf(model, tokenizer, target, quantize, name=run.name)
+    write_modelfile(target, path.name, tokenizer, load_config(run.file("config.yaml")))
+    write_card(run, target, "gguf")
+    return path

@@ -85,9 +85,13 @@ def onnx_logits(folder: Path, input_ids, attention_mask):
 
 
 def export_run_onnx(run: RunDir, quantize: str | None = None, out: Path | None = None) -> Path:
+    """`<run>/export-onnx[-int8]/` (or `out`) with its model card."""
+    from trainforge.export.card import write_card
     from trainforge.export.quantize import run_model
 
     model, tokenizer, _ = run_model(run)
-    return export_onnx(
+    target = export_onnx(
         model, tokenizer, Path(out) if out else run.path / f"export-onnx{'-' + quantize if quantize else ''}", quantize
     )
+    write_card(run, target, "onnx")
+    return target

@@ -81,7 +81,9 @@ def run_model(run: RunDir):
 
 
 def quantize_run(run: RunDir, kind: str, out: Path | None = None) -> Path:
-    """Write `<run>/export-<kind>/` (or `out`): the run's model quantized for inference."""
+    """Write `<run>/export-<kind>/` (or `out`): the run's model quantized for inference, with its model card."""
+    from trainforge.export.card import write_card
+
     quantization_config(kind)  # fail on a missing library before loading anything
     model, tokenizer, auto = run_model(run)
     tmp = Path(tempfile.mkdtemp(prefix="tf-export-"))
@@ -93,6 +95,7 @@ def quantize_run(run: RunDir, kind: str, out: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     (target / "export.json").write_text(json.dumps({"run": str(run.path), "quantize": kind}))
+    write_card(run, target, "quantized")
     return target
 
 

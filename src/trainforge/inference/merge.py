@@ -9,7 +9,7 @@ from trainforge.errors import RunError
 from trainforge.inference import load_run_model
 from trainforge.models.loading import check_peft_adapter
 from trainforge.models.registry import public_name
-from trainforge.models.saving import save_model, save_tokenizer, write_model_card
+from trainforge.models.saving import card_tags, save_model, save_tokenizer, write_model_card
 from trainforge.tracking.rundir import RunDir, atomic_dir
 
 # peft adapters that add virtual tokens instead of changing weights: nothing to fold into the base model
@@ -43,5 +43,6 @@ def merge_run(run: RunDir, out: Path | None = None) -> Path:
     with atomic_dir(Path(target)) as tmp:
         save_model(merged, tmp)
         save_tokenizer(tokenizer, tmp)
-        write_model_card(tmp, public_name(load_config(run.file("config.yaml")).model.name))
+        config = load_config(run.file("config.yaml"))
+        write_model_card(tmp, public_name(config.model.name), "transformers", card_tags(config))
     return Path(target)

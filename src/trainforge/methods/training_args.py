@@ -46,7 +46,7 @@ def trainer_arguments(config, run, has_eval: bool) -> dict:
         use_cpu=not torch.cuda.is_available(),
         seed=t.seed,
         data_seed=t.seed,
-        report_to="none",
+        report_to="none",  # every log row reaches the run's trackers through metrics.jsonl (tracking/trackers.py)
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",  # trained tokens/s in metrics.jsonl for every Trainer
         activation_checkpointing=bool(t.gradient_checkpointing),

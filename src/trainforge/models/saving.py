@@ -65,8 +65,9 @@ def portable_config(folder: Path) -> None:
 def name_public_base(adapter: Path, base_model: str) -> None:
     """Name a saved peft adapter's base by `base_model` (a name other machines know, see `registry.public_name`)
     instead of the local folder peft recorded: in adapter_config.json (what `AutoPeftModel` loads the base from, and
-    the tokenizer prompt tuning embedded its init text with) and in the metadata of the model card. peft keeps the
-    local folder while it trains and saves, so its own checks of the base read this machine's copy, not the Hub."""
+    the tokenizer prompt tuning embedded its init text with) and in the model card, which replaces peft's template
+    (its tags kept). peft keeps the local folder while it trains and saves, so its own checks of the base read this
+    machine's copy, not the Hub."""
     from huggingface_hub import ModelCard
 
     path = Path(adapter) / "adapter_config.json"
@@ -79,22 +80,41 @@ def name_public_base(adapter: Path, base_model: str) -> None:
     _write_json(path, config)
     readme = Path(adapter) / "README.md"
     if readme.is_file():
-        card = ModelCard.load(readme)
-        card.data.base_model = base_model
-        tags = card.data.tags or []
-        card.data.tags = [
-            f"base_model:adapter:{base_model}" if t.startswith("base_model:adapter:") else t for t in tags
-        ]
-        card.save(readme)
+        peft_card = ModelCard.load(readme).data
+        tags = [t for t in peft_card.tags or [] if not t.startswith("base_model:adapter:")]  # names the local folder
+        write_model_card(adapter, base_model, "peft", tags, pipeline_tag=peft_card.pipeline_tag)
 
 
-def write_model_card(out: Path, base_model: str) -> None:
-    """README.md whose metadata names the model this one was fine-tuned from (the Hub's `base_model` field)."""
-    (Path(out) / "README.md").write_text(
-        f"---\nbase_model: {json.dumps(base_model)}\nbase_model_relation: finetune\nlibrary_name: transformers\n---\n\n"
-        f"Fine-tuned from `{base_model}` with trainforge.\n",
-        encoding="utf-8",
-    )
+def write_model_card(
+    out: Path, base_model: str | None, library_name: str | None, tags: list[str], body: str | None = None, **metadata
+) -> Path:
+    """`out/README.md`, the one writer of model cards: the Hub's metadata as YAML front matter (`base_model` and how
+    this model derives from it, `library_name`, `tags` after `trainforge` (and, as peft tags an adapter, its base),
+    then `metadata` without its None values), then `body`, by default a line naming the base and how to get the
+    full card (export/card.py writes that one: it needs the finished run)."""
+    import yaml
+
+    front = {"base_model": base_model, "base_model_relation": None, "library_name": library_name}
+    if base_model:  # a model trained from scratch derives from none
+        front["base_model_relation"] = "adapter" if library_name == "peft" else "finetune"
+    adapter_of = [f"base_model:adapter:{base_model}"] if base_model and library_name == "peft" else []
+    front["tags"] = list(dict.fromkeys(["trainforge", *tags, *adapter_of]))
+    front.update(metadata)
+    front = {key: value for key, value in front.items() if value is not None}
+    if body is None:
+        origin = f"Fine-tuned from `{base_model}`" if base_model else "Trained from scratch"
+        body = (
+            f"{origin} with trainforge. `trainforge export RUN` writes the full model card here: the training data, "
+            "the scores before and after training, the training config and how to load the model.\n"
+        )
+    path = Path(out) / "README.md"
+    path.write_text(f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---\n\n{body}", encoding="utf-8")
+    return path
+
+
+def card_tags(config) -> list[str]:
+    """A run's model as Hub tags: its method and, for a language model, its training objective."""
+    return [config.method.name, *([config.training.objective] if config.task == "lm" else [])]
 
 
 def _write_json(path: Path, obj: dict) -> None:

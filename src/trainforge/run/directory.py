@@ -1,7 +1,8 @@
 """A run's directory: opened under its name (default `<stem>-<time>`), or the unfinished run of the same config
 found again for --resume. `kind` (the task registry entry, or the application, that made the run) is recorded in
 run.json, so commands that use a finished run know what it is without guessing from its files; so is, for a run
-that reads data, which data it trains on (data/versioning.py)."""
+that reads data, which data it trains on (data/versioning.py). The run's trackers (`tracking.report_to`) start
+here, for every task alike."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from trainforge.data.versioning import ROW_IDS_FILE, DataVersion
 from trainforge.errors import RunError
 from trainforge.tracking.registry import data_differences, described_differences
 from trainforge.tracking.rundir import RunDir, atomic_write_text, list_runs
+from trainforge.tracking.trackers import Trackers, check_installed
 
 
 def default_name(stem: str) -> str:
@@ -28,12 +30,13 @@ def open_run(
     config: RunConfig, resume: bool, kind: str, stem: str, data: DataVersion | None = None
 ) -> tuple[RunConfig, RunDir]:
     """A new run directory named `name` (default `<stem>-<time>`), or the unfinished run to resume, with the
-    `data` it trains on recorded (`record_data`); the config returned carries the run's name. Under data-parallel
-    training rank 0 opens it and the other ranks follow."""
+    `data` it trains on recorded (`record_data`) and its trackers started; the config returned carries the run's
+    name. Under data-parallel training rank 0 opens it and the other ranks follow."""
     return distributed.open_on_rank0(lambda: _open(config, resume, kind, stem, data))
 
 
 def _open(config: RunConfig, resume: bool, kind: str, stem: str, data: DataVersion | None) -> tuple[RunConfig, RunDir]:
+    check_installed(config.tracking.report_to)  # before a run directory exists
     if resume:
         run = open_for_resume(config)
         config = config.model_copy(update={"name": run.name})
@@ -48,7 +51,19 @@ def _open(config: RunConfig, resume: bool, kind: str, stem: str, data: DataVersi
             atomic_write_text(run.file("config.yaml"), dump_config(config))
     if data is not None:
         record_data(run, data)
+    start_tracking(run, config, kind, resume)
     return config, run
+
+
+def start_tracking(run: RunDir, config: RunConfig, kind: str, resume: bool) -> None:
+    """Start the run's trackers, which its RunDir then feeds; `resume`: continue their records of the run (also
+    for a run a later process continues without `open_run`, an interactive active-learning run given its labels).
+    A run whose trackers cannot start ends `failed` before anything trains."""
+    try:
+        run.trackers = Trackers.open(run, config, kind, resume)
+    except Exception as err:
+        run.record_end("failed", str(err))
+        raise
 
 
 def record_data(run: RunDir, data: DataVersion) -> None:

@@ -1,5 +1,6 @@
-"""How every run ends: summary.json, the HTML report, MLflow and the final status (`finish_run`, the one place),
-the before/after block of runs that score the untrained model too, and the summary printed as a table."""
+"""How every run ends: summary.json, the HTML report, the end of its trackers' records (MLflow, ...) and the final
+status (`finish_run`, the one place), the before/after block of runs that score the untrained model too, and the
+summary printed as a table."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainforge.config import RunConfig, dump_config
+from trainforge.config.schema import TRACKERS
 from trainforge.tracking.registry import FINGERPRINT
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
@@ -48,48 +50,32 @@ def finish_run(
     nested: list[dict] | None = None,
     status: str = "completed",
 ) -> str | None:
-    """summary.json, the report (with extra `tables` and `figures` sections), MLflow (with the task's extra
-    `artifacts`, files or folders, and `nested` child runs such as tuning trials), and the status. summary.json
-    and run.json carry `mlflow_run_id` (None when MLflow is off, or for a run that is not completed yet, e.g. one
-    awaiting labels). Returns it."""
-    for recorded_at_the_end in ("mlflow_run_id", "mlflow_error"):
+    """summary.json, the report (with extra `tables` and `figures` sections), the end of the trackers' records
+    (the summary, the task's extra `artifacts`, files or folders, and in MLflow `nested` child runs such as tuning
+    trials; tracking/trackers.py), and the status. summary.json and run.json carry `mlflow_run_id` (None when
+    MLflow is off) and `<tracker>_error` for each tracker that failed. Returns the MLflow run id."""
+    for recorded_at_the_end in ("mlflow_run_id", *(f"{name}_error" for name in TRACKERS)):
         summary.pop(recorded_at_the_end, None)
     # which data made the model, beside its scores (run.json's `data` block, recorded when the run opened)
     fingerprints = (run.info().get("data") or {}).get("fingerprints", {})
     summary.update({f"{FINGERPRINT}{part}": value for part, value in fingerprints.items()})
-    atomic_write_json(run.file("summary.json"), summary)  # what the report and MLflow record
+    # the MLflow run opened with the run (none: MLflow off, or a run whose trackers this process did not start)
+    tracked = {"mlflow_run_id": run.trackers.mlflow_run_id if run.trackers else run.info().get("mlflow_run_id")}
+    summary.update(tracked)
+    atomic_write_json(run.file("summary.json"), summary)  # what the report and the trackers record
     if config.tracking.report:
         from trainforge.tracking.report import write_report
 
         write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
-    run_id, tracking_error = None, {}
-    if config.tracking.mlflow and status == "completed":
-        try:
-            run_id = _track(run, config, summary, list(artifacts), nested)
-        except Exception as err:  # noqa: BLE001 - the run trained and is saved; a tracking store's failure is said, not fatal
-            tracking_error = {"mlflow_error": f"{type(err).__name__}: {str(err)[:500]}"}
-            Console(stderr=True).print(
-                f"[bold yellow]warning:[/] the run is complete, but recording it in MLflow "
-                f"({config.tracking.tracking_uri or 'the runs folder store'}) failed: {tracking_error['mlflow_error']}",
-                highlight=False,
-            )
-    summary.update(mlflow_run_id=run_id, **tracking_error)
+    if run.trackers is not None:
+        files = [run.file(n) for n in RECORDED_FILES]
+        if (run.path / "adapter").is_dir():
+            files.append(run.path / "adapter")
+        tracked = run.trackers.end(summary, files + list(artifacts), nested, status)
+    summary.update(tracked)
     atomic_write_json(run.file("summary.json"), summary)
-    run.set_status(status, finished=time.time(), mlflow_run_id=run_id, **tracking_error)
-    return run_id
-
-
-def _track(run: RunDir, config: RunConfig, summary: dict, artifacts: list[Path], nested: list[dict] | None) -> str:
-    from trainforge.tracking.mlflow_log import log_nested, log_run, tracking_uri
-
-    uri = tracking_uri(config.tracking.runs_dir, config.tracking.tracking_uri)
-    files = [run.file(n) for n in RECORDED_FILES]
-    if (run.path / "adapter").is_dir():
-        files.append(run.path / "adapter")
-    run_id = log_run(run, config.model_dump(mode="json"), summary, uri, config.tracking.experiment, files + artifacts)
-    if nested:
-        log_nested(run_id, uri, config.tracking.experiment, nested)
-    return run_id
+    run.set_status(status, finished=time.time(), **tracked)
+    return tracked["mlflow_run_id"]
 
 
 def finish_with_scores(

@@ -88,7 +88,7 @@ class ValidationObjective:
 
         runs_dir = f"{config.tracking.runs_dir}/{config.name.rsplit('-trial-', 1)[0]}-trials"
         config = config.model_copy(deep=True)
-        config.tracking.runs_dir, config.tracking.mlflow, config.tracking.report = runs_dir, False, False
+        config.tracking.runs_dir, config.tracking.report_to, config.tracking.report = runs_dir, [], False
         config.evaluation.before_after = False  # the study compares trials with each other, not with the base
         callback = _Report(self.metric.name, report)
         try:

@@ -43,7 +43,7 @@ def listed_summary(run: RunDir) -> dict[str, Any]:
 
 def flat_config(run: RunDir) -> dict[str, Any]:
     from trainforge.config import load_config
-    from trainforge.tracking.mlflow_log import flatten
+    from trainforge.config.applies import flatten
 
     return flatten(load_config(run.file("config.yaml")).model_dump(mode="json"))
 

@@ -139,6 +139,11 @@ def read_json(path: Path) -> Any:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.trackers = None  # tracking/trackers.Trackers, which run.directory starts for the run it opens
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What another process gets (rank 0's run sent to the other ranks): the directory, not these trackers."""
+        return {**self.__dict__, "trackers": None}
 
     @property
     def name(self) -> str:
@@ -233,8 +238,8 @@ class RunDir:
 
     @contextmanager
     def failing_on_error(self) -> Iterator["RunDir"]:
-        """Mark the run failed, with the error, if the block raises (interrupted, on Ctrl-C / SIGINT); the error goes
-        on to the caller."""
+        """Mark the run failed, with the error, if the block raises (interrupted, on Ctrl-C / SIGINT), and end its
+        trackers so; the error goes on to the caller."""
         try:
             yield self
         except BaseException as err:
@@ -242,6 +247,8 @@ class RunDir:
                 self.remove_partial_checkpoints()
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
             self.record_end(status, f"{type(err).__name__}: {err}")
+            if self.trackers is not None:
+                self.trackers.close(status)
             raise
 
     def record_end(self, status: str, error: str) -> None:
@@ -294,6 +301,8 @@ class RunDir:
             f.write(json.dumps(row, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.trackers is not None:  # live: each tracker gets the row as it is written
+            self.trackers.log(row)
 
     def rewind_metrics(self, step: int) -> None:
         """Drop metric rows logged after `step`: a resumed run logs those steps again from its checkpoint."""
