@@ -86,7 +86,7 @@ def exported(tmp_path_factory):
         config = tiny_run_config(
             root / "runs",
             model={"name": str(base)},
-            training={"max_steps": 1},
+            training={"max_steps": 1, "save_steps": 1},
             evaluation={"before_after": False, "perplexity": False, "generation": False},
         )
         run = train(config)
@@ -160,7 +160,9 @@ def test_files_are_written_with_the_modes_the_umask_gives(exported, tmp_path, mo
     from trainforge.classical.artifacts import key_path, signing_key
 
     run, _ = exported
-    for folder in (run.path, run.path / "adapter", run.path / "merged"):
+    checkpoints = sorted(run.checkpoints.glob("checkpoint-*"))
+    assert checkpoints  # the Trainer's own files (weights, optimizer state) too
+    for folder in (run.path, run.path / "adapter", run.path / "merged", *checkpoints):
         assert folder.stat().st_mode & 0o777 == 0o750, folder
         for file in folder.iterdir():
             if file.is_file():

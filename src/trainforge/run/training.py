@@ -16,7 +16,7 @@ from trainforge.errors import RunError
 from trainforge.methods.preference import trainer_wraps_adapter
 from trainforge.methods.training_args import count_parameters
 from trainforge.run.prepare import Prepared
-from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger
+from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger, ShareCheckpoints
 from trainforge.tracking.faults import resource_errors
 from trainforge.tracking.rundir import RunDir, atomic_dir, atomic_write_json, read_json
 
@@ -43,7 +43,7 @@ def train_and_save(
     config = prep.config
     if not trainer_wraps_adapter(config, prep.method):
         model = prep.method.prepare(model)
-    logger = [MetricsLogger(run)] if distributed.is_main() else []
+    logger = [MetricsLogger(run), ShareCheckpoints(run)] if distributed.is_main() else []
     trainer = build_trainer(model, prep, run, [*logger, FiniteLossGuard(), *(callbacks or [])])
     trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)

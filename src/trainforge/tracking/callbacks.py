@@ -9,7 +9,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from trainforge.errors import RunError
-from trainforge.tracking.rundir import RunDir
+from trainforge.tracking.rundir import RunDir, share_tree
 
 console = Console(stderr=True)
 
@@ -60,6 +60,19 @@ class MetricsLogger(TrainerCallback):
                 warning = {"warning": msg}
         self._eval_points.append((eval_loss, train_now))
         return warning
+
+
+class ShareCheckpoints(TrainerCallback):
+    """Gives each Trainer checkpoint the umask's file modes: transformers and safetensors write 0600, which would
+    keep a resumable run from the other users and services that share the runs folder."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.run.checkpoints / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            share_tree(folder)
 
 
 class FiniteLossGuard(TrainerCallback):

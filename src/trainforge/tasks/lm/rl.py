@@ -125,7 +125,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     from trainforge.data.splits import load_splits
     from trainforge.models import load_causal_lm, load_tokenizer
-    from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger
+    from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger, ShareCheckpoints
 
     config, hardware, method = resolve_run(config)
     t = config.training
@@ -160,7 +160,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
                 train_prompts,
                 config,
                 run,
-                [MetricsLogger(run), FiniteLossGuard(), *(callbacks or [])],
+                [MetricsLogger(run), ShareCheckpoints(run), FiniteLossGuard(), *(callbacks or [])],
             )
             checkpoint = resume_checkpoint(run, resume)  # the Trainer restores weights, optimizer, RNG, data order
             steps = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).global_step
