@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,10 @@ def test_report_and_mlflow_record(two_runs):
     runs_dir, a, _ = two_runs
     page = (a.path / "report.html").read_text()
     assert "data:image/png;base64," in page and "before / after" in page.lower()
+    assert "Sample generations" in page and "<th>prediction</th>" in page  # what the model answered
+    assert not re.search(r"<td>-?\d+\.\d{5,}</td>", page)  # numbers rounded as people read them
+    config_section = page.split("<h2>Config")[1]
+    assert "lora:" in config_section and "preprocessing:" not in config_section and "gan:" not in config_section
     run_id = a.info()["mlflow_run_id"]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}")
     record = client.get_run(run_id)

@@ -74,3 +74,17 @@ def applied_params(config: RunConfig, kind: str | None = None) -> dict[str, Any]
             node = node[part]
         params.update(flatten(node, f"{section}.") if isinstance(node, dict) else {section: node})
     return params
+
+
+def applied_config(config: RunConfig) -> dict[str, Any]:
+    """The config as a tree of only what a run of it reads (`task`, its name and `applied_sections`): what the
+    report and the model card show, without the sections that do nothing for this run."""
+    tree = config.model_dump(mode="json")
+    applied: dict[str, Any] = {"name": config.name, "task": config.task}
+    for section in applied_sections(config):
+        *parents, last = section.split(".")
+        node, target = tree, applied
+        for part in parents:
+            node, target = node[part], target.setdefault(part, {})
+        target[last] = node[last]
+    return applied

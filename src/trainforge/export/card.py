@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from trainforge.config import RunConfig, load_config
-from trainforge.config.applies import METHOD_OPTIONS, applied_sections
+from trainforge.config.applies import METHOD_OPTIONS, applied_config
 from trainforge.export.ollama import MODELFILE, NO_TEMPLATE
 from trainforge.models.registry import public_name
 from trainforge.models.saving import card_tags, write_model_card
@@ -327,15 +327,7 @@ def _use(config: RunConfig, fenced: bool = True) -> str:
 
 def _config(config: RunConfig) -> str:
     """The config sections this kind of run reads (config/applies.py), collapsed."""
-    tree = config.model_dump(mode="json")
-    applied: dict = {"task": config.task}
-    for section in applied_sections(config):
-        *parents, last = section.split(".")
-        node, target = tree, applied
-        for part in parents:
-            node, target = node[part], target.setdefault(part, {})
-        target[last] = node[last]
-    text = yaml.safe_dump(applied, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(applied_config(config), sort_keys=False, allow_unicode=True)
     return (
         "## Training configuration\n\n<details>\n<summary>The trainforge config sections this run read</summary>\n\n"
         f"```yaml\n{text}```\n\n</details>"

@@ -4,26 +4,22 @@ summary printed as a table."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from trainforge.config import RunConfig, dump_config
+from trainforge.config import RunConfig
+from trainforge.config.applies import applied_config
 from trainforge.config.schema import TRACKERS
 from trainforge.tracking.registry import FINGERPRINT
+from trainforge.tracking.report import fmt
 from trainforge.tracking.rundir import RunDir, atomic_write_json
 
 # What every run's MLflow record carries (those that exist), before its task's own artifacts.
 RECORDED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "report.html", "eval_before.json", "eval_after.json")
-
-
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 def comparison_rows(before: dict, after: dict) -> list[list[str]]:
@@ -66,7 +62,8 @@ def finish_run(
     if config.tracking.report:
         from trainforge.tracking.report import write_report
 
-        write_report(run, summary, comparison, dump_config(config), tables=tables, figures=figures)
+        shown = yaml.safe_dump(applied_config(config), sort_keys=False, allow_unicode=True)
+        write_report(run, summary, comparison, shown, tables=tables, figures=figures)
     if run.trackers is not None:
         files = [run.file(n) for n in RECORDED_FILES]
         if (run.path / "adapter").is_dir():

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import math
 
 from trainforge.tracking import figures
 from trainforge.tracking.rundir import RunDir, atomic_write_text
+
+SAMPLES_SHOWN = 5  # generations from the test split shown in the report (all are in eval_after.json)
+
+
+def fmt(value) -> str:
+    """A number as people read it: floats to 4 significant digits."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
 
 
 def loss_curve_png(metrics: list[dict]) -> bytes | None:
@@ -66,15 +77,28 @@ def write_report(
     parts = [
         f"<h1>trainforge run {html.escape(run.name)}</h1>",
         "<h2>Summary</h2>",
-        html_table([[k, v] for k, v in summary.items()], ["key", "value"]),
+        html_table([[k, fmt(v)] for k, v in summary.items()], ["key", "value"]),
     ]
     if comparison:
         parts += ["<h2>Before / after</h2>", html_table(comparison, ["metric", "before", "after"])]
-    for title, rows, header in tables or []:
+    for title, rows, header in [*(tables or []), *_samples(run)]:
         parts += [f"<h2>{html.escape(title)}</h2>", html_table(rows, header)]
     if png or not figures:
         parts += ["<h2>Loss curves</h2>", plot]
     for title, image in figures or []:
         parts += [f"<h2>{html.escape(title)}</h2>", html_image(title, image)]
-    parts += ["<h2>Config</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
+    parts += ["<h2>Config (the sections this run reads)</h2>", f"<pre>{html.escape(config_yaml)}</pre>"]
     atomic_write_text(run.file("report.html"), html_page(run.name, parts))
+
+
+def _samples(run: RunDir) -> list[tuple[str, list[list], list[str]]]:
+    """The first generations of the trained model on the test split (eval_after.json), as a table."""
+    try:
+        samples = json.loads(run.file("eval_after.json").read_text(encoding="utf-8")).get("samples") or []
+    except (OSError, ValueError):
+        return []
+    samples = [s for s in samples if isinstance(s, dict)][:SAMPLES_SHOWN]
+    if not samples:
+        return []
+    header = [key for key in samples[0] if isinstance(samples[0][key], (str, int, float, bool))]
+    return [("Sample generations (test split)", [[fmt(s.get(k, "")) for k in header] for s in samples], header)]
