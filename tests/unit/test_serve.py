@@ -3,6 +3,9 @@ answers equal to local generation, streaming, concurrent requests, request valid
 prediction."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +276,27 @@ def test_cli_serve_passes_options_and_reads_the_key_from_the_environment(lm_run,
     (run, host, port, key), limits = calls[0]
     assert (run.path, host, port, key) == (lm_run.path, "127.0.0.1", 9001, "abc")
     assert limits == {"max_tokens_limit": 4096, "max_body_bytes": 1_000_000}
+
+
+def test_serve_makes_openmp_threads_sleep_while_they_wait_unless_the_user_chose_or_it_is_too_late():
+    # The policy only counts when it is in the environment as torch loads its OpenMP runtime: each case is a process.
+    script = (
+        "import json, os, sys, uvicorn, trainforge.serve as s\n"
+        "uvicorn.run = lambda *a, **k: None\n"
+        "s.build_app = lambda *a, **k: print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules]))\n"
+        "s.serve(None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+
+    def policy(code: str, **extra) -> tuple[list, str]:
+        done = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+    assert policy(script)[0] == ["PASSIVE", False]  # set before the model (and torch) loads
+    assert policy(script, OMP_WAIT_POLICY="ACTIVE")[0] == ["ACTIVE", False]  # the user's choice stands
+    late, said = policy("import torch\n" + script)
+    assert late == [None, True] and "torch was imported before the server started" in said
 
 
 def test_concurrent_requests_answer_as_if_alone_and_are_not_queued_behind_a_long_stream(lm_run):

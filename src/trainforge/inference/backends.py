@@ -71,14 +71,25 @@ class Generator:
                 f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
                 "only causal-LM runs (sft, clm objectives) can be served for completions."
             )
-        self.model, self.tokenizer = load_run_model(run)
-        if virtual_token_method(self.model) == "PREFIX_TUNING":
+        model, tokenizer = load_run_model(run)
+        if virtual_token_method(model) == "PREFIX_TUNING":
             raise RunError(
                 f"Run {run.path} is prefix-tuned, and peft's `generate`, which streaming and sampling here "
                 "rely on, decodes prefix-tuned models wrong (trainforge's evaluation and `predict` decode "
                 "them right): score it with `trainforge eval` / `predict`, or serve a LoRA or prompt-tuned run."
             )
-        self.context = getattr(self.model.config, "max_position_embeddings", None)
+        self._serve(model, tokenizer, max_concurrent)
+
+    @classmethod
+    def of_model(cls, model, tokenizer, max_concurrent: int = 4) -> Generator:
+        """A causal LM already loaded, without a run around it (benchmarks/serve_concurrency.py)."""
+        generator = cls.__new__(cls)
+        generator._serve(model.eval(), tokenizer, max_concurrent)
+        return generator
+
+    def _serve(self, model, tokenizer, max_concurrent: int) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.context = getattr(model.config, "max_position_embeddings", None)
         self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
         self.sampling = threading.Lock()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import sys
 
 from trainforge.errors import TrainforgeError
 from trainforge.tracking.rundir import RunDir
@@ -27,16 +29,40 @@ def load_backend(run: RunDir):
     return registry.for_run(run).hook("backend", f"Run {run.path}")(run)
 
 
+def wait_passively(log: logging.Logger) -> None:
+    """Make OpenMP threads sleep as soon as they wait (OMP_WAIT_POLICY=PASSIVE), unless the user chose a policy.
+    By default libgomp spins up to ~3 ms at each wait while the process has no more OpenMP threads than cores, and a
+    decoding step is hundreds of small parallel regions: on cores shared with other processes, the spinning thread
+    holds the core that the thread it waits for needs, and a lone generation decoded several times slower
+    (benchmarks/RESULTS.md). Those were the issue's slow non-streamed requests; streamed ones ran beside an earlier
+    request's idle threads, and with more threads than cores libgomp spins 100 rounds only. The runtime reads the
+    policy once, when torch loads it, so this must run before torch is imported."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    if "torch" in sys.modules:
+        log.warning(
+            "torch was imported before the server started, so its OpenMP threads spin while they wait, which is "
+            "slow on shared cores: set OMP_WAIT_POLICY=PASSIVE before importing it"
+        )
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    log.info(
+        "OpenMP threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE; ACTIVE spins instead, which may be faster "
+        "when the server has the cores to itself)"
+    )
+
+
 def serve(run: RunDir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, **limits) -> None:
     import uvicorn
 
-    app = build_app(run, api_key, **limits)
     log = logging.getLogger("trainforge.serve")
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+    wait_passively(log)
+    app = build_app(run, api_key, **limits)
     try:
         exposed = not ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name
