@@ -122,6 +122,7 @@ class BottleneckAdapter(Method):
     name = "adapter"
     tasks = ("text-classification",)
     saves_adapter = True
+    own_weight_file = True
 
     def prepare(self, model):
         opts = self.config.method.adapter
@@ -156,6 +157,7 @@ class FeatureExtraction(Method):
     name = "feature-extraction"
     tasks = ("text-classification",)
     saves_adapter = True
+    own_weight_file = True
 
     def data_parallel_problem(self) -> str | None:
         if self.config.method.features.estimator:

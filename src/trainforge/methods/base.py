@@ -40,6 +40,7 @@ class Method:
     tasks: tuple[str, ...] = ("lm",)  # the run tasks (`task:` key) the method can train
     saves_adapter = False  # True: the artifact is an adapter to load on top of the base model
     mergeable = True  # False: an adapter that `export --merge` cannot fold into the base weights
+    own_weight_file = False  # True: `save` writes the trained weights itself (the Trainer's gather never sees them)
 
     def __init__(self, config):
         self.config = config
@@ -65,7 +66,7 @@ class Method:
         """Why this method cannot train data-parallel as configured, or None."""
         from trainforge import distributed
 
-        if distributed.sharding() and type(self).save is not Method.save:
+        if distributed.sharding() and self.own_weight_file:
             return (
                 f"method {self.name!r} saves its own weight file, which FSDP / DeepSpeed cannot gather; use lora "
                 "or full"

@@ -29,6 +29,19 @@ def load_backend(run: RunDir):
     return registry.for_run(run).hook("backend", f"Run {run.path}")(run)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes: the handler outlives one `serve` call, and whoever
+    calls it again (a test, a notebook) may have replaced stderr since, closing the one a plain handler kept."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always sys.stderr
+
+
 def wait_passively(log: logging.Logger) -> None:
     """Make OpenMP threads sleep as soon as they wait (OMP_WAIT_POLICY=PASSIVE), unless the user chose a policy.
     By default libgomp spins up to ~3 ms at each wait while the process has no more OpenMP threads than cores, and a
@@ -57,7 +70,7 @@ def serve(run: RunDir, host: str = "127.0.0.1", port: int = 8000, api_key: str |
 
     log = logging.getLogger("trainforge.serve")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
