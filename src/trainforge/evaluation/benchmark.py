@@ -420,7 +420,7 @@ def benchmark_source(
     """Run a benchmark on a run or model (a loaded Source, or its name: loaded once the files are found valid) and
     write the results as JSON: into the run's directory for a run (benchmark-<name>.json), else to `out` (default
     evals/<model>-<name>.json)."""
-    from trainforge.evaluation.sources import load_source
+    from trainforge.evaluation.sources import load_source, results_path
     from trainforge.tracking import atomic_write_json
 
     if prompt_format not in PROMPT_FORMATS:
@@ -443,12 +443,7 @@ def benchmark_source(
         source.tokenizer if prompt_format == "chat" else None,
     )
     results = {"benchmark": name, "model": source.label, **results}
-    if out:
-        target = Path(out)
-    elif source.run is not None:
-        target = source.run.file(f"benchmark-{name}.json")
-    else:
-        target = Path("evals") / f"{source.label}-{name}.json"
+    target = results_path(source, out, f"benchmark-{name}.json", f"{source.label}-{name}.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target, results)
     return results, target

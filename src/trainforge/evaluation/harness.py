@@ -155,7 +155,7 @@ def harness_source(
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from trainforge.evaluation.sources import load_source
+    from trainforge.evaluation.sources import load_source, results_path
     from trainforge.tracking import atomic_write_json
 
     names = [n.strip() for n in tasks.split(",") if n.strip()]
@@ -177,12 +177,7 @@ def harness_source(
         )
     rows = metric_rows(results)
     label = "+".join(names)
-    if out:
-        path = Path(out)
-    elif source.run is not None:
-        path = source.run.file(f"harness-{label}.json")
-    else:
-        path = Path("evals") / f"{source.label}-harness-{label}.json"
+    path = results_path(source, out, f"harness-{label}.json", f"{source.label}-harness-{label}.json")
     atomic_write_json(path, results)
     scores = summary_keys(rows)
     mlflow_error = record_in_run(source.run, scores) if source.run is not None else None

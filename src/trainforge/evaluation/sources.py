@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainforge.data.readers import read_rows
 from trainforge.data.tokenize import render
@@ -17,6 +18,15 @@ class Source:
     model: object
     tokenizer: object
     run: object = None  # the RunDir when the source is a trained run
+
+
+def results_path(source: Source, out: str | None, in_run: str, in_evals: str) -> Path:
+    """Where an evaluation's results go: `out`, else the run's folder (`in_run`), else evals/ (`in_evals`)."""
+    if out:
+        return Path(out)
+    if source.run is not None:
+        return source.run.file(in_run)
+    return Path("evals") / in_evals
 
 
 def load_source(name: str, runs_dir: str = "runs") -> Source:
