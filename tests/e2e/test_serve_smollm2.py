@@ -1,5 +1,7 @@
 """End-to-end: `trainforge serve` on a LoRA-adapter run of the real SmolLM2-135M-Instruct, driven over HTTP by the official
-openai client; greedy answers must equal local generation, streamed pieces must join to the same text."""
+openai client, with each backend (torch; llama.cpp from the run's GGUF export, where llama-cpp-python is installed);
+greedy answers must equal local generation, streamed pieces must join to the same text. On a CPU that reports AMX the
+llama.cpp backend probes it first, so the server must not crash there either."""
 
 import socket
 import threading
@@ -30,18 +32,22 @@ def _base_run(runs_dir):
     return run
 
 
-@pytest.fixture
-def server(runs_dir):
+@pytest.fixture(params=["torch", "llama.cpp"])
+def server(runs_dir, request):
     import uvicorn
 
     from trainforge.serve import build_app
 
+    if request.param == "llama.cpp":
+        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra `gguf`)")
     run = _base_run(runs_dir)
     with socket.socket() as s:  # a free port: bind to 0, read it back, release it for uvicorn
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(build_app(run, api_key="k3y"), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            build_app(run, api_key="k3y", engine=request.param), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

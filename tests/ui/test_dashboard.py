@@ -1,6 +1,7 @@
 """The dashboard driven in headless Chromium (Debian's `chromium`, Playwright's Python client): launch a tiny run
 from the schema-generated form and watch its loss curve grow, stop one with its button, compare two runs, chat with
-a generative run, look at a tuning study. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
+a generative run, look at a tuning study, see a run made outside the dashboard: its tick labels, one-off metrics and
+summary. Each test keeps a screenshot under test-artifacts/ui/<test>.png."""
 
 import shutil
 import socket
@@ -33,7 +34,9 @@ pytest.importorskip("fastapi", reason="the dashboard needs the serve extra (fast
 
 from conftest import tiny_run_config  # noqa: E402
 from trainforge.config import load_config  # noqa: E402
+from trainforge.config.loader import dump_config  # noqa: E402
 from trainforge.pipeline import train  # noqa: E402
+from trainforge.tracking.rundir import RunDir, atomic_write_json  # noqa: E402
 from trainforge.ui import build_app  # noqa: E402
 
 
@@ -180,6 +183,52 @@ def test_compare_two_runs_highlights_config_differences(server, page, runs_dir):
     assert diff.count() == 1 and "40" in diff.inner_text() and "5" in diff.inner_text()
     assert page.locator("#compare-config tr", has_text="data.dataset").count() == 0  # only differences
     assert page.locator("svg.chart").count() >= 1
+    # the per-fold accuracy is a curve; the CV mean, logged once, is a row of values, not a chart of one dot each
+    assert page.locator('svg.chart[data-metric="accuracy"]').count() == 1
+    assert page.locator('svg.chart[data-metric="cv.accuracy.mean"]').count() == 0
+    assert page.locator("#compare-single tr", has_text="cv.accuracy.mean").count() == 1
+
+
+def labels_outside_their_chart(page) -> list[str]:
+    """Each label (ticks, title, axis) whose box is not inside its chart's box: an <svg> cuts off what overflows."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('svg.chart')].flatMap(svg => {
+            const box = svg.getBoundingClientRect();
+            return [...svg.querySelectorAll('text')].filter(t => {
+                const r = t.getBoundingClientRect();
+                return r.left < box.left || r.right > box.right || r.top < box.top || r.bottom > box.bottom;
+            }).map(t => `${svg.dataset.metric}: ${t.textContent}`);
+        })"""
+    )
+
+
+def test_run_made_outside_the_dashboard(server, page, runs_dir):
+    """A run as `trainforge train` leaves it (no train.log): long tick labels fit their charts, metrics logged once
+    are a table, the runs table has the columns of `runs list`, and the Log panel says where the output went."""
+    run = RunDir.create(runs_dir, "outside", dump_config(tabular(runs_dir, name="outside")))
+    for i in range(6):
+        run.append_metrics({"step": i * 2500, "loss": 0.000123 + i * 0.0000371, "reward": -12345.6 + i * 37.123})
+    run.append_metrics({"step": 15000, "eval_accuracy": 0.912345, "train_runtime": 12345.678})
+    atomic_write_json(run.file("summary.json"), {"method": "lora", "after.exact_match": 0.75, "after.perplexity": 3.2})
+    run.set_status("completed")
+
+    page.goto(server + "#runs")
+    page.wait_for_selector('tr[data-run="outside"]')
+    headers = page.locator("#runs-table th").all_inner_texts()
+    assert "after.exact_match" in headers and "score" in headers
+    cells = page.locator('tr[data-run="outside"] td').all_inner_texts()
+    assert cells[headers.index("after.exact_match")] == "0.75"
+
+    page.goto(server + "#run/outside")
+    page.wait_for_selector('svg.chart[data-metric="loss"]')
+    assert page.locator("svg.chart").count() == 2 and points(page, "reward") == 6
+    assert labels_outside_their_chart(page) == []
+    assert page.locator("svg.chart .ytick").count() >= 8 and page.locator("svg.chart .xtick").count() >= 4
+    assert "-1" in page.locator('svg.chart[data-metric="reward"] .ytick').first.text_content()  # its minus sign shows
+    for metric, shown in (("eval_accuracy", "0.9123"), ("train_runtime", "12345.7")):
+        assert points(page, metric) == 0
+        assert page.locator(f'#single-metrics tr[data-metric="{metric}"] td').inner_text() == shown
+    assert "its output went to the terminal" in page.locator("#log").inner_text()
 
 
 def test_chat_with_a_tiny_generative_run(server, page, runs_dir):

@@ -273,8 +273,8 @@ def test_cli_serve_passes_options_and_reads_the_key_from_the_environment(lm_run,
     monkeypatch.setattr(trainforge.serve, "serve", lambda *args, **kwargs: calls.append((args, kwargs)))
     result = CliRunner().invoke(app, ["serve", str(lm_run.path), "--port", "9001"], env={"TRAINFORGE_API_KEY": "abc"})
     assert result.exit_code == 0, result.output
-    (run, host, port, key), limits = calls[0]
-    assert (run.path, host, port, key) == (lm_run.path, "127.0.0.1", 9001, "abc")
+    (run, host, port, key, engine), limits = calls[0]
+    assert (run.path, host, port, key, engine) == (lm_run.path, "127.0.0.1", 9001, "abc", "auto")
     assert limits == {"max_tokens_limit": 4096, "max_body_bytes": 1_000_000}
 
 

@@ -14,29 +14,42 @@ from trainforge.errors import RunError
 from trainforge.tracking.rundir import RunDir, atomic_write_text
 
 
+def run_artifact(run: RunDir) -> Path:
+    """The folder of a finished run's trained weights: its peft adapter, or its full model."""
+    for name in ("adapter", "model"):
+        if (run.path / name).is_dir():
+            return run.path / name
+    raise RunError(f"Run {run.path} has no trained artifact (adapter/ or model/): status is {run.status}.")
+
+
+def load_run_tokenizer(run: RunDir):
+    """The tokenizer a run saved beside its weights (its chat template and eos are what training used), else its
+    base model's."""
+    from trainforge.models import load_tokenizer
+
+    artifact = run_artifact(run)
+    saved = (artifact / "tokenizer_config.json").is_file()
+    return load_tokenizer(str(artifact) if saved else load_config(run.file("config.yaml")).model.name)
+
+
 def load_run_model(run: RunDir):
     """(model, tokenizer) of a finished run: base model + peft adapter, or the saved full model."""
-    from trainforge.models import load_language_model, load_tokenizer
+    from trainforge.models import load_language_model
 
     config = load_config(run.file("config.yaml"))
     objective = config.training.objective
-    if (run.path / "adapter").is_dir():
+    artifact = run_artifact(run)
+    if artifact.name == "adapter":
         from trainforge.methods.lora import decode_virtual_tokens_without_cache
         from trainforge.models.loading import load_peft_adapter
 
         model = decode_virtual_tokens_without_cache(
-            load_peft_adapter(run.path / "adapter", lambda: load_language_model(config.model.name, objective))
+            load_peft_adapter(artifact, lambda: load_language_model(config.model.name, objective))
         )
-        # the tokenizer the run saved: its chat template and eos are what training used
-        saved = (run.path / "adapter" / "tokenizer_config.json").is_file()
-        tokenizer = load_tokenizer(str(run.path / "adapter") if saved else config.model.name)
-    elif (run.path / "model").is_dir():
-        model = load_language_model(str(run.path / "model"), objective)
-        tokenizer = load_tokenizer(str(run.path / "model"))
     else:
-        raise RunError(f"Run {run.path} has no trained artifact (adapter/ or model/): status is {run.status}.")
+        model = load_language_model(str(artifact), objective)
     model.eval()
-    return model, tokenizer
+    return model, load_run_tokenizer(run)
 
 
 def prompt_messages(row: dict, source: str, number: int) -> list[dict]:

@@ -36,6 +36,25 @@ def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
+def until_stop(pieces: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
+    """Streamed text up to the first stop string. Text that could be the start of a stop string is held back until
+    it is known not to be one; pieces after a stop are read (the generation ends by itself) but dropped."""
+    hold, pending, stopped = max(map(len, stops), default=1) - 1, "", False
+    for piece in pieces:
+        if stopped:
+            continue
+        pending += piece
+        cut = _stop_at(pending, stops)
+        if cut is not None:
+            pending, stopped = pending[:cut], True
+        ready = len(pending) if stopped else max(len(pending) - hold, 0)
+        if ready:
+            yield pending[:ready]
+            pending = pending[ready:]
+    if pending:
+        yield pending
+
+
 @dataclass
 class Completion:
     text: str
@@ -43,6 +62,14 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (end of sequence) | "length" (max_tokens reached)
     seconds: float
+
+
+def refuse_masked_lm(run: RunDir) -> None:
+    if load_config(run.file("config.yaml")).training.objective == "mlm":
+        raise RunError(
+            f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
+            "only causal-LM runs (sft, clm objectives) can be served for completions."
+        )
 
 
 class _Cancelled(StoppingCriteria):
@@ -66,11 +93,7 @@ class Generator:
         from trainforge.evaluation.lm import virtual_token_method
         from trainforge.inference import load_run_model
 
-        if load_config(run.file("config.yaml")).training.objective == "mlm":
-            raise RunError(
-                f"Run {run.path} trained a masked LM, which fills in masks rather than generating text; "
-                "only causal-LM runs (sft, clm objectives) can be served for completions."
-            )
+        refuse_masked_lm(run)
         model, tokenizer = load_run_model(run)
         if virtual_token_method(model) == "PREFIX_TUNING":
             raise RunError(
@@ -126,8 +149,7 @@ class Generator:
                 torch.manual_seed(sampling.seed)
             return self.model.generate(**self._kwargs(ids, sampling), **extra)[0, len(ids) :]
 
-    def _completion(self, ids: list[int], new: torch.Tensor, sampling: Sampling, started: float) -> Completion:
-        tokens = new.tolist()
+    def _completion(self, ids: list[int], tokens: list[int], sampling: Sampling, started: float) -> Completion:
         ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
         reason = "length" if len(tokens) >= sampling.max_tokens and not ended else "stop"
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -138,7 +160,7 @@ class Generator:
 
     def complete(self, ids: list[int], sampling: Sampling) -> Completion:
         started = time.perf_counter()
-        return self._completion(ids, self._generate(ids, sampling), sampling, started)
+        return self._completion(ids, self._generate(ids, sampling).tolist(), sampling, started)
 
     def stream(self, ids: list[int], sampling: Sampling) -> Iterator[str | Completion]:
         """Text pieces as they are decoded, then the Completion (whose text is the pieces joined)."""
@@ -160,26 +182,12 @@ class Generator:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        # Text that could be the start of a stop string is held back until it is known not to be one.
-        hold, pending, stopped = max(map(len, sampling.stop), default=1) - 1, "", False
         try:
-            for piece in streamer:
-                if stopped:
-                    continue  # generation ends by itself on a stop string; its last pieces are dropped
-                pending += piece
-                cut = _stop_at(pending, sampling.stop)
-                if cut is not None:
-                    pending, stopped = pending[:cut], True
-                ready = len(pending) if stopped else max(len(pending) - hold, 0)
-                if ready:
-                    yield pending[:ready]
-                    pending = pending[ready:]
-            if pending:
-                yield pending
+            yield from until_stop(streamer, sampling.stop)
             thread.join()
             if "error" in result:
                 raise result["error"]
-            yield self._completion(ids, result["new"], sampling, started)
+            yield self._completion(ids, result["new"].tolist(), sampling, started)
         finally:
             gone.set()
 

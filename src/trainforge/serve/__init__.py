@@ -10,8 +10,11 @@ import sys
 from trainforge.errors import TrainforgeError
 from trainforge.tracking.rundir import RunDir
 
+ENGINES = ("auto", "torch", "llama.cpp")
+log = logging.getLogger("trainforge.serve")
 
-def build_app(run: RunDir, api_key: str | None = None, **limits):
+
+def build_app(run: RunDir, api_key: str | None = None, engine: str = "torch", **limits):
     """The app for a run, its model loaded; limits: max_body_bytes, max_tokens_limit."""
     try:
         from trainforge.serve.app import create_app
@@ -19,14 +22,33 @@ def build_app(run: RunDir, api_key: str | None = None, **limits):
         raise TrainforgeError(
             f"Serving needs FastAPI and uvicorn ({err}); install them with `pip install 'trainforge[serve]'`."
         ) from None
-    return create_app(load_backend(run), run.name, api_key, **limits)
+    return create_app(load_backend(run, engine), run.name, api_key, **limits)
 
 
-def load_backend(run: RunDir):
-    """What the run's task serves with: completions (generative runs) or predictions (predictive runs)."""
+def load_backend(run: RunDir, engine: str = "torch"):
+    """What the run's task serves with: completions (generative runs) or predictions (predictive runs). Completions
+    run on torch or on llama.cpp; `auto` takes llama.cpp where it is installed and can load the run (a LLaMA-type
+    model exported to GGUF), torch otherwise, saying which and why."""
     from trainforge.tasks import registry
 
-    return registry.for_run(run).hook("backend", f"Run {run.path}")(run)
+    if engine not in ENGINES:
+        raise TrainforgeError(f"Option `--backend` = {engine!r}: expected one of {', '.join(ENGINES)}.")
+    entry = registry.for_run(run)
+    torch_backend = entry.hook("backend", f"Run {run.path}")
+    if engine == "torch" or (engine == "auto" and not entry.can("generate")):
+        return torch_backend(run)
+    entry.require("generate", f"Run {run.path} (--backend {engine})")
+    from trainforge.inference.llamacpp import LlamaCppGenerator
+
+    if engine == "llama.cpp":
+        return LlamaCppGenerator(run)
+    try:
+        backend = LlamaCppGenerator(run)
+    except TrainforgeError as err:
+        log.info("serving with torch, not llama.cpp: %s", err)
+        return torch_backend(run)
+    log.info("serving with llama.cpp (--backend torch serves with PyTorch)")
+    return backend
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -65,17 +87,18 @@ def wait_passively(log: logging.Logger) -> None:
     )
 
 
-def serve(run: RunDir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, **limits) -> None:
+def serve(
+    run: RunDir, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, engine: str = "auto", **limits
+) -> None:
     import uvicorn
 
-    log = logging.getLogger("trainforge.serve")
     if not log.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     wait_passively(log)
-    app = build_app(run, api_key, **limits)
+    app = build_app(run, api_key, engine, **limits)
     try:
         exposed = not ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name

@@ -19,7 +19,7 @@ from trainforge.config import RunConfig, validate
 from trainforge.config.loader import dump_config, parse_overrides, read_yaml, with_overrides
 from trainforge.errors import TrainforgeError
 from trainforge.serve.text import Text
-from trainforge.tracking.registry import compare, listed_summary
+from trainforge.tracking.registry import SUMMARY_KEYS, compare, listed_summary
 from trainforge.tracking.rundir import STATUS_FILE, RunDir, list_runs
 from trainforge.ui.launcher import Launcher, default_name
 
@@ -27,6 +27,11 @@ STATIC = Path(__file__).parent / "static"
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a run / example / study name, never a path
 LOG_TAIL_BYTES = 200_000  # read, then cleaned of progress-bar redraws down to LOG_SHOWN_CHARS
 LOG_SHOWN_CHARS = 20_000
+NO_LOG = (
+    "No log: this run was not launched from this dashboard (it was started on the command line, e.g. `trainforge "
+    "train`, or from Python), so its output went to the terminal that started it. The dashboard keeps the output of "
+    "the runs it launches."
+)
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
@@ -191,6 +196,11 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
         return {"ok": True, "name": name}
 
     # runs --------------------------------------------------------------------------------------------------------
+    @app.get("/api/summary-keys")
+    def summary_keys():
+        """The runs table's summary columns: those of `trainforge runs list`."""
+        return list(SUMMARY_KEYS)
+
     @app.get("/api/runs")
     def runs():
         rows = []
@@ -219,9 +229,25 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
                 )
         return _finite(rows)
 
+    def log_of(name: str) -> Path | None:
+        """The output the dashboard keeps of `name`: its own launch's, else that of the chain it is a stage of (a
+        chain's stages write to the chain's log)."""
+        path = launcher.log_of(name)
+        if path is None:
+            chain = next((launch for launch in launcher.launches.values() if name in launch.stages), None)
+            path = chain.log if chain else None
+        return path
+
+    def log_note(run: RunDir) -> str | None:
+        """What the Log panel says of a run whose output the dashboard never kept; None when it kept it."""
+        if log_of(run.name) is not None:
+            return None
+        error = run.info().get("error")
+        return f"{NO_LOG}\n\nIt ended {run.status}: {error}" if error else NO_LOG
+
     def log_tail(name: str) -> str:
         for _ in range(3):  # the log may be moving into the run directory right now
-            path = launcher.log_of(name)
+            path = log_of(name)
             if path is None:
                 return ""
             try:
@@ -247,6 +273,7 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
                 "config": config_text,
                 "metrics": [],
                 "log": log_tail(name),
+                "log_note": None,
                 "generative": False,
                 "stoppable": stoppable,
             }
@@ -261,6 +288,7 @@ def create_app(runs_dir: str | Path = "runs", examples_dir: str | Path | None = 
                 "config": config_text,
                 "metrics": run.metrics(),
                 "log": log_tail(name),
+                "log_note": log_note(run),
                 "generative": _generative(run),
                 "stoppable": stoppable,
             }

@@ -12,7 +12,12 @@ function esc(v) {
 }
 function fmt(v) {
   if (v === null || v === undefined) return "—";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(4);
+  if (typeof v === "number") {  // 4 significant digits (a tenth from 1000 up); exponents only below 1e-4 and from 1e6
+    const a = Math.abs(v);
+    if (Number.isInteger(v)) return String(v);
+    if (a >= 1e6 || a < 1e-4) return v.toExponential(3);
+    return String(Number(a >= 1000 ? v.toFixed(1) : v.toPrecision(4)));
+  }
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
 }
@@ -26,25 +31,54 @@ async function api(path, body) {
 const statusBadge = s => `<span class="status ${esc(s)}">${esc(s)}</span>`;
 
 // charts ------------------------------------------------------------------------------------------------------------
+// Tick labels are measured in the font the stylesheet gives `.chart text` (11px), and the margins made to fit the
+// widest: a fixed margin cut long labels (0.0001230, -1.235e+4) off at the chart's edge.
+let measurer = null;
+function textWidth(s) {
+  measurer = measurer || document.createElement("canvas").getContext("2d");
+  measurer.font = `11px ${getComputedStyle(document.body).fontFamily}`;
+  return measurer.measureText(s).width;
+}
+// Round tick values (1, 2, 2.5 or 5 × 10^k apart) covering [lo, hi], and `digit`: the power of ten of the last
+// digit that tells them apart.
+function niceTicks(lo, hi) {
+  const raw = (hi - lo) / 4, exp = Math.floor(Math.log10(raw)), f = raw / 10 ** exp;
+  const [mult, digit] = f <= 1 ? [1, exp] : f <= 2 ? [2, exp] : f <= 2.5 ? [2.5, exp - 1] : f <= 5 ? [5, exp] : [10, exp + 1];
+  const step = mult * 10 ** exp, values = [];
+  for (let i = Math.floor(lo / step); i <= Math.ceil(hi / step); i++) values.push(i * step);
+  return {values, digit};
+}
+function tickLabel(v, digit, top) {
+  if (v === 0) return "0";
+  if (top >= 1e6 || top < 1e-3) return v.toExponential(Math.max(0, Math.floor(Math.log10(top)) - digit));
+  return v.toFixed(Math.max(0, -digit));
+}
 // series: [{label, points: [[x, y], ...]}]; returns an <svg> with one polyline (and dots) per series.
 function lineChart(title, series, opts = {}) {
-  const W = opts.width || 420, H = opts.height || 240, L = 56, R = 12, T = 24, B = 34;
+  const W = opts.width || 420, H = opts.height || 240, T = 24, B = 34, GAP = 4, EDGE = 6;
   const pts = series.flatMap(s => s.points).filter(p => p[1] !== null && isFinite(p[1]));
   const attrs = `class="chart" width="${W}" height="${H}" data-metric="${esc(title)}" data-points="${pts.length}"`;
-  if (!pts.length) return `<svg ${attrs}><text class="title" x="${L}" y="16">${esc(title)}: no points yet</text></svg>`;
+  if (!pts.length) return `<svg ${attrs}><text class="title" x="${EDGE}" y="16">${esc(title)}: no points yet</text></svg>`;
   let [x0, x1] = [Math.min(...pts.map(p => p[0])), Math.max(...pts.map(p => p[0]))];
   let [y0, y1] = [Math.min(...pts.map(p => p[1])), Math.max(...pts.map(p => p[1]))];
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   if (y0 === y1) { y0 -= Math.abs(y0) * 0.1 || 1; y1 += Math.abs(y1) * 0.1 || 1; }
+  const yt = niceTicks(y0, y1), xt = niceTicks(x0, x1);
+  [y0, y1] = [yt.values[0], yt.values[yt.values.length - 1]];  // the axis spans whole ticks
+  const yTop = Math.max(...yt.values.map(Math.abs)), xTop = Math.max(Math.abs(x0), Math.abs(x1));
+  const yLabels = yt.values.map(y => [y, tickLabel(y, yt.digit, yTop)]);
+  const xLabels = xt.values.filter(x => x >= x0 && x <= x1).map(x => [x, tickLabel(x, xt.digit, xTop)]);
+  const half = i => (xLabels.length ? textWidth(xLabels.at(i)[1]) / 2 : 0);  // x labels are centred on their ticks
+  const L = Math.ceil(Math.max(Math.max(...yLabels.map(([, s]) => textWidth(s))) + GAP, half(0)) + EDGE);
+  const R = Math.ceil(Math.max(12, half(-1) + EDGE));
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   let svg = `<svg ${attrs}><text class="title" x="${L}" y="16">${esc(title)}</text>`;
-  for (let i = 0; i <= 4; i++) {  // horizontal grid with y labels, x labels at the ends and middle
-    const y = y0 + (y1 - y0) * i / 4;
+  for (const [y, label] of yLabels) {  // horizontal grid with y labels
     svg += `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eaeef2"/>` +
-           `<text x="${L - 4}" y="${sy(y) + 4}" text-anchor="end">${esc(fmt(y))}</text>`;
+           `<text class="ytick" x="${L - GAP}" y="${sy(y) + 4}" text-anchor="end">${esc(label)}</text>`;
   }
-  for (const x of [x0, (x0 + x1) / 2, x1]) {
-    svg += `<text x="${sx(x)}" y="${H - B + 14}" text-anchor="middle">${esc(fmt(Math.round(x * 100) / 100))}</text>`;
+  for (const [x, label] of xLabels) {
+    svg += `<text class="xtick" x="${sx(x)}" y="${H - B + 14}" text-anchor="middle">${esc(label)}</text>`;
   }
   svg += `<text x="${(L + W - R) / 2}" y="${H - 4}" text-anchor="middle">${esc(opts.xlabel || "step")}</text>`;
   series.forEach((s, i) => {
@@ -74,26 +108,28 @@ const ORDER = k => (k.includes("loss") ? 0 : k.startsWith("eval") || k.includes(
 function curveKeys(c) {
   return Object.keys(c).sort((a, b) => ORDER(a) - ORDER(b) || a.localeCompare(b));
 }
+// a metric logged once (a final eval score, a runtime) makes a chart of one dot: it goes in a table of values instead
+const charted = points => points.length > 1;
 
 // runs table --------------------------------------------------------------------------------------------------------
-const SUMMARY_COLS = ["method", "model", "steps", "train_loss", "score"];
 async function showRuns() {
   view.innerHTML = `<h2>Runs</h2>
     <div class="toolbar"><input type="text" id="filter" placeholder="filter: name, status, method, model…" size="40">
     <button id="compare-btn" disabled>Compare selected (2)</button><span class="muted" id="run-count"></span></div>
     <div id="runs-table"></div>`;
-  const runs = await api("/api/runs");
+  // the columns of `trainforge runs list`: a language-model run's headline is after.*, its `score` stays empty
+  const [runs, columns] = await Promise.all([api("/api/runs"), api("/api/summary-keys")]);
   const filter = document.getElementById("filter"), button = document.getElementById("compare-btn");
   const draw = () => {
     const q = filter.value.toLowerCase();
-    const shown = runs.filter(r => !q || [r.name, r.status, ...SUMMARY_COLS.map(k => r.summary[k])]
+    const shown = runs.filter(r => !q || [r.name, r.status, ...columns.map(k => r.summary[k])]
       .some(v => String(v ?? "").toLowerCase().includes(q)));
     document.getElementById("run-count").textContent = `${shown.length} of ${runs.length} runs`;
     document.getElementById("runs-table").innerHTML = `<table><tr><th></th><th>run</th><th>status</th>
-      ${SUMMARY_COLS.map(k => `<th>${esc(k)}</th>`).join("")}<th>started</th></tr>
+      ${columns.map(k => `<th>${esc(k)}</th>`).join("")}<th>started</th></tr>
       ${shown.slice().reverse().map(r => `<tr data-run="${esc(r.name)}"><td><input type="checkbox" class="pick" value="${esc(r.name)}"></td>
         <td><a href="#run/${encodeURIComponent(r.name)}">${esc(r.name)}</a></td><td>${statusBadge(r.status)}</td>
-        ${SUMMARY_COLS.map(k => `<td class="${typeof r.summary[k] === "number" ? "num" : ""}">${esc(r.summary[k] === undefined ? "" : fmt(r.summary[k]))}</td>`).join("")}
+        ${columns.map(k => `<td class="${typeof r.summary[k] === "number" ? "num" : ""}">${esc(r.summary[k] === undefined ? "" : fmt(r.summary[k]))}</td>`).join("")}
         <td class="muted">${r.started ? new Date(r.started * 1000).toLocaleString() : ""}</td></tr>`).join("")}</table>`;
     const picks = () => [...document.querySelectorAll(".pick:checked")].map(c => c.value);
     document.querySelectorAll(".pick").forEach(c => c.onchange = () => { button.disabled = picks().length !== 2; });
@@ -106,7 +142,7 @@ async function showRuns() {
 // one run, polled while it trains ---------------------------------------------------------------------------------
 async function showRun(name) {
   view.innerHTML = `<h2>Run ${esc(name)} <span id="run-status"></span></h2>
-    <div id="run-links" class="toolbar"></div><div id="charts" class="charts"></div>
+    <div id="run-links" class="toolbar"></div><div id="charts" class="charts"></div><div id="single-metrics"></div>
     <div class="cols"><div><h3>Summary</h3><div id="summary"></div></div>
     <div style="flex:1;min-width:30em"><h3>Config</h3><pre id="config"></pre></div></div>
     <h3>Log</h3><pre id="log"></pre>`;
@@ -124,14 +160,17 @@ async function showRun(name) {
       stop.disabled = true;
       try { await api(`/api/runs/${encodeURIComponent(name)}/stop`, {}); } catch (e) { stop.title = e.message; }
     };
-    const c = curves(run.metrics);
-    document.getElementById("charts").innerHTML = curveKeys(c).map(k => lineChart(k, [{label: k, points: c[k]}])).join("")
-      || `<p class="muted">No metrics yet.</p>`;
+    const c = curves(run.metrics), keys = curveKeys(c), once = keys.filter(k => !charted(c[k]));
+    document.getElementById("charts").innerHTML = keys.filter(k => charted(c[k])).map(k => lineChart(k, [{label: k, points: c[k]}])).join("")
+      || (keys.length ? "" : `<p class="muted">No metrics yet.</p>`);
+    document.getElementById("single-metrics").innerHTML = once.length ? `<h3>Logged once</h3><table>${once.map(k =>
+      `<tr data-metric="${esc(k)}"><th>${esc(k)}</th><td class="num">${esc(fmt(c[k][0][1]))}</td></tr>`).join("")}</table>` : "";
     document.getElementById("summary").innerHTML = `<table>${Object.entries(run.summary)
       .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(fmt(v))}</td></tr>`).join("")}</table>`;
     document.getElementById("config").textContent = run.config;
     const log = document.getElementById("log");
-    log.textContent = run.log;
+    log.textContent = run.log || run.log_note || "";
+    log.classList.toggle("muted", !run.log && Boolean(run.log_note));
     log.scrollTop = log.scrollHeight;
     // a stopped run's status is final before its process has exited: poll until the Stop button can go
     return run.status === "running" || run.status === "starting" || run.stoppable;
@@ -146,10 +185,13 @@ async function showCompare(a, b) {
   const data = await api(`/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   const ca = curves(data.metrics[a]), cb = curves(data.metrics[b]);
   const keys = [...new Set([...curveKeys(ca), ...curveKeys(cb)])].sort((x, y) => ORDER(x) - ORDER(y) || x.localeCompare(y));
+  const drawn = keys.filter(k => charted(ca[k] || []) || charted(cb[k] || []));
+  const once = keys.filter(k => !drawn.includes(k)).map(k => [k, ca[k]?.[0][1], cb[k]?.[0][1]]);
   const rows = (list, th) => `<table><tr><th>${th}</th><th>${esc(a)}</th><th>${esc(b)}</th></tr>${list.map(([k, x, y]) =>
     `<tr class="${JSON.stringify(x) !== JSON.stringify(y) ? "diff" : ""}"><td>${esc(k)}</td><td>${esc(fmt(x))}</td><td>${esc(fmt(y))}</td></tr>`).join("")}</table>`;
   view.innerHTML = `<h2>Compare <a href="#run/${encodeURIComponent(a)}">${esc(a)}</a> and <a href="#run/${encodeURIComponent(b)}">${esc(b)}</a></h2>
-    <div class="charts">${keys.map(k => lineChart(k, [{label: a, points: ca[k] || []}, {label: b, points: cb[k] || []}])).join("")}</div>
+    <div class="charts">${drawn.map(k => lineChart(k, [{label: a, points: ca[k] || []}, {label: b, points: cb[k] || []}])).join("")}</div>
+    ${once.length ? `<h3>Logged once</h3><div id="compare-single">${rows(once, "metric")}</div>` : ""}
     <div class="cols"><div><h3>Summary</h3><div id="compare-summary">${rows(data.summary, "key")}</div></div>
     <div><h3>Config differences</h3><div id="compare-config">${data.config.length ? rows(data.config, "config key")
       : `<p class="muted">The configs are the same.</p>`}</div></div></div>`;

@@ -1,0 +1,223 @@
+"""`trainforge serve --backend llama.cpp`: a generative run answered by llama.cpp (llama-cpp-python, extra `gguf`)
+from the run's F16 GGUF export, made on first use and kept in the run folder. The run's own tokenizer renders,
+encodes and decodes, as in the torch backend, so both engines see the same tokens and return text the same way; only
+the forward passes and sampling move to llama.cpp, which decodes several times faster on CPU (benchmarks/RESULTS.md).
+
+Concurrent requests each get a llama.cpp context of their own (the weights are memory-mapped once, shared), and the
+cores are split between the generations running: llama.cpp's threads wait for each other by spinning, so contexts
+that each used every core would take the cores from one another."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import queue
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Iterator
+
+from trainforge.errors import RunError, TrainforgeError
+from trainforge.hardware import _cpu_flags, physical_cores
+from trainforge.inference.backends import Completion, Generator, Sampling, _stop_at, refuse_masked_lm, until_stop
+from trainforge.tracking.rundir import RunDir
+
+log = logging.getLogger("trainforge.serve")
+
+GGUF_FOLDER = "export-gguf-f16"
+VIRTUAL_TOKEN_METHODS = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+AMX_FLAGS = {"amx_tile", "amx_int8", "amx_bf16"}
+DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: a fresh random seed
+_loading = threading.Lock()  # a model loads with llama-cpp-python's module-level defaults, which may be swapped
+# Decodes one token in a child process: a CPU whose AMX the kernel or hypervisor does not enable kills it.
+_PROBE = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=32, n_threads=1, verbose=False)
+next(llm.generate([1, 2, 3], temp=0.0))
+llm.close()
+"""
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise TrainforgeError(
+            f"The llama.cpp backend needs llama-cpp-python ({err}): install it with `pip install 'trainforge[gguf]'` "
+            "(it compiles llama.cpp: minutes), or serve with `--backend torch`."
+        ) from None
+    return llama_cpp
+
+
+def cached_gguf(run: RunDir) -> Path:
+    """The run's F16 GGUF, exported now if it is missing or older than the run's weights."""
+    from trainforge.export.gguf import GGUF_FILE, export_run_gguf
+    from trainforge.inference import run_artifact
+
+    artifact = run_artifact(run)
+    peft_type = None
+    if (artifact / "adapter_config.json").is_file():
+        peft_type = json.loads((artifact / "adapter_config.json").read_text()).get("peft_type")
+    if peft_type in VIRTUAL_TOKEN_METHODS:
+        raise RunError(
+            f"Run {run.path} is {peft_type.lower().replace('_', '-')}d: its virtual tokens cannot be merged into "
+            "weights, and llama.cpp serves merged weights only. Serve it with `--backend torch`."
+        )
+    gguf = run.path / GGUF_FOLDER / GGUF_FILE
+    newest_weights = max(f.stat().st_mtime for f in artifact.rglob("*") if f.is_file())
+    if gguf.is_file() and gguf.stat().st_mtime >= newest_weights:
+        log.info("llama.cpp serves %s", gguf)
+    else:
+        log.info("exporting the run to GGUF for llama.cpp (first use; kept in %s)", gguf.parent)
+        export_run_gguf(run, "f16", gguf.parent)
+    return gguf
+
+
+def extra_buffers_usable(gguf: Path) -> bool:
+    """Whether llama.cpp may move weights into its extra buffer types (AMX tiles, repacked layouts). Where the CPU
+    reports AMX, one token is decoded in a child process first: a process that uses AMX the kernel or hypervisor has
+    not enabled dies, and this one must not."""
+    if not AMX_FLAGS & _cpu_flags():
+        return True
+    probe = subprocess.run([sys.executable, "-c", _PROBE, str(gguf)], capture_output=True, text=True, timeout=600)
+    if probe.returncode == 0:
+        return True
+    log.warning(
+        "llama.cpp died using this CPU's AMX (exit %s: %s); serving without its AMX and repacked weight buffers "
+        "(slower)",
+        probe.returncode,
+        probe.stderr.strip().splitlines()[-1:] or "no message",
+    )
+    return False
+
+
+def _close_all(idle: queue.SimpleQueue) -> None:
+    while not idle.empty():
+        idle.get_nowait().close()
+
+
+@contextlib.contextmanager
+def _without_extra_buffers(llama_cpp):
+    """Llama() takes no switch for extra buffer types (llama.cpp's --no-repack): its model parameters start from
+    llama_model_default_params(), so that function answers with them off while the model loads."""
+    default = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = default
+
+
+class LlamaCppGenerator(Generator):
+    """The torch Generator's interface (chat_prompt, encode, complete, stream) over llama.cpp contexts."""
+
+    def __init__(self, run: RunDir, max_concurrent: int = 4):
+        from trainforge.inference import load_run_tokenizer
+
+        refuse_masked_lm(run)
+        self.llama_cpp = import_llama_cpp()
+        self._setup(cached_gguf(run), load_run_tokenizer(run), max_concurrent)
+
+    @classmethod
+    def of_gguf(cls, gguf: Path, tokenizer, max_concurrent: int = 4) -> LlamaCppGenerator:
+        """A GGUF file without a run around it (benchmarks/serve_concurrency.py)."""
+        generator = cls.__new__(cls)
+        generator.llama_cpp = import_llama_cpp()
+        generator._setup(Path(gguf), tokenizer, max_concurrent)
+        return generator
+
+    def _setup(self, gguf: Path, tokenizer, max_concurrent: int) -> None:
+        self.gguf, self.tokenizer = gguf, tokenizer
+        self.extra_buffers = extra_buffers_usable(gguf)
+        self.cores = physical_cores()
+        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()  # contexts not generating now
+        self.active, self.counting = 0, threading.Lock()
+        first = self._context()  # loaded now: a broken file fails at start, not at a request
+        self.context = first.n_ctx()
+        self.idle.put(first)
+        # freed while the interpreter still works: llama-cpp-python's own finalizers fail noisily at its exit
+        weakref.finalize(self, _close_all, self.idle)
+
+    def _context(self):
+        loading = contextlib.nullcontext() if self.extra_buffers else _without_extra_buffers(self.llama_cpp)
+        with _loading, loading:
+            return self.llama_cpp.Llama(
+                str(self.gguf), n_ctx=0, n_threads=self.cores, n_threads_batch=self.cores, verbose=False
+            )
+
+    @contextlib.contextmanager
+    def _borrowed(self):
+        with self.slots:
+            try:
+                llm = self.idle.get_nowait()
+            except queue.Empty:
+                llm = self._context()
+            with self.counting:
+                self.active += 1
+            try:
+                yield llm
+            finally:
+                with self.counting:
+                    self.active -= 1
+                self.idle.put(llm)
+
+    def _share_cores(self, llm) -> None:
+        threads = max(1, self.cores // max(self.active, 1))
+        self.llama_cpp.llama_set_n_threads(llm.ctx, threads, threads)
+
+    def _texts(self, ids: list[int], sampling: Sampling, tokens: list[int]) -> Iterator[str]:
+        """The text of `tokens` each time a new token has been appended to it, until end of sequence, max_tokens or
+        a stop string."""
+        with self._borrowed() as llm:
+            llm.set_seed(DEFAULT_SEED if sampling.seed is None else sampling.seed)
+            greedy = sampling.greedy
+            self._share_cores(llm)
+            # OpenAI semantics: temperature and nucleus only (no top-k, min-p or repetition penalty)
+            for token in llm.generate(
+                ids,
+                temp=0.0 if greedy else (sampling.temperature or 1.0),
+                top_p=1.0 if greedy else (sampling.top_p or 1.0),
+                top_k=0,
+                min_p=0.0,
+                repeat_penalty=1.0,
+            ):
+                tokens.append(token)
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                yield text
+                if (
+                    token == self.tokenizer.eos_token_id
+                    or len(tokens) >= sampling.max_tokens
+                    or _stop_at(text, sampling.stop) is not None
+                ):
+                    return
+                self._share_cores(llm)  # generations may have started or ended meanwhile
+
+    def complete(self, ids: list[int], sampling: Sampling) -> Completion:
+        started, tokens = time.perf_counter(), []
+        collections.deque(self._texts(ids, sampling, tokens), maxlen=0)  # run to the end
+        return self._completion(ids, tokens, sampling, started)
+
+    def stream(self, ids: list[int], sampling: Sampling) -> Iterator[str | Completion]:
+        started, tokens = time.perf_counter(), []
+
+        def pieces() -> Iterator[str]:
+            sent = ""
+            for text in self._texts(ids, sampling, tokens):
+                if not text.endswith("\ufffd"):  # a character still split across tokens waits for its rest
+                    yield text[len(sent) :]
+                    sent = text
+
+        yield from until_stop(pieces(), sampling.stop)
+        yield self._completion(ids, tokens, sampling, started)
