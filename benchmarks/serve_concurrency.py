@@ -70,7 +70,7 @@ def server(side: str, model: str) -> None:
 
         gguf = export_gguf(model, tokenizer, Path(tempfile.mkdtemp(prefix="serve-bench-")) / "gguf")
         del model
-        generator = LlamaCppGenerator.of_gguf(gguf, tokenizer)
+        generator = LlamaCppGenerator(gguf, tokenizer)
     else:
         generator = Generator.of_model(model, tokenizer)
     app = create_app(generator, NAME, max_tokens_limit=4096)

@@ -4,7 +4,7 @@ choice said; the AMX probe and the switch that turns llama.cpp's extra weight bu
 
 import logging
 import sys
-import time
+import threading
 
 import pytest
 
@@ -101,14 +101,15 @@ def test_llama_cpp_stops_at_stop_strings_and_seeds_repeat(engines):
 def test_gguf_is_exported_once_and_again_when_the_weights_change(lm_run, engines):
     import os
 
-    from trainforge.inference.llamacpp import cached_gguf
+    from trainforge.export.gguf import cached_run_gguf
 
-    gguf = cached_gguf(lm_run)
+    log = logging.getLogger("trainforge.serve")
+    gguf = cached_run_gguf(lm_run, log)
     made = gguf.stat().st_mtime_ns
-    assert cached_gguf(lm_run).stat().st_mtime_ns == made  # reused
+    assert cached_run_gguf(lm_run, log).stat().st_mtime_ns == made  # reused
     weights = next((lm_run.path / "adapter").glob("*.safetensors"))
     os.utime(weights, ns=(made + 10**9, made + 10**9))  # the run's weights are newer than the export
-    assert cached_gguf(lm_run).stat().st_mtime_ns > made
+    assert cached_run_gguf(lm_run, log).stat().st_mtime_ns > made
 
 
 def test_llama_cpp_serves_the_openai_api_and_splits_the_cores_between_generations(lm_run, engines):
@@ -125,11 +126,14 @@ def test_llama_cpp_serves_the_openai_api_and_splits_the_cores_between_generation
     too_long = client.post("/v1/completions", json={"model": lm_run.name, "prompt": "x", "max_tokens": 10**6})
     assert too_long.status_code == 400
 
-    threads = []
+    threads, started = [], set()
     share = llama._share_cores
+    all_running = threading.Barrier(4, timeout=120)
 
-    def slow_share(llm):  # a slow model: the tiny one would finish each generation before the next starts
-        time.sleep(0.02)
+    def slow_share(llm):  # the tiny model would finish a generation before the next one's context has loaded
+        if id(llm) not in started:
+            started.add(id(llm))
+            all_running.wait()
         share(llm)
         threads.append(llama_cpp.llama_n_threads(llm.ctx))
 

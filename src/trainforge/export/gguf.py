@@ -165,3 +165,31 @@ def export_run_gguf(run: RunDir, quantize: str | None = None, out: Path | None =
     write_modelfile(target, path.name, tokenizer, load_config(run.file("config.yaml")))
     write_card(run, target, "gguf")
     return path
+
+
+SERVED_FOLDER = "export-gguf-f16"  # `serve --backend llama.cpp` keeps the run's GGUF here (as `export --format gguf`)
+VIRTUAL_TOKEN_METHODS = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+
+
+def cached_run_gguf(run: RunDir, log) -> Path:
+    """The run's F16 GGUF for llama.cpp, exported now if it is missing or older than the run's weights."""
+    from trainforge.errors import RunError
+    from trainforge.inference import run_artifact
+
+    artifact = run_artifact(run)
+    peft_type = None
+    if (artifact / "adapter_config.json").is_file():
+        peft_type = json.loads((artifact / "adapter_config.json").read_text()).get("peft_type")
+    if peft_type in VIRTUAL_TOKEN_METHODS:
+        raise RunError(
+            f"Run {run.path} is {peft_type.lower().replace('_', '-')}d: its virtual tokens cannot be merged into "
+            "weights, and llama.cpp serves merged weights only. Serve it with `--backend torch`."
+        )
+    gguf = run.path / SERVED_FOLDER / GGUF_FILE
+    newest_weights = max(f.stat().st_mtime for f in artifact.rglob("*") if f.is_file())
+    if gguf.is_file() and gguf.stat().st_mtime >= newest_weights:
+        log.info("llama.cpp serves %s", gguf)
+    else:
+        log.info("exporting the run to GGUF for llama.cpp (first use; kept in %s)", gguf.parent)
+        export_run_gguf(run, "f16", gguf.parent)
+    return gguf

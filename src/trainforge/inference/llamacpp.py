@@ -1,5 +1,5 @@
 """`trainforge serve --backend llama.cpp`: a generative run answered by llama.cpp (llama-cpp-python, extra `gguf`)
-from the run's F16 GGUF export, made on first use and kept in the run folder. The run's own tokenizer renders,
+from the run's F16 GGUF export (export.gguf.cached_run_gguf). The run's own tokenizer renders,
 encodes and decodes, as in the torch backend, so both engines see the same tokens and return text the same way; only
 the forward passes and sampling move to llama.cpp, which decodes several times faster on CPU (benchmarks/RESULTS.md).
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import queue
 import subprocess
@@ -22,15 +21,12 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
-from trainforge.errors import RunError, TrainforgeError
+from trainforge.errors import TrainforgeError
 from trainforge.hardware import _cpu_flags, physical_cores
-from trainforge.inference.backends import Completion, Generator, Sampling, _stop_at, refuse_masked_lm, until_stop
-from trainforge.tracking.rundir import RunDir
+from trainforge.inference.backends import Completion, Generator, Sampling, _stop_at, until_stop
 
 log = logging.getLogger("trainforge.serve")
 
-GGUF_FOLDER = "export-gguf-f16"
-VIRTUAL_TOKEN_METHODS = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 AMX_FLAGS = {"amx_tile", "amx_int8", "amx_bf16"}
 DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: a fresh random seed
 _loading = threading.Lock()  # a model loads with llama-cpp-python's module-level defaults, which may be swapped
@@ -52,30 +48,6 @@ def import_llama_cpp():
             "(it compiles llama.cpp: minutes), or serve with `--backend torch`."
         ) from None
     return llama_cpp
-
-
-def cached_gguf(run: RunDir) -> Path:
-    """The run's F16 GGUF, exported now if it is missing or older than the run's weights."""
-    from trainforge.export.gguf import GGUF_FILE, export_run_gguf
-    from trainforge.inference import run_artifact
-
-    artifact = run_artifact(run)
-    peft_type = None
-    if (artifact / "adapter_config.json").is_file():
-        peft_type = json.loads((artifact / "adapter_config.json").read_text()).get("peft_type")
-    if peft_type in VIRTUAL_TOKEN_METHODS:
-        raise RunError(
-            f"Run {run.path} is {peft_type.lower().replace('_', '-')}d: its virtual tokens cannot be merged into "
-            "weights, and llama.cpp serves merged weights only. Serve it with `--backend torch`."
-        )
-    gguf = run.path / GGUF_FOLDER / GGUF_FILE
-    newest_weights = max(f.stat().st_mtime for f in artifact.rglob("*") if f.is_file())
-    if gguf.is_file() and gguf.stat().st_mtime >= newest_weights:
-        log.info("llama.cpp serves %s", gguf)
-    else:
-        log.info("exporting the run to GGUF for llama.cpp (first use; kept in %s)", gguf.parent)
-        export_run_gguf(run, "f16", gguf.parent)
-    return gguf
 
 
 def extra_buffers_usable(gguf: Path) -> bool:
@@ -122,20 +94,10 @@ def _without_extra_buffers(llama_cpp):
 class LlamaCppGenerator(Generator):
     """The torch Generator's interface (chat_prompt, encode, complete, stream) over llama.cpp contexts."""
 
-    def __init__(self, run: RunDir, max_concurrent: int = 4):
-        from trainforge.inference import load_run_tokenizer
-
-        refuse_masked_lm(run)
+    def __init__(self, gguf: Path, tokenizer, max_concurrent: int = 4):
+        """`gguf`: a LLaMA GGUF file (a run's: serve's llama_cpp_backend); `tokenizer`: the one it was exported with."""
         self.llama_cpp = import_llama_cpp()
-        self._setup(cached_gguf(run), load_run_tokenizer(run), max_concurrent)
-
-    @classmethod
-    def of_gguf(cls, gguf: Path, tokenizer, max_concurrent: int = 4) -> LlamaCppGenerator:
-        """A GGUF file without a run around it (benchmarks/serve_concurrency.py)."""
-        generator = cls.__new__(cls)
-        generator.llama_cpp = import_llama_cpp()
-        generator._setup(Path(gguf), tokenizer, max_concurrent)
-        return generator
+        self._setup(Path(gguf), tokenizer, max_concurrent)
 
     def _setup(self, gguf: Path, tokenizer, max_concurrent: int) -> None:
         self.gguf, self.tokenizer = gguf, tokenizer

@@ -38,17 +38,27 @@ def load_backend(run: RunDir, engine: str = "torch"):
     if engine == "torch" or (engine == "auto" and not entry.can("generate")):
         return torch_backend(run)
     entry.require("generate", f"Run {run.path} (--backend {engine})")
-    from trainforge.inference.llamacpp import LlamaCppGenerator
-
     if engine == "llama.cpp":
-        return LlamaCppGenerator(run)
+        return llama_cpp_backend(run)
     try:
-        backend = LlamaCppGenerator(run)
+        backend = llama_cpp_backend(run)
     except TrainforgeError as err:
         log.info("serving with torch, not llama.cpp: %s", err)
         return torch_backend(run)
     log.info("serving with llama.cpp (--backend torch serves with PyTorch)")
     return backend
+
+
+def llama_cpp_backend(run: RunDir):
+    """The run served by llama.cpp from its GGUF export, rendered and decoded by the run's own tokenizer."""
+    from trainforge.export.gguf import cached_run_gguf
+    from trainforge.inference import load_run_tokenizer
+    from trainforge.inference.backends import refuse_masked_lm
+    from trainforge.inference.llamacpp import LlamaCppGenerator, import_llama_cpp
+
+    refuse_masked_lm(run)
+    import_llama_cpp()  # a missing package is said before minutes of exporting
+    return LlamaCppGenerator(cached_run_gguf(run, log), load_run_tokenizer(run))
 
 
 class _StderrHandler(logging.StreamHandler):
