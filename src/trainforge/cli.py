@@ -440,14 +440,18 @@ def export(
 def merge(
     runs: List[str] = typer.Argument(..., help="LoRA runs of one base model (names or directories)."),
     method: str = typer.Option(
-        "cat",
+        "ties",
         "--method",
-        help="peft's combination: cat (exactly Σ weight·ΔW, rank the sum), linear (the factors averaged: same rank, "
-        "approximate), ties / dare_linear / dare_ties / magnitude_prune (same rank), svd and their *_svd forms "
-        "(any ranks, truncated to the largest).",
+        help="peft's combination: ties, dare_linear, dare_ties, magnitude_prune (on the A and B factors: same rank); "
+        "cat (exactly Σ weight·ΔW, rank the sum of theirs); linear (A and B each summed, so ΔW gains cross terms: "
+        "same rank); svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd (on ΔW, truncated to the "
+        "largest rank).",
     ),
     weights: Optional[str] = typer.Option(
-        None, "--weights", help="One weight per run, comma-separated (default 1 each)."
+        None,
+        "--weights",
+        help="One weight per run, comma-separated (default 1 each: ties averages where signs agree; cat / linear / "
+        "svd add, so 0.5,0.5 averages two).",
     ),
     density: Optional[float] = typer.Option(
         None, "--density", help="ties / dare / magnitude_prune: share of each adapter's entries kept (default 0.5)."

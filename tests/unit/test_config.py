@@ -33,7 +33,7 @@ def test_unknown_key_is_named():
         ("method.lora.r=0", "method.lora.r", "greater than 0"),
         ("training.batch_size=abc", "training.batch_size", "integer"),
         ("method.name=magic", "method.name", "unknown method 'magic'"),
-        ("training.objective=rl", "training.objective", "'dpo', 'orpo', 'ppo', 'grpo' or 'rloo'"),
+        ("training.objective=rl", "training.objective", "'cpo', 'kto', 'ppo', 'grpo' or 'rloo'"),
     ],
 )
 def test_impossible_values_name_key_value_and_expectation(override, key, expected):

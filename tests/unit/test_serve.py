@@ -161,7 +161,7 @@ def test_a_tiny_temperature_samples_as_greedy_instead_of_failing(lm, lm_run):
 def test_chat_that_renders_to_no_tokens_is_refused(lm, lm_run, monkeypatch):
     from trainforge.inference.backends import Generator
 
-    monkeypatch.setattr(Generator, "chat_prompt", lambda self, messages: "")  # a template that renders nothing
+    monkeypatch.setattr(Generator, "chat_prompt", lambda self, messages, tools=None: "")  # a template rendering nothing
     body = {"model": lm_run.name, "messages": [{"role": "user", "content": ""}], "max_tokens": 2}
     r = lm.post("/v1/chat/completions", json=body)
     assert r.status_code == 400, r.text

@@ -2,17 +2,20 @@
 holds every section, most of them at their defaults; the record keeps those of the sections the run's kind of
 training reads (by the predicates the schema's checks and the task registry use) and of the chosen method's own
 options, so a tabular run records no `method.lora.r` and a language model no `cv.folds`. The `tracking` section,
-which says where the record goes, and the run's name (the record's own name) are not params."""
+which says where the record goes, and the run's name (the record's own name) are not params. Of `training`, the
+keys only some language-model objectives read (`beta`, `loss_type`, ...) are kept where the run's objective reads
+them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from trainforge.config.schema import RL_OBJECTIVES, RunConfig, is_nn_run
+from trainforge.config.schema import OBJECTIVE_KEYS, RL_OBJECTIVES, RunConfig, TrainingConfig, is_nn_run
 
 # The blocks of `method:` each method reads (tests/unit/test_trackers.py keeps every registered method here).
 METHOD_OPTIONS = {
     "full": (),
+    "freeze": ("freeze",),
     "lora": ("lora",),
     "qlora": ("lora", "quantization"),
     "ia3": ("ia3",),
@@ -50,7 +53,7 @@ def applied_sections(config: RunConfig) -> list[str]:
     if task in ("classification", "regression", "clustering"):  # an estimator: its seed is all it takes of training
         return ["model", "data", *tables, "cv", "training.seed"]
     method = ["method.name", *(f"method.{block}" for block in METHOD_OPTIONS[config.method.name])]
-    sections = ["model", "data", *method, "training", "evaluation"]
+    sections = ["model", "data", *method, *training_keys(config), "evaluation"]
     if task == "lm" and config.training.objective in RL_OBJECTIVES:
         sections += ["reward", "rl"]
     elif task == "lm" and not config.distill.teacher:
@@ -60,6 +63,16 @@ def applied_sections(config: RunConfig) -> list[str]:
     if config.distill.teacher:
         sections.append("distill")
     return sections
+
+
+def training_keys(config: RunConfig) -> list[str]:
+    """`training`, less the objective-specific keys (schema.OBJECTIVE_KEYS) this run's objective does not read."""
+    objective = config.training.objective if config.task == "lm" else None
+    return [
+        f"training.{key}"
+        for key in TrainingConfig.model_fields
+        if key not in OBJECTIVE_KEYS or objective in OBJECTIVE_KEYS[key]
+    ]
 
 
 def applied_params(config: RunConfig, kind: str | None = None) -> dict[str, Any]:

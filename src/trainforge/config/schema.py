@@ -219,7 +219,8 @@ class DataConfig(Section):
     test: str | None = None
     task: str | None = Field(
         None,
-        description="A bundled generated task, e.g. `dates-json`; task gan: "
+        description="A bundled generated task, e.g. `dates-json`, `tool-calls` (requests to a tool-using assistant); "
+        "task gan: "
         "`gaussian-mixture` (2-D points around a ring of modes).",
     )
     task_size: int = Field(1000, gt=0, description="Rows to generate for a bundled task.")
@@ -232,8 +233,9 @@ class DataConfig(Section):
         "text; alpaca: instruction / input / output (+ system, history); chat: `messages` (OpenAI, with per-message "
         "`weight`, content parts, `tool_calls`) or ShareGPT `conversations` (+ system, tools), per-message `train` "
         "flags; prompt-completion / prompt-only: TRL's layouts; preference: `prompt` / `chosen` / `rejected` "
-        "(implicit prompt, LLaMA-Factory's and OpenAI's DPO layouts too) for objectives dpo / orpo and task reward; "
-        "unpaired: `prompt` / `completion` / `label` or LLaMA-Factory's `kto_tag`; input-output: Axolotl's "
+        "(implicit prompt, LLaMA-Factory's and OpenAI's DPO layouts too) for objectives dpo / orpo / simpo / cpo / "
+        "kto and task reward; unpaired: `prompt` / `completion` / `label` or LLaMA-Factory's `kto_tag` for "
+        "objective kto (sft learns their label-true answers); input-output: Axolotl's "
         "`segments`; seq2seq: `source` / `target` (task seq2seq).",
     )
     strict: bool = Field(
@@ -247,6 +249,11 @@ class DataConfig(Section):
     )
     mask_history: bool = Field(
         False, description="Train only on a conversation's last answer (its earlier answers are context)."
+    )
+    thinking: Literal["keep", "drop", "mask"] = Field(
+        "keep",
+        description="Reasoning in answers (`reasoning_content`, or <think> blocks in the content): keep trains on it, "
+        "drop strips it, mask keeps it in context but out of the loss. Empty <think> blocks never train.",
     )
     sources: list[SourceConfig] = Field(
         [],
@@ -335,6 +342,42 @@ class LoraOptions(Section):
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (magnitude and direction; peft's).")
+    use_rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r.")
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "eva", "corda"] = Field(
+        "default",
+        description="How the adapter starts (peft's init_lora_weights): default: B = 0, A Kaiming-uniform; gaussian: "
+        "A Gaussian; pissa / olora: from the weight's principal singular vectors / QR (the base keeps the residual); "
+        "loftq: fitted to the 4-bit quantization error (qlora); eva / corda: from activations of the training data.",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn at this multiple of the learning rate (e.g. 16)."
+    )
+
+
+class FreezeOptions(Section):
+    trainable_layers: int = Field(
+        2, description="Freeze tuning: train the last N transformer blocks (a negative N: the first -N)."
+    )
+    trainable_modules: list[str] | None = Field(
+        None,
+        description="Within those blocks, only parameters whose names contain one of these (e.g. [mlp]); default: "
+        "all of them.",
+    )
+
+    @field_validator("trainable_layers")
+    @classmethod
+    def _some_layers(cls, n: int) -> int:
+        if n == 0:
+            raise ValueError("expected the number of last blocks to train (e.g. 2), or a negative number for the first")
+        return n
+
+    @field_validator("trainable_modules")
+    @classmethod
+    def _some_modules(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and not (names and all(names)):
+            raise ValueError("expected non-empty name parts (e.g. [mlp, self_attn.o_proj]), or leave it out")
+        return names
 
 
 class QuantizationOptions(Section):
@@ -380,8 +423,8 @@ class VirtualTokenOptions(Section):
 class MethodConfig(Section):
     name: str = Field(
         "lora",
-        description="Training method: full | lora | qlora | prefix | prompt (task lm); "
-        "full | lora | ia3 | adapter | feature-extraction (task text-classification).",
+        description="Training method: full | freeze | lora | qlora | prefix | prompt (task lm); "
+        "full | freeze | lora | ia3 | adapter | feature-extraction (task text-classification).",
     )
     lora: LoraOptions = LoraOptions()
     quantization: QuantizationOptions = QuantizationOptions()
@@ -389,6 +432,7 @@ class MethodConfig(Section):
     adapter: AdapterOptions = AdapterOptions()
     features: FeatureOptions = FeatureOptions()
     virtual_tokens: VirtualTokenOptions = VirtualTokenOptions()
+    freeze: FreezeOptions = FreezeOptions()
 
     @field_validator("name")
     @classmethod
@@ -407,13 +451,42 @@ class EarlyStopping(Section):
     threshold: float = Field(0.0, ge=0)
 
 
+_ADAM_ARGS = {"beta1": float, "beta2": float, "eps": float}
+_LOW_RANK_ARGS = {
+    "rank": PositiveInt,
+    "update_proj_gap": PositiveInt,
+    "scale": float,
+    "proj_type": Literal["std", "reverse_std", "right", "left", "full"],
+    "target_modules": list[str],
+}
+# The `training.optimizer_args` each `training.optimizer` reads, with their types.
+OPTIMIZER_ARGS: dict[str, dict[str, Any]] = {
+    "adamw": _ADAM_ARGS,
+    "adamw_8bit": _ADAM_ARGS,
+    "adafactor": {},
+    "galore": _LOW_RANK_ARGS,
+    "apollo": {**_LOW_RANK_ARGS, "proj": Literal["random", "svd"], "scale_type": Literal["channel", "tensor"]},
+    "muon": {
+        "momentum": float,
+        "nesterov": bool,
+        "ns_steps": PositiveInt,
+        "adjust_lr_fn": Literal["original", "match_rms_adamw"],
+        **_ADAM_ARGS,
+    },
+    "schedule_free": {"weight_lr_power": float, "r": float, **_ADAM_ARGS},
+    "sgd": {"momentum": float, "dampening": float, "nesterov": bool},
+}
+
+
 class TrainingConfig(Section):
-    objective: Literal["sft", "clm", "mlm", "dpo", "orpo", "ppo", "grpo", "rloo"] = Field(
+    objective: Literal["sft", "clm", "mlm", "dpo", "orpo", "simpo", "cpo", "kto", "ppo", "grpo", "rloo"] = Field(
         "sft",
         description="sft: instruction tuning (loss on answers); clm: causal-LM continued pretraining on text; "
-        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo: preference alignment "
-        "on `data.format: preference` pairs (TRL's DPOTrainer / ORPOTrainer); ppo / grpo / rloo: online RL of the "
-        "model against `reward:` on the data's prompts (see `rl:`).",
+        "mlm: masked-LM continued pretraining of an encoder (BERT-like) on text; dpo / orpo / simpo / cpo: "
+        "preference alignment on `data.format: preference` pairs (TRL's DPOTrainer, ORPOTrainer, CPOTrainer); kto: "
+        "on `data.format: unpaired` rows (`label` true / false) or on pairs, each split into its chosen (true) and "
+        "rejected (false) answer (TRL's KTOTrainer); ppo / grpo / rloo: online RL of the model against `reward:` on "
+        "the data's prompts (see `rl:`).",
     )
     train_on_inputs: bool = Field(
         False,
@@ -423,7 +496,8 @@ class TrainingConfig(Section):
     beta: float = Field(
         0.1,
         gt=0,
-        description="dpo: the KL strength of the implicit reward; orpo: the weight (lambda) of the odds-ratio term.",
+        description="dpo / kto: the KL strength of the implicit reward; simpo / cpo: the scale of the reward "
+        "(a log-prob margin; simpo's default 2.0, the SimPO paper's); orpo: the weight (lambda) of the odds-ratio term.",
     )
     dpo_sft_weight: float = Field(
         0.0,
@@ -431,6 +505,45 @@ class TrainingConfig(Section):
         description="dpo: weight of an added NLL loss on the chosen answers "
         "(RPO; TRL's `loss_type: [sigmoid, sft]`), which keeps their likelihood from falling "
         "while the margin grows; 0: plain DPO.",
+    )
+    loss_type: str | list[str] | None = Field(
+        None,
+        description="dpo: TRL's DPO loss_type, or a list of them summed with `loss_weights` (sigmoid, hinge, ipo, "
+        "exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, "
+        "sigmoid_norm); default: sigmoid. kto: kto (default) or apo_zero_unpaired; cpo: sigmoid (default), hinge "
+        "or ipo.",
+    )
+    loss_weights: list[float] | None = Field(None, description="dpo: a weight per `loss_type` of the list.")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="The assumed share of flipped preference labels: dpo loss types robust / exo_pair (which need "
+        "it) and aot / aot_unpaired; cpo's sigmoid loss and simpo.",
+    )
+    simpo_gamma: float = Field(0.5, description="simpo: the target reward margin (gamma; TRL's default).")
+    cpo_alpha: float = Field(1.0, ge=0, description="cpo: the weight of the NLL (behaviour cloning) term.")
+    kto_desirable_weight: float = Field(
+        1.0, gt=0, description="kto: the weight of label-true rows' losses (to balance unequal counts)."
+    )
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="kto: the weight of label-false rows' losses.")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of this scale on input embeddings while training (e.g. 5)."
+    )
+    optimizer: Literal["adamw", "adamw_8bit", "adafactor", "galore", "apollo", "muon", "schedule_free", "sgd"] = Field(
+        "adamw",
+        description="adamw (torch's fused kernel); adamw_8bit (bitsandbytes; embeddings keep 32-bit state); "
+        "adafactor; galore (galore-torch) / apollo (apollo-torch): low-rank projected states of the attention and MLP "
+        "matrices (full / freeze); muon (torch's, on hidden 2-D weights; AdamW on the rest); schedule_free "
+        "(schedulefree's AdamW; no lr_scheduler); sgd (momentum 0.9). Trainer-based runs; galore, apollo and "
+        "schedule_free need `pip install 'trainforge[optimizers]'`.",
+    )
+    optimizer_args: dict[str, Any] = Field(
+        {},
+        description="Options of the chosen optimizer: adamw / adamw_8bit: beta1, beta2, eps; galore / apollo: rank "
+        "(default 128), update_proj_gap (200), scale, proj_type, target_modules (regexes; default attention and MLP "
+        "matrices), apollo also proj, scale_type; muon: momentum, nesterov, ns_steps, adjust_lr_fn and AdamW's beta1, "
+        "beta2, eps; schedule_free: weight_lr_power, r, beta1, beta2, eps; sgd: momentum (0.9), dampening, nesterov.",
     )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="mlm: share of tokens masked per sequence.")
     epochs: float = Field(1.0, gt=0)
@@ -447,9 +560,9 @@ class TrainingConfig(Section):
     )
     shared_prompt: bool = Field(
         True,
-        description="dpo / orpo: each pair's common prefix (its prompt) goes through "
+        description="dpo / orpo / simpo / cpo: each pair's common prefix (its prompt) goes through "
         "the model once instead of once per answer, and the LM head runs only on scored "
-        "tokens; "
+        "tokens (kto: TRL's forward, said when the run starts); "
         "sft / clm (with chunked_loss): the first tokens all rows of a batch share (a system "
         "prompt, an instruction template) run once, the rest of each row attends to their "
         "cached keys and values.",
@@ -490,6 +603,39 @@ class TrainingConfig(Section):
         None, gt=0, description="CPU threads; default: OMP_NUM_THREADS when set, else one per physical core."
     )
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _optimizer_options(self):
+        takes = OPTIMIZER_ARGS[self.optimizer]
+        for key, value in self.optimizer_args.items():
+            if key not in takes:
+                raise ValueError(
+                    f"key `training.optimizer_args.{key}`: optimizer {self.optimizer} does not read it; it reads "
+                    f"{', '.join(takes) or 'no options'}"
+                )
+            try:
+                self.optimizer_args[key] = TypeAdapter(takes[key]).validate_python(value)
+            except ValidationError as err:
+                raise ValueError(f"key `training.optimizer_args.{key}` = {value!r}: {err.errors()[0]['msg']}") from None
+        if self.optimizer in ("galore", "apollo") and self.weight_decay:
+            raise ValueError(
+                f"key `training.weight_decay` = {self.weight_decay}: transformers builds {self.optimizer}'s parameter "
+                "groups without weight decay; set it to 0 (or choose another optimizer)"
+            )
+        if self.optimizer == "schedule_free":  # its own averaging replaces the decay schedule, its own warmup the ramp
+            if "lr_scheduler" not in self.model_fields_set:
+                self.lr_scheduler = "constant"
+            elif self.lr_scheduler != "constant":
+                raise ValueError(
+                    f"key `training.lr_scheduler` = {self.lr_scheduler!r}: schedule_free needs no schedule; set "
+                    "`constant` (or leave it out)"
+                )
+            if self.warmup_ratio:
+                raise ValueError(
+                    "key `training.warmup_ratio`: schedule_free warms up by itself, over `training.warmup_steps` "
+                    "steps; give the warmup in steps"
+                )
+        return self
 
 
 GenerationMetric = Literal["exact_match", "bleu", "rouge"]
@@ -981,8 +1127,42 @@ NEURAL_TASKS = (
     "multi-task",
     "reward",
 )  # tasks that train with `method:` rather than an estimator
-PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "simpo", "cpo", "kto")
 RL_OBJECTIVES = ("ppo", "grpo", "rloo")
+# TRL's loss types per objective (DPOConfig, KTOConfig, CPOConfig; simpo is CPO's `simpo` loss without its NLL term)
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+LOSS_TYPES = {"dpo": DPO_LOSS_TYPES, "kto": ("kto", "apo_zero_unpaired"), "cpo": ("sigmoid", "hinge", "ipo")}
+SMOOTHED_DPO_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")  # the DPO losses label_smoothing enters
+SIMPO_BETA = 2.0  # the SimPO paper's β (2.0-2.5); TRL's 0.1 is CPO's, too weak for a length-normalized margin
+# The training keys only some lm objectives read: a value other than the default is refused for the others
+# (RunConfig._objective_keys), and a run records them only where they apply (config/applies.py).
+OBJECTIVE_KEYS = {
+    "beta": PREFERENCE_OBJECTIVES,
+    "dpo_sft_weight": ("dpo",),
+    "loss_type": tuple(LOSS_TYPES),
+    "loss_weights": ("dpo",),
+    "label_smoothing": ("dpo", "cpo", "simpo"),
+    "simpo_gamma": ("simpo",),
+    "cpo_alpha": ("cpo",),
+    "kto_desirable_weight": ("kto",),
+    "kto_undesirable_weight": ("kto",),
+}
 # What each lm objective learns from, by row layout; a file read with `data.format: auto` is checked once its layout
 # is known (`layout_problem`), a layout set in the config when the config is read.
 OBJECTIVE_LAYOUTS = {
@@ -990,6 +1170,7 @@ OBJECTIVE_LAYOUTS = {
     "clm": ("text", "chat", "alpaca", "prompt-completion", "input-output"),
     "mlm": ("text",),
     **{o: ("preference",) for o in PREFERENCE_OBJECTIVES},
+    "kto": ("preference", "unpaired"),  # pairs train as their two answers, labelled
     **{o: ("chat", "alpaca", "prompt-only", "prompt-completion") for o in RL_OBJECTIVES},
 }
 
@@ -1002,8 +1183,8 @@ def layout_problem(objective: str, layout: str) -> str | None:
     if "preference" in (layout, *fits):
         return (
             f"objective `{objective}` and `data.format: {layout}` do not fit: objectives "
-            f"{' and '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs, and preference "
-            "pairs train with those objectives (or `task: reward`)"
+            f"{', '.join(PREFERENCE_OBJECTIVES)} learn from `data.format: preference` pairs (kto from `unpaired` "
+            "rows too), and preference pairs train with those objectives (or `task: reward`)"
         )
     if objective == "sft" and layout == "text":
         return (
@@ -1037,6 +1218,7 @@ def bundled_layout(task: str, objective: str) -> str:
 
 
 PPO_METHODS = ("full", "lora", "qlora")  # the value head reads hidden states, which virtual tokens would shift
+LORA_VARIANT_KEYS = ("use_dora", "use_rslora", "init", "loraplus_lr_ratio")  # read by methods lora and qlora only
 MLM_METHODS = ("full",)  # the bundled encoder ships no MLM head: a fresh head must train with the encoder
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -1111,6 +1293,59 @@ class RunConfig(Section):
                     f"(it supports {', '.join(supported)}); for {self.task} use one of "
                     f"{', '.join(n for n in method_names_for(self.task))}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _method_options_apply(self):
+        """The LoRA variants and freeze tuning's keys are refused where the run would not apply them."""
+        from trainforge.methods import DATA_INITS, RESIDUAL_INITS
+
+        name, lora = self.method.name, self.method.lora
+        for key in LORA_VARIANT_KEYS:
+            value = getattr(lora, key)
+            if name not in ("lora", "qlora") and value != LoraOptions.model_fields[key].default:
+                raise ValueError(
+                    f"key `method.lora.{key}` = {value!r} is a LoRA variant, read by methods lora and qlora; method "
+                    f"{name!r} does not apply it: leave it out, or set `method.name: lora`"
+                )
+        if name != "freeze" and self.method.freeze != FreezeOptions():
+            raise ValueError(
+                f"the `method.freeze` keys choose what freeze tuning trains (`method.name: freeze`); method {name!r} "
+                "does not read them: leave them out, or set `method.name: freeze`"
+            )
+        init, where = lora.init, f"key `method.lora.init` = {lora.init!r}"
+        if init == "loftq" and name != "qlora":
+            raise ValueError(
+                f"{where} fits the adapter to the error of the 4-bit base, which only method qlora quantizes: set "
+                "`method.name: qlora`, or another init (pissa starts from the weights' principal directions)"
+            )
+        if init in RESIDUAL_INITS:
+            if name == "qlora":
+                raise ValueError(
+                    f"{where} leaves the base weights minus the adapter's start, which a 4-bit base cannot hold "
+                    "exactly; use it with method lora, or `init: loftq` with qlora"
+                )
+            if lora.use_dora:
+                raise ValueError(
+                    f"{where} with `method.lora.use_dora`: peft converts the saved adapter to a plain LoRA of the "
+                    "untouched base and drops DoRA's magnitude vector on the way; use one of the two"
+                )
+            if self.task != "lm":
+                raise ValueError(
+                    f"{where} is for task lm: peft's conversion of the saved adapter to a plain LoRA of the "
+                    f"untouched base keeps only its A and B matrices, not the trained head of a {self.task} model"
+                )
+            if self.training.objective in ("dpo", "kto", *RL_OBJECTIVES):  # methods.preference.REFERENCE_OBJECTIVES
+                raise ValueError(
+                    f"{where}: objective {self.training.objective} takes the base with the adapter disabled as its "
+                    "reference, and a residual init has changed that base; use it with sft, clm, orpo, simpo or cpo"
+                )
+        if init in DATA_INITS and not (self.task == "lm" and self.training.objective in ("sft", "clm")):
+            run = f"objective {self.training.objective}" if self.task == "lm" else f"task {self.task}"
+            raise ValueError(
+                f"{where} fits the adapter to the activations of the training rows before training, which trainforge "
+                f"feeds it for task lm with objective sft or clm, not for a run of {run}; use init default or gaussian"
+            )
         return self
 
     @model_validator(mode="after")
@@ -1356,6 +1591,135 @@ class RunConfig(Section):
             )
 
     @model_validator(mode="after")
+    def _objective_keys(self):
+        t = self.training
+        objective = t.objective if self.task == "lm" else None
+        for key, readers in OBJECTIVE_KEYS.items():
+            value = getattr(t, key)
+            if objective not in readers and value != TrainingConfig.model_fields[key].default:
+                what = f"objective {objective}" if objective else f"task {self.task}"
+                raise ValueError(
+                    f"key `training.{key}` = {value!r} is read by task lm with objective {' / '.join(readers)}; a "
+                    f"run of {what} does not use it: leave it out (or set `training.objective`)"
+                )
+        if objective in PREFERENCE_OBJECTIVES:
+            self._check_preference_losses(objective)
+        return self
+
+    def _check_preference_losses(self, objective: str) -> None:
+        t = self.training
+        types = [t.loss_type] if isinstance(t.loss_type, str) else list(t.loss_type or [])
+        if types:
+            allowed = LOSS_TYPES[objective]
+            if [x for x in types if x not in allowed] or (objective != "dpo" and not isinstance(t.loss_type, str)):
+                takes = "one loss type, or a list of them, of" if objective == "dpo" else "one loss type of"
+                raise ValueError(
+                    f"key `training.loss_type` = {t.loss_type!r}: objective {objective} takes {takes} "
+                    f"{', '.join(allowed)}"
+                )
+        if t.loss_weights is not None and (not isinstance(t.loss_type, list) or len(t.loss_weights) != len(types)):
+            raise ValueError(
+                f"key `training.loss_weights` = {t.loss_weights!r} weighs the losses of a `training.loss_type` list, "
+                f"one weight each; got loss_type {t.loss_type!r}"
+            )
+        if t.dpo_sft_weight and types:
+            raise ValueError(
+                "keys `training.dpo_sft_weight` and `training.loss_type` are both set: dpo_sft_weight w is shorthand "
+                "for `loss_type: [sigmoid, sft]` with `loss_weights: [1.0, w]`; set one of them"
+            )
+        smoothed = {
+            "dpo": bool(set(types) & set(SMOOTHED_DPO_LOSSES)),
+            "cpo": (t.loss_type or "sigmoid") == "sigmoid",
+            "simpo": True,
+        }
+        if t.label_smoothing and not smoothed.get(objective):
+            raise ValueError(
+                f"key `training.label_smoothing` = {t.label_smoothing} is read by dpo loss types "
+                f"{', '.join(SMOOTHED_DPO_LOSSES)}, cpo's sigmoid loss and simpo; objective {objective} with loss "
+                f"type {t.loss_type or 'default'} does not use it: leave it out"
+            )
+        needy = [x for x in types if x in ("robust", "exo_pair")]
+        if needy and not t.label_smoothing:
+            raise ValueError(
+                f"dpo loss type {needy[0]} needs `training.label_smoothing` > 0, the assumed share of flipped labels "
+                "(e.g. 0.1; exo_pair's paper uses 1e-3): with 0 robust is plain sigmoid and exo_pair is undefined"
+            )
+        if objective == "kto" and (t.loss_type or "kto") == "kto" and t.batch_size < 2:
+            raise ValueError(
+                "objective kto estimates its KL term from the other rows of each batch: it needs "
+                f"`training.batch_size` >= 2 (got {t.batch_size}), or `loss_type: apo_zero_unpaired`, which has none"
+            )
+        if objective == "simpo" and "beta" not in t.model_fields_set:
+            t.beta = SIMPO_BETA
+
+    @model_validator(mode="after")
+    def _optimizer_fits_run(self):
+        """`training.optimizer`, `optimizer_args` and `neftune_alpha` reach transformers' Trainer (methods/
+        training_args.py); LoRA+ and Muon are built beside it for the runs `run.training.train_and_save` trains."""
+        t, method = self.training, self.method.name
+        objective = f"objective {t.objective}" if self.task == "lm" else f"task {self.task}"
+        set_keys = [
+            key
+            for key, changed in (
+                ("optimizer", t.optimizer != "adamw"),
+                ("optimizer_args", bool(t.optimizer_args)),
+                ("neftune_alpha", t.neftune_alpha is not None),
+            )
+            if changed
+        ]
+        own_loop = (
+            self.task not in NEURAL_TASKS
+            or is_nn_run(self.task, self.model.name)
+            or (self.task == "lm" and t.objective == "ppo")
+            or (method == "feature-extraction" and self.method.features.estimator is not None)
+        )
+        if set_keys and own_loop:
+            raise ValueError(
+                f"key `training.{set_keys[0]}` is read by the runs transformers' Trainer trains (tasks lm, "
+                f"text-classification, multi-task, reward); a run of {objective} trains its own loop with AdamW "
+                "(or fits an estimator): leave it out"
+            )
+        if t.neftune_alpha is not None and not (self.task == "lm" and t.objective in ("sft", "clm")):
+            raise ValueError(
+                "key `training.neftune_alpha`: NEFTune noises the input embeddings of supervised fine-tuning, for "
+                f"task lm with objective sft or clm; a run of {objective} does not apply it: leave it out"
+            )
+        rl = self.task == "lm" and t.objective in RL_OBJECTIVES
+        if rl and t.optimizer in ("muon", "schedule_free"):
+            raise ValueError(
+                f"key `training.optimizer` = {t.optimizer!r}: TRL's {t.objective} trainer builds only the optimizers "
+                "transformers names (adamw, adamw_8bit, adafactor, galore, apollo, sgd)"
+            )
+        if t.optimizer in ("galore", "apollo") and method not in ("full", "freeze"):
+            raise ValueError(
+                f"key `training.optimizer` = {t.optimizer!r} projects the gradients of whole weight matrices; "
+                f"method {method!r} trains small added ones: use `method.name: full` or `freeze`, or another optimizer"
+            )
+        if t.optimizer == "muon" and self.task == "multi-task":
+            raise ValueError(
+                "key `training.optimizer` = 'muon' needs a transformers model to tell its hidden matrices from its "
+                "heads; a multi-task model is trainforge's own: choose another optimizer"
+            )
+        if self.method.lora.loraplus_lr_ratio is not None and (rl or t.optimizer == "muon"):
+            raise ValueError(
+                "key `method.lora.loraplus_lr_ratio`: LoRA+ groups the adapter's matrices for the optimizers "
+                "transformers builds, in the runs trainforge's Trainer tasks train; "
+                + (f"TRL's {t.objective} trainer" if rl else "muon")
+                + " builds its own: leave it out (or choose another optimizer)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _thinking_fits_run(self):
+        if self.data.thinking != "keep" and not (self.task == "lm" and self.training.objective == "sft"):
+            what = f"objective {self.training.objective}" if self.task == "lm" else f"task {self.task}"
+            raise ValueError(
+                f"key `data.thinking` = {self.data.thinking!r} decides which reasoning tokens of answers train, "
+                f"which task lm with objective sft applies; a run of {what} does not: leave it out"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _clean_fits_task(self):
         clean = self.data.clean
         if clean is None:
@@ -1369,7 +1733,8 @@ class RunConfig(Section):
             what += " with `distill`" if self.distill.teacher else ""
             how = "clean the file with `trainforge data clean` and train on that" if texts else "it reads no text rows"
             raise ValueError(
-                "`data.clean` is applied by tasks lm (objectives sft, clm, mlm, dpo, orpo) and reward, whose runs "
+                f"`data.clean` is applied by tasks lm (objectives sft, clm, mlm, {', '.join(PREFERENCE_OBJECTIVES)}) "
+                "and reward, whose runs "
                 f"record what it drops; a run of {what} does not apply it: {how}"
             )
         if (clean.min_tokens or clean.max_tokens) and clean.tokenizer is None:

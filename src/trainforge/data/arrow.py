@@ -38,7 +38,7 @@ from trainforge.data.tokenize import (
 )
 from trainforge.errors import DataError, RunError
 
-PREP_VERSION = 2  # raise when what is written changes: older cache entries are then never read
+PREP_VERSION = 3  # raise when what is written changes: older cache entries are then never read
 PARALLEL_ROWS = 20_000  # below this, starting worker processes costs more than they save
 PARTS = ("train", "validation", "test")
 console = Console(stderr=True)

@@ -12,6 +12,8 @@ from itertools import chain, islice
 from typing import Any, Callable, Iterable, Iterator
 
 from trainforge.data.report import DataReport
+from trainforge.data.templates import THINK, think_block
+from trainforge.data.tools import call_problem, declared_functions, format_tool_call
 from trainforge.errors import DataError
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -107,13 +109,67 @@ class Naming:
 
 # messages ----------------------------------------------------------------------------------------------------
 
-MESSAGE_KEYS = {"role", "content", "from", "value", "weight", "train", "tool_calls", "tool_call_id"}
+MESSAGE_KEYS = {
+    "role",
+    "content",
+    "from",
+    "value",
+    "weight",
+    "train",
+    "tool_calls",
+    "tool_call_id",
+    "reasoning_content",
+}
 
 
-def _content(turn: dict, role: str, where: str, at: Reading) -> str:
+def _arguments(arguments: Any, name: str, where: str, at: Reading) -> dict:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            raise row_error(
+                at.source, at.number, f"{where}tool call {name!r}: `arguments` is not valid JSON."
+            ) from None
+    if not isinstance(arguments, dict):
+        raise row_error(
+            at.source,
+            at.number,
+            f"{where}tool call {name!r}: `arguments` must be a JSON object, got {arguments!r:.60}.",
+        )
+    return arguments
+
+
+def _calls(turn: dict, role: str, where: str, at: Reading) -> list[dict]:
+    """An assistant message's tool calls as {id, name, arguments}: OpenAI `tool_calls`, or the value of a ShareGPT
+    `function_call` message (one call's JSON, or a list of them for parallel calls)."""
+    if role != "assistant":
+        return []
+    if turn.get("from") == "function_call":
+        calls = turn.get("value", turn.get("content"))
+        try:
+            calls = json.loads(calls) if isinstance(calls, str) else calls
+        except json.JSONDecodeError:
+            raise row_error(at.source, at.number, f"{where}(function_call) is not a JSON tool call.") from None
+        calls = calls if isinstance(calls, list) else [calls]
+    else:
+        calls = turn.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise row_error(at.source, at.number, f"{where}has `tool_calls` that is not a list.")
+    found = []
+    for call in calls:
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise row_error(at.source, at.number, f"{where}has a tool call without a function name.")
+        arguments = _arguments(function.get("arguments", {}), function["name"], where, at)
+        found.append({"id": call.get("id"), "name": function["name"], "arguments": arguments})
+    return found
+
+
+def _content(turn: dict, role: str, where: str, at: Reading, calls: list[dict]) -> str:
     """A message's text: a string, or OpenAI / TRL content parts (text parts joined; other parts counted); an
-    assistant's `tool_calls` follow as `<tool_call>{json}</tool_call>` blocks."""
-    content = turn.get("content", turn.get("value"))
+    assistant's `reasoning_content` goes before it as a `<think>` block, its tool `calls` after it as
+    `<tool_call>{json}</tool_call>` blocks (data/tools.py)."""
+    content = "" if turn.get("from") == "function_call" else turn.get("content", turn.get("value"))
     if isinstance(content, list):
         texts = []
         for part in content:
@@ -122,30 +178,46 @@ def _content(turn: dict, role: str, where: str, at: Reading) -> str:
             else:
                 at.unused(f"messages[].content parts of type {part.get('type') if isinstance(part, dict) else '?'}")
         content = "".join(texts)
-    calls = turn.get("tool_calls") or []
-    if calls and role == "assistant":
-        blocks = []
-        for call in calls:
-            function = call.get("function", call) if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                raise row_error(at.source, at.number, f"{where}has a tool call without a function name.")
-            arguments = function.get("arguments", {})
-            if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except json.JSONDecodeError:
-                    raise row_error(
-                        at.source, at.number, f"{where}tool call {function['name']!r}: `arguments` is not valid JSON."
-                    ) from None
-            blocks.append(
-                "<tool_call>\n" + json.dumps({"name": function["name"], "arguments": arguments}) + "\n</tool_call>"
-            )
+    if calls:
+        blocks = [format_tool_call(call["name"], call["arguments"]) for call in calls]
         content = "\n".join([content, *blocks] if isinstance(content, str) and content.strip() else blocks)
     if not isinstance(content, str) or not content.strip():
         raise row_error(at.source, at.number, f"{where}({role}) has no text content.")
-    if role == "assistant" and turn.get("from") == "function_call":  # ShareGPT: the value is the call's JSON
-        content = f"<tool_call>\n{content}\n</tool_call>"
+    reasoning = turn.get("reasoning_content")
+    if reasoning not in (None, "") and role == "assistant":
+        if not isinstance(reasoning, str):
+            raise row_error(at.source, at.number, f"{where}has `reasoning_content` that is not a string.")
+        if THINK.search(content):
+            raise row_error(at.source, at.number, f"{where}has both `reasoning_content` and a <think> block; give one.")
+        content = think_block(reasoning) + content.lstrip("\n")
     return content
+
+
+def _check_calls(calls: list[dict], declared: dict | None, where: str, at: Reading) -> None:
+    """Each call is to a declared function with arguments its schema accepts (`declared`: None checks nothing)."""
+    for call in calls if declared is not None else []:
+        problem = call_problem(call, declared)
+        if problem:
+            raise row_error(at.source, at.number, f"{where}{problem}.")
+
+
+def _answer(turn: dict, pending: list, where: str, at: Reading) -> None:
+    """A `tool` message answers one of the open calls of the assistant turn before it (by `tool_call_id` where the
+    calls have ids), which it closes."""
+    answered = turn.get("tool_call_id")
+    if answered is not None and answered in pending:
+        pending.remove(answered)
+    elif pending and (answered is None or None in pending):
+        pending.pop(0)
+    else:
+        open_calls = ", ".join(repr(p) for p in pending) or "none"
+        said = f" (`tool_call_id` {answered!r})" if answered is not None else ""
+        raise row_error(
+            at.source,
+            at.number,
+            f"{where}is a tool result{said} answering no tool call; it must follow an assistant message whose "
+            f"`tool_calls` it answers (open calls: {open_calls}).",
+        )
 
 
 def _trains(turn: dict, where: str, at: Reading) -> bool | None:
@@ -162,13 +234,14 @@ def _trains(turn: dict, where: str, at: Reading) -> bool | None:
     return None
 
 
-def _messages(turns: Any, key: str, at: Reading, where: str = "") -> list[dict]:
-    """A checked list of {role, content[, train]} messages (OpenAI or ShareGPT style). `where` prefixes message
-    errors with the field they are in."""
+def _messages(turns: Any, key: str, at: Reading, where: str = "", declared: dict | None = None) -> list[dict]:
+    """A checked list of {role, content[, train]} messages (OpenAI or ShareGPT style); each tool result answers a
+    call, and with `declared` (the row's functions) each call is to one of them, with arguments its schema
+    accepts. `where` prefixes message errors with the field they are in."""
     turns = _json_list(turns, key, at.source, at.number)
     if not isinstance(turns, list) or not turns:
         raise row_error(at.source, at.number, f"`{key}` must be a non-empty list of messages.")
-    messages = []
+    messages, pending = [], []
     for i, turn in enumerate(turns):
         here = f"{where}message {i} "
         if not isinstance(turn, dict):
@@ -189,7 +262,13 @@ def _messages(turns: Any, key: str, at: Reading, where: str = "") -> list[dict]:
             )
         if role == "system" and i != 0:
             raise row_error(at.source, at.number, f"{here}is a system message; only the first message may be one.")
-        message = {"role": role, "content": _content(turn, role, here, at)}
+        calls = _calls(turn, role, here, at)
+        _check_calls(calls, declared, here, at)
+        if role == "tool":
+            _answer(turn, pending, here, at)
+        else:
+            pending = [call["id"] for call in calls]
+        message = {"role": role, "content": _content(turn, role, here, at, calls)}
         trains = _trains(turn, here, at)
         if trains is not None:
             message["train"] = trains
@@ -216,14 +295,18 @@ def _with_system(messages: list[dict], row: dict, at: Reading) -> list[dict]:
     return [{"role": "system", "content": system}, *messages]
 
 
-def _tools(row: dict, at: Reading) -> list | None:
+def _tools(row: dict, at: Reading) -> tuple[list | None, dict]:
+    """The row's `tools` (None when it has none) and the functions they declare, name → parameters schema."""
     tools = row.get("tools")
     if tools in (None, "", []):
-        return None
+        return None, {}
     tools = _json_list(tools, "tools", at.source, at.number)
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise row_error(at.source, at.number, "`tools` must be a list of tool (function) specifications.")
-    return tools
+    try:
+        return tools, declared_functions(tools)
+    except ValueError as error:
+        raise row_error(at.source, at.number, f"`tools`: {error}.") from None
 
 
 def _prompt_turns(value: Any, key: str, last_role: str, at: Reading) -> list[dict]:
@@ -303,11 +386,11 @@ def read_chat(row: dict, at: Reading, **_: Any) -> dict:
             "expected a `messages` list (or ShareGPT `conversations`), found fields " + ", ".join(map(str, row)) + ".",
         )
     _refuse_unpaired(row, at)
-    messages = _with_system(_messages(row[key], key, at), row, at)
+    tools, declared = _tools(row, at)
+    messages = _with_system(_messages(row[key], key, at, declared=declared), row, at)
     if messages[-1]["role"] != "assistant":
         raise row_error(at.source, at.number, "the last message must be the assistant's answer to learn from.")
     out = {"messages": messages}
-    tools = _tools(row, at)
     if tools:
         out["tools"] = tools
     return out
@@ -421,7 +504,11 @@ def read_preference(row: dict, at: Reading, **_: Any) -> dict:
             "`chosen` and `rejected` are the same answer; a pair must differ to teach a preference.",
         )
     plain = lambda turns: [{"role": m["role"], "content": m["content"]} for m in turns]  # noqa: E731
-    out = {"prompt": plain(prompt), "chosen": plain(chosen), "rejected": plain(rejected)}
+    return _with_constraint({"prompt": plain(prompt), "chosen": plain(chosen), "rejected": plain(rejected)}, row, at)
+
+
+def _with_constraint(out: dict, row: dict, at: Reading) -> dict:
+    """`out` with the row's optional `constraint` object (the bundled checker's)."""
     constraint = row.get("constraint")
     if constraint is not None:
         if not isinstance(constraint, dict):
@@ -432,7 +519,7 @@ def read_preference(row: dict, at: Reading, **_: Any) -> dict:
 
 def read_unpaired(row: dict, at: Reading, **_: Any) -> dict:
     """One answer with a thumbs-up or thumbs-down: TRL's `prompt` / `completion` / `label`, or LLaMA-Factory's KTO
-    rows (a conversation whose last message is the answer, and `kto_tag`)."""
+    rows (a conversation whose last message is the answer, and `kto_tag`). An optional `constraint` travels along."""
     key = "kto_tag" if "kto_tag" in row else "label"
     label = row.get(key)
     if not isinstance(label, bool):
@@ -448,7 +535,32 @@ def read_unpaired(row: dict, at: Reading, **_: Any) -> dict:
         if messages[-1]["role"] != "assistant" or len(messages) < 2:
             raise row_error(at.source, at.number, f"the last message of `{turns}` must be the assistant's answer.")
         prompt, completion = messages[:-1], messages[-1:]
-    return {"prompt": prompt, "completion": completion, "label": label}
+    return _with_constraint({"prompt": prompt, "completion": completion, "label": label}, row, at)
+
+
+def pairs_by_prompt(rows: list[dict], report: DataReport) -> list[dict]:
+    """Unpaired rows as preference pairs where a prompt has both: its label-true answers matched in order with its
+    label-false ones (held-out KTO rows, scored as pairs). The rows left without a counterpart are said in `report`."""
+    by_prompt: dict[str, tuple[list, list]] = {}
+    for row in rows:
+        by_prompt.setdefault(json.dumps(row["prompt"], sort_keys=True), ([], []))[0 if row["label"] else 1].append(row)
+    pairs = [
+        {
+            "prompt": good["prompt"],
+            "chosen": good["completion"],
+            "rejected": bad["completion"],
+            "row": f"{good.get('row')}+{bad.get('row')}",
+            **({"constraint": good["constraint"]} if "constraint" in good else {}),
+        }
+        for good_rows, bad_rows in by_prompt.values()
+        for good, bad in zip(good_rows, bad_rows)
+    ]
+    if len(rows) > 2 * len(pairs):
+        report.notes.append(
+            f"held out: {len(rows)} unpaired rows scored as {len(pairs)} pairs (a label-true and a label-false answer "
+            f"to one prompt); the other {len(rows) - 2 * len(pairs)} rows have no counterpart and are not scored"
+        )
+    return pairs
 
 
 def read_input_output(row: dict, at: Reading, **_: Any) -> dict:

@@ -85,11 +85,11 @@ def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
     fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
     if fmt == "classification" and cfg.format == "text":  # a labelled task's texts serve as a domain corpus
         fmt, rows = "text", [{"text": row["text"]} for row in rows]
-    if fmt == "preference":
+    if fmt in ("preference", "chat"):  # checked as a file's rows are (a chat row's tool calls become text)
         rows = normalize_rows(list(enumerate(rows, start=1)), fmt, f"bundled task {cfg.task}")
-        if cfg.format == "chat":  # prompt + chosen answer: SFT data, so SFT can precede DPO on the same task
-            fmt = "chat"
-            rows = [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows]
+    if fmt == "preference" and cfg.format == "chat":  # prompt + chosen answer: SFT can precede DPO on one task
+        fmt = "chat"
+        rows = [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows]
     if fmt != cfg.format and cfg.format != "auto":
         raise DataError(f"Bundled task {cfg.task!r} produces `{fmt}` rows but `data.format` is `{cfg.format}`.")
     return fmt, [{**row, "row": row.get("row", number)} for number, row in enumerate(rows, start=1)]

@@ -381,11 +381,121 @@ def dates_iso(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def _function(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    parameters = {"type": "object", "properties": properties, "required": required}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+UNITS = {  # unit → the words a prompt uses for it; conversions go between the units of one pair
+    "km": ["km", "kilometers"],
+    "miles": ["miles"],
+    "kg": ["kg", "kilograms"],
+    "pounds": ["pounds", "lbs"],
+    "celsius": ["degrees Celsius", "°C"],
+    "fahrenheit": ["degrees Fahrenheit", "°F"],
+    "liters": ["liters", "litres"],
+    "gallons": ["gallons"],
+}
+UNIT_PAIRS = [("km", "miles"), ("kg", "pounds"), ("celsius", "fahrenheit"), ("liters", "gallons")]
+TOOL_SPECS = [
+    _function(
+        "get_weather",
+        "Current weather in a city.",
+        {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        ["city"],
+    ),
+    _function(
+        "convert_units",
+        "Convert a value from one unit to another.",
+        {"value": {"type": "number"}, "from_unit": {"enum": list(UNITS)}, "to_unit": {"enum": list(UNITS)}},
+        ["value", "from_unit", "to_unit"],
+    ),
+    _function(
+        "get_calendar_events",
+        "The user's events on a date (YYYY-MM-DD).",
+        {"date": {"type": "string"}},
+        ["date"],
+    ),
+]
+NO_TOOL_CHATS = [  # prompts that need no tool, with their answers
+    ("Hi there!", "Hello! How can I help you today?"),
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("What is 7 times 8?", "7 times 8 is 56."),
+    ("Thanks, that's all for now.", "You're welcome! Have a great day."),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+    ("How many days are in a leap year?", "A leap year has 366 days."),
+    ("What is a kilometer?", "A kilometer is a unit of length equal to 1,000 meters."),
+    ("Can you tell me a fun fact?", "Octopuses have three hearts."),
+    ("What does a calendar show?", "A calendar shows the days, weeks and months of a year."),
+    ("Which planet is known as the Red Planet?", "Mars is known as the Red Planet."),
+]
+
+
+def _weather(rng: random.Random) -> tuple[str, dict]:
+    city = rng.choice(CITIES)
+    unit = rng.choice([None, None, "celsius", "fahrenheit"])
+    ask = rng.choice(
+        ["What's the weather in {city}?", "Is it raining in {city} right now?", "How warm is it in {city} today?"]
+    ).format(city=city)
+    if unit:
+        ask = ask[:-1] + f", in {unit}?"
+    return ask, {"city": city, **({"unit": unit} if unit else {})}
+
+
+def _conversion(rng: random.Random) -> tuple[str, dict]:
+    source, target = rng.sample(rng.choice(UNIT_PAIRS), 2)
+    value = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
+    ask = rng.choice(["Convert {v} {a} to {b}.", "How many {b} is {v} {a}?", "What is {v} {a} in {b}?"])
+    text = ask.format(v=value, a=rng.choice(UNITS[source]), b=rng.choice(UNITS[target]))
+    return text, {"value": value, "from_unit": source, "to_unit": target}
+
+
+def _calendar(rng: random.Random) -> tuple[str, dict]:
+    y, m, d = rng.randint(2025, 2027), rng.randint(1, 12), rng.randint(1, 28)
+    day = rng.choice([DATE_FORMATS[0], DATE_FORMATS[1], DATE_FORMATS[4]])(y, m, d)
+    ask = rng.choice(["What's on my calendar on {day}?", "Do I have meetings on {day}?", "Show my schedule for {day}."])
+    return ask.format(day=day), {"date": f"{y}-{m:02d}-{d:02d}"}
+
+
+TOOL_ASKS = {
+    "get_weather": _weather,
+    "convert_units": _conversion,
+    "get_calendar_events": _calendar,
+}
+
+
+def tool_calls(n: int, seed: int) -> list[dict]:
+    """Requests to a tool-using assistant (OpenAI chat rows with `tools`): one call (55%), two parallel calls to
+    different functions (20%), or a prompt that needs no tool (25%). The answer is the calls, with JSON arguments
+    that follow exactly from the prompt (units, cities, dates normalized), so every metric is exact."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        draw = rng.random()
+        if draw < 0.25:
+            prompt, answer = rng.choice(NO_TOOL_CHATS)
+            reply: dict = {"role": "assistant", "content": answer}
+        else:
+            names = rng.sample(list(TOOL_ASKS), 2 if draw >= 0.8 else 1)
+            asks = [(name, *TOOL_ASKS[name](rng)) for name in names]
+            prompt = " Also, ".join(
+                text if i == 0 else text[0].lower() + text[1:] for i, (_, text, _) in enumerate(asks)
+            )
+            calls = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                for i, (name, _, args) in enumerate(asks, start=1)
+            ]
+            reply = {"role": "assistant", "tool_calls": calls}
+        rows.append({"messages": [{"role": "user", "content": prompt}, reply], "tools": TOOL_SPECS})
+    return rows
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
     "dates-iso": ("seq2seq", dates_iso),
     "reverse-letters": ("seq2seq", reverse_letters),
     "constrained-answers": ("preference", constrained_answers),
     "dates-json": ("chat", dates_json),
+    "tool-calls": ("chat", tool_calls),
     "support-tickets": ("classification", support_tickets),
     "support-tickets-multi": ("classification", support_tickets_multi),
     "support-tickets-shift": ("classification", support_tickets_shift),

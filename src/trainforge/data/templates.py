@@ -4,7 +4,12 @@ which the run saves, so chat, predict and serve render as training did."""
 
 from __future__ import annotations
 
+import re
+
 from trainforge.errors import ConfigError
+
+# A reasoning block in an assistant message (DeepSeek-R1 / Qwen3 style), with the whitespace after it
+THINK = re.compile(r"<think>(.*?)</think>\s*", re.DOTALL)
 
 TEMPLATES = {
     "chatml": (
@@ -45,3 +50,22 @@ def no_template(tokenizer) -> ConfigError:
         "so conversations cannot be rendered for it. Set `data.template` to chatml, alpaca or llama3 to give it one, "
         "or to none to join the messages as plain text (for base models and completion data)."
     )
+
+
+def think_block(reasoning: str) -> str:
+    """`reasoning_content` as the block that opens an answer (Qwen3's template writes it so)."""
+    return f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n"
+
+
+def without_thinking(message: dict) -> dict:
+    """An assistant message with its <think> blocks removed (`data.thinking: drop`)."""
+    if message["role"] != "assistant" or "<think>" not in message["content"]:
+        return message
+    return {**message, "content": THINK.sub("", message["content"]).strip()}
+
+
+def untrained_thinking(content: str, thinking: str) -> list[str]:
+    """The <think> blocks of an answer that stay out of the loss: all of them under `mask`, the empty ones (nothing
+    to learn, only an empty habit) under `keep`."""
+    # a space after the block is left out of it: BPE tokenizers start the next word's token with it
+    return [m.group(0).rstrip(" ") for m in THINK.finditer(content) if thinking == "mask" or not m.group(1).strip()]

@@ -3,7 +3,6 @@ assistant's) of a conversation and on the trained pieces of raw-text segments.""
 
 from __future__ import annotations
 
-import json
 import random
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -11,7 +10,8 @@ from typing import Iterable, Iterator
 
 from trainforge.data.formats import trains
 from trainforge.data.report import DataReport
-from trainforge.data.templates import no_template
+from trainforge.data.templates import no_template, untrained_thinking, without_thinking
+from trainforge.data.tools import native_tools, tools_block
 from trainforge.errors import DataError
 
 IGNORE = -100
@@ -19,13 +19,12 @@ IGNORE = -100
 
 def with_tools(tokenizer, messages: list[dict], tools: list | None) -> tuple[list[dict], dict]:
     """The conversation and template arguments that show the model its `tools`: the template's own `tools` when it
-    has them, else a system block listing them as JSON (the `<tool_call>` convention the calls are written in)."""
+    has them, else the built-in system block listing them (data/tools.py)."""
     if not tools:
         return messages, {}
-    if "tools" in (getattr(tokenizer, "chat_template", None) or ""):
+    if native_tools(tokenizer):
         return messages, {"tools": tools}
-    listing = "You can call these tools; answer a call as <tool_call>{json}</tool_call>:\n<tools>\n"
-    listing += "\n".join(json.dumps(tool) for tool in tools) + "\n</tools>"
+    listing = tools_block(tools)
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": messages[0]["content"] + "\n\n" + listing}, *messages[1:]], {}
     return [{"role": "system", "content": listing}, *messages], {}
@@ -40,18 +39,22 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False,
 
 @dataclass(frozen=True)
 class Masking:
-    """Which tokens carry loss beyond what a row's layout and flags say: every token (`train_on_inputs`), or only
-    a conversation's last trained message (`mask_history`)."""
+    """Which tokens carry loss beyond what a row's layout and flags say: every token (`train_on_inputs`), only
+    a conversation's last trained message (`mask_history`), and an answer's <think> blocks (`thinking`: keep
+    trains them, drop removes them, mask keeps them out of the loss; empty blocks never train)."""
 
     train_on_inputs: bool = False
     mask_history: bool = False
+    thinking: str = "keep"
 
 
 def trained_spans(
     tokenizer, messages: list[dict], tools: list | None = None, masking: Masking = Masking()
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of the messages that train (an assistant reply, with its
-    end-of-turn marker, unless a flag says otherwise)."""
+    end-of-turn marker, unless a flag says otherwise), less their untrained <think> blocks."""
+    if masking.thinking == "drop":
+        messages = [without_thinking(message) for message in messages]
     full = render(tokenizer, messages, tools=tools)
     if masking.train_on_inputs:
         return full, [(0, len(full))]
@@ -70,8 +73,26 @@ def trained_spans(
                 "The tokenizer's chat template renders a conversation's prefix differently from the whole; "
                 "the trained tokens cannot be located. Use `training.objective: clm` or another model."
             )
-        spans.append((start, len(through)))
+        spans += _cut(full, [(start, len(through))], untrained_thinking(message["content"], masking.thinking))
     return full, spans
+
+
+def _cut(full: str, spans: list[tuple[int, int]], blocks: list[str]) -> list[tuple[int, int]]:
+    """`spans` (one message's) less where `blocks` of its content lie in `full`: each is looked for backwards from
+    the message's end, so a block the generation prompt opens (`<think>` before the span) is found whole."""
+    end = spans[-1][1]
+    for block in reversed(blocks):
+        at = full.rfind(block, 0, end)
+        if at < 0:
+            raise DataError(
+                "The tokenizer's chat template rewrites the <think> blocks of answers, so they cannot be kept out of "
+                "the loss; set `data.thinking: drop` or `keep`, or choose another `data.template`."
+            )
+        spans = [
+            piece for a, b in spans for piece in ((a, min(b, at)), (max(a, at + len(block)), b)) if piece[0] < piece[1]
+        ]
+        end = at
+    return spans
 
 
 def _labelled(ids: list[int], offsets: list, spans: list[tuple[int, int]], max_length: int) -> dict:
@@ -286,7 +307,8 @@ def tokenize_examples(
 def prompt_and_reference(tokenizer, example: dict) -> tuple[str, str]:
     """For generation eval: the conversation up to the last answer (ready for generation) and that answer."""
     messages = example["messages"]
-    return render(tokenizer, messages[:-1], add_generation_prompt=True), messages[-1]["content"]
+    prompt = render(tokenizer, messages[:-1], add_generation_prompt=True, tools=example.get("tools"))
+    return prompt, messages[-1]["content"]
 
 
 def _count(tokenizer, text: str) -> int:
@@ -294,10 +316,13 @@ def _count(tokenizer, text: str) -> int:
 
 
 def _pair_lengths(tokenizer, pair: dict) -> tuple[int, int]:
-    """(prompt tokens, longest answer's tokens) of a preference pair, rendered as the trainers render it."""
+    """(prompt tokens, longest answer's tokens) of a preference pair (or an unpaired row's one answer), rendered as
+    the trainers render it."""
     prompt = _count(tokenizer, render(tokenizer, pair["prompt"], add_generation_prompt=True))
     answers = [
-        _count(tokenizer, render(tokenizer, pair["prompt"] + pair[side])) - prompt for side in ("chosen", "rejected")
+        _count(tokenizer, render(tokenizer, pair["prompt"] + pair[side])) - prompt
+        for side in ("chosen", "rejected", "completion")
+        if side in pair
     ]
     return prompt, max(answers)
 

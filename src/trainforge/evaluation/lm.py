@@ -7,7 +7,7 @@ import math
 import torch
 
 from trainforge.data.tokenize import IGNORE, prompt_and_reference
-from trainforge.evaluation.metrics import GENERATION_METRICS
+from trainforge.evaluation.metrics import GENERATION_METRICS, tool_call_scores
 from trainforge.hardware import autocast
 from trainforge.methods.distillation import distillation_kl
 
@@ -164,11 +164,14 @@ def generation_scores(
     batch_size: int,
     precision: str = "fp32",
 ) -> tuple[dict[str, float], list[dict]]:
-    """Task metrics of greedy answers to the test prompts, and the (prompt, reference, prediction) samples."""
+    """Task metrics of greedy answers to the test prompts (with tool-call scores where rows carry `tools`), and the
+    (prompt, reference, prediction) samples."""
     pairs = [prompt_and_reference(tokenizer, e) for e in examples]
     prompts = [p for p, _ in pairs]
     references = [r for _, r in pairs]
     predictions = generate(model, tokenizer, prompts, max_new_tokens, batch_size, precision)
     scores = {name: GENERATION_METRICS[name](predictions, references) for name in metrics}
+    if any(e.get("tools") for e in examples):  # tool-use rows: which calls, with what arguments
+        scores.update(tool_call_scores(predictions, references))
     samples = [{"prompt": p, "reference": r, "prediction": y} for p, r, y in zip(prompts, references, predictions)]
     return scores, samples

@@ -1,6 +1,11 @@
-"""Text metrics on generated answers: exact match, BLEU (sacrebleu), ROUGE-L (rouge-score)."""
+"""Text metrics on generated answers: exact match, BLEU (sacrebleu), ROUGE-L (rouge-score), and tool-call scores."""
 
 from __future__ import annotations
+
+import json
+from collections import Counter
+
+from trainforge.data.tools import CALL_OPEN, parse_tool_calls
 
 
 def exact_match(predictions: list[str], references: list[str]) -> float:
@@ -24,3 +29,29 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
 
 
 GENERATION_METRICS = {"exact_match": exact_match, "bleu": bleu, "rouge": rouge_l}
+
+
+def _share(hits: list[bool]) -> float:
+    return sum(hits) / len(hits) if hits else float("nan")
+
+
+def tool_call_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Tool use of generated answers against reference answers, both in the `<tool_call>` convention:
+    `tool_selection` (the same functions called, as a multiset; no call where the reference makes none),
+    `tool_arguments_exact` (of the answers that call tools: the same calls, names and parsed arguments, in any
+    order), `tool_json_valid` (of the answers that write a `<tool_call>`: every block parses) and `tool_no_call` (of
+    the prompts that need no tool: the answer calls none). An answer with a block that does not parse is wrong in
+    all four. NaN where a share has no answers to count."""
+    predicted = [parse_tool_calls(p) for p in predictions]
+    broken = [CALL_OPEN in text for text, _ in predicted]  # a call was attempted and cannot be made
+    made = [calls for _, calls in predicted]
+    wanted = [parse_tool_calls(r)[1] for r in references]
+    key = lambda calls: sorted(json.dumps(call, sort_keys=True) for call in calls)  # noqa: E731
+    names = lambda calls: Counter(call["name"] for call in calls)  # noqa: E731
+    rows = list(zip(made, wanted, broken))
+    return {
+        "tool_selection": _share([not b and names(p) == names(w) for p, w, b in rows]),
+        "tool_arguments_exact": _share([not b and key(p) == key(w) for p, w, b in rows if w]),
+        "tool_json_valid": _share([not b for b, raw in zip(broken, predictions) if CALL_OPEN in raw]),
+        "tool_no_call": _share([not b and not p for p, w, b in rows if not w]),
+    }

@@ -58,6 +58,7 @@ def write_card(run: RunDir, folder: Path, kind: str) -> Path:
         + (f", objective {config.training.objective}" if config.task == "lm" else "")
         + f"). This folder holds {holds.format(quantize=_quantize_label(kind, quantize))}.",
         _training(config, base, summary),
+        _merged_from(run.info().get("merged_from")),
         _data(config, run.info().get("data")),
         _results(config, summary),
         f"## Intended use and limitations\n\n{INTENDED_USE}",
@@ -70,7 +71,7 @@ def write_card(run: RunDir, folder: Path, kind: str) -> Path:
         base,
         library,
         tags,
-        "\n\n".join(sections) + "\n",
+        "\n\n".join(section for section in sections if section) + "\n",
         pipeline_tag=_pipeline(config)[0],
         datasets=_hub_datasets(config) or None,
         license=_base_license(config.model.name),
@@ -89,6 +90,22 @@ def write_run_cards(run: RunDir) -> list[Path]:
             peft = name != "adapter" or (folder / "adapter_config.json").is_file()
             cards.append(write_card(run, folder, name if peft else "own-adapter"))
     return cards
+
+
+def _merged_from(record: dict | None) -> str | None:
+    """A `trainforge merge` run's sources: the adapters its weights combine, with their weights and data."""
+    if not record:
+        return None
+    rows = "\n".join(
+        f"| {Path(source['run']).name} | {source['weight']:g} | {source['rank']} | {source['data']} |"
+        for source in record["sources"]
+    )
+    density = f", density {record['density']:g}" if record.get("density") is not None else ""
+    return (
+        f"## Merged from\n\nThese weights combine {len(record['sources'])} LoRA adapters with peft's "
+        f"`add_weighted_adapter` (combination `{record['method']}`, rank {record['rank']}{density}):\n\n"
+        f"| run | weight | rank | data |\n|---|---|---|---|\n{rows}"
+    )
 
 
 def _quantize_label(kind: str, quantize: str | None) -> str:

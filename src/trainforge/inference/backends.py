@@ -5,6 +5,7 @@ predictive run (text classification, tabular) predicts. Each is loaded once, whe
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -14,8 +15,18 @@ import torch
 from transformers import StoppingCriteria
 
 from trainforge.config import load_config
-from trainforge.errors import DataError, RunError
+from trainforge.errors import DataError, RunError, TrainforgeError
 from trainforge.tracking.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What constrained decoding lets the answer be: JSON valid under `schema`, written compactly as json.dumps
+    writes it (free whitespace lets a small model run on with blank lines), between `before` and `after`."""
+
+    schema: dict
+    before: str = ""
+    after: str = ""
 
 
 @dataclass
@@ -25,6 +36,7 @@ class Sampling:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()  # the answer ends before the first of these (OpenAI's `stop`)
+    constraint: Constraint | None = None
 
     @property
     def greedy(self) -> bool:
@@ -88,6 +100,8 @@ class Generator:
     RNG, and a seeded request must repeat whatever else is running."""
 
     kind = "generative"
+    engine = "torch"
+    constrains = True  # does constrained decoding (xgrammar)
 
     def __init__(self, run: RunDir, max_concurrent: int = 4):
         from trainforge.evaluation.lm import virtual_token_method
@@ -115,11 +129,33 @@ class Generator:
         self.context = getattr(model.config, "max_position_embeddings", None)
         self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
         self.sampling = threading.Lock()
+        self._compiler = None
 
-    def chat_prompt(self, messages: list[dict]) -> str:
+    def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         from trainforge.data.tokenize import render
 
-        return render(self.tokenizer, messages, add_generation_prompt=True)
+        return render(self.tokenizer, messages, add_generation_prompt=True, tools=tools)
+
+    def grammar(self, constraint: Constraint):
+        """The constraint compiled for this tokenizer (xgrammar caches compilations); a schema it cannot compile
+        raises TrainforgeError."""
+        try:
+            import xgrammar
+        except ImportError as err:
+            raise TrainforgeError(
+                f"Constrained decoding needs xgrammar ({err}); install it with `pip install 'trainforge[serve]'`."
+            ) from None
+        if self._compiler is None:  # the model's vocabulary (its logits) may be padded past the tokenizer's
+            info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
+            self._compiler = xgrammar.GrammarCompiler(info)
+        try:
+            grammar = xgrammar.Grammar.from_json_schema(json.dumps(constraint.schema), any_whitespace=False)
+        except Exception as err:  # noqa: BLE001 - xgrammar raises plain RuntimeError / ValueError
+            raise TrainforgeError(f"The JSON schema cannot be enforced: {err}") from None
+        text = lambda t: xgrammar.Grammar.from_ebnf(f"root ::= {json.dumps(t)}")  # noqa: E731 - a literal
+        parts = [*([text(constraint.before)] if constraint.before else []), grammar]
+        parts += [text(constraint.after)] if constraint.after else []
+        return self._compiler.compile_grammar(xgrammar.Grammar.concat(*parts) if len(parts) > 1 else grammar)
 
     def encode(self, prompt: str) -> list[int]:
         # Rendered chat prompts carry their special tokens already; raw prompts are taken as given, as in `predict`.
@@ -140,6 +176,10 @@ class Generator:
             kwargs.update(temperature=sampling.temperature or 1.0, top_p=sampling.top_p or 1.0, top_k=0)
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        if sampling.constraint:  # a processor holds its parse state: one per generation
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            kwargs["logits_processor"] = [LogitsProcessor(self.grammar(sampling.constraint))]
         return kwargs
 
     def _generate(self, ids: list[int], sampling: Sampling, **extra) -> torch.Tensor:

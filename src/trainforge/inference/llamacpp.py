@@ -94,6 +94,9 @@ def _without_extra_buffers(llama_cpp):
 class LlamaCppGenerator(Generator):
     """The torch Generator's interface (chat_prompt, encode, complete, stream) over llama.cpp contexts."""
 
+    engine = "llama.cpp"
+    constrains = False  # response_format and forced tool calls are refused (serve/app.py): serve them with torch
+
     def __init__(self, gguf: Path, tokenizer, max_concurrent: int = 4):
         """`gguf`: a LLaMA GGUF file (a run's: serve's llama_cpp_backend); `tokenizer`: the one it was exported with."""
         self.llama_cpp = import_llama_cpp()

@@ -124,7 +124,7 @@ class BottleneckAdapter(Method):
     saves_adapter = True
     own_weight_file = True
 
-    def prepare(self, model):
+    def prepare(self, model, rows=None):
         opts = self.config.method.adapter
         freeze_all_but(model, lambda n: False)
         self.adapted = insert_adapters(model, opts.bottleneck, opts.activation, opts.target_modules)
@@ -164,7 +164,7 @@ class FeatureExtraction(Method):
             return "an embeddings → estimator run fits a classical estimator, not a network"
         return super().data_parallel_problem()
 
-    def prepare(self, model):
+    def prepare(self, model, rows=None):
         freeze_all_but(model, _is_head)
         return model
 

@@ -49,8 +49,9 @@ class Method:
         """A transformers quantization config to load the base model with, or None."""
         return None
 
-    def prepare(self, model):
-        """Make the loaded model ready to train (freeze, wrap, ...). Returns the model to train."""
+    def prepare(self, model, rows=None):
+        """Make the loaded model ready to train (freeze, wrap, ...). Returns the model to train. `rows`: the tokenized
+        training rows, for an init fitted to data (LoRA's EVA, CorDA); None where the run has none to give (RL)."""
         return model
 
     def check_before_run(self) -> None:

@@ -5,8 +5,11 @@ position off GPU)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch.utils.checkpoint import checkpoint
 
 from trainforge.hardware import unwrapped
@@ -53,8 +56,11 @@ def label_positions_loss(
 
 
 def supports_chunked_loss(model) -> bool:
-    """Plain causal LMs (optionally LoRA-wrapped): not prompt learning, whose forward prepends virtual tokens, and no
-    logit scaling or soft-capping, which the plain projection here would skip."""
+    """Plain causal LMs (optionally LoRA-wrapped): not prompt learning, whose forward prepends virtual tokens, no
+    logit scaling or soft-capping, which the plain projection here would skip, and no adapter on the LM head, whose
+    update the projection by its base weight would skip (said once)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and peft_config.is_prompt_learning:
         return False
@@ -62,4 +68,13 @@ def supports_chunked_loss(model) -> bool:
     config = base.config.get_text_config()
     if any(getattr(config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         return False
-    return base.get_output_embeddings() is not None and hasattr(base, "base_model")
+    head = base.get_output_embeddings()
+    if isinstance(head, BaseTunerLayer):
+        _say_once("the LM head carries an adapter: the model's own loss runs instead of the chunked one")
+        return False
+    return head is not None and hasattr(base, "base_model")
+
+
+@functools.cache
+def _say_once(reason: str) -> None:
+    Console(stderr=True).print(f"[yellow]chunked loss:[/] {reason}")

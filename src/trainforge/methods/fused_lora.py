@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
+from rich.console import Console
 
 from trainforge.methods.mask_dropout import MaskDropout
+
+console = Console(stderr=True)
 
 
 class FusedLoraLinear(LoraLinear):
@@ -51,7 +54,20 @@ class FusedLoraLinear(LoraLinear):
 
 def use_fused_lora(model) -> None:
     """Make every plain peft LoRA linear layer of `model` a FusedLoraLinear (still a peft LoRA layer: saving,
-    merging and loading are peft's)."""
+    merging and loading are peft's). rsLoRA (another scaling) and the inits (other starting values) are plain
+    layers; a layer with a variant (DoRA) keeps peft's class and forward, and says so."""
+    variants: dict[str, int] = {}
     for module in model.modules():
-        if type(module) is LoraLinear:
+        if type(module) is not LoraLinear:
+            continue
+        if module.lora_variant:
+            for variant in module.lora_variant.values():
+                variants[type(variant).__name__] = variants.get(type(variant).__name__, 0) + 1
+        else:
             module.__class__ = FusedLoraLinear
+    if variants:
+        found = ", ".join(f"{count} {name}" for name, count in sorted(variants.items()))
+        console.print(
+            f"[yellow]fused LoRA:[/] layers with a LoRA variant ({found}) run peft's forward: the fused matmul has no "
+            "place for a variant's own terms (DoRA's weight norm and magnitude vector)"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from rich.console import Console
 
 from trainforge.config.schema import PREFERENCE_OBJECTIVES
 from trainforge.hardware import mmap_large_allocations
@@ -11,6 +12,8 @@ from trainforge.methods.preference import build_preference_trainer
 from trainforge.methods.shared_prefix import chunked_causal_lm_loss
 from trainforge.methods.speedups import tune_model_for_training
 from trainforge.methods.training_args import as_dataset, trainer_arguments, with_early_stopping
+
+console = Console(stderr=True)
 
 
 def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: cls, **extra):
@@ -34,7 +37,13 @@ def build_lm_trainer(model, prep, run, callbacks: list, make_class=lambda cls: c
         padding_free=t.packing,
     )
     trainer_callbacks = with_early_stopping(prep.config, callbacks)
-    trainer = make_class(chunked_loss_trainer(SFTTrainer, t.shared_prompt) if t.chunked_loss else SFTTrainer)(
+    # NEFTune draws each row's noise and scales it by the batch's length: a start run once for all rows has neither
+    share_start = t.shared_prompt and not t.neftune_alpha
+    if t.chunked_loss and t.shared_prompt and t.neftune_alpha:
+        console.print(
+            "[bold]shared_prompt:[/] off: NEFTune noises every row's own embeddings (`training.neftune_alpha`)"
+        )
+    trainer = make_class(chunked_loss_trainer(SFTTrainer, share_start) if t.chunked_loss else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=as_dataset(prep.train_rows),

@@ -33,12 +33,15 @@ def tune_model_for_training(model, attention: str, max_length: int, precision: s
     if precision == "bf16":
         # Only linear layers: autocast casts their weights to bf16 for every matmul anyway, so their numbers do not
         # change. Embeddings (the residual stream) and norms stay fp32; a head tied to the embeddings is skipped.
+        # Only an adapter's base (a peft model's, or a base all frozen for DPOTrainer to wrap), which the run does not
+        # save: freeze tuning saves its frozen blocks as loaded.
         embeddings = model.get_input_embeddings().weight
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.weight is not embeddings:
-                for param in module.parameters(recurse=False):
-                    if not param.requires_grad and param.dtype == torch.float32:
-                        param.data = param.data.to(torch.bfloat16)
+        if hasattr(model, "peft_config") or not any(p.requires_grad for p in model.parameters()):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and module.weight is not embeddings:
+                    for param in module.parameters(recurse=False):
+                        if not param.requires_grad and param.dtype == torch.float32:
+                            param.data = param.data.to(torch.bfloat16)
         release_weight_file(model)
         cast_outputs_to_compute_dtype(model)
     return model

@@ -86,8 +86,9 @@ def check_early_stopping(config: RunConfig, splits: Splits) -> None:
 
 
 def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokenizer, splits: Splits) -> Prepared:
-    """Preference pairs (TRL's trainers tokenize them) whose prompts leave the answers room within
-    `training.max_length`; held out: the test split, else validation."""
+    """Preference pairs, or unpaired rows (KTO), that TRL's trainers tokenize, whose prompts leave the answers room
+    within `training.max_length`; held out: the test split, else validation (unpaired rows: as the pairs they form)."""
+    from trainforge.data.formats import pairs_by_prompt
     from trainforge.data.tokenize import fit_pairs
 
     report, fitted = DataReport(source=splits.source, layout=splits.layout, why=splits.report.why), {}
@@ -97,6 +98,9 @@ def prepared_pairs(config: RunConfig, hardware: Hardware, method: Method, tokeni
         fitted[part] = fit_pairs(tokenizer, getattr(splits, part), config.training.max_length, found)
         report.merge(found, "" if part == "train" else part)
     held_out = fitted["test"] or fitted["validation"]
+    if splits.layout == "unpaired":  # paired before fitting, so that both answers keep the same (cut) prompt
+        pairs = pairs_by_prompt(splits.test or splits.validation, report)
+        held_out = fit_pairs(tokenizer, pairs, config.training.max_length, DataReport())
     return Prepared(
         config, hardware, method, tokenizer, splits, fitted["train"], fitted["validation"], held_out, report
     )

@@ -14,7 +14,7 @@ from trainforge.checkpoints import latest_checkpoint
 from trainforge.config import RunConfig
 from trainforge.errors import RunError
 from trainforge.methods.preference import trainer_wraps_adapter
-from trainforge.methods.training_args import count_parameters
+from trainforge.methods.training_args import configure_optimizer, count_parameters, optimizer_state_bytes
 from trainforge.run.prepare import Prepared
 from trainforge.tracking.callbacks import FiniteLossGuard, MetricsLogger, ShareCheckpoints
 from trainforge.tracking.faults import resource_errors
@@ -42,9 +42,10 @@ def train_and_save(
     training part of the run summary."""
     config = prep.config
     if not trainer_wraps_adapter(config, prep.method):
-        model = prep.method.prepare(model)
+        model = prep.method.prepare(model, prep.train_rows)
     logger = [MetricsLogger(run), ShareCheckpoints(run)] if distributed.is_main() else []
     trainer = build_trainer(model, prep, run, [*logger, FiniteLossGuard(), *(callbacks or [])])
+    configure_optimizer(trainer, config)
     trainable, total = report_parameters(trainer.model, config.method.name)
     checkpoint = resume_checkpoint(run, resume)
     started = time.perf_counter()
@@ -74,6 +75,7 @@ def train_and_save(
         "train_seconds": round(train_seconds, 1),
         "trainable_params": trainable,
         "total_params": total,
+        "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizer),
         "precision": config.training.precision,
     }
 

@@ -73,7 +73,7 @@ class ValidationObjective:
         method = "scratch" if self.from_scratch else config.method.name
         low, high = (
             (1e-5, 3e-4)
-            if method == "full"
+            if method in ("full", "freeze")
             else (5e-5, 5e-3)
             if method in ("lora", "qlora", "adapter")
             else (1e-4, 3e-2)

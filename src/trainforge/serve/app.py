@@ -1,6 +1,6 @@
-"""OpenAI-compatible HTTP API for one run: /v1/chat/completions and /v1/completions (streamed as server-sent
-events on request), /v1/models, /v1/predict for classifiers and tabular models, /health. Errors answer with
-OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
+"""OpenAI-compatible HTTP API for one run: /v1/chat/completions (with tools and structured outputs) and
+/v1/completions (streamed as server-sent events on request), /v1/models, /v1/predict for classifiers and tabular
+models, /health. Errors answer with OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Iterator, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trainforge.errors import TrainforgeError
-from trainforge.inference.backends import Completion, Generator, Predictor, Sampling
+from trainforge.errors import DataError, TrainforgeError
+from trainforge.inference.backends import Completion, Constraint, Generator, Predictor, Sampling
 from trainforge.serve.text import Text, valid_unicode
+from trainforge.serve.tools import call_constraint, message, split_calls
 
 log = logging.getLogger("trainforge.serve")
 MAX_BODY_BYTES = 1_000_000
@@ -64,20 +65,98 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content")
     @classmethod
     def _content(cls, content):
         # checked here rather than in each union branch, so the error names messages.N.content
-        valid_unicode(content if isinstance(content, str) else "".join(p.text for p in content))
+        if content is not None:
+            valid_unicode(content if isinstance(content, str) else "".join(p.text for p in content))
         return content
 
+    @model_validator(mode="after")
+    def _roles(self):
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("only a tool message has a tool_call_id")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is missing (only an assistant message with tool_calls may leave it out)")
+        return self
+
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+
+    def plain(self) -> dict:
+        """The message as data/formats.py reads OpenAI messages (tool calls with their arguments as JSON text)."""
+        out = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            out["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+class FunctionSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None  # calls are always checked against `parameters` where decoding is constrained
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class ChosenFunction(_Strict):
+    name: str
+
+
+class ToolChoice(_Strict):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class JSONSchemaFormat(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    json_schema: dict = Field({"type": "object"}, alias="schema")  # none given: any JSON object
+    strict: bool | None = None  # always enforced
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given with, and only with, type json_schema")
+        return self
+
+    def constraint(self) -> Constraint | None:
+        if self.type == "text":
+            return None
+        return Constraint(self.json_schema.json_schema if self.json_schema else {"type": "object"})
 
 
 class StreamOptions(_Strict):
@@ -114,6 +193,9 @@ class _Generation(_Strict):
 class ChatRequest(_Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
+    response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(_Generation):
@@ -240,7 +322,9 @@ def create_app(
         check_model(model, object)
         return {"id": name, "object": "model", "created": created, "owned_by": "trainforge"}
 
-    def prepare(req: _Generation, prompt: str, default_tokens: int) -> tuple[list[int], Sampling]:
+    def prepare(
+        req: _Generation, prompt: str, default_tokens: int, constraint: Constraint | None = None
+    ) -> tuple[list[int], Sampling]:
         check_model(req.model, Generator)
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or default_tokens
         if max_tokens > max_tokens_limit:
@@ -262,7 +346,68 @@ def create_app(
                 param,
                 "context_length_exceeded",
             )
-        return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()))
+        if constraint:
+            param = "response_format" if req.response_format else "tool_choice"
+            if not backend.constrains:
+                raise APIError(
+                    400,
+                    f"{param} needs constrained decoding, which the {backend.engine} backend does not do; "
+                    "serve with `--backend torch`.",
+                    param,
+                    "unsupported_parameter",
+                )
+            try:
+                backend.grammar(constraint)  # a schema it cannot enforce is refused before anything streams
+            except TrainforgeError as err:
+                raise APIError(400, str(err), param, "invalid_value") from None
+        return ids, Sampling(max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop or ()), constraint)
+
+    def tooling(req: ChatRequest) -> tuple[list[dict] | None, Constraint | None]:
+        """The tools shown to the model (none with tool_choice "none") and what constrains its answer: a call
+        (tool_choice "required" or a named function) or the response_format's JSON."""
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        from trainforge.data.tools import declared_functions
+
+        if req.tool_choice is not None and not req.tools:
+            raise APIError(400, "tool_choice is only allowed when tools are given.", "tool_choice", "invalid_value")
+        tools = (
+            [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and req.tool_choice != "none" else None
+        )
+        constraint = req.response_format.constraint() if req.response_format else None
+        if constraint:
+            if tools:
+                raise APIError(
+                    400,
+                    "response_format json_object / json_schema cannot be combined with tools (the answer is either "
+                    'a call or the JSON); send tool_choice "none" or leave the tools out.',
+                    "response_format",
+                    "invalid_value",
+                )
+            try:
+                Draft202012Validator.check_schema(constraint.schema)
+            except SchemaError as err:
+                problem = f"response_format.json_schema.schema is not a JSON schema: {err.message}."
+                raise APIError(400, problem, "response_format", "invalid_value") from None
+        if not tools:
+            return None, constraint
+        try:
+            declared = declared_functions(tools)
+        except ValueError as err:
+            raise APIError(400, f"tools: {err}.", "tools", "invalid_value") from None
+        if isinstance(req.tool_choice, ToolChoice):
+            chosen = req.tool_choice.function.name
+            if chosen not in declared:
+                raise APIError(
+                    400,
+                    f"tool_choice names the function {chosen!r}, which tools does not declare "
+                    f"(declared: {', '.join(declared)}).",
+                    "tool_choice",
+                    "invalid_value",
+                )
+            return tools, call_constraint({chosen: declared[chosen]})
+        return tools, call_constraint(declared) if req.tool_choice == "required" else None
 
     def usage(c: Completion) -> dict:
         return {
@@ -282,11 +427,12 @@ def create_app(
         )
         return c
 
-    def events(req: _Generation, ids: list[int], sampling: Sampling, chunk) -> Iterator[str]:
-        """Server-sent events: one chunk per decoded piece, a last one with the finish reason, [DONE]."""
+    def events(req: _Generation, items: Iterator, chunk) -> Iterator[str]:
+        """Server-sent events: one chunk per decoded piece (or tool calls), a last one with the finish reason,
+        [DONE]."""
         send = lambda obj: f"data: {json.dumps(obj)}\n\n"  # noqa: E731
         try:
-            for item in backend.stream(ids, sampling):
+            for item in items:
                 if isinstance(item, Completion):
                     yield send(chunk(None, logged(item).finish_reason))
                     if req.stream_options and req.stream_options.include_usage:
@@ -298,31 +444,57 @@ def create_app(
             yield send({"error": {"message": str(err), "type": "server_error", "param": None, "code": None}})
         yield "data: [DONE]\n\n"
 
+    def conversation(req: ChatRequest, tools: list[dict] | None) -> list[dict]:
+        """The request's messages as the chat template takes them; a tool round trip (tool results, assistant
+        tool_calls) is read as training data is (data/formats.py), so calls render as the model learned them."""
+        if not any(m.role == "tool" or m.tool_calls for m in req.messages):
+            return [{"role": m.role, "content": m.text()} for m in req.messages]
+        from trainforge.data.formats import normalize_rows
+
+        # the placeholder answer makes it a conversation the chat layout reads; it is dropped again
+        row = {"messages": [*(m.plain() for m in req.messages), {"role": "assistant", "content": "-"}]}
+        try:
+            return normalize_rows([(1, {**row, "tools": tools or []})], "chat", "(request)")[0]["messages"][:-1]
+        except DataError as err:
+            problem = str(err).removeprefix("Data file (request), row 1: ")
+            raise APIError(400, f"The messages cannot be read: {problem}", "messages", "invalid_value") from None
+
     @app.post("/v1/chat/completions", dependencies=v1)
     def chat_completions(req: ChatRequest):
         check_model(req.model, Generator)
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        tools, constraint = tooling(req)
+        messages = conversation(req, tools)
         try:
-            prompt = backend.chat_prompt(messages)
+            prompt = backend.chat_prompt(messages, tools)
         except Exception as err:  # noqa: BLE001 - no chat template, or one that refuses these roles
             raise APIError(400, f"The model's chat template cannot render these messages: {err}", "messages") from None
-        ids, sampling = prepare(req, prompt, 256)
+        ids, sampling = prepare(req, prompt, 256, constraint)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
         if req.stream:
-            first = [True]
+            first, called = [True], [False]
 
-            def chunk(text, finish):
-                delta = {} if text is None else {"content": text}
-                if first[0] and text is not None:
+            def chunk(item, finish):
+                if isinstance(item, list):  # a generation's tool calls, each whole in one delta
+                    delta, called[0] = {"tool_calls": [{"index": i, **c} for i, c in enumerate(item)]}, True
+                else:
+                    delta = {} if item is None else {"content": item}
+                if first[0] and item is not None:
                     delta, first[0] = {"role": "assistant", **delta}, False
+                if finish and called[0]:
+                    finish = "tool_calls"
                 return {
                     **base,
                     "object": "chat.completion.chunk",
                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
                 }
 
-            return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
+            items = backend.stream(ids, sampling)
+            return StreamingResponse(
+                events(req, split_calls(items) if tools else items, chunk), media_type="text/event-stream"
+            )
         c = logged(backend.complete(ids, sampling))
+        content, calls = message(c.text) if tools else (c.text, [])
+        answer = {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
         return {
             **base,
             "object": "chat.completion",
@@ -330,9 +502,9 @@ def create_app(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": c.text},
+                    "message": answer,
                     "logprobs": None,
-                    "finish_reason": c.finish_reason,
+                    "finish_reason": "tool_calls" if calls else c.finish_reason,
                 }
             ],
         }
@@ -354,7 +526,7 @@ def create_app(
                     "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}],
                 }
 
-            return StreamingResponse(events(req, ids, sampling, chunk), media_type="text/event-stream")
+            return StreamingResponse(events(req, backend.stream(ids, sampling), chunk), media_type="text/event-stream")
         c = logged(backend.complete(ids, sampling))
         return {
             **base,

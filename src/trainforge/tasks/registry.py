@@ -113,7 +113,7 @@ ENTRIES = (
     TaskEntry(
         name="lm",
         module="trainforge.tasks.lm.task",
-        summary="a language model trained with sft, clm, mlm, dpo or orpo",
+        summary="a language model trained with sft, clm, mlm, dpo, orpo, simpo, cpo or kto",
         tasks=("lm",),
         handles=lambda c: _lm(c) and c.training.objective not in RL_OBJECTIVES,
         stem=lambda c: f"{c.method.name}-{c.training.objective}",

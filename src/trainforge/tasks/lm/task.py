@@ -1,5 +1,5 @@
 """Task lm: validate → data → model → baseline eval → train → save → eval → report → track, for the Trainer
-objectives (sft, clm, mlm, dpo, orpo) on full fine-tuning, LoRA, QLoRA or prompt learning; a `scratch` model is a
+objectives (sft, clm, mlm, dpo, orpo, simpo, cpo, kto) on full fine-tuning, LoRA, QLoRA or prompt learning; a `scratch` model is a
 new causal LM with a tokenizer learned from the data. Its finished runs also serve the `rl` task's runs."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from trainforge.data.report import DataReport
 from trainforge.data.splits import Splits, load_splits
 from trainforge.data.templates import use_template
 from trainforge.data.tokenize import Masking, check_end_of_turn, end_of_turn
+from trainforge.data.tools import tool_rendering
 from trainforge.data.versioning import of_splits
-from trainforge.errors import ConfigError, RunError
+from trainforge.errors import ConfigError, DataError, RunError
 from trainforge.methods.preference import TRAIN_METRICS
 from trainforge.run.finish import finish_with_scores, last_logged, print_summary
 from trainforge.run.prepare import (
@@ -69,7 +70,13 @@ def prepare(config: RunConfig) -> Prepared:
     use_template(tokenizer, config.data.template)
     t = config.training
 
-    if splits.layout == "preference":  # DPO / ORPO
+    if t.objective == "kto" and splits.layout not in ("preference", "unpaired"):
+        shown = ", ".join(f"{source}: {layout}" for source, layout in splits.layouts.items())
+        raise DataError(
+            f"Objective kto trains on pairs or on unpaired rows, one layout per run; the sources hold {shown}. "
+            "Give them one layout (split pairs into label-true and label-false rows)."
+        )
+    if splits.layout == "preference" or t.objective == "kto":  # DPO / ORPO / SimPO / CPO / KTO
         return prepared_pairs(config, hardware, method, tokenizer, splits)
     report = DataReport(source=splits.source, layout=splits.layout)
     report.merge(splits.report)
@@ -78,13 +85,14 @@ def prepare(config: RunConfig) -> Prepared:
         splits = answers_to_learn(splits, report)
     chats = t.objective == "sft" and "messages" in splits.train[0]
     found = end_of_turn(tokenizer) if chats else None
-    settings = TokenSettings(
-        t.objective, t.max_length, t.mlm_probability, t.seed, Masking(t.train_on_inputs, config.data.mask_history)
-    )
+    masking = Masking(t.train_on_inputs, config.data.mask_history, config.data.thinking)
+    settings = TokenSettings(t.objective, t.max_length, t.mlm_probability, t.seed, masking)
     tokenized = arrow_tokens(splits, tokenizer, settings, cache, not config.data.cache, config.data.num_proc, found)
     report.merge(tokenized.report)
     if chats:
         check_end_of_turn(tokenizer, found, tokenized.end_of_turn_share, report)
+        if any(row.get("tools") for row in splits.train):  # the choice follows the saved tokenizer's template
+            report.notes.append(tool_rendering(tokenizer))
     train_rows, eval_rows, test_rows = (tokenized.parts[part] for part in ("train", "validation", "test"))
     heldout = test_rows if len(test_rows) else eval_rows
     return Prepared(config, hardware, method, tokenizer, splits, train_rows, eval_rows, heldout, report)
