@@ -86,6 +86,8 @@ def main() -> None:
             "train.rewards/margins": summary.get("train.rewards/margins"),
         }
         print(f"{label}: {results[label]}", flush=True)
+        # after each objective, so that an interrupted invocation keeps the rows it finished
+        Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
 
     header = f"{'objective':<18} {'train s':>8} {'pair acc before → after':>24} {'margin before → after (nats)':>30}"
     print(f"\nSmolLM2-135M-Instruct, LoRA r16, {args.steps} steps × {args.batch_size} pairs, lr {args.learning_rate:g}")
@@ -95,7 +97,6 @@ def main() -> None:
         accuracy = f"{r['before.pair_accuracy']:.3f} → {r['after.pair_accuracy']:.3f}"
         margin = f"{r['before.margin']:+.2f} → {r['after.margin']:+.2f}"
         print(f"{label:<18} {r['train_seconds']:>8.1f} {accuracy:>24} {margin:>30}")
-    Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

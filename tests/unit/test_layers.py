@@ -24,13 +24,15 @@ LAYERS = (
     ("cli", ("cli", "__main__")),
 )
 # config/ is pure data, but it validates names against these catalogs (method names and the tasks each supports,
-# estimator and metric names, the bundled data tasks and their layouts), which live with what they name.
+# estimator and metric names, the bundled data tasks and their layouts, the bundled rewards), which live with what
+# they name.
 CONFIG_CATALOGS = (
     "trainforge.methods",
     "trainforge.methods.base",
     "trainforge.classical.estimators",
     "trainforge.classical.metrics",
     "trainforge.data.tasks",
+    "trainforge.evaluation.rewards",
 )
 
 

@@ -105,7 +105,7 @@ def test_rl_objectives_need_a_reward_and_prompts(runs_dir):
         rl_config(runs_dir, "ppo", reward={"function": None})
     with pytest.raises(ConfigError, match="reward.function"):
         train(rl_config(runs_dir, "ppo", reward={"function": "no_such_module:f"}))
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="give one reward source, not `reward.model` and `reward.function`"):
         rl_config(runs_dir, "grpo", reward={"model": "tiny-llama"})
 
 
@@ -170,11 +170,11 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     whole = train(config("whole"))
     step, calls = ppo.PPO.step, []
 
-    def crashing(self, prompts):
+    def crashing(self, prompts, columns=None):
         calls.append(1)
         if len(calls) == 5:
             raise Crash("killed in step 5")
-        return step(self, prompts)
+        return step(self, prompts, columns)
 
     monkeypatch.setattr(ppo.PPO, "step", crashing)
     with pytest.raises(Crash):
@@ -187,7 +187,9 @@ def test_a_ppo_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(runs_d
     state = cut_dir / "checkpoints" / "checkpoint-4" / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # as if the crash came during the save: skipped on resume
     calls.clear()
-    monkeypatch.setattr(ppo.PPO, "step", lambda self, prompts: calls.append(1) or step(self, prompts))
+    monkeypatch.setattr(
+        ppo.PPO, "step", lambda self, prompts, columns=None: calls.append(1) or step(self, prompts, columns)
+    )
     resumed = train(config("cut"), resume=True)
     assert len(calls) == 4  # steps 3-6 only: 1-2 came from checkpoint-2
 

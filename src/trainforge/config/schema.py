@@ -219,7 +219,8 @@ class DataConfig(Section):
     test: str | None = None
     task: str | None = Field(
         None,
-        description="A bundled generated task, e.g. `dates-json`, `tool-calls` (requests to a tool-using assistant); "
+        description="A bundled generated task, e.g. `dates-json`, `tool-calls` (requests to a tool-using assistant), `arithmetic` "
+        "(word problems with a reference `answer`, for `reward.functions`); "
         "task gan: "
         "`gaussian-mixture` (2-D points around a ring of modes).",
     )
@@ -651,8 +652,40 @@ class EvaluationConfig(Section):
     batch_size: int = Field(16, gt=0)
 
 
+class RewardTerm(Section):
+    """One named reward of `reward.functions`, weighted in the sum that GRPO / RLOO / PPO learn from."""
+
+    name: str = Field(
+        description="A bundled reward (format, exact_answer, json_schema, tool_call, length_penalty) or a program "
+        "`package.module:function(prompt, completion) -> float`."
+    )
+    weight: float = Field(1.0, description="Its weight in the sum of rewards (TRL's reward_weights).")
+    max_chars: int | None = Field(
+        None, gt=0, description="length_penalty only: completions longer than this lose up to -1 at twice as long."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value  # `- format` is `- {name: format}`
+
+    @model_validator(mode="after")
+    def _known(self):
+        from trainforge.evaluation.rewards import LIBRARY
+
+        if ":" not in self.name and self.name not in LIBRARY:
+            raise ValueError(
+                f"reward {self.name!r} is neither a bundled reward ({', '.join(LIBRARY)}) nor a program "
+                "`package.module:function`"
+            )
+        if self.max_chars is not None and self.name != "length_penalty":
+            raise ValueError(f"`max_chars` applies to length_penalty only, not to {self.name!r}")
+        return self
+
+
 class RewardConfig(Section):
-    """What scores a completion in RL objectives (ppo, grpo, rloo): give exactly one of `model` and `function`."""
+    """What scores a completion in RL objectives (ppo, grpo, rloo): give exactly one of `model`, `function` and
+    `functions`."""
 
     model: str | None = Field(
         None,
@@ -665,13 +698,30 @@ class RewardConfig(Section):
         "function(prompt, completion) -> float with the last user message and the answer, "
         "e.g. trainforge.data.tasks:dates_json_reward.",
     )
+    functions: list[RewardTerm] = Field(
+        [],
+        description="Several named rewards with weights, e.g. [{name: format, weight: 0.5}, {name: exact_answer}]: "
+        "bundled ones read the row's `answer` / `schema` columns; GRPO and RLOO log each as rewards/<name>/mean, "
+        "PPO learns their weighted sum (docs/llm-fine-tuning.md).",
+    )
     max_length: int = Field(512, gt=0, description="Reward model: longer conversations are truncated.")
 
     @model_validator(mode="after")
     def _one_source(self):
-        if self.model and self.function:
+        given = [f"`reward.{key}`" for key in ("model", "function", "functions") if getattr(self, key)]
+        if len(given) > 1:
             raise ValueError(
-                "give one reward: `reward.model` (a reward model) or `reward.function` (a program), not both"
+                f"give one reward source, not {' and '.join(given)}: `reward.model` (a reward model), "
+                "`reward.function` (one program) or `reward.functions` (a weighted list)"
+            )
+        from trainforge.evaluation.rewards import reward_label
+
+        labels = [reward_label(term.name) for term in self.functions]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(
+                f"`reward.functions` would log two rewards as {', '.join(repeated)} (a program is logged by its "
+                "function's name); give each reward once, and programs functions of different names"
             )
         return self
 
@@ -1580,10 +1630,11 @@ class RunConfig(Section):
 
     def _check_rl(self) -> None:
         objective = self.training.objective
-        if not (self.reward.model or self.reward.function):
+        if not (self.reward.model or self.reward.function or self.reward.functions):
             raise ValueError(
-                f"objective `{objective}` needs a reward: `reward.model` (a reward-model run or folder) "
-                "or `reward.function` (`package.module:function(prompt, completion) -> float`)"
+                f"objective `{objective}` needs a reward: `reward.model` (a reward-model run or folder), "
+                "`reward.function` (`package.module:function(prompt, completion) -> float`) or `reward.functions` "
+                "(named rewards with weights)"
             )
         if objective == "ppo" and self.method.name not in PPO_METHODS:
             raise ValueError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from trainforge.data.report import DataReport
 from trainforge.data.templates import THINK, think_block
@@ -698,12 +698,14 @@ def normalize_rows(
     report: DataReport | None = None,
     strict: bool = False,
     names: Naming | None = None,
+    carry: Collection[str] = (),
 ) -> list[dict]:
     """Validate every row before anything trains; the first bad row stops with its file and row number, which
     each example keeps as `row` (to report it if it is later dropped or cut). `fmt` is a layout name or `auto`.
     Fields the layout does not read are counted in `report`; with `strict` they are an error. `names` renames the
-    file's fields, roles and message keys to trainforge's first."""
-    return list(normalize_stream(numbered_rows, fmt, source, text_field, report, strict, names))
+    file's fields, roles and message keys to trainforge's first. Fields named in `carry` that a row holds are kept
+    verbatim in its example's `columns` (RL rewards read a row's reference answer there)."""
+    return list(normalize_stream(numbered_rows, fmt, source, text_field, report, strict, names, carry))
 
 
 def normalize_stream(
@@ -714,6 +716,7 @@ def normalize_stream(
     report: DataReport | None = None,
     strict: bool = False,
     names: Naming | None = None,
+    carry: Collection[str] = (),
 ) -> Iterator[dict]:
     """`normalize_rows` as rows come, for files larger than memory: the layout is detected from the first rows,
     and what holds for the whole file (mapped fields present, `strict`) is checked when the last row is read."""
@@ -735,7 +738,7 @@ def normalize_stream(
             )
         layout = LAYOUTS[fmt]
         report.layout, report.why = fmt, why
-        reads = layout.reads | {text_field}
+        reads = layout.reads | {text_field} | set(carry)
         for number, row in chain(head, rows):
             fields |= row.keys()
             row = names.row(row) if names else row
@@ -744,7 +747,8 @@ def normalize_stream(
             at.found |= {str(extra) for extra in set(row) - reads if row[extra] not in (None, "", [], {})}
             for name in at.found:
                 report.unused_field(name)
-            yield {**example, "row": number}
+            columns = {key: row[key] for key in carry if row.get(key) is not None}
+            yield {**example, **({"columns": columns} if columns else {}), "row": number}
     except DataError:
         if names:  # a mapped field no row holds explains the failure better than the failure itself
             names.check(fields, source)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 from trainforge.config.schema import DataConfig, SourceConfig
 from trainforge.data.clean import clean_examples
@@ -67,26 +67,28 @@ def file_settings(cfg: DataConfig, path: str) -> FileSettings:
     return FileSettings(path, cfg.format, Naming(cfg.columns, cfg.roles), [])
 
 
-def stream_examples(cfg: DataConfig, path: str, report: DataReport) -> Iterator[dict]:
+def stream_examples(cfg: DataConfig, path: str, report: DataReport, carry: Collection[str] = ()) -> Iterator[dict]:
     """The checked examples of one data file as they are read (its first `data.max_rows`); what was left unused
-    and the layout (with why) land in `report`."""
+    and the layout (with why) land in `report`; `carry` as in `normalize_rows`."""
     settings = file_settings(cfg, path)
     report.source, report.notes = settings.path, report.notes + settings.notes
     rows = islice(iter_rows(settings.path, cfg.text_unit), cfg.max_rows)
-    return normalize_stream(rows, settings.format, settings.path, cfg.text_field, report, cfg.strict, settings.names)
+    return normalize_stream(
+        rows, settings.format, settings.path, cfg.text_field, report, cfg.strict, settings.names, carry
+    )
 
 
 Normalize = Callable[[list[tuple[int, dict]], str], list[dict]]  # (numbered rows, source) → checked rows
 Keep = Callable[[Iterator[dict]], Sequence]  # checked examples as they are read → where they are kept
 
 
-def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
+def _bundled(cfg: DataConfig, seed: int, carry: Collection[str] = ()) -> tuple[str, list[dict]]:
     """A bundled task's rows in the layout `data.format` asks for (its own under `auto`)."""
     fmt, rows = generate_task(cfg.task, cfg.task_size, seed)
     if fmt == "classification" and cfg.format == "text":  # a labelled task's texts serve as a domain corpus
         fmt, rows = "text", [{"text": row["text"]} for row in rows]
     if fmt in ("preference", "chat"):  # checked as a file's rows are (a chat row's tool calls become text)
-        rows = normalize_rows(list(enumerate(rows, start=1)), fmt, f"bundled task {cfg.task}")
+        rows = normalize_rows(list(enumerate(rows, start=1)), fmt, f"bundled task {cfg.task}", carry=carry)
     if fmt == "preference" and cfg.format == "chat":  # prompt + chosen answer: SFT can precede DPO on one task
         fmt = "chat"
         rows = [{"messages": r["prompt"] + r["chosen"], "constraint": r["constraint"]} for r in rows]
@@ -95,13 +97,15 @@ def _bundled(cfg: DataConfig, seed: int) -> tuple[str, list[dict]]:
     return fmt, [{**row, "row": row.get("row", number)} for number, row in enumerate(rows, start=1)]
 
 
-def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, keep: Keep = list) -> Splits:
+def load_splits(
+    cfg: DataConfig, seed: int, normalize: Normalize | None = None, keep: Keep = list, carry: Collection[str] = ()
+) -> Splits:
     """Read, validate and split the data of a run; every row is checked before anything trains. `normalize`
     replaces the check of `data.format` (text classification checks text/label rows its own way); `keep` stores
     the checked examples of a file (in memory, or on disk for data of any size). `data.clean` applies to the
     checked examples of each file, bundled task or source on its own, before the split (the config allows it only
     where the run records what it drops: lm and reward runs, which have no `normalize`).
-    Separate split files must hold one layout."""
+    Separate split files must hold one layout. `carry` names row fields kept in each example's `columns`."""
     report, layouts = DataReport(), {}
 
     def cleaned(examples: Iterable[dict], source: str, found: DataReport) -> Iterable[dict]:
@@ -112,7 +116,7 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, 
             path = file_settings(cfg, path).path
             return normalize(read_rows(path, cfg.max_rows, cfg.text_unit), path)
         found = DataReport()
-        examples = stream_examples(cfg, path, found)
+        examples = stream_examples(cfg, path, found, carry)
         rows = keep(cleaned(examples, found.source, found))
         layouts[found.source] = found.layout
         report.merge(found, "" if part == "train" else part)
@@ -120,9 +124,9 @@ def load_splits(cfg: DataConfig, seed: int, normalize: Normalize | None = None, 
         return rows
 
     if cfg.sources:
-        return _mixed(cfg, seed, normalize, keep)
+        return _mixed(cfg, seed, normalize, keep, carry)
     if cfg.task:
-        fmt, rows = _bundled(cfg, seed)
+        fmt, rows = _bundled(cfg, seed, carry)
         source = f"bundled task {cfg.task} ({cfg.task_size} rows, seed {seed})"
         report.layout = layouts[source] = fmt
         if normalize:
@@ -172,7 +176,7 @@ def _interleaved(parts: list[tuple[str, list[dict], float]], seed: int, report: 
     return mixed
 
 
-def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None, keep: Keep) -> Splits:
+def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None, keep: Keep, carry: Collection[str]) -> Splits:
     """Several sources: each read (and split by fractions, or sent whole to one split) on its own, then
     concatenated or interleaved to their weights (training rows; held-out rows are concatenated). Rows keep their
     source in their row number (`<source>:<row>`)."""
@@ -192,7 +196,7 @@ def _mixed(cfg: DataConfig, seed: int, normalize: Normalize | None, keep: Keep) 
                 "max_rows": source.max_rows or cfg.max_rows,
             }
         )
-        one = load_splits(single, seed + index, normalize, keep)
+        one = load_splits(single, seed + index, normalize, keep, carry)
         layouts[label] = one.layout
         report.merge(one.report, label)
         pieces = {"train": one.train, "validation": one.validation, "test": one.test}

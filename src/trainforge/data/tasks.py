@@ -490,11 +490,74 @@ def tool_calls(n: int, seed: int) -> list[dict]:
     return rows
 
 
+# Arithmetic word problems: one or two steps on small numbers, each row with its reference `answer` (RL rewards
+# check it exactly). The prompt holds one worked example (a 135M model follows a shown format far more often than a
+# described one), and the assistant's turn works the problem the same way, so SFT can train on the same rows.
+ARITHMETIC_INSTRUCTION = (
+    "Solve the problem. Write the calculation inside <think></think>, then only the final number inside "
+    "<answer></answer>."
+)
+ARITHMETIC_EXAMPLE = [
+    {
+        "role": "user",
+        "content": f"{ARITHMETIC_INSTRUCTION}\nProblem: Ana has 4 pens and gets 3 more. How many pens does Ana have now?",
+    },
+    {"role": "assistant", "content": "<think>4 + 3 = 7</think>\n<answer>7</answer>"},
+]
+ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards"]
+ARITHMETIC_STEPS: list[tuple[str, str, Callable[[int, int], int]]] = [  # (problem, its calculation, its answer)
+    ("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", "{a} + {b}", lambda a, b: a + b),
+    ("{name} has {a} {item} and gives away {b}. How many {item} are left?", "{a} - {b}", lambda a, b: a - b),
+    (
+        "{name} buys {b} boxes with {a} {item} in each box. How many {item} is that in all?",
+        "{a} * {b}",
+        lambda a, b: a * b,
+    ),
+    (
+        "{name} has {a} {item}, and {b} friends each give {name} 2 more. How many {item} now?",
+        "{a} + {b} * 2",
+        lambda a, b: a + b * 2,
+    ),
+    (
+        "{name} had {a} {item}, lost {b}, then found 3. How many {item} does {name} have?",
+        "{a} - {b} + 3",
+        lambda a, b: a - b + 3,
+    ),
+]
+
+
+def arithmetic(n: int, seed: int) -> list[dict]:
+    """Word problems over small numbers (sums, differences, products, two-step) with exact integer answers."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        template, calculation, solve = rng.choice(ARITHMETIC_STEPS)
+        a, b = rng.randint(5, 20), rng.randint(2, 9)
+        problem = template.format(name=rng.choice(FIRST_NAMES), a=a, b=b, item=rng.choice(ITEMS))
+        expression = calculation.format(a=a, b=b)
+        answer = str(solve(a, b))
+        rows.append(
+            {
+                "messages": [
+                    *ARITHMETIC_EXAMPLE,
+                    {"role": "user", "content": f"{ARITHMETIC_INSTRUCTION}\nProblem: {problem}"},
+                    {
+                        "role": "assistant",
+                        "content": f"<think>{expression} = {answer}</think>\n<answer>{answer}</answer>",
+                    },
+                ],
+                "answer": answer,
+            }
+        )
+    return rows
+
+
 TASKS: dict[str, tuple[str, Callable[[int, int], list[dict]]]] = {
     "dates-iso": ("seq2seq", dates_iso),
     "reverse-letters": ("seq2seq", reverse_letters),
     "constrained-answers": ("preference", constrained_answers),
     "dates-json": ("chat", dates_json),
+    "arithmetic": ("chat", arithmetic),
     "tool-calls": ("chat", tool_calls),
     "support-tickets": ("classification", support_tickets),
     "support-tickets-multi": ("classification", support_tickets_multi),

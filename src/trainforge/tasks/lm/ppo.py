@@ -165,10 +165,11 @@ class PPO:
         with context:
             return self._forward(self.reference or self.model, r, rows, with_values=False)[0]
 
-    def step(self, prompts: list[list[dict]]) -> dict[str, float]:
+    def step(self, prompts: list[list[dict]], columns: list[dict] | None = None) -> dict[str, float]:
+        """`columns`: each prompt's row columns that the rewards check against (reference answers)."""
         rl = self.rl
         r = self.rollout(prompts)
-        scores = torch.tensor(self.reward(r.prompts, r.completions), dtype=torch.float32)
+        scores = torch.tensor(self.reward(r.prompts, r.completions, columns), dtype=torch.float32)
         rows = torch.arange(len(prompts))
         with torch.no_grad():
             old_logp, old_values = self._forward(self.model, r, rows, with_values=True)
@@ -213,7 +214,15 @@ class PPO:
 
 
 def train_ppo(
-    model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str, run, resume: bool = False
+    model,
+    tokenizer,
+    reward: Scorer,
+    prompts: list[list[dict]],
+    config,
+    precision: str,
+    run,
+    resume: bool = False,
+    columns: list[dict] | None = None,
 ) -> dict:
     """Runs `training.max_steps` (else epochs over the prompts) PPO steps, each step's metrics appended to the run,
     a checkpoint every `training.save_steps` steps; with `resume`, continues from the run's last complete one.
@@ -238,8 +247,8 @@ def train_ppo(
             if not order:
                 order = list(range(len(prompts)))
                 rng.shuffle(order)
-            batch.append(prompts[order.pop()])
-        row = ppo.step(batch)
+            batch.append(order.pop())
+        row = ppo.step([prompts[i] for i in batch], [columns[i] for i in batch] if columns else None)
         run.append_metrics({"step": step, "epoch": round(step * t.batch_size / len(prompts), 4), **row})
         if step % t.save_steps == 0 and step < steps:
             save_checkpoint(

@@ -1,40 +1,53 @@
-"""The one reward interface of RL objectives: score (prompt messages, completion) pairs with a trained reward model
-or a program (`package.module:function(prompt, completion) -> float`)."""
+"""The one reward interface of RL objectives: score (prompt messages, completion) pairs with a trained reward model,
+a program (`package.module:function(prompt, completion) -> float`), or several named rewards with weights
+(`reward.functions`: the bundled library of evaluation/rewards.py, or programs) that read the prompt's row columns."""
 
 from __future__ import annotations
 
 import importlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from trainforge.errors import ConfigError
+from trainforge.errors import ConfigError, DataError
+from trainforge.evaluation.rewards import LIBRARY, reward_label
 
-Scorer = Callable[[list[list[dict]], list[str]], list[float]]  # (prompts as message lists, completions) → scores
+# (prompts as message lists, completions, each prompt's row columns or None) → scores
+Scorer = Callable[[list[list[dict]], list[str], list[dict] | None], list[float]]
+
+
+@dataclass(frozen=True)
+class Reward:
+    name: str  # TRL logs it as rewards/<name>/mean
+    weight: float
+    score: Scorer
+    needs: tuple[str, ...] = ()  # row columns it checks against
 
 
 def last_user_text(messages: list[dict]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def program_reward(dotted: str) -> Scorer:
+def program_reward(dotted: str, key: str = "reward.function") -> Scorer:
     """`package.module:function` → a scorer that calls function(last user message, completion) per pair."""
     module_name, _, attr = dotted.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr) if attr else None
     except ImportError as err:
         raise ConfigError(
-            f"Key `reward.function` = {dotted!r}: cannot import module {module_name!r} ({err}); "
+            f"Key `{key}` = {dotted!r}: cannot import module {module_name!r} ({err}); "
             "expected `package.module:function` importable from the current environment."
         ) from None
     if not callable(fn):
         raise ConfigError(
-            f"Key `reward.function` = {dotted!r}: expected `package.module:function`, a callable "
+            f"Key `{key}` = {dotted!r}: expected `package.module:function`, a callable "
             "function(prompt, completion) -> float; none found."
         )
 
-    def score(prompts: list[list[dict]], completions: list[str]) -> list[float]:
+    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
         return [float(fn(last_user_text(p), c)) for p, c in zip(prompts, completions)]
 
     return score
@@ -67,7 +80,7 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
         return "\n\n".join(m["content"] for m in messages)
 
     @torch.no_grad()
-    def score(prompts: list[list[dict]], completions: list[str]) -> list[float]:
+    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
         texts = [text(p, c) for p, c in zip(prompts, completions)]
         scores: list[float] = []
         for start in range(0, len(texts), batch_size):
@@ -85,20 +98,78 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
     return score
 
 
-def load_reward(config) -> Scorer:
-    """The scorer a run's `reward:` section names; fails with a ConfigError before anything trains."""
-    if config.reward.function:
-        return program_reward(config.reward.function)
-    return reward_model(config.reward.model, config.reward.max_length)
+def library_reward(name: str, options: dict) -> Scorer:
+    """A bundled reward, called per completion with the row columns it needs as keyword arguments."""
+    fn, needs = LIBRARY[name].fn, LIBRARY[name].needs
+
+    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
+        rows = columns or [{}] * len(completions)
+        return [fn(c, **{k: row[k] for k in needs}, **options) for c, row in zip(completions, rows)]
+
+    return score
 
 
-def trl_reward_func(scorer: Scorer, name: str) -> Callable:
-    """The scorer as a TRL reward function (GRPOTrainer / RLOOTrainer call it with conversational prompts and
-    completions)."""
+def load_rewards(config) -> list[Reward]:
+    """The rewards a run's `reward:` section names; fails with a ConfigError before anything trains."""
+    r = config.reward
+    if r.functions:
+        rewards = []
+        for i, term in enumerate(r.functions):
+            if ":" in term.name:
+                score, needs = program_reward(term.name, f"reward.functions[{i}].name"), ()
+            else:
+                options = {"max_chars": term.max_chars} if term.max_chars else {}
+                score, needs = library_reward(term.name, options), LIBRARY[term.name].needs
+            rewards.append(Reward(reward_label(term.name), term.weight, score, needs))
+        return rewards
+    score = program_reward(r.function) if r.function else reward_model(r.model, r.max_length)
+    return [Reward("reward_fn", 1.0, score)]
 
-    def reward(prompts, completions, **_) -> list[float]:
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return scorer(prompts, texts)
 
-    reward.__name__ = name  # TRL logs rewards/<name>/mean
-    return reward
+def weighted(rewards: list[Reward]) -> Scorer:
+    """The rewards' weighted sum as one scorer (PPO's reward, and the held-out score of every objective)."""
+
+    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
+        parts = [[reward.weight * s for s in reward.score(prompts, completions, columns)] for reward in rewards]
+        return [sum(values) for values in zip(*parts)]
+
+    return score
+
+
+def row_columns(rows: list[dict], rewards: list[Reward], source: str) -> list[dict]:
+    """Each row's columns the rewards check against. `answer` is the row's `answer` column, else the text of its
+    final assistant message (a chat row's reference; its <answer> tags are read by the rewards). A row without a
+    needed column fails naming the reward, the column and the row."""
+    needs = {column: reward.name for reward in rewards for column in reward.needs}
+    if not needs:
+        return [{} for _ in rows]
+    out = []
+    for row in rows:
+        columns = dict(row.get("columns", {}))
+        messages = row.get("messages") or []
+        if "answer" in needs and "answer" not in columns and messages and messages[-1]["role"] == "assistant":
+            columns["answer"] = messages[-1]["content"]
+        for column, reward in needs.items():
+            if column not in columns:
+                raise DataError(
+                    f"Data {source}, row {row.get('row')}: reward `{reward}` checks against the row's `{column}` "
+                    f"column, which it lacks (columns kept: {', '.join(sorted(columns)) or 'none'}); add `{column}` "
+                    "to every row (rename one with `data.columns`), or drop that reward from `reward.functions`."
+                )
+        out.append({column: columns[column] for column in needs})
+    return out
+
+
+def trl_reward_funcs(rewards: list[Reward]) -> tuple[list[Callable], list[float]]:
+    """The rewards as TRL reward functions and their weights: GRPOTrainer / RLOOTrainer call each with the
+    conversational prompts and completions and the dataset's other columns (here `columns`, each row's as JSON)."""
+
+    def trl_func(reward: Reward) -> Callable:
+        def func(prompts, completions, columns=None, **_) -> list[float]:
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return reward.score(prompts, texts, [json.loads(c) for c in columns] if columns else None)
+
+        func.__name__ = reward.name  # TRL logs rewards/<name>/mean
+        return func
+
+    return [trl_func(reward) for reward in rewards], [reward.weight for reward in rewards]

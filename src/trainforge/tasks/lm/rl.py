@@ -5,6 +5,7 @@ runs: evaluated, served, predicted with and chained as task.py's."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from rich.console import Console
@@ -15,7 +16,7 @@ from trainforge.errors import DataError
 from trainforge.run.finish import finish_with_scores, print_summary
 from trainforge.run.prepare import checked_layout, resolve_run
 from trainforge.run.training import baseline_scores, report_parameters, resume_checkpoint
-from trainforge.tasks.lm.rewards import Scorer, load_reward, trl_reward_func
+from trainforge.tasks.lm.rewards import Reward, load_rewards, row_columns, trl_reward_funcs, weighted
 from trainforge.tasks.lm.task import backend, evaluate, export_model, output_model, predict  # noqa: F401 - LM runs
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.faults import resource_errors
@@ -49,9 +50,10 @@ def prompts_of(rows: list[dict]) -> list[list[dict]]:
 
 
 def reward_eval(
-    model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, precision: str
+    model, tokenizer, rewards: list[Reward], prompts: list[list[dict]], columns: list[dict], config, precision: str
 ) -> tuple[dict, list[dict]]:
-    """Mean reward of greedy answers to held-out prompts, and the samples."""
+    """Mean (weighted) reward of greedy answers to held-out prompts, with each named reward's mean beside it when
+    there are several (`mean_exact_answer` is the held-out exact accuracy), and the samples."""
     from trainforge.data.tokenize import render
     from trainforge.evaluation.lm import generate
 
@@ -59,12 +61,18 @@ def reward_eval(
         return {}, []
     texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
     answers = generate(model, tokenizer, texts, config.rl.max_new_tokens, config.evaluation.batch_size, precision)
-    scores = reward(prompts, answers)
-    samples = [{"prompt": t, "prediction": a, "reward": s} for t, a, s in zip(texts, answers, scores)]
-    return {"mean_reward": sum(scores) / len(scores)}, samples
+    each = {reward.name: reward.score(prompts, answers, columns) for reward in rewards}
+    scores = [sum(r.weight * each[r.name][i] for r in rewards) for i in range(len(answers))]
+    samples = [
+        {"prompt": t, "prediction": a, "reward": s, **({n: each[n][i] for n in each} if len(rewards) > 1 else {})}
+        for i, (t, a, s) in enumerate(zip(texts, answers, scores))
+    ]
+    means = {f"mean_{n}": sum(v) / len(v) for n, v in each.items()} if config.reward.functions else {}
+    return {"mean_reward": sum(scores) / len(scores), **means}, samples
 
 
-def reward_kl_png(metrics: list[dict]) -> bytes | None:
+def reward_kl_png(metrics: list[dict], names: list[str] = ()) -> bytes | None:
+    """The rollouts' mean reward per step (and each named reward's beside it) and the KL to the reference."""
     from trainforge.tracking.figures import png, pyplot
 
     reward = [(m["step"], m["reward"]) for m in metrics if "reward" in m]
@@ -72,7 +80,13 @@ def reward_kl_png(metrics: list[dict]) -> bytes | None:
     if not reward:
         return None
     fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(9, 3.4), dpi=110)
-    ax1.plot(*zip(*reward), color="tab:green")
+    ax1.plot(*zip(*reward), color="tab:green", label="weighted sum")
+    for name in names:
+        each = [(m["step"], m[f"rewards/{name}/mean"]) for m in metrics if f"rewards/{name}/mean" in m]
+        if each:
+            ax1.plot(*zip(*each), alpha=0.7, label=name)
+    if names:
+        ax1.legend(fontsize=7)
     ax1.set(xlabel="step", ylabel="mean reward of the rollouts", title="reward")
     if kl:
         ax2.plot(*zip(*kl), color="tab:red")
@@ -82,9 +96,19 @@ def reward_kl_png(metrics: list[dict]) -> bytes | None:
     return png(fig)
 
 
-def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]], config, run: RunDir, callbacks):
-    """TRL's GRPOTrainer or RLOOTrainer with the same scorer as a reward function; `training.batch_size` prompts
-    per step, each answered `rl.num_generations` times."""
+def build_trl_trainer(
+    model,
+    tokenizer,
+    rewards: list[Reward],
+    prompts: list[list[dict]],
+    columns: list[dict],
+    config,
+    run: RunDir,
+    callbacks,
+):
+    """TRL's GRPOTrainer or RLOOTrainer with each reward as its own reward function and weight (so TRL logs each
+    per step); `training.batch_size` prompts per step, each answered `rl.num_generations` times. Each prompt's row
+    columns travel as a JSON `columns` column, which TRL hands the reward functions."""
     from datasets import Dataset
 
     from trainforge.methods.training_args import trainer_arguments
@@ -100,8 +124,10 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
     kwargs.update(
         per_device_train_batch_size=config.training.batch_size * rl.num_generations, include_num_input_tokens_seen="no"
     )
+    funcs, weights = trl_reward_funcs(rewards)
     args = Args(
         **kwargs,
+        reward_weights=weights,
         num_generations=rl.num_generations,
         max_completion_length=rl.max_new_tokens,
         temperature=rl.temperature,
@@ -111,9 +137,9 @@ def build_trl_trainer(model, tokenizer, reward: Scorer, prompts: list[list[dict]
     )
     return Trainer(
         model=model,
-        reward_funcs=trl_reward_func(reward, "reward_fn"),
+        reward_funcs=funcs,
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        train_dataset=Dataset.from_list([{"prompt": p, "columns": json.dumps(c)} for p, c in zip(prompts, columns)]),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -129,12 +155,14 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
 
     config, hardware, method = resolve_run(config)
     t = config.training
-    splits = checked_layout(config, load_splits(config.data, t.seed))
-    reward = load_reward(config)  # a bad reward fails before the run directory exists
+    rewards = load_rewards(config)  # a bad reward, or data that lacks its columns, fails before the run directory
+    needs = {column for reward in rewards for column in reward.needs}
+    splits = checked_layout(config, load_splits(config.data, t.seed, carry=needs))
     tokenizer = load_tokenizer(config.model.name)
-    train_prompts = prompts_of(splits.train)
+    train_prompts, train_columns = prompts_of(splits.train), row_columns(splits.train, rewards, splits.source)
     held = splits.test or splits.validation
-    heldout = prompts_of(held[: config.evaluation.max_samples] if config.evaluation.max_samples else held)
+    held = held[: config.evaluation.max_samples] if config.evaluation.max_samples else held
+    heldout, heldout_columns = prompts_of(held), row_columns(held, rewards, splits.source)
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
     config, run = open_task_run("rl", config, resume, of_splits(splits))
@@ -142,7 +170,9 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         set_seed(t.seed)
         model = load_causal_lm(config.model.name, quantization_config=method.quantization_config())
         precision = hardware.precision
-        before = baseline_scores(run, config, lambda: reward_eval(model, tokenizer, reward, heldout, config, precision))
+        before = baseline_scores(
+            run, config, lambda: reward_eval(model, tokenizer, rewards, heldout, heldout_columns, config, precision)
+        )
         set_seed(t.seed)
         model = method.prepare(model)
         trainable, total = report_parameters(model, config.method.name)
@@ -150,14 +180,17 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         if t.objective == "ppo":
             from trainforge.tasks.lm.ppo import train_ppo
 
-            trained = train_ppo(model, tokenizer, reward, train_prompts, config, precision, run, resume)
+            trained = train_ppo(
+                model, tokenizer, weighted(rewards), train_prompts, config, precision, run, resume, train_columns
+            )
             steps, value_head = trained["steps"], trained["value_head"]
         else:
             trainer = build_trl_trainer(
                 model,
                 tokenizer,
-                reward,
+                rewards,
                 train_prompts,
+                train_columns,
                 config,
                 run,
                 [MetricsLogger(run), ShareCheckpoints(run), FiniteLossGuard(), *(callbacks or [])],
@@ -170,7 +203,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             method.save(model, tokenizer, tmp)
             if value_head is not None:  # with the policy, so that PPO can go on from this run
                 save_file(value_head.state_dict(), str(tmp / VALUE_HEAD_FILE))
-        after, samples = reward_eval(model, tokenizer, reward, heldout, config, precision)
+        after, samples = reward_eval(model, tokenizer, rewards, heldout, heldout_columns, config, precision)
         logged = [m for m in run.metrics() if "reward" in m]
         summary = {
             "method": config.method.name,
@@ -185,7 +218,12 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             "last_reward": logged[-1]["reward"] if logged else None,
             "last_kl": logged[-1].get("kl") if logged else None,
         }
-        png = reward_kl_png(run.metrics())
+        named = [r.name for r in rewards] if config.reward.functions else []
+        for name in named:  # each named reward's rollout mean at the first and last logged step
+            means = [m[f"rewards/{name}/mean"] for m in logged if f"rewards/{name}/mean" in m]
+            if means:
+                summary[f"rewards/{name}"] = [round(means[0], 4), round(means[-1], 4)]
+        png = reward_kl_png(run.metrics(), named)
         comparison = finish_with_scores(
             run,
             config,
@@ -195,5 +233,5 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
             samples,
             figures=[("Reward and KL to the reference", png)] if png else None,
         )
-    print_summary(run, summary, comparison, SUMMARY_KEYS)
+    print_summary(run, summary, comparison, [*SUMMARY_KEYS, *(k for k in summary if k.startswith("rewards/"))])
     return run
