@@ -58,10 +58,15 @@ class Method:
         """Raise ConfigError for settings the model cannot take, before the run directory exists."""
 
     def save(self, model, tokenizer, out: Path) -> None:
-        from trainforge.models.saving import save_model, save_tokenizer
+        from trainforge.models.saving import save_tokenizer
+
+        self.save_weights(model, out)
+        save_tokenizer(tokenizer, out)
+
+    def save_weights(self, model, out: Path) -> None:
+        from trainforge.models.saving import save_model
 
         save_model(model, out)
-        save_tokenizer(tokenizer, out)
 
     def data_parallel_problem(self) -> str | None:
         """Why this method cannot train data-parallel as configured, or None."""

@@ -35,14 +35,10 @@ class PeftMethod(Method):
 
     def save(self, model, tokenizer, out: Path) -> None:
         from trainforge.models.registry import public_name
-        from trainforge.models.saving import name_public_base, save_tokenizer
+        from trainforge.models.saving import name_public_base
 
-        self.save_adapter(model, out)
-        save_tokenizer(tokenizer, out)
+        super().save(model, tokenizer, out)
         name_public_base(out, public_name(self.config.model.name))
-
-    def save_adapter(self, model, out: Path) -> None:
-        model.save_pretrained(out)
 
     def check_before_run(self) -> None:
         """A `target_modules` list that names no layer of the model is refused now, with the layer names there
@@ -104,7 +100,7 @@ INIT_LORA_WEIGHTS = {
     "eva": "eva",
     "corda": "corda",
 }
-RESIDUAL_INITS = ("pissa", "olora", "corda")  # the base keeps W minus the adapter's start (see Lora.save_adapter)
+RESIDUAL_INITS = ("pissa", "olora", "corda")  # the base keeps W minus the adapter's start (see Lora.save_weights)
 DATA_INITS = ("eva", "corda")  # fitted to the activations of training rows before training
 CALIBRATION_ROWS = 256  # training rows EVA / CorDA read activations of (CorDA's guide: ~hidden / tokens per row × 128)
 
@@ -116,7 +112,7 @@ class Lora(PeftMethod):
 
     name = "lora"
     tasks = ("lm", "text-classification", "reward")
-    initial_adapter = None  # a residual init's starting A and B (see save_adapter)
+    initial_adapter = None  # a residual init's starting A and B (see save_weights)
 
     def peft_config(self):
         from peft import EvaConfig, LoraConfig
@@ -159,11 +155,11 @@ class Lora(PeftMethod):
             self.initial_adapter = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
         return model
 
-    def save_adapter(self, model, out: Path) -> None:
+    def save_weights(self, model, out: Path) -> None:
         """A residual init's adapter is saved converted by peft (`path_initial_model_for_weight_conversion`) to a
         plain LoRA of rank 2r on the untouched base: W + BA - B0A0 = W_res + BA, the trained weights."""
         if self.initial_adapter is None:
-            return super().save_adapter(model, out)
+            return super().save_weights(model, out)
         import tempfile
         import warnings
 
