@@ -8,6 +8,7 @@ JSON validity of the written calls and "no call when none is needed".
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 import time
@@ -18,6 +19,11 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["tool_selection", "tool_arguments_exact", "tool_json_valid", "tool_no_call", "exact_match"]
+
+
+def _number(value):
+    """A score as JSON allows it: a share with nothing to count (NaN, e.g. JSON validity before any call) as null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def main() -> None:
@@ -37,7 +43,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started),
         "train_seconds": summary.get("train_seconds"),
         "steps": summary.get("steps"),
-        "scores": {m: {"before": summary.get(f"before.{m}"), "after": summary.get(f"after.{m}")} for m in METRICS},
+        "scores": {m: {side: _number(summary.get(f"{side}.{m}")) for side in ("before", "after")} for m in METRICS},
         "samples": samples,
     }
     table = Table(title=f"tool-calls, LoRA SFT of SmolLM2-135M ({result['steps']} steps, {result['wall_seconds']} s)")
