@@ -505,54 +505,31 @@ def child_trl(job: str, a: dict, markers: list[str]) -> None:
     if job in ("sft", "packing", "dora"):
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**budget, packing=job == "packing")
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[probe],
-        )
+        trainer_class, args = SFTTrainer, SFTConfig(**budget, packing=job == "packing")
     elif job == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        args = KTOConfig(**budget)
-        trainer = KTOTrainer(
-            model=model,
-            args=args,
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[probe],
-        )
+        trainer_class, args = KTOTrainer, KTOConfig(**budget)
     elif job == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         from trainforge.methods.preference import token_counting_pair_trainer
 
         # ORPO batches carry no `input_ids` for the Trainer to count tokens by; the subclass only counts them
+        trainer_class = token_counting_pair_trainer(ORPOTrainer)
         args = ORPOConfig(**{**budget, "include_num_input_tokens_seen": "no"})
-        trainer = token_counting_pair_trainer(ORPOTrainer)(
-            model=model,
-            args=args,
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[probe],
-        )
     else:
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(**budget)
-        trainer = DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[probe],
-        )
+        trainer_class, args = DPOTrainer, DPOConfig(**budget)
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[probe],
+    )
     trainer.train()
     trainer.save_model()  # the adapter, into output_dir
     _result(
