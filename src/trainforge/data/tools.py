@@ -108,3 +108,14 @@ def parse_tool_calls(text: str) -> tuple[str, list[dict]]:
         last = match.end()
     kept.append(text[last:])
     return "".join(kept).strip() if calls else text.strip(), calls
+
+
+def same_calls(a: list[dict], b: list[dict]) -> bool:
+    """Whether two lists of parsed calls are the same calls (names and arguments), in any order."""
+    key = lambda calls: sorted(json.dumps(call, sort_keys=True) for call in calls)  # noqa: E731
+    return key(a) == key(b)
+
+
+def same_functions(a: list[dict], b: list[dict]) -> bool:
+    """Whether two lists of parsed calls call the same functions, as many times each, whatever their arguments."""
+    return sorted(call["name"] for call in a) == sorted(call["name"] for call in b)

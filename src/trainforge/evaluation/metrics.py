@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-
-from trainforge.data.tools import CALL_OPEN, parse_tool_calls
+from trainforge.data.tools import CALL_OPEN, parse_tool_calls, same_calls, same_functions
 
 
 def exact_match(predictions: list[str], references: list[str]) -> float:
@@ -46,12 +43,10 @@ def tool_call_scores(predictions: list[str], references: list[str]) -> dict[str,
     broken = [CALL_OPEN in text for text, _ in predicted]  # a call was attempted and cannot be made
     made = [calls for _, calls in predicted]
     wanted = [parse_tool_calls(r)[1] for r in references]
-    key = lambda calls: sorted(json.dumps(call, sort_keys=True) for call in calls)  # noqa: E731
-    names = lambda calls: Counter(call["name"] for call in calls)  # noqa: E731
     rows = list(zip(made, wanted, broken))
     return {
-        "tool_selection": _share([not b and names(p) == names(w) for p, w, b in rows]),
-        "tool_arguments_exact": _share([not b and key(p) == key(w) for p, w, b in rows if w]),
+        "tool_selection": _share([not b and same_functions(p, w) for p, w, b in rows]),
+        "tool_arguments_exact": _share([not b and same_calls(p, w) for p, w, b in rows if w]),
         "tool_json_valid": _share([not b for b, raw in zip(broken, predictions) if CALL_OPEN in raw]),
         "tool_no_call": _share([not b and not p for p, w, b in rows if not w]),
     }

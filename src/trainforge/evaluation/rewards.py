@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from trainforge.data.tools import parse_tool_calls
+from trainforge.data.tools import parse_tool_calls, same_calls, same_functions
 
 ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 WELL_FORMED = re.compile(r"\s*(<think>.*?</think>\s*)?<answer>.*?</answer>\s*", re.DOTALL)
@@ -63,22 +63,17 @@ def json_schema(completion: str, schema) -> float:
     return 1.0 if Draft202012Validator(schema).is_valid(value) else 0.5
 
 
-def _calls(text: str) -> list[str]:
-    return sorted(json.dumps(call, sort_keys=True) for call in parse_tool_calls(text)[1])
-
-
 def tool_call(completion: str, answer) -> float:
     """The completion's <tool_call> blocks (data/tools.py) against those of the row's reference answer, in any
     order: 1 when they are the same calls (or, when none is expected, when none is made); 0.5 when they call the
     same functions with other arguments; 0.25 when calls parse but call other functions; 0 when none parses (or one
     is made where none was expected)."""
-    expected, made = _calls(str(answer)), _calls(completion)
-    if made == expected:
+    expected, made = parse_tool_calls(str(answer))[1], parse_tool_calls(completion)[1]
+    if same_calls(made, expected):
         return 1.0
     if not made or not expected:
         return 0.0
-    names = sorted(json.loads(c)["name"] for c in made) == sorted(json.loads(c)["name"] for c in expected)
-    return 0.5 if names else 0.25
+    return 0.5 if same_functions(made, expected) else 0.25
 
 
 def length_penalty(completion: str, max_chars: int = DEFAULT_MAX_CHARS) -> float:
