@@ -1,6 +1,7 @@
 """GRPO that teaches a verifiable skill: examples/grpo-arithmetic.yaml (SmolLM2-135M-Instruct, LoRA, rewards
 `format` + `exact_answer` on the bundled arithmetic word problems) run as-is; recorded: the mean reward of the
-rollouts per step (the weighted sum and each named reward) and the held-out exact accuracy (greedy) before and after.
+rollouts per step (the weighted sum and each named reward) and the held-out exact accuracy (greedy) before and after,
+overall and per operation (the prompt's worked example adds: a model that copies it gets the other two wrong).
 
     PYTHONPATH=src python benchmarks/grpo_arithmetic.py [--steps N] [--runs-dir DIR] [--out benchmarks/grpo_arithmetic.json]
 """
@@ -17,6 +18,16 @@ from trainforge.config import load_config
 from trainforge.pipeline import train
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "grpo-arithmetic.yaml"
+OPERATIONS = {"add": "more. How many", "take away": "gives away", "multiply": "boxes with"}  # data/tasks.py's wording
+
+
+def accuracy_by_operation(samples: list[dict]) -> dict[str, float]:
+    """Exact accuracy of the greedy held-out answers per operation, told apart by the problem's wording."""
+    out = {}
+    for operation, wording in OPERATIONS.items():
+        scores = [s["exact_answer"] for s in samples if wording in s["prompt"].rsplit("Problem:", 1)[-1]]
+        out[operation] = round(sum(scores) / len(scores), 3) if scores else None
+    return out
 
 
 def main() -> None:
@@ -39,12 +50,19 @@ def main() -> None:
             for m in run.metrics()
             if "reward" in m
         ]
+        by_operation = {
+            when: accuracy_by_operation(json.loads(run.file(f"eval_{when}.json").read_text())["samples"])
+            for when in ("before", "after")
+        }
     result = {
         "config": str(EXAMPLE.relative_to(EXAMPLE.parent.parent)),
         "steps": summary["steps"],
         "wall_seconds": round(seconds, 1),
         "held_out_prompts": config.evaluation.max_samples,
         "exact_accuracy": {"before": summary["before.mean_exact_answer"], "after": summary["after.mean_exact_answer"]},
+        "exact_accuracy_by_operation": {
+            operation: {when: by_operation[when][operation] for when in ("before", "after")} for operation in OPERATIONS
+        },
         "format": {"before": summary["before.mean_format"], "after": summary["after.mean_format"]},
         "mean_reward": {"before": summary["before.mean_reward"], "after": summary["after.mean_reward"]},
         "reward_curve": curve,

@@ -10,7 +10,7 @@ from conftest import tiny_run_config
 from trainforge.data.tasks import arithmetic
 from trainforge.errors import ConfigError, DataError
 from trainforge.evaluation.rewards import exact_answer, format_reward, json_schema, length_penalty, tool_call
-from trainforge.tasks.lm.rewards import load_rewards, row_columns, weighted
+from trainforge.tasks.lm.rewards import load_rewards, row_columns, score_all
 
 SCHEMA = {"type": "object", "properties": {"year": {"type": "integer"}}, "required": ["year"]}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
@@ -86,13 +86,35 @@ def test_weighted_rewards_read_each_rows_reference(runs_dir):
     columns = row_columns(rows, rewards, "test")
     assert columns == [{"answer": rows[0]["answer"]}, {"answer": rows[1]["answer"]}]
     completions = [f"<answer>{rows[0]['answer']}</answer>", "wrong"]
-    assert weighted(rewards)([[], []], completions, columns) == [1.5, 0.0]
+    assert score_all(rewards, [[], []], completions, columns) == (
+        [1.5, 0.0],
+        {"format": [1.0, 0.0], "exact_answer": [1.0, 0.0]},
+    )
     # a chat row without an `answer` column: its final assistant message is the reference
     chat = [{"messages": rows[0]["messages"], "row": 1}]
     assert row_columns(chat, rewards, "test") == [{"answer": rows[0]["messages"][-1]["content"]}]
     prompt_only = [{"prompt": [{"role": "user", "content": "2 + 2?"}], "row": 7}]
     with pytest.raises(DataError, match=r"row 7: reward `exact_answer` checks against the row's `answer` column"):
         row_columns(prompt_only, rewards, "test")
+
+
+def starts_with_answer(prompt, completion, answer, bonus=1.0):  # a user's program reward that reads a row column
+    return bonus if completion.startswith(answer) else 0.0
+
+
+def test_program_rewards_get_the_row_columns_their_parameters_name(runs_dir):
+    rows = [{**row, "columns": {"answer": row["answer"]}, "row": i} for i, row in enumerate(arithmetic(2, 0), 1)]
+    for reward in (
+        {"functions": ["test_rewards:starts_with_answer", "format"]},
+        {"function": "test_rewards:starts_with_answer"},
+    ):
+        program = load_rewards(config(runs_dir, **reward))[0]
+        assert program.needs == ("answer",)  # `bonus` has a default: not a column
+        columns = row_columns(rows, [program], "test")
+        assert program.score([[], []], [rows[0]["answer"], "none"], columns) == [1.0, 0.0]
+    prompt_only = [{"prompt": [{"role": "user", "content": "2 + 2?"}], "row": 3}]
+    with pytest.raises(DataError, match=r"row 3: reward `starts_with_answer` checks against the row's `answer`"):
+        row_columns(prompt_only, [program], "test")
 
 
 def test_a_missing_schema_column_fails_before_the_run_directory(runs_dir):
@@ -172,6 +194,8 @@ def test_named_rewards_train_and_each_is_logged_and_summarised(runs_dir, objecti
     assert {"before.mean_exact_answer", "after.mean_exact_answer", "after.mean_format"} <= set(summary)
     rows = [m for m in run.metrics() if "reward" in m]
     assert len(rows) == 2
-    if objective == "grpo":  # TRL logs each reward per step; PPO learns (and logs) the weighted sum
-        assert all({"rewards/format/mean", "rewards/exact_answer/mean"} <= set(m) for m in rows)
-        assert len(summary["rewards/exact_answer"]) == 2  # first and last logged mean
+    assert all({"rewards/format/mean", "rewards/exact_answer/mean"} <= set(m) for m in rows)  # each, per step
+    assert len(summary["rewards/exact_answer"]) == 2  # first and last logged mean
+    if objective == "ppo":  # the weighted sum it learns from is the logged `reward`
+        for m in rows:
+            assert m["reward"] == pytest.approx(0.5 * m["rewards/format/mean"] + m["rewards/exact_answer/mean"])

@@ -657,7 +657,8 @@ class RewardTerm(Section):
 
     name: str = Field(
         description="A bundled reward (format, exact_answer, json_schema, tool_call, length_penalty) or a program "
-        "`package.module:function(prompt, completion) -> float`."
+        "`package.module:function(prompt, completion) -> float`; its further parameters without a default name "
+        "the row columns it reads (e.g. `answer`)."
     )
     weight: float = Field(1.0, description="Its weight in the sum of rewards (TRL's reward_weights).")
     max_chars: int | None = Field(
@@ -696,7 +697,8 @@ class RewardConfig(Section):
         None,
         description="A program reward `package.module:function`, called as "
         "function(prompt, completion) -> float with the last user message and the answer, "
-        "e.g. trainforge.data.tasks:dates_json_reward.",
+        "e.g. trainforge.data.tasks:dates_json_reward; its further parameters without a default name the row "
+        "columns it reads, passed by name.",
     )
     functions: list[RewardTerm] = Field(
         [],

@@ -490,9 +490,11 @@ def tool_calls(n: int, seed: int) -> list[dict]:
     return rows
 
 
-# Arithmetic word problems: one or two steps on small numbers, each row with its reference `answer` (RL rewards
-# check it exactly). The prompt holds one worked example (a 135M model follows a shown format far more often than a
-# described one), and the assistant's turn works the problem the same way, so SFT can train on the same rows.
+# Arithmetic word problems: one operation (add, take away, multiply) on small numbers, each row with its
+# reference `answer` (RL rewards check it exactly; no answer is negative). The prompt holds one worked example (a
+# 135M model follows a shown format far more often than a described one); it adds, so a model that copies the
+# example rather than reading the problem gets the other two operations wrong, which is the skill RL has to teach.
+# The assistant's turn works the problem the same way, so SFT can train on the same rows.
 ARITHMETIC_INSTRUCTION = (
     "Solve the problem. Write the calculation inside <think></think>, then only the final number inside "
     "<answer></answer>."
@@ -505,7 +507,7 @@ ARITHMETIC_EXAMPLE = [
     {"role": "assistant", "content": "<think>4 + 3 = 7</think>\n<answer>7</answer>"},
 ]
 ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards"]
-ARITHMETIC_STEPS: list[tuple[str, str, Callable[[int, int], int]]] = [  # (problem, its calculation, its answer)
+ARITHMETIC_PROBLEMS: list[tuple[str, str, Callable[[int, int], int]]] = [  # (problem, its calculation, its answer)
     ("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", "{a} + {b}", lambda a, b: a + b),
     ("{name} has {a} {item} and gives away {b}. How many {item} are left?", "{a} - {b}", lambda a, b: a - b),
     (
@@ -513,26 +515,18 @@ ARITHMETIC_STEPS: list[tuple[str, str, Callable[[int, int], int]]] = [  # (probl
         "{a} * {b}",
         lambda a, b: a * b,
     ),
-    (
-        "{name} has {a} {item}, and {b} friends each give {name} 2 more. How many {item} now?",
-        "{a} + {b} * 2",
-        lambda a, b: a + b * 2,
-    ),
-    (
-        "{name} had {a} {item}, lost {b}, then found 3. How many {item} does {name} have?",
-        "{a} - {b} + 3",
-        lambda a, b: a - b + 3,
-    ),
 ]
 
 
 def arithmetic(n: int, seed: int) -> list[dict]:
-    """Word problems over small numbers (sums, differences, products, two-step) with exact integer answers."""
+    """One-operation word problems (sum, difference, product) on small numbers with exact integer answers."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        template, calculation, solve = rng.choice(ARITHMETIC_STEPS)
-        a, b = rng.randint(5, 20), rng.randint(2, 9)
+        template, calculation, solve = rng.choice(ARITHMETIC_PROBLEMS)
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        if "-" in calculation:  # nobody gives away more than they have
+            a += b
         problem = template.format(name=rng.choice(FIRST_NAMES), a=a, b=b, item=rng.choice(ITEMS))
         expression = calculation.format(a=a, b=b)
         answer = str(solve(a, b))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trainforge.errors import RunError
-from trainforge.tasks.lm.rewards import Scorer
+from trainforge.tasks.lm.rewards import Reward, score_all
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -56,10 +56,10 @@ class Rollout:
 class PPO:
     """One policy, its value head and reference; `step(prompts)` rolls out, scores and optimizes once."""
 
-    def __init__(self, model, tokenizer, reward: Scorer, config, steps: int, precision: str = "fp32"):
+    def __init__(self, model, tokenizer, rewards: list[Reward], config, steps: int, precision: str = "fp32"):
         from transformers import get_scheduler
 
-        self.model, self.tokenizer, self.reward = model, tokenizer, reward
+        self.model, self.tokenizer, self.rewards = model, tokenizer, rewards
         self.rl, self.training = config.rl, config.training
         self.precision = precision
         self.adapter = hasattr(model, "disable_adapter")  # peft: the reference is the base under the adapter
@@ -169,7 +169,8 @@ class PPO:
         """`columns`: each prompt's row columns that the rewards check against (reference answers)."""
         rl = self.rl
         r = self.rollout(prompts)
-        scores = torch.tensor(self.reward(r.prompts, r.completions, columns), dtype=torch.float32)
+        total, each = score_all(self.rewards, r.prompts, r.completions, columns)
+        scores = torch.tensor(total, dtype=torch.float32)
         rows = torch.arange(len(prompts))
         with torch.no_grad():
             old_logp, old_values = self._forward(self.model, r, rows, with_values=True)
@@ -206,6 +207,7 @@ class PPO:
         return {
             "reward": scores.mean().item(),
             "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            **({f"rewards/{n}/mean": sum(v) / len(v) for n, v in each.items()} if len(each) > 1 else {}),  # as TRL
             "kl": kl.sum(1).mean().item(),  # sequence KL to the reference, nats
             **{k: sum(v) / len(v) for k, v in logs.items()},
             "completion_length": r.mask.sum(1).mean().item(),
@@ -216,7 +218,7 @@ class PPO:
 def train_ppo(
     model,
     tokenizer,
-    reward: Scorer,
+    rewards: list[Reward],
     prompts: list[list[dict]],
     config,
     precision: str,
@@ -231,7 +233,7 @@ def train_ppo(
 
     t = config.training
     steps = t.max_steps or max(1, int(t.epochs * len(prompts) / t.batch_size))
-    ppo = PPO(model, tokenizer, reward, config, steps, precision)  # before any restore: the reference is the start
+    ppo = PPO(model, tokenizer, rewards, config, steps, precision)  # before any restore: the reference is the start
     order: list[int] = []
     rng, start = random.Random(t.seed), 0
     restored = load_checkpoint(run) if resume else None

@@ -1,10 +1,11 @@
 """The one reward interface of RL objectives: score (prompt messages, completion) pairs with a trained reward model,
-a program (`package.module:function(prompt, completion) -> float`), or several named rewards with weights
+a program (`package.module:function(prompt, completion, *row columns) -> float`), or several named rewards with weights
 (`reward.functions`: the bundled library of evaluation/rewards.py, or programs) that read the prompt's row columns."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ def last_user_text(messages: list[dict]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def program_reward(dotted: str, key: str = "reward.function") -> Scorer:
-    """`package.module:function` → a scorer that calls function(last user message, completion) per pair."""
+def program_reward(dotted: str, key: str = "reward.function") -> tuple[Scorer, tuple[str, ...]]:
+    """`package.module:function` → a scorer that calls function(last user message, completion) per pair, and the
+    row columns it reads: each parameter after those two without a default, passed by name (`answer`, ...)."""
     module_name, _, attr = dotted.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr) if attr else None
@@ -46,11 +48,26 @@ def program_reward(dotted: str, key: str = "reward.function") -> Scorer:
             f"Key `{key}` = {dotted!r}: expected `package.module:function`, a callable "
             "function(prompt, completion) -> float; none found."
         )
+    needs = columns_read_by(fn)
 
     def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
-        return [float(fn(last_user_text(p), c)) for p, c in zip(prompts, completions)]
+        rows = columns or [{}] * len(completions)
+        return [
+            float(fn(last_user_text(p), c, **{k: row[k] for k in needs}))
+            for p, c, row in zip(prompts, completions, rows)
+        ]
 
-    return score
+    return score, needs
+
+
+def columns_read_by(fn) -> tuple[str, ...]:
+    """The names of fn's parameters after (prompt, completion) that have no default: the row columns it reads."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature takes the two arguments only
+        return ()
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return tuple(p.name for p in named[2:] if p.default is p.empty)
 
 
 def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
@@ -116,24 +133,25 @@ def load_rewards(config) -> list[Reward]:
         rewards = []
         for i, term in enumerate(r.functions):
             if ":" in term.name:
-                score, needs = program_reward(term.name, f"reward.functions[{i}].name"), ()
+                score, needs = program_reward(term.name, f"reward.functions[{i}].name")
             else:
                 options = {"max_chars": term.max_chars} if term.max_chars else {}
                 score, needs = library_reward(term.name, options), LIBRARY[term.name].needs
             rewards.append(Reward(reward_label(term.name), term.weight, score, needs))
         return rewards
-    score = program_reward(r.function) if r.function else reward_model(r.model, r.max_length)
-    return [Reward("reward_fn", 1.0, score)]
+    if r.function:
+        score, needs = program_reward(r.function)
+        return [Reward(reward_label(r.function), 1.0, score, needs)]
+    return [Reward("reward_model", 1.0, reward_model(r.model, r.max_length))]
 
 
-def weighted(rewards: list[Reward]) -> Scorer:
-    """The rewards' weighted sum as one scorer (PPO's reward, and the held-out score of every objective)."""
-
-    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
-        parts = [[reward.weight * s for s in reward.score(prompts, completions, columns)] for reward in rewards]
-        return [sum(values) for values in zip(*parts)]
-
-    return score
+def score_all(
+    rewards: list[Reward], prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None
+) -> tuple[list[float], dict[str, list[float]]]:
+    """The rewards' weighted sum per completion (PPO's reward, and the held-out score of every objective), and
+    each named reward's own scores."""
+    each = {reward.name: reward.score(prompts, completions, columns) for reward in rewards}
+    return [sum(r.weight * each[r.name][i] for r in rewards) for i in range(len(completions))], each
 
 
 def row_columns(rows: list[dict], rewards: list[Reward], source: str) -> list[dict]:

@@ -16,7 +16,7 @@ from trainforge.errors import DataError
 from trainforge.run.finish import finish_with_scores, print_summary
 from trainforge.run.prepare import checked_layout, resolve_run
 from trainforge.run.training import baseline_scores, report_parameters, resume_checkpoint
-from trainforge.tasks.lm.rewards import Reward, load_rewards, row_columns, trl_reward_funcs, weighted
+from trainforge.tasks.lm.rewards import Reward, load_rewards, row_columns, score_all, trl_reward_funcs
 from trainforge.tasks.lm.task import backend, evaluate, export_model, output_model, predict  # noqa: F401 - LM runs
 from trainforge.tasks.registry import open_task_run
 from trainforge.tracking.faults import resource_errors
@@ -61,8 +61,7 @@ def reward_eval(
         return {}, []
     texts = [render(tokenizer, p, add_generation_prompt=True) for p in prompts]
     answers = generate(model, tokenizer, texts, config.rl.max_new_tokens, config.evaluation.batch_size, precision)
-    each = {reward.name: reward.score(prompts, answers, columns) for reward in rewards}
-    scores = [sum(r.weight * each[r.name][i] for r in rewards) for i in range(len(answers))]
+    scores, each = score_all(rewards, prompts, answers, columns)
     samples = [
         {"prompt": t, "prediction": a, "reward": s, **({n: each[n][i] for n in each} if len(rewards) > 1 else {})}
         for i, (t, a, s) in enumerate(zip(texts, answers, scores))
@@ -180,9 +179,7 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
         if t.objective == "ppo":
             from trainforge.tasks.lm.ppo import train_ppo
 
-            trained = train_ppo(
-                model, tokenizer, weighted(rewards), train_prompts, config, precision, run, resume, train_columns
-            )
+            trained = train_ppo(model, tokenizer, rewards, train_prompts, config, precision, run, resume, train_columns)
             steps, value_head = trained["steps"], trained["value_head"]
         else:
             trainer = build_trl_trainer(
