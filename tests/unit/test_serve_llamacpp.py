@@ -1,7 +1,9 @@
 """`trainforge serve --backend llama.cpp|auto` on a tiny random LLaMA run: the GGUF export made once and reused,
-greedy answers equal to the torch backend's, streaming, stop strings and limits through the same OpenAI API; auto's
-choice said; the AMX probe and the switch that turns llama.cpp's extra weight buffers off."""
+greedy answers equal to the torch backend's (constrained to a JSON schema or a tool call too), streaming, stop
+strings and limits through the same OpenAI API; auto's choice said; the AMX probe and the switch that turns
+llama.cpp's extra weight buffers off."""
 
+import json
 import logging
 import sys
 import threading
@@ -13,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from conftest import tiny_run_config
 from trainforge.errors import TrainforgeError
-from trainforge.inference.backends import Generator, Sampling
+from trainforge.inference.backends import Constraint, Generator, Sampling
 from trainforge.pipeline import train
 from trainforge.serve import build_app, load_backend
 
@@ -96,6 +98,43 @@ def test_llama_cpp_stops_at_stop_strings_and_seeds_repeat(engines):
     assert "".join(pieces) == done.text == cut.text
     sampled = [llama.complete(ids, Sampling(16, temperature=1.0, seed=7)).text for _ in range(2)]
     assert sampled[0] == sampled[1] != llama.complete(ids, Sampling(16, temperature=1.0, seed=8)).text
+
+
+def test_llama_cpp_constrains_decoding_as_torch_does(lm_run, engines):
+    pytest.importorskip("xgrammar")
+    from jsonschema import validate
+
+    from trainforge.serve.tools import call_constraint
+
+    torch_backend, llama = engines
+    answer = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+        "required": ["ok", "n"],
+    }
+    weather = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}}, "required": ["city"]}
+    ids = torch_backend.encode(PROMPTS[2])
+    for constraint in (Constraint(answer), call_constraint({"get_weather": weather})):
+        want = torch_backend.complete(ids, Sampling(64, constraint=constraint))
+        got = llama.complete(ids, Sampling(64, constraint=constraint))
+        # the same grammar, the same greedy tokens: the grammar ended both (not max_tokens)
+        assert (got.text, got.completion_tokens, got.finish_reason) == (want.text, want.completion_tokens, "stop")
+        *pieces, done = llama.stream(ids, Sampling(64, constraint=constraint))
+        assert "".join(pieces) == done.text == want.text
+    validate(json.loads(llama.complete(ids, Sampling(40, constraint=Constraint(answer))).text), answer)
+    client = TestClient(build_app(lm_run, engine="llama.cpp"))
+    for seed in range(3):
+        body = {
+            "model": lm_run.name,
+            "messages": [{"role": "user", "content": PROMPTS[2]}],
+            "max_tokens": 40,
+            "temperature": 1.0,
+            "seed": seed,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": answer}},
+        }
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        validate(json.loads(r.json()["choices"][0]["message"]["content"]), answer)
 
 
 def test_gguf_is_exported_once_and_again_when_the_weights_change(lm_run, engines):

@@ -1,7 +1,7 @@
 """Tools and structured outputs through the official openai client on a tiny random LLaMA run: a forced
 `<tool_call>` answer comes back as typed `tool_calls`, whole and streamed as OpenAI's deltas, and the round trip
 renders as training data does; tool_choice "required" / named and response_format constrain even the random model's
-output to calls and JSON that validate; what cannot be served is refused with a 400 naming the parameter."""
+output to calls and JSON that validate; a bad request is refused with a 400 naming the parameter."""
 
 import json
 from typing import Literal
@@ -282,19 +282,3 @@ def test_bad_tool_and_format_requests_are_refused_naming_the_parameter(served, e
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param and says in error["message"], error
-
-
-def test_a_backend_without_constrained_decoding_refuses_response_format_but_serves_tools(served, force, monkeypatch):
-    from trainforge.inference.llamacpp import LlamaCppGenerator
-
-    name, backend, http, client = served
-    assert LlamaCppGenerator.constrains is False
-    monkeypatch.setattr(backend, "constrains", False)
-    monkeypatch.setattr(backend, "engine", "llama.cpp")
-    with pytest.raises(openai.BadRequestError, match="llama.cpp backend does not do"):
-        client.chat.completions.create(model=name, messages=QUESTION, response_format={"type": "json_object"})
-    with pytest.raises(openai.BadRequestError, match="llama.cpp backend does not do"):
-        client.chat.completions.create(model=name, messages=QUESTION, tools=TOOLS, tool_choice="required")
-    force(CALL)
-    answer = client.chat.completions.create(model=name, messages=QUESTION, tools=TOOLS)
-    assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"

@@ -101,7 +101,6 @@ class Generator:
 
     kind = "generative"
     engine = "torch"
-    constrains = True  # does constrained decoding (xgrammar)
 
     def __init__(self, run: RunDir, max_concurrent: int = 4):
         from trainforge.evaluation.lm import virtual_token_method
@@ -127,6 +126,7 @@ class Generator:
     def _serve(self, model, tokenizer, max_concurrent: int) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.context = getattr(model.config, "max_position_embeddings", None)
+        self.vocab_size = model.config.vocab_size  # the logits' width, which may pad past the tokenizer's
         self.slots = threading.BoundedSemaphore(max_concurrent)  # bounds the KV caches held (memory) at once
         self.sampling = threading.Lock()
         self._compiler = None
@@ -145,8 +145,8 @@ class Generator:
             raise TrainforgeError(
                 f"Constrained decoding needs xgrammar ({err}); install it with `pip install 'trainforge[serve]'`."
             ) from None
-        if self._compiler is None:  # the model's vocabulary (its logits) may be padded past the tokenizer's
-            info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
+        if self._compiler is None:
+            info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size)
             self._compiler = xgrammar.GrammarCompiler(info)
         try:
             grammar = xgrammar.Grammar.from_json_schema(json.dumps(constraint.schema), any_whitespace=False)

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from trainforge.errors import TrainforgeError
 from trainforge.hardware import _cpu_flags, physical_cores
-from trainforge.inference.backends import Completion, Generator, Sampling, _stop_at, until_stop
+from trainforge.inference.backends import Completion, Constraint, Generator, Sampling, _stop_at, until_stop
 
 log = logging.getLogger("trainforge.serve")
 
@@ -95,7 +95,6 @@ class LlamaCppGenerator(Generator):
     """The torch Generator's interface (chat_prompt, encode, complete, stream) over llama.cpp contexts."""
 
     engine = "llama.cpp"
-    constrains = False  # response_format and forced tool calls are refused (serve/app.py): serve them with torch
 
     def __init__(self, gguf: Path, tokenizer, max_concurrent: int = 4):
         """`gguf`: a LLaMA GGUF file (a run's: serve's llama_cpp_backend); `tokenizer`: the one it was exported with."""
@@ -110,7 +109,7 @@ class LlamaCppGenerator(Generator):
         self.idle: queue.SimpleQueue = queue.SimpleQueue()  # contexts not generating now
         self.active, self.counting = 0, threading.Lock()
         first = self._context()  # loaded now: a broken file fails at start, not at a request
-        self.context = first.n_ctx()
+        self.context, self.vocab_size, self._compiler = first.n_ctx(), first.n_vocab(), None
         self.idle.put(first)
         # freed while the interpreter still works: llama-cpp-python's own finalizers fail noisily at its exit
         weakref.finalize(self, _close_all, self.idle)
@@ -145,6 +144,7 @@ class LlamaCppGenerator(Generator):
     def _texts(self, ids: list[int], sampling: Sampling, tokens: list[int]) -> Iterator[str]:
         """The text of `tokens` each time a new token has been appended to it, until end of sequence, max_tokens or
         a stop string."""
+        matcher = self._matcher(sampling.constraint) if sampling.constraint else None
         with self._borrowed() as llm:
             llm.set_seed(DEFAULT_SEED if sampling.seed is None else sampling.seed)
             greedy = sampling.greedy
@@ -157,8 +157,11 @@ class LlamaCppGenerator(Generator):
                 top_k=0,
                 min_p=0.0,
                 repeat_penalty=1.0,
+                logits_processor=self.llama_cpp.LogitsProcessorList([matcher.mask]) if matcher else None,
             ):
                 tokens.append(token)
+                if matcher:
+                    matcher.accept(token)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 yield text
                 if (
@@ -168,6 +171,9 @@ class LlamaCppGenerator(Generator):
                 ):
                     return
                 self._share_cores(llm)  # generations may have started or ended meanwhile
+
+    def _matcher(self, constraint: Constraint) -> _GrammarMask:
+        return _GrammarMask(self.grammar(constraint), self.vocab_size)
 
     def complete(self, ids: list[int], sampling: Sampling) -> Completion:
         started, tokens = time.perf_counter(), []
@@ -186,3 +192,28 @@ class LlamaCppGenerator(Generator):
 
         yield from until_stop(pieces(), sampling.stop)
         yield self._completion(ids, tokens, sampling, started)
+
+
+class _GrammarMask:
+    """The torch backend's compiled grammar (xgrammar) as a llama-cpp-python logits processor, so that both engines
+    constrain to the same compact JSON: llama.cpp calls `mask` on each step's logits, and each token it samples is
+    fed back with `accept`."""
+
+    def __init__(self, compiled, vocab_size: int):
+        import xgrammar
+
+        self.xgrammar, self.vocab_size = xgrammar, vocab_size
+        self.matcher = xgrammar.GrammarMatcher(compiled)
+        self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
+
+    def mask(self, input_ids, scores):
+        import numpy as np
+        import torch
+
+        self.matcher.fill_next_token_bitmask(self.bitmask)
+        logits = torch.from_numpy(np.array(scores, dtype=np.float32)).unsqueeze(0)  # llama.cpp's view is strided
+        self.xgrammar.apply_token_bitmask_inplace(logits, self.bitmask, vocab_size=self.vocab_size)
+        return logits[0].numpy()
+
+    def accept(self, token: int) -> None:
+        self.matcher.accept_token(token)

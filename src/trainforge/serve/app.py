@@ -348,14 +348,6 @@ def create_app(
             )
         if constraint:
             param = "response_format" if req.response_format else "tool_choice"
-            if not backend.constrains:
-                raise APIError(
-                    400,
-                    f"{param} needs constrained decoding, which the {backend.engine} backend does not do; "
-                    "serve with `--backend torch`.",
-                    param,
-                    "unsupported_parameter",
-                )
             try:
                 backend.grammar(constraint)  # a schema it cannot enforce is refused before anything streams
             except TrainforgeError as err:
