@@ -149,13 +149,13 @@ def test_grpo_advantages_match_a_hand_computation(runs_dir, monkeypatch):
         load_causal_lm("tiny-llama"),
         tokenizer,
         load_rewards(cfg),
-        rl.prompts_of(rows),
+        rl.prompts_of(rows, tokenizer),
         [{"answer": row["answer"]} for row in rows],
         cfg,
         RunDir(runs_dir / "adv"),
         [],
     )
-    inputs = [{"prompt": p, "columns": "{}"} for p in rl.prompts_of(rows) for _ in range(4)]
+    inputs = [{"prompt": p, "columns": "{}"} for p in rl.prompts_of(rows, tokenizer) for _ in range(4)]
     got = trainer._generate_and_score_completions(inputs)["advantages"]
     # by hand: r = 0.5·format + exact = [1.5, .25, 0, 1.5 | 0, 0, 1, 1.5]
     # group 1: mean .8125; deviations .6875, -.5625, -.8125, .6875; sample std = sqrt(1.921875/3) = .80039
@@ -199,3 +199,33 @@ def test_named_rewards_train_and_each_is_logged_and_summarised(runs_dir, objecti
     if objective == "ppo":  # the weighted sum it learns from is the logged `reward`
         for m in rows:
             assert m["reward"] == pytest.approx(0.5 * m["rewards/format/mean"] + m["rewards/exact_answer/mean"])
+
+
+def test_grpo_on_tool_rows_shows_each_prompt_its_tools_and_scores_the_calls(runs_dir):
+    from trainforge.data.tasks import TOOL_SPECS
+    from trainforge.pipeline import train
+
+    cfg = tiny_run_config(
+        runs_dir,
+        data={"task": "tool-calls", "task_size": 40},
+        training={"objective": "grpo", "max_steps": 1, "batch_size": 2, "max_length": 1024},
+        reward={"functions": ["tool_call"]},
+        rl={"num_generations": 2, "max_new_tokens": 4},
+        evaluation={"max_samples": 2},
+    )
+    run = train(cfg)
+    assert all("rewards/tool_call/mean" in m for m in run.metrics() if "reward" in m)
+    samples = json.loads(run.file("eval_after.json").read_text())["samples"]
+    # the prompts list the row's tools (the built-in block: tiny-llama's template has no tool support)
+    assert all("<tools>" in s["prompt"] and json.dumps(TOOL_SPECS[0]) in s["prompt"] for s in samples)
+
+
+def test_rl_refuses_tool_rows_where_the_template_renders_tools_itself(monkeypatch):
+    from trainforge.data import tools
+    from trainforge.data.tasks import tool_calls
+    from trainforge.tasks.lm.rl import prompts_of
+
+    monkeypatch.setattr(tools, "native_tools", lambda tokenizer: True)
+    rows = [{**row, "row": 3} for row in tool_calls(1, 0)]
+    with pytest.raises(DataError, match="Data x, row 3: the row declares tools, and the model's chat template"):
+        prompts_of(rows, None, "x")

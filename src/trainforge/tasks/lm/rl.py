@@ -39,14 +39,32 @@ SUMMARY_KEYS = (
 )
 
 
-def prompts_of(rows: list[dict]) -> list[list[dict]]:
-    """What the policy answers: a prompt-only row's prompt, else the conversation up to its last message."""
+def prompts_of(rows: list[dict], tokenizer, source: str = "data") -> list[list[dict]]:
+    """What the policy answers: a prompt-only row's prompt, else the conversation up to its last message. A row's
+    `tools` are listed in the built-in system block (data/tools.py), in the messages themselves: TRL renders every
+    prompt of a run with one `tools` list, so a template that renders tools itself cannot show each row its own."""
+    from trainforge.data.tokenize import with_tools
+    from trainforge.data.tools import native_tools
+
     if rows and "segments" in rows[0]:
         raise DataError(
             "Raw-text prompt-completion rows (plain strings) have no conversation for the policy to "
             "answer; give `prompt` as messages, or use chat / prompt-only rows."
         )
-    return [row["prompt"] if "prompt" in row else row["messages"][:-1] for row in rows]
+    prompts = []
+    for row in rows:
+        messages = row["prompt"] if "prompt" in row else row["messages"][:-1]
+        if row.get("tools"):
+            if native_tools(tokenizer):
+                raise DataError(
+                    f"Data {source}, row {row.get('row')}: the row declares tools, and the model's chat template "
+                    "renders tools itself, which RL objectives cannot do per row (TRL renders all prompts with one "
+                    "tools list). Train RL on tool rows with a model whose template has no tool support (trainforge "
+                    "lists the tools in a system block), or drop `tools` from the rows."
+                )
+            messages = with_tools(tokenizer, messages, row["tools"])[0]
+        prompts.append(messages)
+    return prompts
 
 
 def reward_eval(
@@ -158,10 +176,11 @@ def train(config: RunConfig, resume: bool = False, callbacks: list | None = None
     needs = {column for reward in rewards for column in reward.needs}
     splits = checked_layout(config, load_splits(config.data, t.seed, carry=needs))
     tokenizer = load_tokenizer(config.model.name)
-    train_prompts, train_columns = prompts_of(splits.train), row_columns(splits.train, rewards, splits.source)
+    train_prompts = prompts_of(splits.train, tokenizer, splits.source)
+    train_columns = row_columns(splits.train, rewards, splits.source)
     held = splits.test or splits.validation
     held = held[: config.evaluation.max_samples] if config.evaluation.max_samples else held
-    heldout, heldout_columns = prompts_of(held), row_columns(held, rewards, splits.source)
+    heldout, heldout_columns = prompts_of(held, tokenizer, splits.source), row_columns(held, rewards, splits.source)
     console.print(f"[bold]hardware:[/] {hardware.describe()}")
     console.print(f"[bold]data:[/] {splits.source} → {len(train_prompts)} training prompts, {len(heldout)} held out")
     config, run = open_task_run("rl", config, resume, of_splits(splits))
