@@ -1,9 +1,9 @@
 """What constrained decoding (xgrammar, as `trainforge serve` runs it for `response_format` and forced tool calls)
 costs in tokens/s on CPU, and what it buys: the same prompts answered greedily by each backend (torch; llama.cpp
-where it is installed) free, as any JSON object, under a JSON schema, and as a forced tool call; how many answers parse (and validate), tokens/s (median over
-prompts), the time per token spent in xgrammar's logits processor, the grammar's compile time (first compile, and
-again from xgrammar's cache) and the one-time setup of the tokenizer's vocabulary for xgrammar (a server's first
-constrained request pays it).
+where it is installed) free, as any JSON object, under a JSON schema, and as a forced tool call; how many answers
+parse (and validate), tokens/s (median over prompts), the time per token spent in xgrammar's logits mask, the
+grammar's compile time (first compile, and again from xgrammar's cache) and the one-time setup of the tokenizer's
+vocabulary for xgrammar (a server's first constrained request pays it).
 
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/constrained_decoding.py [--model smollm2-135m-instruct]
         [--prompts 8] [--max-tokens 64]

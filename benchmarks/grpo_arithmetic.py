@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
 
 from trainforge.config import load_config
+from trainforge.data.tasks import ARITHMETIC_PROBLEMS
 from trainforge.pipeline import train
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "grpo-arithmetic.yaml"
-OPERATIONS = {"add": "more. How many", "take away": "gives away", "multiply": "boxes with"}  # data/tasks.py's wording
+# each operation's problem template (data/tasks.py) as a pattern: its words, anything in place of each {field}
+OPERATIONS = {
+    operation: re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)))
+    for operation, (template, _, _) in ARITHMETIC_PROBLEMS.items()
+}
 
 
 def accuracy_by_operation(samples: list[dict]) -> dict[str, float]:
     """Exact accuracy of the greedy held-out answers per operation, told apart by the problem's wording."""
     out = {}
-    for operation, wording in OPERATIONS.items():
-        scores = [s["exact_answer"] for s in samples if wording in s["prompt"].rsplit("Problem:", 1)[-1]]
+    for operation, pattern in OPERATIONS.items():
+        scores = [s["exact_answer"] for s in samples if pattern.search(s["prompt"].rsplit("Problem:", 1)[-1])]
         out[operation] = round(sum(scores) / len(scores), 3) if scores else None
     return out
 

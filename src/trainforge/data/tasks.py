@@ -507,15 +507,24 @@ ARITHMETIC_EXAMPLE = [
     {"role": "assistant", "content": "<think>4 + 3 = 7</think>\n<answer>7</answer>"},
 ]
 ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards"]
-ARITHMETIC_PROBLEMS: list[tuple[str, str, Callable[[int, int], int]]] = [  # (problem, its calculation, its answer)
-    ("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", "{a} + {b}", lambda a, b: a + b),
-    ("{name} has {a} {item} and gives away {b}. How many {item} are left?", "{a} - {b}", lambda a, b: a - b),
-    (
+# operation → (problem, its calculation, its answer)
+ARITHMETIC_PROBLEMS: dict[str, tuple[str, str, Callable[[int, int], int]]] = {
+    "add": (
+        "{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
+        "{a} + {b}",
+        lambda a, b: a + b,
+    ),
+    "take away": (
+        "{name} has {a} {item} and gives away {b}. How many {item} are left?",
+        "{a} - {b}",
+        lambda a, b: a - b,
+    ),
+    "multiply": (
         "{name} buys {b} boxes with {a} {item} in each box. How many {item} is that in all?",
         "{a} * {b}",
         lambda a, b: a * b,
     ),
-]
+}
 
 
 def arithmetic(n: int, seed: int) -> list[dict]:
@@ -523,7 +532,7 @@ def arithmetic(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        template, calculation, solve = rng.choice(ARITHMETIC_PROBLEMS)
+        template, calculation, solve = rng.choice(list(ARITHMETIC_PROBLEMS.values()))
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         if "-" in calculation:  # nobody gives away more than they have
             a += b

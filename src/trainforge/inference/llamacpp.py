@@ -21,9 +21,12 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import torch
+
 from trainforge.errors import TrainforgeError
 from trainforge.hardware import _cpu_flags, physical_cores
-from trainforge.inference.backends import Completion, Constraint, Generator, Sampling, _stop_at, until_stop
+from trainforge.inference.backends import Completion, Generator, Sampling, _stop_at, until_stop
 
 log = logging.getLogger("trainforge.serve")
 
@@ -144,7 +147,7 @@ class LlamaCppGenerator(Generator):
     def _texts(self, ids: list[int], sampling: Sampling, tokens: list[int]) -> Iterator[str]:
         """The text of `tokens` each time a new token has been appended to it, until end of sequence, max_tokens or
         a stop string."""
-        matcher = self._matcher(sampling.constraint) if sampling.constraint else None
+        matcher = _GrammarMask(self.grammar(sampling.constraint), self.vocab_size) if sampling.constraint else None
         with self._borrowed() as llm:
             llm.set_seed(DEFAULT_SEED if sampling.seed is None else sampling.seed)
             greedy = sampling.greedy
@@ -171,9 +174,6 @@ class LlamaCppGenerator(Generator):
                 ):
                     return
                 self._share_cores(llm)  # generations may have started or ended meanwhile
-
-    def _matcher(self, constraint: Constraint) -> _GrammarMask:
-        return _GrammarMask(self.grammar(constraint), self.vocab_size)
 
     def complete(self, ids: list[int], sampling: Sampling) -> Completion:
         started, tokens = time.perf_counter(), []
@@ -207,9 +207,6 @@ class _GrammarMask:
         self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
 
     def mask(self, input_ids, scores):
-        import numpy as np
-        import torch
-
         self.matcher.fill_next_token_bitmask(self.bitmask)
         logits = torch.from_numpy(np.array(scores, dtype=np.float32)).unsqueeze(0)  # llama.cpp's view is strided
         self.xgrammar.apply_token_bitmask_inplace(logits, self.bitmask, vocab_size=self.vocab_size)

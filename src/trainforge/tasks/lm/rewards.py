@@ -49,15 +49,7 @@ def program_reward(dotted: str, key: str = "reward.function") -> tuple[Scorer, t
             "function(prompt, completion) -> float; none found."
         )
     needs = columns_read_by(fn)
-
-    def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
-        rows = columns or [{}] * len(completions)
-        return [
-            float(fn(last_user_text(p), c, **{k: row[k] for k in needs}))
-            for p, c, row in zip(prompts, completions, rows)
-        ]
-
-    return score, needs
+    return per_completion(lambda prompt, completion, row: fn(last_user_text(prompt), completion, **row), needs), needs
 
 
 def columns_read_by(fn) -> tuple[str, ...]:
@@ -118,10 +110,15 @@ def reward_model(name: str, max_length: int, batch_size: int = 16) -> Scorer:
 def library_reward(name: str, options: dict) -> Scorer:
     """A bundled reward, called per completion with the row columns it needs as keyword arguments."""
     fn, needs = LIBRARY[name].fn, LIBRARY[name].needs
+    return per_completion(lambda prompt, completion, row: fn(completion, **row, **options), needs)
+
+
+def per_completion(call: Callable[[list[dict], str, dict], float], needs: tuple[str, ...]) -> Scorer:
+    """A scorer that calls `call(prompt messages, completion, {column: value} of the row's `needs`)` per completion."""
 
     def score(prompts: list[list[dict]], completions: list[str], columns: list[dict] | None = None) -> list[float]:
         rows = columns or [{}] * len(completions)
-        return [fn(c, **{k: row[k] for k in needs}, **options) for c, row in zip(completions, rows)]
+        return [float(call(p, c, {k: row[k] for k in needs})) for p, c, row in zip(prompts, completions, rows)]
 
     return score
 
